@@ -1,0 +1,272 @@
+"""Typed, strict, documented training configuration with TOML presets.
+
+A run's configuration is the `Config` defaults, then a preset (a TOML file in `configs/` or a path), then
+`--set key=value` overrides, in that order. Unknown keys and wrong types are errors that name the nearest
+valid keys; every resolved config is saved to the run directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import tomllib
+from pathlib import Path
+from typing import Any, get_type_hints
+
+PRESET_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+class ConfigError(ValueError):
+  """A user mistake in a configuration: the message is one line meant for the user."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  """Every setting of a training run. Sizes are totals (divided across devices later)."""
+
+  # --- world and run ---
+  world: str = "toy:chain"
+  """World id, e.g. 'toy:chain', 'gym:CartPole-v1' (see `worlds.available()`)."""
+  num_envs: int = 8
+  """Environments stepped together by the actor; one batched search per step serves all of them."""
+  total_env_steps: int = 20_000
+  """Real environment steps (summed over envs) after which training stops."""
+  seed: int = 0
+  """Seeds parameters, search, replay sampling and the worlds."""
+  stop_return: float = math.inf
+  """Stop early once the mean evaluation return acting with search reaches this value."""
+
+  # --- networks ---
+  network: str = "mlp"
+  """Network family: 'mlp' (vector observations). Atari's 'resnet' comes later."""
+  latent_dim: int = 64
+  """Width of the latent state produced by representation and dynamics."""
+  hidden_dim: int = 128
+  """Width of hidden layers in every MLP."""
+  lstm_dim: int = 64
+  """Width of the value-prefix LSTM."""
+  proj_dim: int = 128
+  """Width of the projection / prediction heads used by the consistency loss."""
+  value_support: int = 25
+  """Value support is the integers in [-value_support, value_support], in transformed space h(x)."""
+  reward_support: int = 5
+  """Value-prefix support is the integers in [-reward_support, reward_support], in transformed space."""
+
+  # --- search ---
+  search: str = "gumbel"
+  """'gumbel' (Gumbel MuZero) or 'puct' (MuZero pUCT with root Dirichlet noise)."""
+  num_simulations: int = 16
+  """Simulations per search, when acting and when reanalysing."""
+  max_considered_actions: int = 16
+  """Gumbel: actions considered at the root by sequential halving."""
+  dirichlet_alpha: float = 0.3
+  """pUCT: concentration of root Dirichlet noise."""
+  dirichlet_fraction: float = 0.25
+  """pUCT: weight of root Dirichlet noise (0 disables it)."""
+  pb_c_init: float = 1.25
+  """pUCT: exploration constant c1."""
+  pb_c_base: float = 19652.0
+  """pUCT: exploration constant c2."""
+  temperatures: tuple[float, ...] = (1.0, 0.5, 0.25)
+  """Acting temperature per stage of training (pUCT: visit-count temperature; Gumbel: gumbel noise scale)."""
+  temperature_bounds: tuple[float, ...] = (0.5, 0.75)
+  """Fractions of total_env_steps at which the acting temperature moves to the next stage."""
+  value_prefix_horizon: int = 5
+  """The value-prefix LSTM state and prefix are reset every this many model steps."""
+
+  # --- targets and replay ---
+  discount: float = 0.997
+  """Discount per env step."""
+  td_steps: int = 5
+  """n of the n-step value target."""
+  td_age_steps: int = 0
+  """Off-policy correction: the TD horizon shrinks by one per this many env steps of sample age (0: off)."""
+  unroll_steps: int = 5
+  """K: model steps unrolled per training sample."""
+  batch_size: int = 256
+  """Training samples per update."""
+  replay_capacity: int = 100_000
+  """Rows kept in replay (all envs together); the oldest are overwritten."""
+  priority_alpha: float = 0.6
+  """Prioritised replay exponent (0: uniform)."""
+  priority_beta: float = 0.4
+  """Initial importance-weight exponent, annealed linearly to 1 over training."""
+  priority_eps: float = 1e-6
+  """Added to |value error| to form a priority."""
+  reanalyze_fraction: float = 0.0
+  """Fraction of each batch whose policy targets are recomputed by fresh search with current parameters."""
+
+  # --- losses and optimiser ---
+  value_loss_weight: float = 0.25
+  """EfficientZero's value loss weight."""
+  policy_loss_weight: float = 1.0
+  """Policy loss weight."""
+  reward_loss_weight: float = 1.0
+  """Value-prefix loss weight."""
+  consistency_loss_weight: float = 2.0
+  """Self-supervised consistency loss weight (0 disables it)."""
+  optimizer: str = "adam"
+  """'adam' (AdamW) or 'sgd' (SGD with momentum, EfficientZero's choice)."""
+  learning_rate: float = 3e-3
+  """Peak learning rate."""
+  warmup_updates: int = 0
+  """Updates of linear learning-rate warm-up."""
+  weight_decay: float = 1e-4
+  """Weight decay (decoupled for adam, L2 for sgd)."""
+  momentum: float = 0.9
+  """SGD momentum."""
+  max_grad_norm: float = 5.0
+  """Global gradient-norm clip."""
+  target_update_interval: int = 100
+  """Updates between copies of the parameters into the target network."""
+
+  # --- schedule ---
+  updates_per_env_step: float = 0.25
+  """Replay ratio: learner updates per real env step."""
+  updates_per_chunk: int = 16
+  """Updates run inside one jitted dispatch."""
+  learning_starts: int = 1000
+  """Env steps collected before the first update."""
+  eval_every: int = 1000
+  """Env steps between evaluations (0: only at the end)."""
+  eval_episodes: int = 32
+  """Episodes per evaluation, each acting with search and with the policy network alone."""
+  eval_max_steps: int = 27_000
+  """Cap on the length of an evaluation episode."""
+  checkpoint_every: int = 0
+  """Env steps between parameter checkpoints (0: only at the end)."""
+
+  def __post_init__(self) -> None:
+    checks = [
+        (self.num_envs >= 1, "num_envs must be >= 1"),
+        (self.total_env_steps >= 1, "total_env_steps must be >= 1"),
+        (self.network in ("mlp",), f"network must be one of ['mlp'], got {self.network!r}"),
+        (self.search in ("gumbel", "puct"), f"search must be 'gumbel' or 'puct', got {self.search!r}"),
+        (self.optimizer in ("adam", "sgd"), f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}"),
+        (self.num_simulations >= 2, "num_simulations must be >= 2"),
+        (self.max_considered_actions >= 1, "max_considered_actions must be >= 1"),
+        (0.0 < self.discount <= 1.0, "discount must be in (0, 1]"),
+        (self.td_steps >= 1, "td_steps must be >= 1"),
+        (self.td_age_steps >= 0, "td_age_steps must be >= 0"),
+        (self.unroll_steps >= 1, "unroll_steps must be >= 1"),
+        (self.value_prefix_horizon >= 1, "value_prefix_horizon must be >= 1"),
+        (self.batch_size >= 1, "batch_size must be >= 1"),
+        (self.replay_capacity >= self.num_envs * (self.unroll_steps + self.td_steps + 4),
+         "replay_capacity must hold at least num_envs * (unroll_steps + td_steps + 4) rows"),
+        (self.priority_alpha >= 0.0, "priority_alpha must be >= 0"),
+        (0.0 <= self.priority_beta <= 1.0, "priority_beta must be in [0, 1]"),
+        (self.priority_eps > 0.0, "priority_eps must be > 0"),
+        (0.0 <= self.reanalyze_fraction <= 1.0, "reanalyze_fraction must be in [0, 1]"),
+        (self.learning_rate > 0.0, "learning_rate must be > 0"),
+        (self.max_grad_norm > 0.0, "max_grad_norm must be > 0"),
+        (self.target_update_interval >= 1, "target_update_interval must be >= 1"),
+        (self.updates_per_env_step > 0.0, "updates_per_env_step must be > 0"),
+        (self.updates_per_chunk >= 1, "updates_per_chunk must be >= 1"),
+        (self.learning_starts >= 0, "learning_starts must be >= 0"),
+        (self.eval_every >= 0, "eval_every must be >= 0"),
+        (self.eval_episodes >= 1, "eval_episodes must be >= 1"),
+        (self.eval_max_steps >= 1, "eval_max_steps must be >= 1"),
+        (self.checkpoint_every >= 0, "checkpoint_every must be >= 0"),
+        (len(self.temperatures) == len(self.temperature_bounds) + 1,
+         "temperatures must have one more entry than temperature_bounds"),
+        (all(t >= 0 for t in self.temperatures), "temperatures must be >= 0"),
+        (list(self.temperature_bounds) == sorted(self.temperature_bounds),
+         "temperature_bounds must be increasing"),
+        (min(self.latent_dim, self.hidden_dim, self.lstm_dim, self.proj_dim) >= 1, "layer widths must be >= 1"),
+        (self.value_support >= 1 and self.reward_support >= 1, "supports must be >= 1"),
+    ]
+    for ok, message in checks:
+      if not ok:
+        raise ConfigError(f"invalid config: {message}")
+
+  def to_dict(self) -> dict[str, Any]:
+    return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+def _plain(value: Any) -> Any:
+  return list(value) if isinstance(value, tuple) else value
+
+
+def field_names() -> list[str]:
+  return [f.name for f in dataclasses.fields(Config)]
+
+
+def _nearest(key: str) -> str:
+  close = difflib.get_close_matches(key, field_names(), n=3, cutoff=0.5)
+  return f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+
+
+def _coerce(key: str, value: Any, source: str) -> Any:
+  """Checks `value` against the type of field `key`; converts ints to floats and lists to tuples."""
+  if key not in field_names():
+    raise ConfigError(f"unknown config key {key!r} in {source}{_nearest(key)}")
+  hint = get_type_hints(Config)[key]
+  name = getattr(hint, "__name__", str(hint))
+  if hint is bool or hint is str:
+    if type(value) is not hint:
+      raise ConfigError(f"config key {key!r} in {source} must be a {name}, got {value!r}")
+    return value
+  if hint is int:
+    if type(value) is not int:
+      raise ConfigError(f"config key {key!r} in {source} must be an integer, got {value!r}")
+    return value
+  if hint is float:
+    if type(value) not in (int, float):
+      raise ConfigError(f"config key {key!r} in {source} must be a number, got {value!r}")
+    return float(value)
+  # tuple[float, ...]
+  if not isinstance(value, (list, tuple)) or any(type(v) not in (int, float) for v in value):
+    raise ConfigError(f"config key {key!r} in {source} must be a list of numbers, got {value!r}")
+  return tuple(float(v) for v in value)
+
+
+def presets() -> list[str]:
+  return sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
+
+
+def _load_toml(preset: str) -> tuple[dict[str, Any], str]:
+  path = Path(preset)
+  if not (preset.endswith(".toml") or path.exists()):
+    path = PRESET_DIR / f"{preset}.toml"
+    if not path.exists():
+      raise ConfigError(f"unknown preset {preset!r}: available presets are {presets()}, or give a path to a .toml file")
+  if not path.is_file():
+    raise ConfigError(f"config file {str(path)!r} does not exist")
+  try:
+    return tomllib.loads(path.read_text()), str(path)
+  except tomllib.TOMLDecodeError as e:
+    raise ConfigError(f"config file {str(path)!r} is not valid TOML: {e}") from None
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+  """Parses one `key=value` override; the value is read as a TOML value, or as a bare string."""
+  if "=" not in item:
+    raise ConfigError(f"override {item!r} must look like key=value (e.g. --set batch_size=128)")
+  key, text = item.split("=", 1)
+  key = key.strip()
+  try:
+    value = tomllib.loads(f"v = {text}")["v"]
+  except tomllib.TOMLDecodeError:
+    value = text  # a bare word such as gym:CartPole-v1
+  return key, value
+
+
+def load(preset: str | None = None, overrides: list[str] | None = None, **kwargs: Any) -> Config:
+  """Resolves defaults <- preset <- `key=value` overrides <- keyword arguments into a checked `Config`."""
+  values: dict[str, Any] = {}
+  if preset is not None:
+    table, source = _load_toml(preset)
+    for key, value in table.items():
+      values[key] = _coerce(key, value, source)
+  for item in overrides or []:
+    key, value = parse_override(item)
+    values[key] = _coerce(key, value, "--set")
+  for key, value in kwargs.items():
+    values[key] = _coerce(key, value, "arguments")
+  return Config(**values)
+
+
+def from_dict(table: dict[str, Any], source: str) -> Config:
+  """Rebuilds a saved config strictly (used for checkpoints)."""
+  return Config(**{k: _coerce(k, v, source) for k, v in table.items()})

@@ -1,0 +1,186 @@
+"""The EfficientZero learner: sample, build targets (target network + reanalysis), unroll, update.
+
+`make_train_chunk` returns a jitted function that runs `updates_per_chunk` updates in one `lax.scan`,
+reading the replay rows and updating their priorities on the device, so the host only dispatches chunks.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from dreamer import replay as replay_lib
+from dreamer import search as search_lib
+from dreamer import support, targets as targets_lib
+from dreamer.config import Config
+from dreamer.networks import Model, Params, zero_lstm_state
+
+
+class TrainState(NamedTuple):
+  params: Params
+  target_params: Params
+  opt_state: Any
+  rng_key: jax.Array
+  updates: jax.Array  # i32[]
+
+
+class Batch(NamedTuple):
+  """What one update trains on: B samples, K unroll steps."""
+  obs: jax.Array       # [B, K+1, *obs_shape]
+  action: jax.Array    # i32[B, K]
+  policy: jax.Array    # f32[B, K+1, A]
+  targets: targets_lib.Targets
+  weight: jax.Array    # f32[B] importance weights
+
+
+def make_optimizer(config: Config) -> optax.GradientTransformation:
+  lr = (optax.linear_schedule(0.0, config.learning_rate, config.warmup_updates)
+        if config.warmup_updates > 0 else config.learning_rate)
+  if config.optimizer == "adam":
+    opt = optax.adamw(lr, weight_decay=config.weight_decay)
+  else:
+    opt = optax.chain(optax.add_decayed_weights(config.weight_decay), optax.sgd(lr, momentum=config.momentum))
+  return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), opt)
+
+
+def init_state(params: Params, optimizer: optax.GradientTransformation, rng_key: jax.Array) -> TrainState:
+  # The target is a copy: the chunk donates the state, and one buffer may not be donated twice.
+  target = jax.tree.map(jnp.copy, params)
+  return TrainState(params, target, optimizer.init(params), rng_key, jnp.zeros((), jnp.int32))
+
+
+def scale_gradient(x: jax.Array, scale: float) -> jax.Array:
+  """Identity forward; multiplies the gradient by `scale`."""
+  return x * scale + jax.lax.stop_gradient(x) * (1.0 - scale)
+
+
+def _cross_entropy(logits: jax.Array, probs: jax.Array) -> jax.Array:
+  return -jnp.sum(probs * jax.nn.log_softmax(logits), axis=-1)
+
+
+def _cosine(a: jax.Array, b: jax.Array) -> jax.Array:
+  a = a / jnp.maximum(jnp.linalg.norm(a, axis=-1, keepdims=True), 1e-8)
+  b = b / jnp.maximum(jnp.linalg.norm(b, axis=-1, keepdims=True), 1e-8)
+  return jnp.sum(a * b, axis=-1)
+
+
+def _flat(fn, x: jax.Array, lead: int = 2):
+  """Applies a batched function to x [B, N, ...] as [B*N, ...] and restores the two leading axes."""
+  shape = x.shape[:lead]
+  out = fn(x.reshape(-1, *x.shape[lead:]))
+  return jax.tree.map(lambda y: y.reshape(*shape, *y.shape[1:]), out)
+
+
+def loss_fn(params: Params, batch: Batch, *, model: Model, config: Config) -> tuple[jax.Array, dict]:
+  """EfficientZero loss, weighted per sample; unroll-step losses scaled by 1/K. Returns (loss, aux)."""
+  k_max, tg = config.unroll_steps, batch.targets
+  b = batch.obs.shape[0]
+  # Consistency targets: online representation of the real next observations, no gradient.
+  target_proj = jax.lax.stop_gradient(_flat(
+      lambda o: model.project(params, model.represent(params, o), False), batch.obs[:, 1:]))
+  latent = model.represent(params, batch.obs[:, 0])
+  lstm = zero_lstm_state(b, model.lstm_dim)
+  value_logits, policy_logits, prefix_logits, online_proj = [], [], [], []
+  for k in range(k_max + 1):
+    if k > 0:
+      if (k - 1) % config.value_prefix_horizon == 0:
+        lstm = zero_lstm_state(b, model.lstm_dim)
+      latent, lstm, prefix = model.dynamics(params, latent, batch.action[:, k - 1], lstm)
+      latent = scale_gradient(latent, 0.5)
+      prefix_logits.append(prefix)
+      online_proj.append(model.project(params, latent, True))
+    logits, value = model.predict(params, latent)
+    policy_logits.append(logits)
+    value_logits.append(value)
+  value_logits = jnp.stack(value_logits, 1)     # [B, K+1, V]
+  policy_logits = jnp.stack(policy_logits, 1)   # [B, K+1, A]
+  prefix_logits = jnp.stack(prefix_logits, 1)   # [B, K, R]
+  online_proj = jnp.stack(online_proj, 1)       # [B, K, P]
+
+  value_loss = _cross_entropy(value_logits, support.scalar_to_probs(tg.value, config.value_support)) * tg.value_mask
+  policy_loss = _cross_entropy(policy_logits, batch.policy) * tg.policy_mask
+  prefix_loss = _cross_entropy(prefix_logits, support.scalar_to_probs(tg.prefix, config.reward_support)) * tg.prefix_mask
+  consistency_loss = -_cosine(online_proj, target_proj) * tg.obs_mask[:, 1:]
+
+  step_scale = jnp.concatenate([jnp.ones((1,)), jnp.full((k_max,), 1.0 / k_max)])
+  per_sample = (config.value_loss_weight * value_loss @ step_scale
+                + config.policy_loss_weight * policy_loss @ step_scale
+                + config.reward_loss_weight * prefix_loss.sum(1) / k_max
+                + config.consistency_loss_weight * consistency_loss.sum(1) / k_max)
+  loss = jnp.mean(batch.weight * per_sample)
+  value_pred = support.logits_to_scalar(value_logits[:, 0])
+  aux = {
+      "loss/total": loss,
+      "loss/value": jnp.mean(value_loss @ step_scale),
+      "loss/policy": jnp.mean(policy_loss @ step_scale),
+      "loss/value_prefix": jnp.mean(prefix_loss.sum(1) / k_max),
+      "loss/consistency": jnp.mean(consistency_loss.sum(1) / k_max),
+      "train/value_pred": jnp.mean(value_pred),
+      "train/value_target": jnp.mean(tg.value[:, 0]),
+      "train/td_steps": jnp.mean(tg.td_steps.astype(jnp.float32)),
+      "priority": jnp.abs(value_pred - tg.value[:, 0]),
+  }
+  return loss, aux
+
+
+def make_batch(state: TrainState, rb: replay_lib.ReplayState, rng_key: jax.Array, env_step: jax.Array, *,
+               model: Model, config: Config) -> tuple[Batch, replay_lib.Sample]:
+  """Samples B roots, builds their targets with the target network, reanalyses a fraction of policies."""
+  k_max, n = config.unroll_steps, config.td_steps
+  sample_key, search_key = jax.random.split(rng_key)
+  progress = jnp.minimum(env_step / config.total_env_steps, 1.0)
+  beta = config.priority_beta + (1.0 - config.priority_beta) * progress
+  smp = replay_lib.sample(rb, sample_key, config.batch_size, alpha=config.priority_alpha, beta=beta)
+  window, known = replay_lib.gather(rb, smp.env, smp.index, k_max + n + 1)
+  tp = state.target_params
+  bootstrap = _flat(lambda o: support.logits_to_scalar(model.predict(tp, model.represent(tp, o))[1]), window.obs)
+  tg = targets_lib.compute(
+      window, known, jax.lax.stop_gradient(bootstrap), env_step - window.step[:, 0], unroll_steps=k_max,
+      td_steps=n, td_age_steps=config.td_age_steps, discount=config.discount, horizon=config.value_prefix_horizon)
+  policy = window.policy[:, :k_max + 1]
+  num_re = int(round(config.reanalyze_fraction * config.batch_size))
+  if num_re > 0:
+    obs = window.obs[:num_re, :k_max + 1].reshape(-1, *window.obs.shape[2:])
+    root = search_lib.make_root(model, state.params, obs)
+    fresh = search_lib.run_search(model, config, state.params, search_key, root, temperature=1.0, noise=True)
+    fresh_policy = jax.lax.stop_gradient(fresh.policy).reshape(num_re, k_max + 1, -1)
+    policy = policy.at[:num_re].set(fresh_policy)
+  batch = Batch(obs=window.obs[:, :k_max + 1], action=window.action[:, :k_max], policy=policy, targets=tg,
+                weight=smp.weight)
+  return batch, smp
+
+
+def update(state: TrainState, rb: replay_lib.ReplayState, env_step: jax.Array, *, model: Model, config: Config,
+           optimizer: optax.GradientTransformation) -> tuple[TrainState, replay_lib.ReplayState, dict]:
+  """One learner update; returns the new state, the replay with new priorities, and scalar metrics."""
+  rng_key, batch_key = jax.random.split(state.rng_key)
+  batch, smp = make_batch(state, rb, batch_key, env_step, model=model, config=config)
+  grads, aux = jax.grad(functools.partial(loss_fn, model=model, config=config), has_aux=True)(state.params, batch)
+  updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  count = state.updates + 1
+  sync = count % config.target_update_interval == 0
+  target = jax.tree.map(lambda p, t: jnp.where(sync, p, t), params, state.target_params)
+  rb = replay_lib.set_priorities(rb, smp.env, smp.index, aux.pop("priority") + config.priority_eps)
+  aux["train/grad_norm"] = optax.global_norm(grads)
+  aux["train/weight_min"] = jnp.min(smp.weight)
+  return TrainState(params, target, opt_state, rng_key, count), rb, aux
+
+
+def make_train_chunk(model: Model, config: Config, optimizer: optax.GradientTransformation):
+  """jit(state, replay, env_step) -> (state, replay, metrics averaged over `updates_per_chunk` updates)."""
+  step = functools.partial(update, model=model, config=config, optimizer=optimizer)
+
+  def chunk(state: TrainState, rb: replay_lib.ReplayState, env_step: jax.Array):
+    def body(carry, _):
+      s, r = carry
+      s, r, aux = step(s, r, env_step)
+      return (s, r), aux
+    (state, rb), aux = jax.lax.scan(body, (state, rb), None, length=config.updates_per_chunk)
+    return state, rb, jax.tree.map(jnp.mean, aux)
+
+  return jax.jit(chunk, donate_argnums=(0, 1))

@@ -1,0 +1,74 @@
+"""One logger: `metrics.jsonl` is the source of truth; the console line is a live view of it."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+
+def _plain(value: Any) -> Any:
+  try:
+    value = float(value)
+  except (TypeError, ValueError):
+    return value
+  if math.isfinite(value) and value == int(value) and abs(value) < 2**53:
+    return int(value)
+  return value if math.isfinite(value) else None
+
+
+class Logger:
+  """Appends one JSON object per record to `run_dir/metrics.jsonl` and keeps a progress line on the console."""
+
+  def __init__(self, run_dir: Path, *, total_env_steps: int, console: bool = True, stream: TextIO = sys.stderr):
+    self.path = Path(run_dir) / "metrics.jsonl"
+    self.file = open(self.path, "a", buffering=1)
+    self.total = total_env_steps
+    self.console = console
+    self.stream = stream
+    self.tty = stream.isatty()
+    self.view: dict[str, Any] = {}
+    self.last_print = 0.0
+
+  def write(self, record: dict[str, Any]) -> None:
+    record = {k: _plain(v) for k, v in record.items()}
+    self.file.write(json.dumps(record) + "\n")
+    self.view.update({k: v for k, v in record.items() if v is not None})
+    self._show(force="eval/search_return" in record)
+
+  def _show(self, force: bool) -> None:
+    if not self.console:
+      return
+    now = time.monotonic()
+    if not force and (not self.tty or now - self.last_print < 0.5):
+      return
+    self.last_print = now
+    v = self.view
+    steps = v.get("env_steps", 0)
+    width = 20
+    filled = int(width * min(steps / self.total, 1.0))
+    parts = [f"[{'#' * filled}{'.' * (width - filled)}] {steps}/{self.total} steps"]
+    for key, label, fmt in [("train/episode_return", "return", ".1f"), ("eval/search_return", "eval search", ".1f"),
+                            ("eval/policy_return", "eval policy", ".1f"), ("loss/total", "loss", ".3f"),
+                            ("speed/updates_per_s", "upd/s", ".1f"), ("speed/env_steps_per_s", "env/s", ".0f")]:
+      if key in v:
+        parts.append(f"{label} {v[key]:{fmt}}")
+    line = " | ".join(parts)
+    if self.tty:
+      self.stream.write("\r\033[K" + line + ("\n" if force else ""))
+    else:
+      self.stream.write(line + "\n")
+    self.stream.flush()
+
+  def close(self) -> None:
+    if self.console and self.tty:
+      self.stream.write("\n")
+    self.file.close()
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+  with open(Path(run_dir) / "metrics.jsonl") as f:
+    return [json.loads(line) for line in f if line.strip()]

@@ -1,0 +1,107 @@
+"""Prioritised trajectory replay that lives on the device as one pytree (so it is jitted, sharded and saved whole).
+
+Each of the E actor environments owns a ring of T rows; rows of one env are consecutive steps, so any row
+starts a trajectory segment. Row t holds obs_t, the action taken, the reward received and the search
+statistics. When an episode ends, one extra row holds its final observation (`last`; `terminal` if it
+ended by termination rather than truncation), so truncated episodes bootstrap from the true final state.
+Sampling is proportional to priority**alpha over every written non-last row (inverse-CDF on a cumulative
+sum), with importance weights (N P(i))**-beta normalised by their batch maximum, as in EfficientZero.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+class Rows(NamedTuple):
+  """Stored rows; leading axes [E, T] in the buffer, [E] for one step, [B, W] for a gathered window."""
+  obs: jax.Array       # [..., *obs_shape]
+  action: jax.Array    # i32[...]
+  reward: jax.Array    # f32[...]   reward received after `action`
+  policy: jax.Array    # f32[..., A] search policy at acting time
+  value: jax.Array     # f32[...]   search root value at acting time
+  last: jax.Array      # bool[...]  the final observation of an episode (no action follows)
+  terminal: jax.Array  # bool[...]  last, and the episode terminated (value 0 beyond it)
+  step: jax.Array      # i32[...]   env steps done when the row was written (sample age)
+
+
+class ReplayState(NamedTuple):
+  rows: Rows              # leaves [E, T, ...]
+  priority: jax.Array     # f32[E, T]; 0 for rows that may not be sampled (unwritten or `last`)
+  head: jax.Array         # i32[E]: rows written so far per env (absolute; slot = index % T)
+  max_priority: jax.Array  # f32[]: priority given to new rows
+
+
+class Sample(NamedTuple):
+  env: jax.Array     # i32[B]
+  index: jax.Array   # i32[B] absolute row index within the env's ring
+  weight: jax.Array  # f32[B] importance weight, max 1
+
+
+def init(num_envs: int, capacity: int, obs_shape: tuple[int, ...], obs_dtype, num_actions: int) -> ReplayState:
+  """An empty buffer of `capacity` rows in all (capacity // num_envs per env)."""
+  e, t = num_envs, capacity // num_envs
+  rows = Rows(
+      obs=jnp.zeros((e, t, *obs_shape), obs_dtype), action=jnp.zeros((e, t), jnp.int32),
+      reward=jnp.zeros((e, t), jnp.float32), policy=jnp.zeros((e, t, num_actions), jnp.float32),
+      value=jnp.zeros((e, t), jnp.float32), last=jnp.zeros((e, t), bool), terminal=jnp.zeros((e, t), bool),
+      step=jnp.zeros((e, t), jnp.int32))
+  return ReplayState(rows, jnp.zeros((e, t), jnp.float32), jnp.zeros((e,), jnp.int32), jnp.ones((), jnp.float32))
+
+
+def nbytes(state: ReplayState) -> int:
+  return int(sum(np.prod(x.shape) * x.dtype.itemsize for x in jax.tree.leaves(state)))
+
+
+def add(state: ReplayState, row: Rows, final_obs: jax.Array, ended: jax.Array, terminated: jax.Array) -> ReplayState:
+  """Appends one step for every env (leaves of `row`: [E, ...]); envs whose episode `ended` also get the
+  final-observation row `final_obs` [E, *obs_shape] right after it."""
+  e, t = state.priority.shape
+  envs = jnp.arange(e)
+  slot = state.head % t
+  # The final row goes to the next slot, or nowhere (index t is out of range and dropped) if not ended.
+  final_slot = jnp.where(ended, (state.head + 1) % t, t)
+  final = Rows(obs=final_obs, action=jnp.zeros_like(row.action), reward=jnp.zeros_like(row.reward),
+               policy=jnp.zeros_like(row.policy), value=jnp.zeros_like(row.value), last=jnp.ones_like(row.last),
+               terminal=terminated, step=row.step)
+  rows = jax.tree.map(lambda buf, x: buf.at[envs, slot].set(x), state.rows, row)
+  rows = jax.tree.map(lambda buf, x: buf.at[envs, final_slot].set(x, mode="drop"), rows, final)
+  priority = state.priority.at[envs, slot].set(state.max_priority)
+  priority = priority.at[envs, final_slot].set(0.0, mode="drop")
+  return state._replace(rows=rows, priority=priority, head=state.head + 1 + ended.astype(jnp.int32))
+
+
+def sample(state: ReplayState, rng_key: jax.Array, batch: int, *, alpha: float, beta: jax.Array) -> Sample:
+  """Draws `batch` rows with probability p_i**alpha / sum_j p_j**alpha, with replacement."""
+  e, t = state.priority.shape
+  p = jnp.where(state.priority > 0, state.priority ** alpha, 0.0).reshape(-1)
+  cdf = jnp.cumsum(p)
+  total = cdf[-1]
+  u = jax.random.uniform(rng_key, (batch,)) * total
+  flat = jnp.minimum(jnp.searchsorted(cdf, u, side="right"), e * t - 1)
+  env, slot = flat // t, flat % t
+  newest = state.head[env] - 1
+  index = newest - (newest - slot) % t
+  prob = p[flat] / total
+  count = jnp.sum(p > 0)
+  weight = (count * prob) ** (-beta)
+  return Sample(env.astype(jnp.int32), index.astype(jnp.int32), weight / jnp.max(weight))
+
+
+def gather(state: ReplayState, env: jax.Array, index: jax.Array, length: int) -> tuple[Rows, jax.Array]:
+  """Rows index..index+length-1 of each sampled env: leaves [B, length, ...], and known: bool[B, length]
+  (False for rows not written yet)."""
+  t = state.priority.shape[1]
+  absolute = index[:, None] + jnp.arange(length)[None, :]
+  window = jax.tree.map(lambda buf: buf[env[:, None], absolute % t], state.rows)
+  return window, absolute < state.head[env][:, None]
+
+
+def set_priorities(state: ReplayState, env: jax.Array, index: jax.Array, priority: jax.Array) -> ReplayState:
+  t = state.priority.shape[1]
+  return state._replace(priority=state.priority.at[env, index % t].set(priority),
+                        max_priority=jnp.maximum(state.max_priority, jnp.max(priority)))

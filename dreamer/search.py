@@ -1,0 +1,87 @@
+"""Tree search in the learned model through mctx: Gumbel MuZero (default) and MuZero pUCT.
+
+The search embedding carries the latent, the value-prefix LSTM state, the value prefix decoded so far
+and the depth from the root. A node's reward is the increase of the value prefix over its parent's; every
+`value_prefix_horizon` model steps the LSTM state and the prefix are reset, exactly as in training.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import chex
+import jax
+import jax.numpy as jnp
+import mctx
+
+from dreamer.config import Config
+from dreamer.networks import LSTMState, Model, Params, zero_lstm_state
+from dreamer.support import logits_to_scalar
+
+
+class Embedding(NamedTuple):
+  """State of one search node: latent f32[B, D], lstm (f32[B, L] x2), prefix f32[B], depth i32[B]."""
+  latent: jax.Array
+  lstm: LSTMState
+  prefix: jax.Array
+  depth: jax.Array
+
+
+class SearchOutput(NamedTuple):
+  """action i32[B]: action to take; policy f32[B, A]: search policy target; value f32[B]: root value."""
+  action: jax.Array
+  policy: jax.Array
+  value: jax.Array
+
+
+def make_root(model: Model, params: Params, obs: jax.Array) -> mctx.RootFnOutput:
+  """obs [B, *obs_shape] -> root with prior logits f32[B, A], value f32[B] and a depth-0 embedding."""
+  latent = model.represent(params, obs)
+  logits, value_logits = model.predict(params, latent)
+  batch = obs.shape[0]
+  embedding = Embedding(latent, zero_lstm_state(batch, model.lstm_dim), jnp.zeros((batch,)),
+                        jnp.zeros((batch,), jnp.int32))
+  return mctx.RootFnOutput(prior_logits=logits, value=logits_to_scalar(value_logits), embedding=embedding)
+
+
+def make_recurrent_fn(model: Model, *, discount: float, horizon: int) -> mctx.RecurrentFn:
+  """The mctx recurrent function: one model step with value-prefix decoding and periodic reset."""
+
+  def recurrent_fn(params: Params, rng_key: chex.PRNGKey, action: jax.Array,
+                   embedding: Embedding) -> tuple[mctx.RecurrentFnOutput, Embedding]:
+    del rng_key  # the model is deterministic
+    latent, lstm, prefix_logits = model.dynamics(params, embedding.latent, action, embedding.lstm)
+    prefix = logits_to_scalar(prefix_logits)
+    reward = prefix - embedding.prefix  # the parent's prefix is 0 right after a reset
+    logits, value_logits = model.predict(params, latent)
+    depth = embedding.depth + 1
+    reset = (depth % horizon) == 0
+    lstm = jax.tree.map(lambda x: jnp.where(reset[:, None], 0.0, x), lstm)
+    child = Embedding(latent, lstm, jnp.where(reset, 0.0, prefix), depth)
+    out = mctx.RecurrentFnOutput(reward=reward, discount=jnp.full_like(reward, discount),
+                                 prior_logits=logits, value=logits_to_scalar(value_logits))
+    return out, child
+
+  return recurrent_fn
+
+
+def run_search(model: Model, config: Config, params: Params, rng_key: chex.PRNGKey,
+               root: mctx.RootFnOutput, *, temperature: jax.Array | float,
+               noise: jax.Array | bool) -> SearchOutput:
+  """Searches from `root` with `config.num_simulations` simulations; the rng key is consumed.
+
+  temperature: pUCT samples the action from visits**(1/temperature) (0: the most visited); Gumbel scales its
+  Gumbel noise by it (0: deterministic). noise: pUCT adds root Dirichlet noise.
+  """
+  recurrent_fn = make_recurrent_fn(model, discount=config.discount, horizon=config.value_prefix_horizon)
+  if config.search == "gumbel":
+    out = mctx.gumbel_muzero_policy(
+        params, rng_key, root, recurrent_fn, config.num_simulations,
+        max_num_considered_actions=config.max_considered_actions, gumbel_scale=temperature)
+  else:
+    out = mctx.muzero_policy(
+        params, rng_key, root, recurrent_fn, config.num_simulations,
+        dirichlet_fraction=config.dirichlet_fraction * jnp.asarray(noise, jnp.float32),
+        dirichlet_alpha=config.dirichlet_alpha, pb_c_init=config.pb_c_init, pb_c_base=config.pb_c_base,
+        temperature=temperature)
+  return SearchOutput(out.action.astype(jnp.int32), out.action_weights, out.search_tree.summary().value)

@@ -1,0 +1,13 @@
+"""Batched environments ("worlds") behind one numpy interface; see `worlds.base`.
+
+    world = worlds.make("toy:chain", num_envs=8, seed=0)
+    obs = world.reset()              # [B, *spec.obs_shape]
+    step = world.step(actions)       # actions: int[B]
+"""
+
+from worlds.base import Spec, Step, World
+from worlds.gym import GymWorld
+from worlds.registry import available, make, register
+from worlds.toy import ChainWorld
+
+__all__ = ["World", "Spec", "Step", "make", "available", "register", "ChainWorld", "GymWorld"]

@@ -1,0 +1,180 @@
+"""The batched-environment interface every world implements.
+
+A `World` holds B = `num_envs` independent environments and steps them together.
+Everything here is host-side numpy (no jax): worlds feed replay buffers and
+actors, and the learner moves data to the device itself.
+
+Conventions (shapes use B = num_envs):
+  * Observations are `[B, *spec.obs_shape]` of `spec.obs_dtype`.
+  * Actions are integer arrays `[B]` with values in `[0, spec.num_actions)`.
+  * Auto-reset: when env i ends an episode, `Step.obs[i]` is already the first
+    observation of its next episode and `Step.final_obs[i]` is the last
+    observation of the episode that ended (needed to bootstrap truncations).
+  * Episode statistics are tracked here, once, so every world reports them the
+    same way.
+
+Subclasses implement three hooks (`_reset_all`, `_step_all`, `_reset_done`);
+validation, auto-reset and bookkeeping live in `World.reset`/`World.step`.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, NamedTuple
+
+import numpy as np
+
+
+def check_num_envs(num_envs: Any) -> None:
+    """Raise a clear ValueError unless num_envs is an integer >= 1."""
+    ok = isinstance(num_envs, (int, np.integer)) and not isinstance(num_envs, bool)
+    if not ok or num_envs < 1:
+        raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
+
+
+class Spec(NamedTuple):
+    """Static description of a world's observations and actions."""
+
+    obs_shape: tuple[int, ...]  # shape of ONE env's observation
+    obs_dtype: np.dtype  # e.g. np.float32 (vectors) or np.uint8 (pixels)
+    num_actions: int  # actions are 0 .. num_actions-1
+
+
+class Step(NamedTuple):
+    """Result of `World.step` for all B envs."""
+
+    obs: np.ndarray  # [B, *obs_shape]  obs to act on next (post auto-reset)
+    reward: np.ndarray  # f32[B]
+    terminated: np.ndarray  # bool[B]  the MDP reached a terminal state
+    truncated: np.ndarray  # bool[B]  cut off (time limit); do bootstrap
+    final_obs: np.ndarray  # [B, *obs_shape]  last obs of the ended episode; == obs where none ended
+    episode_return: np.ndarray  # f32[B]  undiscounted return of the ended episode, NaN where none ended
+    episode_length: np.ndarray  # i32[B]  length of the ended episode, 0 where none ended
+
+
+class World(abc.ABC):
+    """B environments stepped in lockstep with auto-reset.
+
+    `seed` given to the constructor is only the default for `reset()`; nothing
+    is random before `reset` is called.
+    """
+
+    num_envs: int
+    # Best achievable undiscounted episode return when known (toy worlds), else
+    # None, so `getattr(world, "optimal_return", None)` works for any world.
+    optimal_return: float | None = None
+
+    def __init__(self, num_envs: int, seed: int = 0) -> None:
+        check_num_envs(num_envs)
+        self.num_envs = int(num_envs)
+        self.seed = int(seed)
+        self._ep_return = np.zeros(self.num_envs, np.float64)  # f64 so long sums don't drift
+        self._ep_length = np.zeros(self.num_envs, np.int32)
+        self._needs_reset = True
+
+    # ------------------------------------------------------------------ API
+
+    @property
+    @abc.abstractmethod
+    def spec(self) -> Spec:
+        """Observation shape/dtype and number of actions."""
+
+    def reset(self, seed: int | None = None) -> np.ndarray:
+        """Start fresh episodes in all envs; returns obs [B, *obs_shape].
+
+        Env i is seeded from `seed + i` (defaults to the constructor's seed), so
+        the same seed and the same actions reproduce the same trajectories.
+        """
+        seed = self.seed if seed is None else int(seed)
+        obs = self._check_obs(self._reset_all(seed), "_reset_all")
+        self._ep_return[:] = 0.0
+        self._ep_length[:] = 0
+        self._needs_reset = False
+        return obs.copy()  # callers may keep it; never alias internal buffers
+
+    def step(self, action: np.ndarray) -> Step:
+        """Advance every env by one step with `action` int[B]; auto-resets ended envs."""
+        if self._needs_reset:
+            raise RuntimeError(f"{type(self).__name__}.step() called before reset()")
+        action = self._check_action(action)
+        next_obs, reward, terminated, truncated = self._step_all(action)
+        next_obs = self._check_obs(next_obs, "_step_all")
+        reward = np.asarray(reward, np.float32).reshape(self.num_envs)
+        terminated = np.asarray(terminated, bool).reshape(self.num_envs)
+        truncated = np.asarray(truncated, bool).reshape(self.num_envs)
+        done = terminated | truncated
+
+        self._ep_return += reward
+        self._ep_length += 1
+        episode_return = np.where(done, self._ep_return, np.nan).astype(np.float32)
+        episode_length = np.where(done, self._ep_length, 0).astype(np.int32)
+        self._ep_return[done] = 0.0
+        self._ep_length[done] = 0
+
+        final_obs = next_obs.copy()
+        obs = next_obs.copy()
+        if done.any():
+            obs[done] = self._check_obs(self._reset_done(done), "_reset_done", int(done.sum()))
+        return Step(obs, reward, terminated, truncated, final_obs, episode_return, episode_length)
+
+    def close(self) -> None:
+        """Release resources (subprocesses, emulators, windows). Idempotent."""
+
+    def __enter__(self) -> World:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(num_envs={self.num_envs}, spec={self.spec})"
+
+    # ---------------------------------------------------------- subclass hooks
+
+    @abc.abstractmethod
+    def _reset_all(self, seed: int) -> np.ndarray:
+        """Reset all envs, env i seeded from `seed + i`; returns obs [B, *obs_shape]."""
+
+    @abc.abstractmethod
+    def _step_all(
+        self, action: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Step all envs WITHOUT resetting; action is a validated int64[B].
+
+        Returns (obs [B, *obs_shape], reward [B], terminated bool[B], truncated bool[B]),
+        where obs[i] is the last observation of env i's episode if it just ended.
+        """
+
+    @abc.abstractmethod
+    def _reset_done(self, done: np.ndarray) -> np.ndarray:
+        """Start new episodes in envs where `done` (bool[B]) without reseeding
+        (the envs' RNG continues, keeping runs deterministic given the reset seed).
+        Returns first obs [done.sum(), *obs_shape] in env order."""
+
+    # ---------------------------------------------------------------- checks
+
+    def _check_action(self, action: Any) -> np.ndarray:
+        a = np.asarray(action)
+        if a.shape != (self.num_envs,):
+            raise ValueError(
+                f"action must have shape ({self.num_envs},) (one per env), got shape {a.shape}"
+            )
+        if not np.issubdtype(a.dtype, np.integer):
+            raise ValueError(f"action must be an integer array, got dtype {a.dtype}")
+        n = self.spec.num_actions
+        bad = (a < 0) | (a >= n)
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise ValueError(f"action out of range [0, {n}): env {i} got {a[i]}")
+        return a.astype(np.int64)
+
+    def _check_obs(self, obs: np.ndarray, where: str, rows: int | None = None) -> np.ndarray:
+        # Catches subclass bugs (wrong batch/shape/dtype) at the boundary, not deep in a learner.
+        spec = self.spec
+        want = (self.num_envs if rows is None else rows, *spec.obs_shape)
+        if obs.shape != want or obs.dtype != spec.obs_dtype:
+            raise TypeError(
+                f"{type(self).__name__}.{where} returned {obs.dtype}{list(obs.shape)}, "
+                f"expected {np.dtype(spec.obs_dtype)}{list(want)}"
+            )
+        return obs

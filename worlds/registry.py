@@ -1,0 +1,115 @@
+"""Build worlds from id strings like 'toy:chain', 'toy:chain-8', 'gym:CartPole-v1'.
+
+An id is '<family>:<name>'. Each family is one entry in `FAMILIES`: a factory
+`(name, *, num_envs, seed, **kwargs) -> World` plus the id patterns shown in
+`available()`. New families (atari:, minatar:) are added with `register`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import re
+from typing import Any, Callable, NamedTuple
+
+from worlds.base import World, check_num_envs
+
+Factory = Callable[..., World]  # (name: str, *, num_envs: int, seed: int, **kwargs) -> World
+
+
+class Family(NamedTuple):
+    factory: Factory
+    ids: tuple[str, ...]  # human-readable id patterns, e.g. ('toy:chain', 'toy:chain-<n>')
+
+
+FAMILIES: dict[str, Family] = {}
+
+
+def register(prefix: str, factory: Factory, ids: tuple[str, ...]) -> None:
+    """Add a world family addressed as '<prefix>:<name>'."""
+    if prefix in FAMILIES:
+        raise ValueError(f"world family {prefix!r} is already registered")
+    FAMILIES[prefix] = Family(factory, tuple(ids))
+
+
+def available() -> list[str]:
+    """Id patterns of every registered family (gym ids are a hint, not a list)."""
+    return [i for fam in FAMILIES.values() for i in fam.ids]
+
+
+def make(world_id: str, *, num_envs: int, seed: int = 0, **kwargs: Any) -> World:
+    """Build the world `world_id` with `num_envs` envs; `seed` is its default reset seed.
+
+    Extra keyword arguments go to the family's factory (e.g. gymnasium.make kwargs,
+    ChainWorld's max_steps). Raises a one-line ValueError for unknown ids.
+    """
+    check_num_envs(num_envs)
+    prefix, sep, name = world_id.partition(":")
+    if not sep or prefix not in FAMILIES:
+        why = f"no world family {prefix!r}" if sep else "ids look like '<family>:<name>'"
+        raise _unknown(world_id, why, _guess(world_id, sep, prefix))
+    return FAMILIES[prefix].factory(name, num_envs=num_envs, seed=seed, **kwargs)
+
+
+# ---------------------------------------------------------------- errors
+
+
+def _unknown(world_id: str, why: str, suggestions: list[str] | None = None) -> ValueError:
+    # One line: what was wrong, the closest valid ids, and what exists.
+    hint = f"; did you mean {' or '.join(map(repr, suggestions))}?" if suggestions else "."
+    return ValueError(f"unknown world {world_id!r}: {why}{hint} Available: {', '.join(available())}")
+
+
+def _guess(world_id: str, sep: str, prefix: str) -> list[str]:
+    if not sep:  # bare 'CartPole-v1' -> 'gym:CartPole-v1'
+        return [f"gym:{world_id}"] if world_id in _gym_ids() else []
+    return [f"{p}:{world_id.partition(':')[2]}" for p in difflib.get_close_matches(prefix, FAMILIES, n=1)]
+
+
+# ---------------------------------------------------------------- toy:
+
+
+_CHAIN = re.compile(r"chain(?:-(\d+))?")
+
+
+def _make_toy(name: str, *, num_envs: int, seed: int, **kwargs: Any) -> World:
+    from worlds.toy import ChainWorld
+
+    m = _CHAIN.fullmatch(name)
+    if m is None:
+        close = difflib.get_close_matches(name, ["chain"], n=1, cutoff=0.5)
+        raise _unknown(f"toy:{name}", "no such toy world", [f"toy:{c}" for c in close])
+    n = int(m.group(1)) if m.group(1) else 6
+    if n < 3:
+        raise _unknown(f"toy:{name}", f"a chain needs n >= 3 cells, got {n}")
+    return ChainWorld(num_envs, n=n, seed=seed, **kwargs)
+
+
+# ---------------------------------------------------------------- gym:
+
+
+def _gym_ids() -> list[str]:
+    import gymnasium
+
+    return list(gymnasium.registry)
+
+
+def _make_gym(name: str, *, num_envs: int, seed: int, **kwargs: Any) -> World:
+    from worlds.gym import GymWorld
+
+    env_name = name
+    if ":" in name:  # gymnasium's 'module:EnvId' form: importing the module registers the id
+        module, _, env_name = name.partition(":")
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            raise _unknown(f"gym:{name}", f"cannot import module {module!r} ({e})") from None
+    ids = _gym_ids()
+    if env_name not in ids:
+        close = difflib.get_close_matches(env_name, ids, n=2)
+        raise _unknown(f"gym:{name}", "gymnasium has no such id", [f"gym:{c}" for c in close])
+    return GymWorld(env_name, num_envs, seed=seed, **kwargs)
+
+
+register("toy", _make_toy, ("toy:chain", "toy:chain-<n>"))
+register("gym", _make_gym, ("gym:<any discrete-action gymnasium id>",))
