@@ -14,7 +14,10 @@ import tomllib
 from pathlib import Path
 from typing import Any, get_type_hints
 
-PRESET_DIR = Path(__file__).resolve().parent.parent / "configs"
+# Installed wheels carry the presets as dreamer/presets; a source checkout has them in configs/.
+PRESET_DIR = next((p for p in (Path(__file__).resolve().parent / "presets",
+                               Path(__file__).resolve().parent.parent / "configs") if p.is_dir()),
+                  Path(__file__).resolve().parent / "presets")
 
 
 class ConfigError(ValueError):

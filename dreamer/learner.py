@@ -166,7 +166,7 @@ def update(state: TrainState, rb: replay_lib.ReplayState, env_step: jax.Array, *
   sync = count % config.target_update_interval == 0
   target = jax.tree.map(lambda p, t: jnp.where(sync, p, t), params, state.target_params)
   rb = replay_lib.set_priorities(rb, smp.env, smp.index, aux.pop("priority") + config.priority_eps)
-  aux["train/grad_norm"] = optax.global_norm(grads)
+  aux["train/grad_norm"] = optax.tree.norm(grads)
   aux["train/weight_min"] = jnp.min(smp.weight)
   return TrainState(params, target, opt_state, rng_key, count), rb, aux
 

@@ -18,9 +18,15 @@ def transform(x: jax.Array) -> jax.Array:
 
 
 def inverse_transform(y: jax.Array) -> jax.Array:
-  """h^-1(y), elementwise: the exact inverse of `transform` (solves the quadratic in sqrt(|x|+1))."""
-  root = (jnp.sqrt(1.0 + 4.0 * EPS * (jnp.abs(y) + 1.0 + EPS)) - 1.0) / (2.0 * EPS)
-  return jnp.sign(y) * (jnp.square(root) - 1.0)
+  """h^-1(y), elementwise: the exact inverse of `transform`.
+
+  With u = sqrt(|x| + 1), h is the quadratic EPS*u^2 + u - (1 + EPS + |y|) = 0. Its root is written as
+  u - 1 = 2|y| / (s + 1 + 2 EPS), s = sqrt(1 + 4 EPS (|y| + 1 + EPS)), which avoids float32 cancellation
+  near 0; then |x| = u^2 - 1 = (u - 1)(u + 1).
+  """
+  s = jnp.sqrt(1.0 + 4.0 * EPS * (jnp.abs(y) + 1.0 + EPS))
+  d = 2.0 * jnp.abs(y) / (s + 1.0 + 2.0 * EPS)
+  return jnp.sign(y) * d * (d + 2.0)
 
 
 def scalar_to_probs(x: jax.Array, size: int) -> jax.Array:

@@ -46,7 +46,9 @@ def compute(window: Rows, known: jax.Array, bootstrap: jax.Array, age: jax.Array
   # Row j is in the root's episode iff no `last` row comes before it.
   ended_before = jnp.cumsum(last, axis=1) - last > 0
   in_episode = known & ~ended_before
-  terminal_before = jnp.cumsum(last & window.terminal, axis=1) - (last & window.terminal) > 0
+  # The root's episode ends at its first `last` row; only that end decides absorbing (terminal) rows.
+  end_terminal = last & (jnp.cumsum(last, axis=1) == 1) & window.terminal
+  terminal_before = jnp.cumsum(end_terminal, axis=1) - end_terminal > 0
   newest = jnp.sum(known, axis=1) - 1                     # i32[B], rows are known as a prefix
   n_eff = td_horizon(age, td_steps=td_steps, td_age_steps=td_age_steps)
   big = width + 1
@@ -66,7 +68,7 @@ def compute(window: Rows, known: jax.Array, bootstrap: jax.Array, age: jax.Array
   value_mask = (in_episode | terminal_before)[:, :k_max + 1]
 
   # Rewards r_j exist for in-episode rows that are not `last`; past a terminal end they are 0.
-  reward_known = (in_episode & ~last) | terminal_before | (last & window.terminal)
+  reward_known = (in_episode & ~last) | terminal_before | end_terminal
   reward = jnp.where(in_episode & ~last, window.reward, 0.0)
   prefixes, prefix_masks = [], []
   for k in range(1, k_max + 1):

@@ -1,0 +1,101 @@
+"""The learner: jit equals no-jit, losses fall when overfitting one batch, target-network sync."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import worlds
+from dreamer import config as config_lib
+from dreamer import learner, replay
+from dreamer.train import Agent
+
+SMALL = dict(world="toy:chain", num_envs=4, latent_dim=16, hidden_dim=32, lstm_dim=16, proj_dim=16,
+             value_support=5, reward_support=3, num_simulations=4, max_considered_actions=2, batch_size=16,
+             replay_capacity=400, unroll_steps=3, td_steps=3, value_prefix_horizon=2, updates_per_chunk=2,
+             target_update_interval=3, total_env_steps=1000, discount=0.9)
+
+
+def _filled(config, steps=60, seed=0):
+  """An agent, its initial state and a replay filled by a fixed random policy on the chain."""
+  world = worlds.make(config.world, num_envs=config.num_envs, seed=seed)
+  agent = Agent(config, world.spec)
+  state, rb = agent.init(jax.random.PRNGKey(seed))
+  rng = np.random.default_rng(seed)
+  obs = world.reset(seed)
+  a = world.spec.num_actions
+  for t in range(steps):
+    action = rng.integers(0, a, config.num_envs)
+    step = world.step(action)
+    policy = np.eye(a, dtype=np.float32)[rng.integers(0, a, config.num_envs)]  # one-hot: CE can reach 0
+    row = replay.Rows(obs, action, step.reward, policy, np.zeros(config.num_envs, np.float32),
+                      np.zeros(config.num_envs, bool), np.zeros(config.num_envs, bool),
+                      np.full(config.num_envs, t * config.num_envs, np.int32))
+    rb = agent.add(rb, row, step.final_obs, step.terminated | step.truncated, step.terminated)
+    obs = step.obs
+  return agent, state, rb
+
+
+def test_jitted_update_equals_unjitted():
+  config = config_lib.Config(**{**SMALL, "batch_size": 4, "num_simulations": 2}, reanalyze_fraction=0.5,
+                             td_age_steps=50)
+  agent, state, rb = _filled(config)
+  step = functools.partial(learner.update, model=agent.model, config=config, optimizer=agent.optimizer)
+  env_step = jnp.int32(240)
+  fast_state, fast_rb, fast_aux = jax.jit(step)(state, rb, env_step)
+  with jax.disable_jit():
+    slow_state, slow_rb, slow_aux = step(state, rb, env_step)
+  for fast, slow in zip(jax.tree.leaves(fast_state.params), jax.tree.leaves(slow_state.params)):
+    np.testing.assert_allclose(fast, slow, rtol=2e-4, atol=2e-6)
+  np.testing.assert_allclose(fast_rb.priority, slow_rb.priority, rtol=2e-4, atol=1e-6)
+  for key in fast_aux:
+    np.testing.assert_allclose(fast_aux[key], slow_aux[key], rtol=2e-4, atol=1e-5)
+  # The update changed something: parameters moved and sampled priorities were rewritten.
+  moved = [np.abs(np.asarray(a) - np.asarray(b)).max()
+           for a, b in zip(jax.tree.leaves(fast_state.params), jax.tree.leaves(state.params))]
+  assert max(moved) > 1e-4
+  assert not np.array_equal(np.asarray(fast_rb.priority), np.asarray(rb.priority))
+
+
+def test_losses_fall_when_overfitting_one_batch():
+  config = config_lib.Config(**SMALL)
+  agent, state, rb = _filled(config)
+  batch, _ = jax.jit(functools.partial(learner.make_batch, model=agent.model, config=config))(
+      state, rb, jax.random.PRNGKey(1), jnp.int32(240))
+  opt = optax.adam(3e-3)
+  loss = jax.jit(functools.partial(learner.loss_fn, model=agent.model, config=config))
+
+  @jax.jit
+  def fit(params, opt_state):
+    grads, _ = jax.grad(functools.partial(learner.loss_fn, model=agent.model, config=config), has_aux=True)(
+        params, batch)
+    updates, opt_state = opt.update(grads, opt_state)
+    return optax.apply_updates(params, updates), opt_state
+
+  params, opt_state = state.params, opt.init(state.params)
+  _, before = loss(params, batch)
+  for _ in range(300):
+    params, opt_state = fit(params, opt_state)
+  _, after = loss(params, batch)
+  for key in ["loss/value", "loss/policy", "loss/value_prefix"]:
+    assert after[key] < 0.7 * before[key], (key, before[key], after[key])
+  assert after["loss/consistency"] < before["loss/consistency"] - 0.05
+  assert after["loss/total"] < 0.5 * before["loss/total"]
+
+
+def test_chunk_syncs_target_network_every_interval():
+  config = config_lib.Config(**{**SMALL, "updates_per_chunk": 3, "target_update_interval": 3})
+  agent, state, rb = _filled(config)
+  new, rb, metrics = agent.train_chunk(state, rb, jnp.int32(240))
+  assert int(new.updates) == 3
+  for p, t in zip(jax.tree.leaves(new.params), jax.tree.leaves(new.target_params)):
+    np.testing.assert_array_equal(p, t)
+  config = config_lib.Config(**{**SMALL, "updates_per_chunk": 2, "target_update_interval": 3})
+  agent, state, rb = _filled(config)
+  init_params = jax.tree.map(np.asarray, state.params)
+  new, rb, metrics = agent.train_chunk(state, rb, jnp.int32(240))
+  for p, t in zip(jax.tree.leaves(init_params), jax.tree.leaves(new.target_params)):
+    np.testing.assert_array_equal(p, t)
+  assert all(np.isfinite(v) for v in jax.tree.leaves(metrics))
