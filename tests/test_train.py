@@ -1,0 +1,64 @@
+"""End to end: the debug preset learns the toy world; the CLI trains, evaluates and rejects bad input."""
+
+import json
+
+import pytest
+
+import worlds
+from dreamer import cli, config as config_lib
+from dreamer.logger import read_metrics
+from dreamer.train import train
+
+
+@pytest.fixture(scope="module")
+def debug_run(tmp_path_factory):
+  run_dir = tmp_path_factory.mktemp("debug")
+  config = config_lib.load("debug")
+  return config, run_dir, train(config, run_dir, console=False)
+
+
+def test_debug_preset_reaches_optimal_return_within_60s(debug_run):
+  config, run_dir, summary = debug_run
+  optimal = worlds.make(config.world, num_envs=1).optimal_return
+  assert optimal == 1.0
+  assert summary["solved"]
+  assert summary["eval/search_return"] == pytest.approx(optimal, abs=1e-6)
+  assert summary["wall_s"] < 60.0, summary
+
+
+def test_run_directory_holds_metrics_config_and_checkpoint(debug_run):
+  config, run_dir, summary = debug_run
+  records = read_metrics(run_dir)
+  assert records[-1]["summary"] is True
+  evals = [r for r in records if "eval/search_return" in r]
+  assert evals and all("eval/policy_return" in r for r in evals)
+  train_records = [r for r in records if "loss/total" in r]
+  assert train_records and all(r["updates"] > 0 for r in train_records)
+  steps = [r["env_steps"] for r in records]
+  assert steps == sorted(steps)
+  assert json.loads((run_dir / "config.json").read_text()) == config.to_dict()
+  assert list((run_dir / "checkpoints").iterdir())
+
+
+def test_cli_eval_reads_the_checkpoint(debug_run, capsys):
+  _, run_dir, summary = debug_run
+  assert cli.main(["eval", "--checkpoint", str(run_dir), "--episodes", "4"]) == 0
+  out = json.loads(capsys.readouterr().out)
+  assert out["search_return"] == pytest.approx(summary["eval/search_return"], abs=1e-6)
+  assert out["episodes"] == 4
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--config", "cartpol"], "unknown preset 'cartpol'"),
+    (["train", "--config", "debug", "--set", "batch_sise=3"], "did you mean 'batch_size'"),
+    (["train", "--config", "debug", "--set", "batch_size=3.5"], "must be an integer"),
+    (["train", "--config", "debug", "--set", "discount=1.5"], "discount must be in (0, 1]"),
+    (["train", "--config", "debug", "--set", "search=beam"], "search must be 'gumbel' or 'puct'"),
+    (["train", "--config", "debug", "--set", "world=gym:CartPol-v1"], "did you mean 'gym:CartPole-v1'"),
+    (["train", "--config", "debug", "--set", "nonsense"], "must look like key=value"),
+    (["eval", "--checkpoint", "/nonexistent/run"], "no checkpoint found"),
+])
+def test_cli_bad_input_is_one_clear_line(argv, message, capsys):
+  assert cli.main(argv) == 2
+  err = capsys.readouterr().err.strip()
+  assert message in err and err.startswith("dreamer: error:") and "\n" not in err
