@@ -63,6 +63,9 @@ class Config:
   """Simulations per search, when acting and when reanalysing."""
   max_considered_actions: int = 16
   """Gumbel: actions considered at the root by sequential halving."""
+  q_normalization: str = "tree"
+  """Gumbel: min-max range for completed Q-values: 'tree' (every visited edge, as EfficientZero) or 'children'
+  (the node's own children, mctx's default; with two actions this turns any Q difference into 0 vs 1)."""
   dirichlet_alpha: float = 0.3
   """pUCT: concentration of root Dirichlet noise."""
   dirichlet_fraction: float = 0.25
@@ -146,6 +149,8 @@ class Config:
         (self.total_env_steps >= 1, "total_env_steps must be >= 1"),
         (self.network in ("mlp",), f"network must be one of ['mlp'], got {self.network!r}"),
         (self.search in ("gumbel", "puct"), f"search must be 'gumbel' or 'puct', got {self.search!r}"),
+        (self.q_normalization in ("tree", "children"),
+         f"q_normalization must be 'tree' or 'children', got {self.q_normalization!r}"),
         (self.optimizer in ("adam", "sgd"), f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}"),
         (self.num_simulations >= 2, "num_simulations must be >= 2"),
         (self.max_considered_actions >= 1, "max_considered_actions must be >= 1"),

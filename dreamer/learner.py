@@ -136,11 +136,17 @@ def make_batch(state: TrainState, rb: replay_lib.ReplayState, rng_key: jax.Array
   beta = config.priority_beta + (1.0 - config.priority_beta) * progress
   smp = replay_lib.sample(rb, sample_key, config.batch_size, alpha=config.priority_alpha, beta=beta)
   window, known = replay_lib.gather(rb, smp.env, smp.index, k_max + n + 1)
+  age = env_step - window.step[:, 0]
+  # The target network's values, computed only at the K+1 rows that are bootstrapped from (not all W rows).
+  n_eff = targets_lib.td_horizon(age, td_steps=n, td_age_steps=config.td_age_steps)
+  rows = targets_lib.bootstrap_rows(window.last & known, known, n_eff, unroll_steps=k_max)   # [B, K+1]
+  boot_obs = jnp.take_along_axis(window.obs, rows.reshape(*rows.shape, *([1] * (window.obs.ndim - 2))), axis=1)
   tp = state.target_params
-  bootstrap = _flat(lambda o: support.logits_to_scalar(model.predict(tp, model.represent(tp, o))[1]), window.obs)
+  boot_values = _flat(lambda o: support.logits_to_scalar(model.predict(tp, model.represent(tp, o))[1]), boot_obs)
+  bootstrap = jnp.zeros(known.shape).at[jnp.arange(known.shape[0])[:, None], rows].set(boot_values)
   tg = targets_lib.compute(
-      window, known, jax.lax.stop_gradient(bootstrap), env_step - window.step[:, 0], unroll_steps=k_max,
-      td_steps=n, td_age_steps=config.td_age_steps, discount=config.discount, horizon=config.value_prefix_horizon)
+      window, known, jax.lax.stop_gradient(bootstrap), age, unroll_steps=k_max, td_steps=n,
+      td_age_steps=config.td_age_steps, discount=config.discount, horizon=config.value_prefix_horizon)
   policy = window.policy[:, :k_max + 1]
   num_re = int(round(config.reanalyze_fraction * config.batch_size))
   if num_re > 0:

@@ -65,6 +65,38 @@ def make_recurrent_fn(model: Model, *, discount: float, horizon: int) -> mctx.Re
   return recurrent_fn
 
 
+def qtransform_tree_minmax(tree: mctx.Tree, node_index: chex.Numeric, *, value_scale: float = 0.1,
+                           maxvisit_init: float = 50.0, epsilon: float = 1e-8) -> jax.Array:
+  """Gumbel's completed Q-values, min-max normalised over every visited edge of the tree (EfficientZero's
+  normalisation) rather than over the node's own children.
+
+  mctx's default rescales by the children's own range, which maps any two distinct Q-values to exactly 0 and
+  1: with few actions (CartPole has 2) a difference that is pure model noise then becomes a ~6-logit
+  preference. The tree-wide range keeps differences in proportion to the values the search has seen.
+  Works on one unbatched tree, as mctx calls it.
+  """
+  chex.assert_shape(node_index, ())
+  qvalues = tree.qvalues(node_index)
+  visits = tree.children_visits[node_index]
+  prior = jax.nn.softmax(tree.children_prior_logits[node_index])
+  completed = jnp.where(visits > 0, qvalues, _mixed_value(tree.raw_values[node_index], qvalues, visits, prior))
+  all_q = tree.children_rewards + tree.children_discounts * tree.children_values
+  seen = tree.children_visits > 0
+  low = jnp.minimum(jnp.min(jnp.where(seen, all_q, jnp.inf)), jnp.min(completed))
+  high = jnp.maximum(jnp.max(jnp.where(seen, all_q, -jnp.inf)), jnp.max(completed))
+  normalized = (completed - low) / jnp.maximum(high - low, epsilon)
+  return (maxvisit_init + jnp.max(visits)) * value_scale * normalized
+
+
+def _mixed_value(raw_value: jax.Array, qvalues: jax.Array, visits: jax.Array, prior: jax.Array) -> jax.Array:
+  """Appendix D of the Gumbel MuZero paper: the raw value mixed with the prior-weighted visited Q-values."""
+  total = jnp.sum(visits)
+  prior = jnp.maximum(jnp.finfo(prior.dtype).tiny, prior)
+  visited_prob = jnp.sum(jnp.where(visits > 0, prior, 0.0))
+  weighted_q = jnp.sum(jnp.where(visits > 0, prior * qvalues / visited_prob, 0.0))
+  return (raw_value + total * weighted_q) / (total + 1)
+
+
 def run_search(model: Model, config: Config, params: Params, rng_key: chex.PRNGKey,
                root: mctx.RootFnOutput, *, temperature: jax.Array | float,
                noise: jax.Array | bool) -> SearchOutput:
@@ -77,7 +109,9 @@ def run_search(model: Model, config: Config, params: Params, rng_key: chex.PRNGK
   if config.search == "gumbel":
     out = mctx.gumbel_muzero_policy(
         params, rng_key, root, recurrent_fn, config.num_simulations,
-        max_num_considered_actions=config.max_considered_actions, gumbel_scale=temperature)
+        max_num_considered_actions=config.max_considered_actions, gumbel_scale=temperature,
+        qtransform=qtransform_tree_minmax if config.q_normalization == "tree"
+        else mctx.qtransform_completed_by_mix_value)
   else:
     out = mctx.muzero_policy(
         params, rng_key, root, recurrent_fn, config.num_simulations,

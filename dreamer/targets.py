@@ -36,9 +36,23 @@ def td_horizon(age: jax.Array, *, td_steps: int, td_age_steps: int) -> jax.Array
   return jnp.clip(td_steps - age // td_age_steps, 1, td_steps).astype(jnp.int32)
 
 
+def bootstrap_rows(last: jax.Array, known: jax.Array, n_eff: jax.Array, *, unroll_steps: int) -> jax.Array:
+  """h: i32[B, K+1], the row each unroll row k bootstraps from: min(k + n_eff, first `last` row at or after
+  k, newest written row). `last` must already be masked by `known`."""
+  width = known.shape[1]
+  j = jnp.arange(width)
+  newest = jnp.sum(known, axis=1) - 1                     # rows are known as a prefix
+  rows = []
+  for k in range(unroll_steps + 1):
+    end = jnp.min(jnp.where(last & (j >= k), j, width + 1), axis=1)
+    rows.append(jnp.minimum(jnp.minimum(k + n_eff, end), newest))
+  return jnp.stack(rows, axis=1)
+
+
 def compute(window: Rows, known: jax.Array, bootstrap: jax.Array, age: jax.Array, *, unroll_steps: int,
             td_steps: int, td_age_steps: int, discount: float, horizon: int) -> Targets:
-  """window leaves [B, W, ...], known bool[B, W], bootstrap V(o_j) f32[B, W], age i32[B] -> Targets."""
+  """window leaves [B, W, ...], known bool[B, W], bootstrap V(o_j) f32[B, W] (read only at the rows given by
+  `bootstrap_rows`), age i32[B] -> Targets."""
   k_max, width = unroll_steps, known.shape[1]
   assert width == unroll_steps + td_steps + 1, (width, unroll_steps, td_steps)
   last = window.last & known
@@ -49,14 +63,12 @@ def compute(window: Rows, known: jax.Array, bootstrap: jax.Array, age: jax.Array
   # The root's episode ends at its first `last` row; only that end decides absorbing (terminal) rows.
   end_terminal = last & (jnp.cumsum(last, axis=1) == 1) & window.terminal
   terminal_before = jnp.cumsum(end_terminal, axis=1) - end_terminal > 0
-  newest = jnp.sum(known, axis=1) - 1                     # i32[B], rows are known as a prefix
   n_eff = td_horizon(age, td_steps=td_steps, td_age_steps=td_age_steps)
-  big = width + 1
+  rows = bootstrap_rows(last, known, n_eff, unroll_steps=k_max)
 
   values = []
   for k in range(k_max + 1):
-    end = jnp.min(jnp.where(last & (j >= k), j, big), axis=1)   # first `last` row at or after k
-    h = jnp.minimum(jnp.minimum(k + n_eff, end), newest)        # bootstrap row (>= k when in episode)
+    h = rows[:, k]
     power = (j - k).astype(jnp.float32)
     weights = jnp.where((j[None] >= k) & (j[None] < h[:, None]), discount ** power, 0.0)
     rewards = jnp.sum(weights * window.reward, axis=1)

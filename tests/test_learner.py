@@ -99,3 +99,23 @@ def test_chunk_syncs_target_network_every_interval():
   for p, t in zip(jax.tree.leaves(init_params), jax.tree.leaves(new.target_params)):
     np.testing.assert_array_equal(p, t)
   assert all(np.isfinite(v) for v in jax.tree.leaves(metrics))
+
+
+def test_batch_targets_equal_targets_from_every_rows_bootstrap():
+  """make_batch evaluates the target network only at bootstrap rows; that must equal evaluating every row."""
+  from dreamer import support, targets
+
+  config = config_lib.Config(**{**SMALL, "td_age_steps": 40})
+  agent, state, rb = _filled(config)
+  key, env_step = jax.random.PRNGKey(5), jnp.int32(240)
+  batch, smp = jax.jit(functools.partial(learner.make_batch, model=agent.model, config=config))(
+      state, rb, key, env_step)
+  window, known = replay.gather(rb, smp.env, smp.index, config.unroll_steps + config.td_steps + 1)
+  m, tp = agent.model, state.target_params
+  obs = window.obs.reshape(-1, *window.obs.shape[2:])
+  every = support.logits_to_scalar(m.predict(tp, m.represent(tp, obs))[1]).reshape(known.shape)
+  ref = targets.compute(window, known, every, env_step - window.step[:, 0], unroll_steps=config.unroll_steps,
+                        td_steps=config.td_steps, td_age_steps=config.td_age_steps, discount=config.discount,
+                        horizon=config.value_prefix_horizon)
+  np.testing.assert_allclose(batch.targets.value, ref.value, rtol=1e-5, atol=1e-6)
+  assert float(jnp.abs(ref.value).max()) > 0.1  # bootstraps matter in this batch
