@@ -63,7 +63,7 @@ class Config:
   """Simulations per search, when acting and when reanalysing."""
   max_considered_actions: int = 16
   """Gumbel: actions considered at the root by sequential halving."""
-  q_normalization: str = "tree"
+  q_normalization: str = "children"
   """Gumbel: min-max range for completed Q-values: 'tree' (every visited edge, as EfficientZero) or 'children'
   (the node's own children, mctx's default; with two actions this turns any Q difference into 0 vs 1)."""
   dirichlet_alpha: float = 0.3
