@@ -11,6 +11,8 @@ from typing import Any, TextIO
 
 
 def _plain(value: Any) -> Any:
+  if isinstance(value, (bool, str)) or value is None:
+    return value
   try:
     value = float(value)
   except (TypeError, ValueError):
