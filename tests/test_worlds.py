@@ -1,15 +1,10 @@
 """Tests for worlds/: the chain toy world, the gymnasium adapter, and the registry."""
 
-import os
-import sys
-
 import gymnasium
 import numpy as np
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # repo root
-
-import worlds  # noqa: E402
+import worlds
 from worlds import ChainWorld, GymWorld, Spec, Step, World  # noqa: E402
 
 L, R = 0, 1
