@@ -102,8 +102,7 @@ class MuZeroMLP(nn.Module):
 
 
 def make_network(config: Config, num_actions: int) -> nn.Module:
-  if config.network != "mlp":
-    raise ValueError(f"network {config.network!r} is not available; allowed: 'mlp'")
+  # Config validation already limits `network` to the families built here ('mlp').
   return MuZeroMLP(
       num_actions=num_actions, latent_dim=config.latent_dim, hidden_dim=config.hidden_dim,
       lstm_dim=config.lstm_dim, proj_dim=config.proj_dim,

@@ -113,8 +113,9 @@ def train(config: Config, logdir: str | Path, *, console: bool = True) -> dict[s
       owed -= config.updates_per_chunk
       updates += config.updates_per_chunk
     if metrics is not None:
-      metrics = {k: float(v) for k, v in metrics.items()}  # waits for the chunk
-      timers["learn"] += time.perf_counter() - t1
+      metrics = {k: float(v) for k, v in metrics.items()}  # waits for the chunk, so the timer below is true
+    timers["learn"] += time.perf_counter() - t1
+    if metrics is not None:
       now = time.perf_counter()
       dt = now - window["t"]
       record = {"env_steps": env_steps, "updates": updates, "episodes": episodes,
@@ -127,8 +128,6 @@ def train(config: Config, logdir: str | Path, *, console: bool = True) -> dict[s
       if dt > 2.0:
         window = {"t": now, "env_steps": env_steps, "updates": updates}
       log.write(record)
-    else:
-      timers["learn"] += time.perf_counter() - t1
 
     if env_steps >= next_eval or env_steps >= config.total_env_steps:
       next_eval += config.eval_every if config.eval_every > 0 else config.total_env_steps
