@@ -17,10 +17,15 @@ ActFn = Callable[[Params, jax.Array, jax.Array, float], search_lib.SearchOutput]
 
 
 def make_act(model: Model, config: Config) -> ActFn:
-  """jit(params, obs [B, ...], rng_key, temperature) -> SearchOutput; the key is consumed."""
+  """jit(params, obs [B, ...], rng_key, temperature) -> SearchOutput; the key is consumed. With search
+  'none' the policy network's prior stands in for the search (policy = its softmax, value = its value)."""
 
   def act(params, obs, rng_key, temperature):
     root = search_lib.make_root(model, params, obs)
+    if config.search == "none":  # the policy-only baseline: sample the prior (argmax at temperature 0)
+      sampled = jax.random.categorical(rng_key, root.prior_logits / jnp.maximum(temperature, 1e-6))
+      action = jnp.where(temperature > 0, sampled, jnp.argmax(root.prior_logits, axis=-1)).astype(jnp.int32)
+      return search_lib.SearchOutput(action, jax.nn.softmax(root.prior_logits), root.value)
     return search_lib.run_search(model, config, params, rng_key, root, temperature=temperature,
                                  noise=temperature > 0)
 

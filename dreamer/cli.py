@@ -217,7 +217,7 @@ def _eval(args: argparse.Namespace) -> int:
         raise config_lib.ConfigError(
             f"checkpoint {ckpts.path(candidate)!r} was trained on observations {saved['obs_shape']} with "
             f"{saved['num_actions']} actions, but {world_id!r} has {list(spec.obs_shape)} with {spec.num_actions}")
-      net = make_network(config, spec.num_actions)
+      net = make_network(config, spec.num_actions, spec.obs_dtype)
       obs_shape = frames.obs_shape(spec.obs_shape, config.frame_stack)
       abstract = jax.eval_shape(lambda: init_params(net, jax.random.PRNGKey(0), obs_shape))
       restored = ckpts.restore(candidate, abstract)

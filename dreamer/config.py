@@ -57,6 +57,16 @@ class Config:
   atari_train_max_steps: int = 27_000
   """Training games are cut off (truncated) after this many agent steps; evaluation uses eval_max_steps."""
 
+  # --- MinAtar worlds (used only by 'minatar:' worlds; see worlds/minatar.py) ---
+  minatar_sticky_actions: float = 0.1
+  """Probability that the previous action repeats (0.1: the MinAtar paper's protocol)."""
+  minatar_full_action_set: bool = True
+  """All 6 actions (the MinAtar paper) instead of the game's minimal set."""
+  minatar_ramping: bool = True
+  """Difficulty ramping of Asterix, Seaquest and SpaceInvaders (on in the MinAtar paper)."""
+  minatar_max_steps: int = 100_000
+  """Training games are cut off (truncated) after this many agent steps; evaluation uses eval_max_steps."""
+
   # --- networks ---
   network: str = "mlp"
   """Network family: 'mlp' (vector observations) or 'resnet' (EfficientZero's Atari network, for frames)."""
@@ -70,6 +80,9 @@ class Config:
   """Width of the projection / prediction heads used by the consistency loss."""
   channels: int = 64
   """resnet: channels of the latent (the stem has half)."""
+  downsample: bool = True
+  """resnet: EfficientZero's stem, strided down by 16 (96x96 frames -> 6x6); false keeps the frame's own
+  resolution (MinAtar's 10x10) with one convolution and a residual block."""
   res_blocks: int = 1
   """resnet: residual blocks after the downsampling stem, in representation and in dynamics."""
   head_channels: int = 16
@@ -87,7 +100,12 @@ class Config:
 
   # --- search ---
   search: str = "gumbel"
-  """'gumbel' (Gumbel MuZero) or 'puct' (MuZero pUCT with root Dirichlet noise)."""
+  """'gumbel' (Gumbel MuZero), 'puct' (MuZero pUCT with root Dirichlet noise), or 'none': the policy-only
+  baseline, the same agent without search: it acts by sampling the policy network (at the acting
+  temperature), does no reanalysis, and trains the policy by advantage-weighted regression on the actions
+  taken (see `awr_temperature`); the model is still trained, and evaluation 'with search' is its argmax."""
+  awr_temperature: float = 1.0
+  """search 'none': temperature of the advantage weights exp(A / (awr_temperature * rms(A)))."""
   num_simulations: int = 16
   """Simulations per search, when acting and when reanalysing."""
   max_considered_actions: int = 16
@@ -184,9 +202,13 @@ class Config:
         (0.0 <= self.atari_sticky_actions <= 1.0, "atari_sticky_actions must be in [0, 1]"),
         (self.atari_noop_max >= 0, "atari_noop_max must be >= 0"),
         (self.atari_train_max_steps >= 1, "atari_train_max_steps must be >= 1"),
+        (0.0 <= self.minatar_sticky_actions <= 1.0, "minatar_sticky_actions must be in [0, 1]"),
+        (self.minatar_max_steps >= 1, "minatar_max_steps must be >= 1"),
         (min(self.channels, self.res_blocks + 1, self.head_channels, self.head_hidden) >= 1
          and self.channels % 2 == 0, "channels must be even and >= 2, res_blocks >= 0, head sizes >= 1"),
-        (self.search in ("gumbel", "puct"), f"search must be 'gumbel' or 'puct', got {self.search!r}"),
+        (self.search in ("gumbel", "puct", "none"),
+         f"search must be 'gumbel', 'puct' or 'none', got {self.search!r}"),
+        (self.awr_temperature > 0.0, "awr_temperature must be > 0"),
         (self.q_normalization in ("tree", "children"),
          f"q_normalization must be 'tree' or 'children', got {self.q_normalization!r}"),
         (self.optimizer in ("adam", "sgd"), f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}"),
@@ -237,7 +259,12 @@ def _plain(value: Any) -> Any:
 
 def world_kwargs(config: Config, *, train: bool) -> dict[str, Any]:
   """Keyword arguments for `worlds.make(config.world, ...)`: the Atari protocol settings for 'atari:' worlds
-  (train: life loss ends an episode and rewards are clipped; eval: whole games, true scores), else none."""
+  (train: life loss ends an episode and rewards are clipped; eval: whole games, true scores), the MinAtar
+  ones for 'minatar:' worlds, else none."""
+  if config.world.startswith("minatar:"):
+    return {"sticky_actions": config.minatar_sticky_actions, "full_action_set": config.minatar_full_action_set,
+            "ramping": config.minatar_ramping,
+            "max_steps": config.minatar_max_steps if train else config.eval_max_steps}
   if not config.world.startswith("atari:"):
     return {}
   kwargs = {"frame_size": config.atari_frame_size, "grayscale": config.atari_grayscale,
@@ -340,7 +367,8 @@ def from_dict(table: dict[str, Any], source: str, overrides: list[str] | None = 
 IDENTITY_KEYS = ("world", "network", "latent_dim", "hidden_dim", "lstm_dim", "proj_dim", "channels", "res_blocks",
                  "head_channels", "head_hidden", "value_support", "reward_support", "frame_stack",
                  "atari_frame_size", "atari_grayscale", "atari_sticky_actions", "atari_full_action_set",
-                 "atari_noop_max", "atari_train_max_steps", "state_norm", "num_envs", "replay_capacity", "optimizer", "seed")
+                 "atari_noop_max", "atari_train_max_steps", "minatar_sticky_actions", "minatar_full_action_set",
+                 "minatar_ramping", "minatar_max_steps", "downsample", "state_norm", "num_envs", "replay_capacity", "optimizer", "seed")
 
 
 def check_resumable(saved: Config, new: Config, where: str) -> dict[str, tuple[Any, Any]]:

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import optax
 
 from dreamer import augment as augment_lib
+from dreamer import dreaming
 from dreamer import replay as replay_lib
 from dreamer import search as search_lib
 from dreamer import support, targets as targets_lib
@@ -69,6 +70,25 @@ def _cosine(a: jax.Array, b: jax.Array) -> jax.Array:
   return jnp.sum(a * b, axis=-1)
 
 
+AWR_MAX_WEIGHT = 20.0  # Peng et al. (2019)'s clip of the advantage weights
+
+
+def _awr_loss(policy_logits: jax.Array, value_logits: jax.Array, action: jax.Array, tg: targets_lib.Targets,
+              config: Config) -> jax.Array:
+  """The policy-only baseline's policy loss f32[B, K+1] (0 at row K, which has no action): advantage-weighted
+  regression on the actions taken, -min(exp(A / (awr_temperature * rms(A))), 20) * log pi(a_k | s_k), with the
+  advantage A = z_k - v_k of the n-step value target over the predicted value (no gradient through either),
+  scaled by its root mean square over the batch so one temperature serves any reward scale."""
+  k = action.shape[1]
+  mask = tg.policy_mask[:, :k] * tg.value_mask[:, :k]
+  adv = tg.value[:, :k] - jax.lax.stop_gradient(support.logits_to_scalar(value_logits[:, :k]))
+  rms = jnp.sqrt(jnp.sum(mask * adv ** 2) / jnp.maximum(jnp.sum(mask), 1.0))
+  weight = jnp.minimum(jnp.exp(adv / (config.awr_temperature * jnp.maximum(rms, 1e-6))), AWR_MAX_WEIGHT)
+  logp = jnp.take_along_axis(jax.nn.log_softmax(policy_logits[:, :k]), action[..., None], axis=-1)[..., 0]
+  loss = -jax.lax.stop_gradient(weight * mask) * logp
+  return jnp.concatenate([loss, jnp.zeros_like(loss[:, :1])], axis=1)
+
+
 def _flat(fn, x: jax.Array, lead: int = 2):
   """Applies a batched function to x [B, N, ...] as [B*N, ...] and restores the two leading axes."""
   shape = x.shape[:lead]
@@ -109,7 +129,10 @@ def loss_fn(params: Params, batch: Batch, aug_key: jax.Array | None = None, *, m
   online_proj = jnp.stack(online_proj, 1)       # [B, K, P]
 
   value_loss = _cross_entropy(value_logits, support.scalar_to_probs(tg.value, config.value_support)) * tg.value_mask
-  policy_loss = _cross_entropy(policy_logits, batch.policy) * tg.policy_mask
+  if config.search == "none":
+    policy_loss = _awr_loss(policy_logits, value_logits, batch.action, tg, config)
+  else:
+    policy_loss = _cross_entropy(policy_logits, batch.policy) * tg.policy_mask
   prefix_loss = _cross_entropy(prefix_logits, support.scalar_to_probs(tg.prefix, config.reward_support)) * tg.prefix_mask
   consistency_loss = -_cosine(online_proj, target_proj) * tg.obs_mask[:, 1:]
 
@@ -155,7 +178,7 @@ def make_batch(state: TrainState, rb: replay_lib.ReplayState, rng_key: jax.Array
       window, known, jax.lax.stop_gradient(bootstrap), age, unroll_steps=k_max, td_steps=n,
       td_age_steps=config.td_age_steps, discount=config.discount, horizon=config.value_prefix_horizon)
   policy = window.policy[:, :k_max + 1]
-  num_re = int(round(config.reanalyze_fraction * config.batch_size))
+  num_re = dreaming.reanalysed_samples(config)
   if num_re > 0:
     obs = window.obs[:num_re, :k_max + 1].reshape(-1, *window.obs.shape[2:])
     root = search_lib.make_root(model, state.params, obs)

@@ -168,7 +168,8 @@ class MuZeroResNet(nn.Module):
 
   Frames are scaled to [0, 1] and the stack is folded into channels (S*C). Representation: 3x3 conv stride 2
   (channels/2), a residual block, a strided residual block (channels), a block, avg-pool /2, a block, avg-pool
-  /2 (96 -> 6), then `blocks` blocks. Dynamics: the latent with a constant action plane (action / A), 3x3
+  /2 (96 -> 6), then `blocks` blocks; without `downsample` (MinAtar) a 3x3 conv (channels) and one block at
+  full resolution, then `blocks` blocks. Dynamics: the latent with a constant action plane (action / A), 3x3
   conv, norm, plus the latent, relu, `blocks` blocks; the value prefix comes from a 1x1 conv of the next
   latent through the LSTM. Projection: flatten, 3 dense layers (proj_dim) and a 2-layer predictor (SimSiam).
   """
@@ -182,15 +183,21 @@ class MuZeroResNet(nn.Module):
   value_atoms: int
   reward_atoms: int
   state_norm: bool = False
+  downsample: bool = True  # False: no stride or pooling (small frames such as MinAtar's 10x10)
+  pixel_max: float = 255.0  # observations are divided by this: 255 for uint8 pixels, 1 for MinAtar's bools
   norm: str = "layer"   # see `make_norm`
   train: bool = False   # only read by norm 'batch'
 
   def setup(self) -> None:
     c, nk = self.channels, {"norm": self.norm, "train": self.train}
     norm = lambda: make_norm(self.norm, self.train)  # noqa: E731
-    self.stem = nn.Conv(c // 2, (3, 3), 2, padding=1, use_bias=False)
+    if self.downsample:
+      self.stem = nn.Conv(c // 2, (3, 3), 2, padding=1, use_bias=False)
+      self.down = [ResBlock(c // 2, **nk), ResBlock(c, stride=2, **nk), ResBlock(c, **nk), ResBlock(c, **nk)]
+    else:
+      self.stem = nn.Conv(c, (3, 3), padding=1, use_bias=False)
+      self.down = [ResBlock(c, **nk)]
     self.stem_norm = norm()
-    self.down = [ResBlock(c // 2, **nk), ResBlock(c, stride=2, **nk), ResBlock(c, **nk), ResBlock(c, **nk)]
     self.repr_blocks = [ResBlock(c, **nk) for _ in range(self.blocks)]
     self.dyn_conv = nn.Conv(c, (3, 3), padding=1, use_bias=False)
     self.dyn_norm = norm()
@@ -208,14 +215,18 @@ class MuZeroResNet(nn.Module):
     self.proj_predictor = MLP((p // 2,), p)
 
   def represent(self, obs: jax.Array) -> jax.Array:
-    """obs uint8[B, S, H, W, C] or [B, H, W, C] -> latent f32[B, H/16, W/16, channels]."""
-    x = obs.astype(jnp.float32) / 255.0
+    """obs uint8 or bool [B, S, H, W, C] or [B, H, W, C] -> latent f32[B, H/16, W/16, channels] (downsample)
+    or f32[B, H, W, channels]."""
+    x = obs.astype(jnp.float32) / self.pixel_max  # (augmented frames arrive as f32 on the pixel scale)
     if x.ndim == 5:  # fold the stack into channels: [B, H, W, S*C], oldest frame first
       x = jnp.moveaxis(x, 1, 3).reshape(*x.shape[:1], *x.shape[2:4], -1)
     x = nn.relu(self.stem_norm(self.stem(x)))
-    x = self.down[1](self.down[0](x))
-    x = _avg_pool(self.down[2](x))
-    x = _avg_pool(self.down[3](x))
+    if self.downsample:
+      x = self.down[1](self.down[0](x))
+      x = _avg_pool(self.down[2](x))
+      x = _avg_pool(self.down[3](x))
+    else:
+      x = self.down[0](x)
     for block in self.repr_blocks:
       x = block(x)
     return normalize_latent_nd(x) if self.state_norm else x
@@ -256,13 +267,17 @@ class MuZeroResNet(nn.Module):
     return self.predict(nxt), prefix, self.project(nxt, True)
 
 
-def make_network(config: Config, num_actions: int) -> nn.Module:
+def make_network(config: Config, num_actions: int, obs_dtype: Any = jnp.uint8) -> nn.Module:
+  """The config's network for `num_actions` actions and observations of `obs_dtype` (resnet: uint8 pixels
+  are scaled by 1/255, other dtypes are taken as they are)."""
   # Config validation already limits `network` to the families built here.
   atoms = {"value_atoms": 2 * config.value_support + 1, "reward_atoms": 2 * config.reward_support + 1}
   if config.network == "resnet":
     return MuZeroResNet(num_actions=num_actions, channels=config.channels, blocks=config.res_blocks,
                         head_channels=config.head_channels, head_hidden=config.head_hidden,
-                        lstm_dim=config.lstm_dim, proj_dim=config.proj_dim, state_norm=config.state_norm, **atoms)
+                        lstm_dim=config.lstm_dim, proj_dim=config.proj_dim, state_norm=config.state_norm,
+                        downsample=config.downsample,
+                        pixel_max=255.0 if jnp.dtype(obs_dtype) == jnp.uint8 else 1.0, **atoms)
   return MuZeroMLP(
       num_actions=num_actions, latent_dim=config.latent_dim, hidden_dim=config.hidden_dim,
       lstm_dim=config.lstm_dim, proj_dim=config.proj_dim, state_norm=config.state_norm, **atoms)

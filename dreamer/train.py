@@ -33,6 +33,7 @@ import worlds
 from dreamer import actor as actor_lib
 from dreamer import checkpoint as ckpt_lib
 from dreamer import config as config_lib
+from dreamer import dreaming
 from dreamer import frames
 from dreamer import learner as learner_lib
 from dreamer import replay as replay_lib
@@ -53,7 +54,7 @@ class Agent:
   def __init__(self, config: Config, spec: worlds.Spec):
     self.config = config
     self.spec = spec
-    self.net = make_network(config, spec.num_actions)
+    self.net = make_network(config, spec.num_actions, spec.obs_dtype)
     self.model = Model(self.net)
     self.optimizer = learner_lib.make_optimizer(config)
     self.act = actor_lib.make_act(self.model, config)
@@ -82,6 +83,7 @@ class Progress:
   next_checkpoint: int = 0   # updates at which the next periodic checkpoint is written (0: none)
   wall_s: float = 0.0        # wall-clock seconds of the run up to the checkpoint, over all its segments
   recent_returns: list[float] = dataclasses.field(default_factory=list)  # the last 20 training episodes
+  dreams: dict[str, int] = dataclasses.field(default_factory=dict)  # model steps so far (dreaming.Dreams)
   last_eval: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
@@ -300,6 +302,10 @@ def _run(config: Config, run_dir: Path, world, eval_world, log: Logger, ckpts: c
                       if changed else ""))
 
   world_state_ok = True
+  dreams = dreaming.Dreams(**progress.dreams)
+  plan = dreaming.planned_ratio(config)
+  _note(console, f"dream ratio (imagined model steps per real env step) once learning: {plan['total']:.1f} = "
+                 + " + ".join(f"{plan[k]:.1f} {k}" for k in dreaming.KINDS))
   start = time.perf_counter() - progress.wall_s
   b = config.num_envs
   recent = collections.deque(progress.recent_returns, maxlen=20)
@@ -313,6 +319,7 @@ def _run(config: Config, run_dir: Path, world, eval_world, log: Logger, ckpts: c
     t = time.perf_counter()
     progress.wall_s = t - start
     progress.recent_returns = list(recent)
+    progress.dreams = dataclasses.asdict(dreams)
     world_state = None
     if world_state_ok:
       try:
@@ -338,6 +345,7 @@ def _run(config: Config, run_dir: Path, world, eval_world, log: Logger, ckpts: c
     rb = agent.add(rb, row, step.final_obs, ended, step.terminated)
     obs = frames.push(obs, step.obs, ended, stack)
     progress.env_steps += b
+    dreams.acted(config)
     for r in step.episode_return[~np.isnan(step.episode_return)]:  # whole games, true scores
       recent.append(float(r))
       progress.episodes += 1
@@ -352,6 +360,7 @@ def _run(config: Config, run_dir: Path, world, eval_world, log: Logger, ckpts: c
       chunks.append(metrics)
       progress.owed -= config.updates_per_chunk
       progress.updates += config.updates_per_chunk
+      dreams.updated(config, config.updates_per_chunk)
     chunks = [{k: np.asarray(v) for k, v in m.items()} for m in chunks]  # waits, so the timer below is true
     timers["learn"] += time.perf_counter() - t1
     if chunks:
@@ -367,7 +376,8 @@ def _run(config: Config, run_dir: Path, world, eval_world, log: Logger, ckpts: c
                 "wall_s": now - start, **{k: float(np.mean(v)) for k, v in chunks[-1].items()},
                 "speed/env_steps_per_s": (progress.env_steps - window["env_steps"]) / dt,
                 "speed/updates_per_s": (progress.updates - window["updates"]) / dt,
-                "replay/bytes": replay_lib.nbytes(rb), "sys/rss_bytes": rss_bytes()}
+                "replay/bytes": replay_lib.nbytes(rb), "sys/rss_bytes": rss_bytes(),
+                **dreams.record(progress.env_steps)}
       if recent:
         record["train/episode_return"] = float(np.mean(recent))
       if dt > 2.0:
@@ -403,6 +413,7 @@ def _run(config: Config, run_dir: Path, world, eval_world, log: Logger, ckpts: c
              "episodes": progress.episodes, "wall_s": time.perf_counter() - start, "solved": solved,
              "stopped": stopped, "resumed_from": resumed_from, "checkpoint": ckpts.path(progress.env_steps),
              "sys/rss_bytes": rss_bytes(), "replay/bytes": replay_lib.nbytes(rb),
+             **dreams.record(progress.env_steps),
              **{f"time/{k}_s": v for k, v in timers.items()},
              **{k: v for k, v in progress.last_eval.items() if k.startswith("eval/")}}
   log.write(summary)

@@ -88,22 +88,28 @@ def run(norm: str, seed: int, data, args) -> dict:
     ce = -jnp.sum(support.scalar_to_probs(ret, 300) * jax.nn.log_softmax(logits), -1)
     return jnp.mean(ce), jnp.mean((support.logits_to_scalar(logits) - ret) ** 2)
 
+  def test(module, obs=test_obs, ret=test_ret):
+    parts = [evaluate(module, params, stats, obs[j:j + args.batch], ret[j:j + args.batch])
+             for j in range(0, len(obs) - args.batch + 1, args.batch)]
+    return [float(np.mean([p[k] for p in parts])) for k in (0, 1)]
+
   rng = np.random.default_rng(seed)
-  seconds = []
-  for _ in range(args.updates):
+  seconds, curve = [], []
+  every = max(1, args.updates // args.evals)
+  for n in range(1, args.updates + 1):
     i = rng.integers(0, len(train_obs), args.batch)
     t0 = time.perf_counter()
     params, stats, opt_state, value = update(params, stats, opt_state, train_obs[i], train_ret[i])
     jax.block_until_ready(value)
     seconds.append(time.perf_counter() - t0)
-
-  def test(module):
-    parts = [evaluate(module, params, stats, test_obs[j:j + args.batch], test_ret[j:j + args.batch])
-             for j in range(0, len(test_obs) - args.batch + 1, args.batch)]
-    return [float(np.mean([p[k] for p in parts])) for k in (0, 1)]
+    if n % every == 0 or n == args.updates:
+      curve.append([n, test(net_eval)[1]])
+      print(f"{norm} seed {seed} update {n}: test value mse {curve[-1][1]:.4f}", file=sys.stderr, flush=True)
 
   ce, mse = test(net_eval)
   out = {"norm": norm, "seed": seed, "test_value_ce": ce, "test_value_mse": mse,
+         "train_value_mse": test(net_eval, train_obs[:len(test_obs)], train_ret[:len(test_obs)])[1],
+         "best_test_value_mse": min(m for _, m in curve), "test_value_mse_curve": curve,
          "update_ms_median": 1000 * statistics.median(seconds[1:])}
   if norm == "batch":
     out["test_value_mse_batch_statistics"] = test(net)[1]
@@ -119,10 +125,12 @@ def main() -> None:
   parser.add_argument("--batch", type=int, default=32)
   parser.add_argument("--channels", type=int, default=32)
   parser.add_argument("--lr", type=float, default=3e-4)
+  parser.add_argument("--discount", type=float, default=0.997 ** 4,
+                      help="of the return-to-go target; a short horizon (0.9) makes it a function of the frames")
+  parser.add_argument("--evals", type=int, default=10, help="held-out evaluations along training")
   parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
   args = parser.parse_args()
-  discount = 0.997 ** 4
-  obs, ret = collect(args.game, args.envs, args.steps, discount, seed=1234)
+  obs, ret = collect(args.game, args.envs, args.steps, args.discount, seed=1234)
   split = args.envs * 3 // 4  # whole envs held out: test frames come from games never trained on
   flat = lambda x: x.reshape(-1, *x.shape[2:])  # noqa: E731
   data = ((flat(obs[:split]), flat(ret[:split])), (flat(obs[split:]), flat(ret[split:])))
@@ -130,10 +138,12 @@ def main() -> None:
   summary = {}
   for norm in ("layer", "batch"):
     mine = [r for r in runs if r["norm"] == norm]
-    summary[norm] = {k: statistics.median(r[k] for r in mine) for k in mine[0] if k not in ("norm", "seed")}
+    summary[norm] = {k: statistics.median(r[k] for r in mine) for k in mine[0]
+                     if k not in ("norm", "seed", "test_value_mse_curve")}
   print(json.dumps({"game": args.game, "commit": commit(), "backend": jax.default_backend(), "args": vars(args),
                     "train_frames": len(data[0][0]), "test_frames": len(data[1][0]),
-                    "test_return_variance": float(np.var(data[1][1])), "median_over_seeds": summary,
+                    "test_return_variance": float(np.var(data[1][1])),
+                    "test_mse_of_train_mean": float(np.mean((data[1][1] - np.mean(data[0][1])) ** 2)), "median_over_seeds": summary,
                     "runs": runs}, indent=1))
 
 

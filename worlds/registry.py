@@ -1,8 +1,9 @@
-"""Build worlds from id strings like 'toy:chain', 'toy:chain-8', 'gym:CartPole-v1', 'atari:Pong'.
+"""Build worlds from id strings like 'toy:chain', 'toy:chain-8', 'gym:CartPole-v1', 'atari:Pong',
+'minatar:Breakout'.
 
 An id is '<family>:<name>'. Each family is one entry in `FAMILIES`: a factory
 `(name, *, num_envs, seed, **kwargs) -> World` plus the id patterns shown in
-`available()`. New families (e.g. minatar:) are added with `register`.
+`available()`. New families are added with `register`.
 """
 
 from __future__ import annotations
@@ -124,6 +125,19 @@ def _make_atari(name: str, *, num_envs: int, seed: int, **kwargs: Any) -> World:
     return AtariWorld(name, num_envs, seed=seed, **kwargs)
 
 
+# ---------------------------------------------------------------- minatar:
+
+
+def _make_minatar(name: str, *, num_envs: int, seed: int, **kwargs: Any) -> World:
+    from worlds.minatar import MINATAR_GAMES, MinAtarWorld, close_games
+
+    if name not in MINATAR_GAMES:
+        raise _unknown(f"minatar:{name}", "no such MinAtar game", [f"minatar:{c}" for c in close_games(name)])
+    return MinAtarWorld(name, num_envs, seed=seed, **kwargs)
+
+
 register("toy", _make_toy, ("toy:chain", "toy:chain-<n>"))
 register("gym", _make_gym, ("gym:<any discrete-action gymnasium id>",))
 register("atari", _make_atari, ("atari:<CamelCase ale-py game, e.g. Pong>",))
+register("minatar", _make_minatar, ("minatar:Breakout", "minatar:Asterix", "minatar:Freeway",
+                                    "minatar:SpaceInvaders", "minatar:Seaquest"))
