@@ -78,6 +78,9 @@ class Config:
   """Width of the value-prefix LSTM."""
   proj_dim: int = 128
   """Width of the projection / prediction heads used by the consistency loss."""
+  conv_channels: int = 0
+  """mlp: channels of a 3x3 convolution applied to image observations before the MLP (0: none; MinAtar's
+  DQN uses 16)."""
   channels: int = 64
   """resnet: channels of the latent (the stem has half)."""
   downsample: bool = True
@@ -202,6 +205,7 @@ class Config:
         (0.0 <= self.atari_sticky_actions <= 1.0, "atari_sticky_actions must be in [0, 1]"),
         (self.atari_noop_max >= 0, "atari_noop_max must be >= 0"),
         (self.atari_train_max_steps >= 1, "atari_train_max_steps must be >= 1"),
+        (self.conv_channels >= 0, "conv_channels must be >= 0"),
         (0.0 <= self.minatar_sticky_actions <= 1.0, "minatar_sticky_actions must be in [0, 1]"),
         (self.minatar_max_steps >= 1, "minatar_max_steps must be >= 1"),
         (min(self.channels, self.res_blocks + 1, self.head_channels, self.head_hidden) >= 1
@@ -368,7 +372,7 @@ IDENTITY_KEYS = ("world", "network", "latent_dim", "hidden_dim", "lstm_dim", "pr
                  "head_channels", "head_hidden", "value_support", "reward_support", "frame_stack",
                  "atari_frame_size", "atari_grayscale", "atari_sticky_actions", "atari_full_action_set",
                  "atari_noop_max", "atari_train_max_steps", "minatar_sticky_actions", "minatar_full_action_set",
-                 "minatar_ramping", "minatar_max_steps", "downsample", "state_norm", "num_envs", "replay_capacity", "optimizer", "seed")
+                 "minatar_ramping", "minatar_max_steps", "downsample", "conv_channels", "state_norm", "num_envs", "replay_capacity", "optimizer", "seed")
 
 
 def check_resumable(saved: Config, new: Config, where: str) -> dict[str, tuple[Any, Any]]:

@@ -58,7 +58,8 @@ class MLP(nn.Module):
 
 
 class MuZeroMLP(nn.Module):
-  """The MLP variant for vector observations f32[B, *obs_shape]."""
+  """The MLP variant for vector observations f32[B, *obs_shape], or for small images (MinAtar's 10x10xC)
+  with a convolution first (`conv_channels`, the torso of the MinAtar paper's DQN)."""
   num_actions: int
   latent_dim: int
   hidden_dim: int
@@ -67,9 +68,11 @@ class MuZeroMLP(nn.Module):
   value_atoms: int
   reward_atoms: int
   state_norm: bool = True
+  conv_channels: int = 0  # > 0: a 3x3 convolution (same padding) and ReLU read image observations first
 
   def setup(self) -> None:
     h = self.hidden_dim
+    self.conv = nn.Conv(self.conv_channels, (3, 3), padding=1) if self.conv_channels else None
     self.repr_net = MLP((h, h), self.latent_dim)
     self.dyn_net = MLP((h, h), self.latent_dim)
     self.lstm = nn.OptimizedLSTMCell(self.lstm_dim)
@@ -81,8 +84,11 @@ class MuZeroMLP(nn.Module):
     self.proj_predictor = MLP((self.proj_dim // 2,), self.proj_dim)
 
   def represent(self, obs: jax.Array) -> jax.Array:
-    """obs [B, *obs_shape] -> latent f32[B, latent_dim]."""
-    x = obs.reshape(obs.shape[0], -1).astype(jnp.float32)
+    """obs [B, *obs_shape] (with `conv_channels`: [B, H, W, C]) -> latent f32[B, latent_dim]."""
+    x = obs.astype(jnp.float32)
+    if self.conv is not None:
+      x = nn.relu(self.conv(x))
+    x = x.reshape(obs.shape[0], -1)
     latent = self.repr_net(x)
     return normalize_latent(latent) if self.state_norm else latent
 
@@ -280,7 +286,8 @@ def make_network(config: Config, num_actions: int, obs_dtype: Any = jnp.uint8) -
                         pixel_max=255.0 if jnp.dtype(obs_dtype) == jnp.uint8 else 1.0, **atoms)
   return MuZeroMLP(
       num_actions=num_actions, latent_dim=config.latent_dim, hidden_dim=config.hidden_dim,
-      lstm_dim=config.lstm_dim, proj_dim=config.proj_dim, state_norm=config.state_norm, **atoms)
+      lstm_dim=config.lstm_dim, proj_dim=config.proj_dim, state_norm=config.state_norm,
+      conv_channels=config.conv_channels, **atoms)
 
 
 def init_params(net: nn.Module, rng_key: jax.Array, obs_shape: tuple[int, ...]) -> Params:

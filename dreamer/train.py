@@ -117,10 +117,11 @@ def load_checkpoint(run_dir: str | Path, step: int | None = None) -> ckpt_lib.Sa
 def check_network(config: Config, spec: worlds.Spec) -> None:
   """ConfigError unless the config's network and augmentations fit the world's observations."""
   image = len(spec.obs_shape) == 3
-  for ok, what in [(config.network != "resnet" or image, "network 'resnet'"), (not config.augment or image, "augment")]:
+  for ok, what in [(config.network != "resnet" or image, "network 'resnet'"), (not config.augment or image, "augment"),
+                   (not config.conv_channels or image, "conv_channels > 0")]:
     if not ok:
       raise config_lib.ConfigError(f"{what} needs image observations [H, W, C], but {config.world!r} gives "
-                                   f"{list(spec.obs_shape)}; use network 'mlp' and augment false for it")
+                                   f"{list(spec.obs_shape)}; use network 'mlp', augment false and conv_channels 0 for it")
 
 
 def _eval_record(world, agent: Agent, params, rng_key, config: Config) -> dict[str, Any]:
