@@ -86,14 +86,26 @@ def add(state: ReplayState, row: Rows, final_obs: jax.Array, ended: jax.Array, t
   return state._replace(rows=rows, priority=priority, head=head)
 
 
+def pick(p: jax.Array, cdf: jax.Array, u: jax.Array) -> jax.Array:
+  """Inverse-CDF draw: for each u in [0, total), the first row i with cdf[i] > u, moved back to the nearest row
+  at or before it whose p > 0 (or the first such row). The move matters only through float32 rounding: XLA's
+  cumsum is a tree scan, so a row with p = 0 can get a sliver of the CDF (or u can round up to the total), and
+  with ~1e5 mostly unwritten rows such a draw happened within a few hundred updates; its weight was then
+  (N * 0)^-beta = inf and the loss NaN. p f32[N] >= 0 with some p > 0, cdf f32[N], u f32[B] -> i32[B]."""
+  n = p.shape[0]
+  flat = jnp.minimum(jnp.searchsorted(cdf, u, side="right"), n - 1)
+  last_valid = jax.lax.cummax(jnp.where(p > 0, jnp.arange(n), -1))  # integer scan: exact
+  flat = last_valid[flat]
+  return jnp.where(flat >= 0, flat, jnp.argmax(p > 0))
+
+
 def sample(state: ReplayState, rng_key: jax.Array, batch: int, *, alpha: float, beta: jax.Array) -> Sample:
   """Draws `batch` rows with probability p_i**alpha / sum_j p_j**alpha, with replacement."""
   e, t = state.priority.shape
   p = jnp.where(state.priority > 0, state.priority ** alpha, 0.0).reshape(-1)
   cdf = jnp.cumsum(p)
   total = cdf[-1]
-  u = jax.random.uniform(rng_key, (batch,)) * total
-  flat = jnp.minimum(jnp.searchsorted(cdf, u, side="right"), e * t - 1)
+  flat = pick(p, cdf, jax.random.uniform(rng_key, (batch,)) * total)
   env, slot = flat // t, flat % t
   newest = state.head[env] - 1
   index = newest - (newest - slot) % t

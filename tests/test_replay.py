@@ -327,3 +327,17 @@ def test_stack_one_is_the_plain_gather():
     stacked, _ = jax.jit(functools.partial(replay.gather, stack=1), static_argnums=3)(st, env, index, 4)
     for x, y in zip(jax.tree.leaves(plain), jax.tree.leaves(stacked)):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_pick_never_returns_a_row_of_zero_priority():
+  """A CDF that float32 rounding made non-monotone (a zero row with its own sliver) and draws at the very
+  top must still land on rows with p > 0: the nearest one at or before the draw."""
+  p = jnp.array([0.0, 2.0, 0.0, 0.0, 1.0, 0.0, 0.0])
+  cdf = jnp.array([0.0, 2.0, 2.0, 2.5, 3.0, 3.0, 3.0])  # row 3 has a spurious sliver (2.0, 2.5]
+  u = jnp.array([0.0, 1.9, 2.0, 2.2, 2.6, 2.999, 3.0, 3.5])
+  assert replay.pick(p, cdf, u).tolist() == [1, 1, 1, 1, 4, 4, 4, 4]
+  # Exact CDFs are untouched: every draw equals the plain inverse CDF.
+  p = jnp.array([0.5, 0.0, 1.5, 2.0])
+  cdf = jnp.cumsum(p)
+  u = jnp.linspace(0.0, 3.99, 50)
+  assert replay.pick(p, cdf, u).tolist() == jnp.searchsorted(cdf, u, side="right").tolist()

@@ -1,0 +1,442 @@
+"""`dreamer compare`: run a grid of configurations x seeds on one or more worlds (or take finished runs), and
+report sample efficiency, wall-clock efficiency and the dream ratio of each configuration.
+
+Runs go to `LOGDIR/<world>/<label>/seed<N>` (label: the grid's `key=value`s, or the preset's name), each a
+`dreamer train` subprocess (`--jobs` at a time), its console output in `seed<N>.log` beside it. A finished run
+(its metrics.jsonl has a closing summary) is skipped and an interrupted one resumes, so the same command can be
+re-issued until the grid is done.
+
+The report (`report.md`, `curves.png`, `summary.json`) groups runs by world and configuration, a
+configuration being the set of config keys in which runs differ (seed aside). For each it gives: the mean
+evaluation return (acting with search) against real env steps and against wall-clock seconds, with 95%
+percentile-bootstrap bands over seeds; the final returns (with search and with the policy network alone) with
+95% CIs; the env steps and seconds to reach `--threshold`; and the dream ratio (imagined model steps per real
+env step, `dreamer/dreaming.py`). A run that stopped early at its `stop_return` keeps its last evaluation in
+the curves from there on (it was stopped because it had solved the task), and the report says so.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import json
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from dreamer import config as config_lib
+from dreamer import dreaming, stats
+from dreamer.logger import read_metrics
+
+CI = 0.95
+GRID_POINTS = 60  # points of the wall-clock curves
+
+
+# ------------------------------------------------------------------------------------------------ the grid
+
+
+@dataclasses.dataclass(frozen=True)
+class Planned:
+  """One run of the grid: where it goes and the overrides that make it."""
+  world: str
+  label: str
+  seed: int
+  overrides: tuple[str, ...]
+  run_dir: Path
+
+
+def parse_grid(items: Sequence[str]) -> list[tuple[str, list[Any]]]:
+  """`key=v1,v2,...` items -> [(key, [values])], values read as TOML (bare words as strings); ConfigError
+  for an unknown key, a repeated key, or a value of the wrong type."""
+  grid, seen = [], set()
+  for item in items:
+    key, _ = config_lib.parse_override(item)
+    if key in seen:
+      raise config_lib.ConfigError(f"--grid key {key!r} is given twice; give all its values once: {key}=a,b,c")
+    if key in ("seed", "world"):
+      raise config_lib.ConfigError(f"--grid key {key!r}: use --seeds and --worlds for these")
+    seen.add(key)
+    texts = item.split("=", 1)[1].split(",")
+    if any(not t.strip() for t in texts):
+      raise config_lib.ConfigError(f"--grid {item!r} has an empty value; write key=v1,v2,...")
+    values = [config_lib.parse_override(f"{key}={t.strip()}")[1] for t in texts]
+    for v in values:
+      config_lib._coerce(key, v, "--grid")
+    grid.append((key, values))
+  return grid
+
+
+def _slug(text: str) -> str:
+  return re.sub(r"[^A-Za-z0-9_.=,+-]", "_", text)
+
+
+def plan(preset: str, *, overrides: Sequence[str], grid: Sequence[str], worlds: Sequence[str] | None,
+         seeds: Sequence[int], logdir: str | Path) -> list[Planned]:
+  """Every run of the grid, each config checked (ConfigError) before any run starts."""
+  if not seeds:
+    raise config_lib.ConfigError("give at least one seed (--seeds 0 1 2)")
+  if len(set(seeds)) != len(seeds):
+    raise config_lib.ConfigError(f"--seeds has repeats: {list(seeds)}")
+  base = config_lib.load(preset, list(overrides))
+  axes = parse_grid(grid)
+  combos: list[list[tuple[str, Any]]] = [[]]
+  for key, values in axes:
+    combos = [c + [(key, v)] for c in combos for v in values]
+  runs = []
+  for world in worlds or [base.world]:
+    for combo in combos:
+      sets = [f"{k}={json.dumps(v) if isinstance(v, str) else _toml(v)}" for k, v in combo]
+      config = config_lib.load(preset, list(overrides) + sets + [f"world={json.dumps(world)}"])
+      label = ",".join(f"{k}={v}" for k, v in combo) or Path(preset).stem
+      for seed in seeds:
+        runs.append(Planned(world, label, seed, tuple(list(overrides) + sets),
+                            Path(logdir) / _slug(world) / _slug(label) / f"seed{seed}"))
+      del config
+  return runs
+
+
+def _toml(value: Any) -> str:
+  if isinstance(value, bool):
+    return "true" if value else "false"
+  if isinstance(value, (list, tuple)):
+    return "[" + ", ".join(_toml(v) for v in value) + "]"
+  return repr(value)
+
+
+def finished(run_dir: Path) -> bool:
+  """A run is finished once metrics.jsonl holds a summary that no signal or update cap cut short."""
+  try:
+    records = read_metrics(run_dir)
+  except (OSError, json.JSONDecodeError):
+    return False
+  return bool(records) and bool(records[-1].get("summary")) and records[-1].get("stopped") is None
+
+
+def execute(runs: Sequence[Planned], *, preset: str, jobs: int, console: bool = True) -> dict[str, Any]:
+  """Trains every unfinished run, `jobs` at a time, as `dreamer train` subprocesses. SIGINT/SIGTERM are
+  passed to the running trainings (which checkpoint and stop) and no new run starts. Returns
+  {"failed": [(run_dir, log, exit code)], "stopped": signal name or None}."""
+  todo = [r for r in runs if not finished(r.run_dir)]
+  lock = threading.Lock()
+  procs: set[subprocess.Popen] = set()
+  state: dict[str, Any] = {"failed": [], "stopped": None}
+
+  def one(run: Planned) -> None:
+    with lock:
+      if state["stopped"]:
+        return
+      run.run_dir.parent.mkdir(parents=True, exist_ok=True)
+      log = run.run_dir.parent / f"{run.run_dir.name}.log"
+      cmd = [sys.executable, "-m", "dreamer.cli", "train", "--config", preset, "--logdir", str(run.run_dir),
+             "--seed", str(run.seed), "--quiet", "--set", f"world={json.dumps(run.world)}"]
+      for item in run.overrides:
+        cmd += ["--set", item]
+      if console:
+        print(f"dreamer: compare: {run.world} {run.label} seed {run.seed} -> {run.run_dir}", file=sys.stderr,
+              flush=True)
+      out = open(log, "a")
+      proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+      procs.add(proc)
+    code = proc.wait()
+    out.close()
+    with lock:
+      procs.discard(proc)
+      if code != 0 and not state["stopped"]:
+        state["failed"].append((str(run.run_dir), str(log), code))
+
+  def forward(signum, frame) -> None:
+    state["stopped"] = signal.Signals(signum).name
+    with lock:
+      for p in procs:
+        p.send_signal(signal.SIGTERM)
+
+  previous = {}
+  if threading.current_thread() is threading.main_thread():
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+  try:
+    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+      list(pool.map(one, todo))
+  finally:
+    for s, h in previous.items():
+      signal.signal(s, h)
+  return state
+
+
+# ------------------------------------------------------------------------------------------------ the runs
+
+
+@dataclasses.dataclass
+class RunData:
+  """What the report reads from one run directory."""
+  path: Path
+  config: dict[str, Any]
+  steps: np.ndarray     # i64[E] env steps of each evaluation
+  wall: np.ndarray      # f64[E] seconds into the run at each evaluation
+  search: np.ndarray    # f64[E] mean evaluation return acting with search
+  policy: np.ndarray    # f64[E] ... with the policy network alone
+  env_steps: int
+  wall_s: float
+  dream: dict[str, float]  # dream/ratio and per kind, as logged (or planned, for runs from before the count)
+  stopped_early: bool      # reached stop_return before total_env_steps
+
+
+def load_run(run_dir: str | Path) -> RunData:
+  """A finished run; ConfigError (one line) if `run_dir` is not one."""
+  run_dir = Path(run_dir)
+  try:
+    config = json.loads((run_dir / "config.json").read_text())
+    records = read_metrics(run_dir)
+  except (OSError, json.JSONDecodeError) as e:
+    raise config_lib.ConfigError(f"{str(run_dir)!r} is not a readable run directory (config.json and "
+                                 f"metrics.jsonl): {e}") from None
+  evals = [r for r in records if "eval/search_return" in r and not r.get("summary")]
+  summary = next((r for r in reversed(records) if r.get("summary")), None)
+  if summary is None or not evals:
+    raise config_lib.ConfigError(f"run {str(run_dir)!r} has not finished (no closing summary or no evaluation "
+                                 f"in its metrics.jsonl); finish it with: dreamer train --logdir {run_dir}")
+  if "dream/ratio" in summary:
+    dream = {k: summary[k] for k in ("dream/ratio", *(f"dream/{k}_ratio" for k in dreaming.KINDS))}
+  else:
+    plan = dreaming.planned_ratio(config_lib.from_dict(config, str(run_dir / "config.json")))
+    dream = {"dream/ratio": plan["total"], **{f"dream/{k}_ratio": plan[k] for k in dreaming.KINDS}}
+  return RunData(run_dir, config, np.array([r["env_steps"] for r in evals], np.int64),
+                 np.array([r["wall_s"] for r in evals], np.float64),
+                 np.array([r["eval/search_return"] for r in evals], np.float64),
+                 np.array([r["eval/policy_return"] for r in evals], np.float64),
+                 int(summary["env_steps"]), float(summary["wall_s"]), dream,
+                 bool(summary.get("solved")) and summary["env_steps"] < config["total_env_steps"])
+
+
+def labels(runs: Sequence[RunData]) -> list[str]:
+  """Each run's configuration label: its values of the keys in which the runs of its world differ (seed and
+  world aside), or the world alone when they differ in nothing."""
+  out = []
+  for run in runs:
+    same_world = [r for r in runs if r.config["world"] == run.config["world"]]
+    keys = sorted(k for k in run.config if k not in ("seed", "world")
+                  and any(r.config.get(k) != run.config[k] for r in same_world))
+    out.append(",".join(f"{k}={_label_value(run.config[k])}" for k in keys) or "all")
+  return out
+
+
+def _label_value(value: Any) -> str:
+  return _toml(value) if not isinstance(value, str) else value
+
+
+# ------------------------------------------------------------------------------------------------ the report
+
+
+def _step_values(xs: np.ndarray, ys: np.ndarray, grid: np.ndarray) -> np.ndarray:
+  """The last value at or before each grid point (NaN before the first): evaluations as a step function."""
+  idx = np.searchsorted(xs, grid, side="right") - 1
+  return np.where(idx >= 0, ys[np.maximum(idx, 0)], np.nan)
+
+
+def _mean_ci(values: np.ndarray, rng: np.random.Generator, reps: int) -> tuple[float, float, float]:
+  """Mean over seeds and its 95% percentile-bootstrap interval (seeds resampled with replacement)."""
+  low, high = stats.bootstrap_ci([values], rng=rng, reps=reps, ci=CI, names=("mean",))["mean"]
+  return float(np.mean(values)), low, high
+
+
+def _band(per_run: np.ndarray, rng: np.random.Generator, reps: int) -> dict[str, list[float | None]]:
+  """per_run f64[runs, points] -> mean and CI band per point, where every run has a value (else None)."""
+  mean, low, high = [], [], []
+  for column in per_run.T:
+    if np.isnan(column).any():
+      mean.append(None), low.append(None), high.append(None)
+      continue
+    m, lo, hi = _mean_ci(column, rng, reps)
+    mean.append(m), low.append(lo), high.append(hi)
+  return {"mean": mean, "low": low, "high": high}
+
+
+def _first_reach(run: RunData, threshold: float) -> tuple[int | None, float | None]:
+  hit = np.flatnonzero(run.search >= threshold)
+  return (int(run.steps[hit[0]]), float(run.wall[hit[0]])) if hit.size else (None, None)
+
+
+def summarize(runs: Sequence[RunData], *, threshold: float | None, reps: int = 2000, seed: int = 0) -> dict:
+  """Everything the report shows, as plain data (summary.json). Bootstrap draws come from `seed` only."""
+  rng = np.random.default_rng(seed)
+  names = labels(runs)
+  groups: dict[str, dict[str, list[RunData]]] = {}
+  for run, name in zip(runs, names):
+    groups.setdefault(run.config["world"], {}).setdefault(name, []).append(run)
+  out: dict[str, Any] = {"format": "dreamer-compare/1", "ci": CI, "reps": reps, "bootstrap_seed": seed,
+                         "threshold": threshold, "worlds": {}}
+  for world, configs in groups.items():
+    entries = {}
+    for name, members in configs.items():
+      members = sorted(members, key=lambda r: r.config["seed"])
+      steps_grid = np.unique(np.concatenate([r.steps for r in members]))
+      wall_grid = np.linspace(0.0, max(r.wall_s for r in members), GRID_POINTS)
+      by_steps = np.stack([_step_values(r.steps, r.search, steps_grid) for r in members])
+      by_wall = np.stack([_step_values(r.wall, r.search, wall_grid) for r in members])
+      final_search = np.array([r.search[-1] for r in members])
+      final_policy = np.array([r.policy[-1] for r in members])
+      entry = {
+          "seeds": [r.config["seed"] for r in members], "runs": [str(r.path) for r in members],
+          "final_search": _mean_ci(final_search, rng, reps), "final_policy": _mean_ci(final_policy, rng, reps),
+          "final_search_per_seed": final_search.tolist(), "final_policy_per_seed": final_policy.tolist(),
+          "env_steps": [r.env_steps for r in members], "wall_s": [r.wall_s for r in members],
+          "dream_ratio": float(np.mean([r.dream["dream/ratio"] for r in members])),
+          "dream_by_kind": {k: float(np.mean([r.dream[f"dream/{k}_ratio"] for r in members]))
+                            for k in dreaming.KINDS},
+          "stopped_early": [r.stopped_early for r in members],
+          "curve_steps": {"x": steps_grid.tolist(), **_band(by_steps, rng, reps)},
+          "curve_wall": {"x": wall_grid.tolist(), **_band(by_wall, rng, reps)},
+      }
+      if threshold is not None:
+        reach = [_first_reach(r, threshold) for r in members]
+        entry["steps_to_threshold"] = [s for s, _ in reach]
+        entry["seconds_to_threshold"] = [w for _, w in reach]
+      entries[name] = entry
+    out["worlds"][world] = dict(sorted(entries.items(), key=lambda kv: kv[1]["dream_ratio"]))
+  return out
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+  return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def _fmt_ci(triple: Sequence[float]) -> str:
+  return f"{triple[0]:.1f} [{triple[1]:.1f}, {triple[2]:.1f}]"
+
+
+def _median_reached(values: Sequence[float | None]) -> str:
+  """Median over seeds, counting a seed that never reached the threshold as infinitely slow."""
+  ordered = sorted(math.inf if v is None else v for v in values)
+  m = float(np.median(ordered)) if not math.isnan(np.median(ordered)) else math.inf
+  return "not reached" if math.isinf(m) else f"{m:.0f}"
+
+
+def markdown(summary: dict[str, Any]) -> str:
+  lines = ["# Comparison", "",
+           f"Evaluation return acting with search (greedy) and with the policy network alone; means over seeds "
+           f"with {int(CI * 100)}% percentile-bootstrap intervals ({summary['reps']} resamples of the seeds, "
+           f"bootstrap seed {summary['bootstrap_seed']}). The dream ratio is imagined model steps per real env "
+           f"step (acting search + reanalysis search + training unroll), as counted by the runs.", ""]
+  threshold = summary["threshold"]
+  for world, entries in summary["worlds"].items():
+    lines += [f"## {world}", "", "![curves](curves.png)", ""]
+    head = "| configuration | seeds | dream ratio (act + reanalyse + unroll) | final return, search | final return, policy only |"
+    rule = "| --- | --- | --- | --- | --- |"
+    if threshold is not None:
+      head += f" env steps to {threshold:g} (per seed) | median | seconds to {threshold:g} (median) |"
+      rule += " --- | --- | --- |"
+    lines += [head, rule]
+    for name, e in entries.items():
+      kinds = " + ".join(_fmt(e["dream_by_kind"][k]) for k in dreaming.KINDS)
+      row = (f"| {name} | {len(e['seeds'])} | {e['dream_ratio']:.1f} ({kinds}) | {_fmt_ci(e['final_search'])} | "
+             f"{_fmt_ci(e['final_policy'])} |")
+      if threshold is not None:
+        per_seed = ", ".join("—" if s is None else str(s) for s in e["steps_to_threshold"])
+        row += (f" {per_seed} | {_median_reached(e['steps_to_threshold'])} | "
+                f"{_median_reached(e['seconds_to_threshold'])} |")
+      lines.append(row)
+    early = [n for n, e in entries.items() if any(e["stopped_early"])]
+    lines.append("")
+    if early:
+      lines.append(f"Runs of {', '.join(early)} stopped early at their stop_return; their curves carry the last "
+                   f"evaluation forward.")
+    if threshold is not None:
+      lines.append(f"Steps to {threshold:g}: the first evaluation at or above it (— : never); a median over "
+                   f"seeds counts a seed that never reached it as slower than any that did.")
+    lines.append("")
+  return "\n".join(lines)
+
+
+def plot(summary: dict[str, Any], path: Path) -> None:
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  worlds = list(summary["worlds"])
+  fig, axes = plt.subplots(len(worlds), 2, figsize=(12, 4 * len(worlds)), squeeze=False)
+  for row, world in zip(axes, worlds):
+    for ax, key, xlabel in [(row[0], "curve_steps", "real env steps"), (row[1], "curve_wall", "wall-clock s")]:
+      for name, e in summary["worlds"][world].items():
+        c = e[key]
+        ok = [i for i, m in enumerate(c["mean"]) if m is not None]
+        x = np.array(c["x"], float)[ok]
+        line, = ax.plot(x, [c["mean"][i] for i in ok], label=f"{name} (dream {e['dream_ratio']:.0f})")
+        ax.fill_between(x, [c["low"][i] for i in ok], [c["high"][i] for i in ok], color=line.get_color(),
+                        alpha=0.2)
+      if summary["threshold"] is not None:
+        ax.axhline(summary["threshold"], color="grey", lw=0.8, ls="--")
+      ax.set_xlabel(xlabel)
+      ax.set_ylabel("eval return (search)")
+      ax.set_title(world)
+      ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def write_report(run_dirs: Sequence[str | Path], out: str | Path, *, threshold: float | None, reps: int = 2000,
+                 seed: int = 0) -> dict[str, Any]:
+  """Reads the finished runs (run directories, or directories holding them), writes report.md, curves.png and
+  summary.json to `out`, and returns the summary. ConfigError when no finished run is found."""
+  found: list[Path] = []
+  for d in run_dirs:
+    d = Path(d)
+    if not d.is_dir():
+      raise config_lib.ConfigError(f"{str(d)!r} is not a directory")
+    found += [d] if (d / "config.json").exists() else sorted(p.parent for p in d.rglob("config.json"))
+  found = [p for p in found if ".replaced-" not in str(p)]
+  if not found:
+    raise config_lib.ConfigError(f"no run directories (with config.json) under {[str(d) for d in run_dirs]}")
+  summary = summarize([load_run(p) for p in found], threshold=threshold, reps=reps, seed=seed)
+  out = Path(out)
+  out.mkdir(parents=True, exist_ok=True)
+  (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+  (out / "report.md").write_text(markdown(summary))
+  plot(summary, out / "curves.png")
+  return summary
+
+
+def compare(preset: str | None, *, run_dirs: Sequence[str], overrides: Sequence[str], grid: Sequence[str],
+            worlds: Sequence[str] | None, seeds: Sequence[int], logdir: str | None, out: str | None, jobs: int,
+            threshold: float | None, reps: int, console: bool = True) -> dict[str, Any]:
+  """The `dreamer compare` command: run the grid (if `preset`), then report on it and on `run_dirs`."""
+  if jobs < 1:
+    raise config_lib.ConfigError(f"--jobs must be >= 1, got {jobs}")
+  if reps < 1:
+    raise config_lib.ConfigError(f"--reps must be >= 1, got {reps}")
+  if preset is None and not run_dirs:
+    raise config_lib.ConfigError("give --config PRESET_OR_PATH (with --grid, --seeds, --logdir) to run a grid, "
+                                 "or --runs DIR ... to compare finished runs")
+  if preset is None and (grid or worlds or overrides):
+    raise config_lib.ConfigError("--grid, --worlds and --set need --config: they describe runs to train")
+  result: dict[str, Any] = {"failed": [], "stopped": None}
+  dirs = list(run_dirs)
+  if preset is not None:
+    if logdir is None:
+      raise config_lib.ConfigError("give --logdir DIR for the grid's runs")
+    planned = plan(preset, overrides=overrides, grid=grid, worlds=worlds, seeds=seeds, logdir=logdir)
+    _check_worlds(planned, preset, overrides)
+    result = execute(planned, preset=preset, jobs=jobs, console=console)
+    if result["stopped"]:
+      return {**result, "summary": None}
+    dirs += [str(p.run_dir) for p in planned if finished(p.run_dir)]
+  out = out or os.path.join(logdir or ".", "report")
+  summary = write_report(dirs, out, threshold=threshold, reps=reps) if dirs else None
+  return {**result, "summary": summary, "out": out}
+
+
+def _check_worlds(planned: Sequence[Planned], preset: str, overrides: Sequence[str]) -> None:
+  """Every world builds and fits the network, before any run starts (ConfigError)."""
+  from dreamer.cli import check_world
+  from dreamer.train import check_network
+
+  for world in dict.fromkeys(p.world for p in planned):
+    config = config_lib.load(preset, list(overrides) + [f"world={json.dumps(world)}"])
+    check_network(config, check_world(world, "--worlds", **config_lib.world_kwargs(config, train=True)))
