@@ -1,4 +1,4 @@
-"""The `dreamer` command: `dreamer train` and `dreamer eval`. User mistakes print one line, never a traceback.
+"""The `dreamer` command: train, eval, bench, report and compare. User mistakes print one line, never a traceback.
 
 Exit codes: 0 done; 1 the run stopped on a failure it reports (non-finite loss, unwritable run directory);
 2 a user mistake; 128 + signal number when SIGINT/SIGTERM stopped training after its checkpoint was written.
@@ -26,6 +26,7 @@ dreamer: an EfficientZero-style model-based RL agent in JAX.
   dreamer eval --checkpoint runs/cp --episodes 32
   dreamer bench atari100k --games Pong Breakout --seeds 0 1 2 --config atari100k-fast --logdir runs/bench
   dreamer report runs/bench --out runs/bench/report
+  dreamer compare --config cartpole --grid num_simulations=2,8,32 --seeds 0 1 2 --logdir runs/cmp --jobs 2
 """
 
 
@@ -101,6 +102,30 @@ def _parser() -> argparse.ArgumentParser:
   rep.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the bootstrap (default: 0)")
   rep.add_argument("--baselines", nargs="+", metavar="METHOD",
                    help="published methods to show (default: all shipped ones)")
+  cmp = sub.add_parser(
+      "compare", help="run a grid of configurations x seeds (or take finished runs) and compare them",
+      description="Trains every configuration of --grid (each key's values crossed with the others') on each of "
+                  "--worlds with each of --seeds, --jobs runs at a time, into LOGDIR/<world>/<config>/seed<N>; "
+                  "finished runs are skipped and interrupted ones resume. Then writes a report of these and any "
+                  "--runs: returns against real env steps and against wall-clock with 95%% bootstrap bands over "
+                  "seeds, final returns with CIs, env steps to --threshold, and each configuration's dream ratio.")
+  cmp.add_argument("--config", metavar="PRESET_OR_PATH", help="preset or .toml file of the grid's runs")
+  cmp.add_argument("--grid", nargs="+", default=[], metavar="KEY=V1,V2",
+                   help="config keys to vary, e.g. num_simulations=2,8,32 search=none,gumbel")
+  cmp.add_argument("--worlds", nargs="+", metavar="ID", help="worlds to run on (default: the config's world)")
+  cmp.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], metavar="N", help="seeds (default: 0 1 2)")
+  cmp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="override one config key for every run (repeatable)")
+  cmp.add_argument("--logdir", metavar="DIR", help="directory holding the grid's runs")
+  cmp.add_argument("--jobs", type=int, default=1, metavar="N", help="runs trained at once (default: 1)")
+  cmp.add_argument("--runs", nargs="+", default=[], metavar="RUN_DIR",
+                   help="finished run directories (or directories holding them) to include in the report")
+  cmp.add_argument("--out", metavar="DIR", help="where report.md, curves.png and summary.json go "
+                                                "(default: LOGDIR/report)")
+  cmp.add_argument("--threshold", type=float, metavar="RETURN",
+                   help="report the env steps and seconds each run took to reach this evaluation return")
+  cmp.add_argument("--reps", type=int, default=2000, metavar="N", help="bootstrap repetitions (default: 2000)")
+  cmp.add_argument("--quiet", action="store_true", help="no line per started run")
   return parser
 
 
@@ -185,6 +210,28 @@ def _report(args: argparse.Namespace) -> int:
   return 0
 
 
+def _compare(args: argparse.Namespace) -> int:
+  from dreamer import compare
+
+  if args.config is None and args.out is None and args.runs:
+    raise config_lib.ConfigError("give --out DIR for the report of --runs")
+  result = compare.compare(args.config, run_dirs=args.runs, overrides=args.overrides, grid=args.grid,
+                           worlds=args.worlds, seeds=args.seeds, logdir=args.logdir, out=args.out, jobs=args.jobs,
+                           threshold=args.threshold, reps=args.reps, console=not args.quiet)
+  summary = result.pop("summary")
+  print(json.dumps({**result, "configurations": {w: list(e) for w, e in summary["worlds"].items()} if summary
+                    else None}))
+  if result["stopped"]:
+    print(f"dreamer: stopped by {result['stopped']}; the runs in progress are checkpointed; re-issue the same "
+          f"dreamer compare command to resume the grid", file=sys.stderr)
+    return 128 + signal.Signals[result["stopped"]].value
+  if result["failed"]:
+    for run_dir, log, code in result["failed"]:
+      print(f"dreamer: error: run {run_dir!r} exited with code {code}; see {log!r}", file=sys.stderr)
+    return 1
+  return 0
+
+
 def _eval(args: argparse.Namespace) -> int:
   import jax
   import numpy as np
@@ -262,7 +309,8 @@ def main(argv: list[str] | None = None) -> int:
   sys.unraisablehook = _quiet_closed_loop
   try:
     args = _parser().parse_args(argv)
-    return {"train": _train, "eval": _eval, "bench": _bench, "report": _report}[args.command](args)
+    return {"train": _train, "eval": _eval, "bench": _bench, "report": _report,
+            "compare": _compare}[args.command](args)
   except (config_lib.ConfigError, CheckpointError) as e:
     print(f"dreamer: error: {e}", file=sys.stderr)
     return 2

@@ -1,0 +1,112 @@
+"""`dreamer compare`: exact curves, thresholds, labels and intervals on hand-made runs; a real grid end to end."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from dreamer import compare, config as config_lib
+from dreamer.logger import read_metrics
+
+
+def fake_run(path, *, seed, sims, evals, total=400, stop_return=6.5, dream=None):
+  """A finished run directory: config.json and metrics.jsonl with evaluations [(env_steps, wall_s, search,
+  policy)] and a closing summary."""
+  config = config_lib.Config(seed=seed, num_simulations=sims, total_env_steps=total, stop_return=stop_return)
+  path.mkdir(parents=True)
+  (path / "config.json").write_text(json.dumps(config.to_dict()))
+  lines = [{"env_steps": s, "wall_s": w, "eval/search_return": r, "eval/policy_return": p} for s, w, r, p in evals]
+  last = evals[-1]
+  summary = {"summary": True, "env_steps": last[0], "wall_s": last[1] + 1.0, "stopped": None,
+             "solved": last[2] >= stop_return, **(dream or {})}
+  (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines + [summary]))
+  return path
+
+
+def test_step_values_carry_the_last_evaluation_forward():
+  xs, ys = np.array([100, 200, 300]), np.array([1.0, 5.0, 3.0])
+  got = compare._step_values(xs, ys, np.array([0, 100, 150, 200, 299, 300, 1000]))
+  np.testing.assert_array_equal(got, [np.nan, 1.0, 1.0, 5.0, 5.0, 3.0, 3.0])
+
+
+def test_summary_of_hand_made_runs(tmp_path):
+  # Two configurations (num_simulations 4 and 8) x two seeds; the sims-8 seed-1 run stopped early at 400.
+  a0 = fake_run(tmp_path / "a0", seed=0, sims=4, evals=[(200, 10, 1.0, 0.5), (400, 20, 3.0, 1.0), (600, 30, 5.0, 2.0)],
+                total=600)
+  a1 = fake_run(tmp_path / "a1", seed=1, sims=4, evals=[(200, 12, 2.0, 1.0), (400, 22, 4.0, 2.0), (600, 35, 4.0, 3.0)],
+                total=600)
+  b0 = fake_run(tmp_path / "b0", seed=0, sims=8, evals=[(200, 15, 4.0, 1.0), (400, 30, 6.0, 2.0), (600, 45, 7.0, 4.0)],
+                total=600)
+  b1 = fake_run(tmp_path / "b1", seed=1, sims=8, evals=[(200, 14, 2.0, 1.0), (400, 29, 6.5, 2.0)], total=600)
+  runs = [compare.load_run(p) for p in (a0, a1, b0, b1)]
+  assert compare.labels(runs) == ["num_simulations=4"] * 2 + ["num_simulations=8"] * 2
+  summary = compare.summarize(runs, threshold=4.0, reps=500, seed=3)
+  entries = summary["worlds"]["toy:chain"]
+  a, b = entries["num_simulations=4"], entries["num_simulations=8"]
+  assert list(entries) == ["num_simulations=4", "num_simulations=8"]  # ordered by dream ratio (planned here)
+  assert a["dream_ratio"] == pytest.approx(compare.dreaming.planned_ratio(config_lib.Config(num_simulations=4))["total"])
+  assert a["curve_steps"]["x"] == [200, 400, 600]
+  assert a["curve_steps"]["mean"] == [1.5, 3.5, 4.5]
+  assert b["curve_steps"]["mean"] == [3.0, 6.25, 6.75]  # seed 1 stopped at 400: its 6.5 is carried to 600
+  assert b["stopped_early"] == [False, True]
+  assert a["steps_to_threshold"] == [600, 400] and a["seconds_to_threshold"] == [30, 22]
+  assert b["steps_to_threshold"] == [200, 400]
+  assert a["final_search_per_seed"] == [5.0, 4.0] and a["final_policy_per_seed"] == [2.0, 3.0]
+  mean, low, high = a["final_search"]
+  assert mean == 4.5 and 4.0 <= low <= mean <= high <= 5.0
+  # The same seed gives the same intervals; the wall-clock curve ends at the slowest run's end.
+  again = compare.summarize(runs, threshold=4.0, reps=500, seed=3)
+  assert again == summary
+  assert a["curve_wall"]["x"][-1] == 36.0
+  assert compare._median_reached([None, None, 3]) == "not reached"
+  assert compare._median_reached([None, 5, 3]) == "5"
+
+
+def test_logged_dream_ratio_is_used_when_present(tmp_path):
+  dream = {"dream/ratio": 50.0, "dream/act_ratio": 10.0, "dream/reanalyse_ratio": 0.0, "dream/unroll_ratio": 40.0}
+  run = compare.load_run(fake_run(tmp_path / "r", seed=0, sims=4, evals=[(100, 1, 0.0, 0.0)], dream=dream))
+  assert run.dream == dream
+
+
+def test_bad_input_is_one_clear_line(tmp_path):
+  with pytest.raises(config_lib.ConfigError, match="unknown config key 'num_sims'"):
+    compare.parse_grid(["num_sims=2,4"])
+  with pytest.raises(config_lib.ConfigError, match="must be an integer"):
+    compare.parse_grid(["num_simulations=2,4.5"])
+  with pytest.raises(config_lib.ConfigError, match="given twice"):
+    compare.parse_grid(["num_simulations=2", "num_simulations=4"])
+  with pytest.raises(config_lib.ConfigError, match="has not finished"):
+    (tmp_path / "unfinished").mkdir()
+    (tmp_path / "unfinished" / "config.json").write_text(json.dumps(config_lib.Config().to_dict()))
+    (tmp_path / "unfinished" / "metrics.jsonl").write_text("")
+    compare.load_run(tmp_path / "unfinished")
+
+
+def test_grid_end_to_end(tmp_path):
+  """A 2 x 2 grid of the debug preset run as subprocesses, two at a time; then re-issued (nothing reruns)."""
+  cmd = [sys.executable, "-m", "dreamer.cli", "compare", "--config", "debug", "--grid", "num_simulations=2,4",
+         "--seeds", "0", "1", "--logdir", str(tmp_path / "cmp"), "--jobs", "2", "--threshold", "1.0", "--quiet",
+         "--set", "eval_episodes=4", "--reps", "200"]
+  done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stderr
+  out = tmp_path / "cmp" / "report"
+  assert {p.name for p in out.iterdir()} == {"report.md", "curves.png", "summary.json"}
+  summary = json.loads((out / "summary.json").read_text())
+  entries = summary["worlds"]["toy:chain"]
+  assert list(entries) == ["num_simulations=2", "num_simulations=4"]
+  for sims, entry in zip((2, 4), entries.values()):
+    assert entry["seeds"] == [0, 1]
+    for run_dir, reached in zip(entry["runs"], entry["steps_to_threshold"]):
+      records = read_metrics(run_dir)
+      evals = [r for r in records if "eval/search_return" in r and not r.get("summary")]
+      assert reached == next((r["env_steps"] for r in evals if r["eval/search_return"] >= 1.0), None)
+      # The run's own count: its acting part is num_simulations per env step.
+      assert records[-1]["dream/act_ratio"] == sims
+  assert "| num_simulations=4 | 2 |" in (out / "report.md").read_text()
+  logs = sorted((tmp_path / "cmp").rglob("seed*.log"))
+  sizes = [p.stat().st_size for p in logs]
+  again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+  assert again.returncode == 0, again.stderr
+  assert [p.stat().st_size for p in logs] == sizes  # finished runs were not started again
