@@ -66,3 +66,22 @@ def test_intensity_is_one_clipped_factor_per_sample():
   factors = out[:, 0, 0]
   assert np.all(out == factors[:, None, None])
   assert np.all(np.abs(factors - 1.0) <= 0.1 + 1e-6) and factors.std() > 0.01
+
+
+def test_minatar_networks_keep_the_frame_and_read_bools_as_they_are():
+  """resnet without downsampling keeps 10x10; bool frames are not divided by 255 (uint8 frames are); the MLP's
+  convolution reads the image before flattening."""
+  obs = jax.random.bernoulli(jax.random.PRNGKey(3), 0.3, (2, 10, 10, 4))
+  config = config_lib.load(**TINY, downsample=False, state_norm=False)
+  net = make_network(config, num_actions=6, obs_dtype=np.bool_)
+  params = init_params(net, jax.random.PRNGKey(0), (10, 10, 4))
+  latent = Model(net).represent(params, obs)
+  assert latent.shape == (2, 10, 10, 8)
+  as_pixels = Model(make_network(config, num_actions=6, obs_dtype=np.uint8)).represent(
+      params, obs.astype(jnp.uint8) * 255)
+  np.testing.assert_allclose(np.asarray(as_pixels), np.asarray(latent), rtol=1e-5, atol=1e-6)
+  mlp = config_lib.load(conv_channels=16, latent_dim=12, hidden_dim=16)
+  net = make_network(mlp, num_actions=6, obs_dtype=np.bool_)
+  params = init_params(net, jax.random.PRNGKey(0), (10, 10, 4))
+  assert params["params"]["conv"]["kernel"].shape == (3, 3, 4, 16)
+  assert Model(net).represent(params, obs).shape == (2, 12)
