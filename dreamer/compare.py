@@ -94,12 +94,11 @@ def plan(preset: str, *, overrides: Sequence[str], grid: Sequence[str], worlds: 
   for world in worlds or [base.world]:
     for combo in combos:
       sets = [f"{k}={json.dumps(v) if isinstance(v, str) else _toml(v)}" for k, v in combo]
-      config = config_lib.load(preset, list(overrides) + sets + [f"world={json.dumps(world)}"])
+      config_lib.load(preset, list(overrides) + sets + [f"world={json.dumps(world)}"])  # checks it now
       label = ",".join(f"{k}={v}" for k, v in combo) or Path(preset).stem
       for seed in seeds:
         runs.append(Planned(world, label, seed, tuple(list(overrides) + sets),
                             Path(logdir) / _slug(world) / _slug(label) / f"seed{seed}"))
-      del config
   return runs
 
 

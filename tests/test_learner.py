@@ -10,6 +10,7 @@ import optax
 import worlds
 from dreamer import config as config_lib
 from dreamer import learner, replay
+from dreamer import targets as targets_lib
 from dreamer.train import Agent
 
 SMALL = dict(world="toy:chain", num_envs=4, latent_dim=16, hidden_dim=32, lstm_dim=16, proj_dim=16,
@@ -119,3 +120,38 @@ def test_batch_targets_equal_targets_from_every_rows_bootstrap():
                         horizon=config.value_prefix_horizon)
   np.testing.assert_allclose(batch.targets.value, ref.value, rtol=1e-5, atol=1e-6)
   assert float(jnp.abs(ref.value).max()) > 0.1  # bootstraps matter in this batch
+
+
+def test_awr_policy_loss_equals_a_plain_reference():
+  """search 'none': -min(exp(A / (T * rms A)), 20) * log pi(a_k | s_k) on rows with an action and a value
+  target, 0 at row K; computed element by element in numpy."""
+  rng = np.random.default_rng(0)
+  b, k, a, v = 3, 2, 4, 5
+  config = config_lib.Config(value_support=2, awr_temperature=0.7)
+  policy_logits = rng.normal(size=(b, k + 1, a)).astype(np.float32)
+  value_logits = rng.normal(size=(b, k + 1, v)).astype(np.float32)
+  action = rng.integers(0, a, (b, k)).astype(np.int32)
+  value = rng.normal(size=(b, k + 1)).astype(np.float32) * 3
+  policy_mask = np.array([[1, 1, 1], [1, 0, 0], [1, 1, 0]], np.float32)
+  value_mask = np.array([[1, 1, 1], [1, 1, 0], [0, 1, 1]], np.float32)
+  tg = targets_lib.Targets(value=jnp.asarray(value), value_mask=jnp.asarray(value_mask), prefix=None,
+                           prefix_mask=None, policy_mask=jnp.asarray(policy_mask), obs_mask=None, td_steps=None)
+  got = np.asarray(learner._awr_loss(jnp.asarray(policy_logits), jnp.asarray(value_logits), jnp.asarray(action),
+                                     tg, config))
+  atoms = np.arange(-2, 3, dtype=np.float64)
+  inv = lambda y: np.sign(y) * (((np.sqrt(1 + 4 * 0.001 * (np.abs(y) + 1 + 0.001)) - 1) / (2 * 0.001)) ** 2 - 1)  # noqa: E731
+  adv, mask = np.zeros((b, k)), np.zeros((b, k))
+  for i in range(b):
+    for j in range(k):
+      probs = np.exp(value_logits[i, j] - value_logits[i, j].max())
+      probs /= probs.sum()
+      adv[i, j] = value[i, j] - inv(probs @ atoms)
+      mask[i, j] = policy_mask[i, j] * value_mask[i, j]
+  rms = np.sqrt((mask * adv ** 2).sum() / mask.sum())
+  want = np.zeros((b, k + 1))
+  for i in range(b):
+    for j in range(k):
+      logp = policy_logits[i, j] - np.log(np.exp(policy_logits[i, j]).sum())
+      want[i, j] = -min(np.exp(adv[i, j] / (0.7 * rms)), 20.0) * mask[i, j] * logp[action[i, j]]
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+  assert (got[:, k] == 0).all() and got[1, 1] == 0 and got[2, 0] == 0  # masked rows
