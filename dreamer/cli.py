@@ -94,7 +94,7 @@ def _parser() -> argparse.ArgumentParser:
   rep = sub.add_parser(
       "report", help="write a Markdown + PNG report of benchmark runs beside published baselines",
       description="Per-game scores, human-normalised scores, and mean, median, IQM and optimality gap with "
-                  "stratified-bootstrap 95%% confidence intervals, for the runs found under RUN_DIRS (searched "
+                  "stratified-bootstrap 95% confidence intervals, for the runs found under RUN_DIRS (searched "
                   "for result.json) and for the published baselines shipped with dreamer.")
   rep.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories, or directories holding them")
   rep.add_argument("--out", required=True, metavar="DIR", help="where report.md, the PNGs and summary.json go")
@@ -107,7 +107,7 @@ def _parser() -> argparse.ArgumentParser:
       description="Trains every configuration of --grid (each key's values crossed with the others') on each of "
                   "--worlds with each of --seeds, --jobs runs at a time, into LOGDIR/<world>/<config>/seed<N>; "
                   "finished runs are skipped and interrupted ones resume. Then writes a report of these and any "
-                  "--runs: returns against real env steps and against wall-clock with 95%% bootstrap bands over "
+                  "--runs: returns against real env steps and against wall-clock with 95% bootstrap bands over "
                   "seeds, final returns with CIs, env steps to --threshold, and each configuration's dream ratio.")
   cmp.add_argument("--config", metavar="PRESET_OR_PATH", help="preset or .toml file of the grid's runs")
   cmp.add_argument("--grid", nargs="+", default=[], metavar="KEY=V1,V2",
