@@ -179,7 +179,9 @@ class Checkpoints:
                          f"{self.last_complete()}") from None
 
   def last_complete(self) -> str:
-    done = self.steps()
+    # Not the pending step: orbax lists a step once its save starts, and a failing write removes it again.
+    # A finished step is a directory of its own name (orbax renames the temporary one when done).
+    done = [s for s in self.steps() if s != self.pending and Path(self.path(s)).is_dir()]
     return f"the last complete checkpoint is {self.path(done[-1])!r}" if done else "no checkpoint is complete"
 
   def _remove_partial(self) -> None:

@@ -153,3 +153,18 @@ def test_full_disk_is_a_clear_error_that_corrupts_nothing(tmp_path):
   # With space again, the run resumes from its newest checkpoint and finishes.
   done = train(_config("replay_capacity=1600", "checkpoints_kept=10"), copy, console=False)
   assert done["resumed_from"] == steps[-1] and done["env_steps"] == 800
+
+
+def test_last_complete_never_names_a_checkpoint_still_being_written(tmp_path):
+  """A failure report names only finished checkpoints: orbax lists a step once its save starts."""
+  ckpts = ckpt_lib.Checkpoints(tmp_path / "run")
+  try:
+    state = {"x": np.arange(1000, dtype=np.float32)}
+    ckpts.save(1, state, state, {})
+    ckpts.wait()
+    ckpts.save(2, state, state, {})
+    assert ckpts.last_complete().endswith(f"{ckpts.path(1)!r}")  # 2 is still pending
+    ckpts.wait()
+    assert ckpts.last_complete().endswith(f"{ckpts.path(2)!r}")
+  finally:
+    ckpts.close()
