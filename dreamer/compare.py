@@ -99,6 +99,20 @@ def plan(preset: str, *, overrides: Sequence[str], grid: Sequence[str], worlds: 
       for seed in seeds:
         runs.append(Planned(world, label, seed, tuple(list(overrides) + sets),
                             Path(logdir) / _slug(world) / _slug(label) / f"seed{seed}"))
+  dirs = [r.run_dir for r in runs]
+  if len(set(dirs)) != len(dirs):
+    twice = next(d for d in dirs if dirs.count(d) > 1)
+    raise config_lib.ConfigError(f"the grid names run {str(twice)!r} twice: give each --grid value and each "
+                                 f"--worlds id once")
+  for run in runs:  # a re-issued command must describe the runs already there
+    saved = run.run_dir / "config.json"
+    if saved.exists():
+      want = config_lib.load(preset, list(run.overrides) + [f"world={json.dumps(run.world)}", f"seed={run.seed}"])
+      have = json.loads(saved.read_text())
+      diff = sorted(k for k, v in want.to_dict().items() if have.get(k) != v)
+      if diff:
+        raise config_lib.ConfigError(f"{str(run.run_dir)!r} holds a run whose config differs from this command's "
+                                     f"in {', '.join(diff)}; use another --logdir for other settings")
   return runs
 
 
@@ -126,13 +140,12 @@ def execute(runs: Sequence[Planned], *, preset: str, jobs: int, console: bool = 
   todo = [r for r in runs if not finished(r.run_dir)]
   lock = threading.Lock()
   procs: set[subprocess.Popen] = set()
-  state: dict[str, Any] = {"failed": [], "stopped": None}
+  state: dict[str, Any] = {"failed": [], "stopped": None, "error": None}
 
   def one(run: Planned) -> None:
     with lock:
-      if state["stopped"]:
+      if state["stopped"] or state["error"]:
         return
-      run.run_dir.parent.mkdir(parents=True, exist_ok=True)
       log = run.run_dir.parent / f"{run.run_dir.name}.log"
       cmd = [sys.executable, "-m", "dreamer.cli", "train", "--config", preset, "--logdir", str(run.run_dir),
              "--seed", str(run.seed), "--quiet", "--set", f"world={json.dumps(run.world)}"]
@@ -141,11 +154,15 @@ def execute(runs: Sequence[Planned], *, preset: str, jobs: int, console: bool = 
       if console:
         print(f"dreamer: compare: {run.world} {run.label} seed {run.seed} -> {run.run_dir}", file=sys.stderr,
               flush=True)
-      out = open(log, "a")
-      proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+      try:
+        run.run_dir.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "a") as out:
+          proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+      except OSError as e:
+        state["error"] = f"cannot start run {str(run.run_dir)!r}: {e.strerror or e}"
+        return
       procs.add(proc)
     code = proc.wait()
-    out.close()
     with lock:
       procs.discard(proc)
       if code != 0 and not state["stopped"]:
@@ -166,6 +183,10 @@ def execute(runs: Sequence[Planned], *, preset: str, jobs: int, console: bool = 
   finally:
     for s, h in previous.items():
       signal.signal(s, h)
+  error = state.pop("error")
+  if error:
+    from dreamer.checkpoint import StorageError
+    raise StorageError(f"{error}; the runs started before it ran to their end")
   return state
 
 
@@ -198,14 +219,16 @@ def load_run(run_dir: str | Path) -> RunData:
                                  f"metrics.jsonl): {e}") from None
   evals = [r for r in records if "eval/search_return" in r and not r.get("summary")]
   summary = next((r for r in reversed(records) if r.get("summary")), None)
-  if summary is None or not evals:
-    raise config_lib.ConfigError(f"run {str(run_dir)!r} has not finished (no closing summary or no evaluation "
-                                 f"in its metrics.jsonl); finish it with: dreamer train --logdir {run_dir}")
+  if summary is None or not evals or summary.get("stopped") is not None:
+    raise config_lib.ConfigError(f"run {str(run_dir)!r} has not finished (no closing summary, no evaluation, or "
+                                 f"stopped early by a signal or update cap, in its metrics.jsonl); finish it "
+                                 f"with: dreamer train --logdir {run_dir}")
   if "dream/ratio" in summary:
     dream = {k: summary[k] for k in ("dream/ratio", *(f"dream/{k}_ratio" for k in dreaming.KINDS))}
-  else:
-    plan = dreaming.planned_ratio(config_lib.from_dict(config, str(run_dir / "config.json")))
-    dream = {"dream/ratio": plan["total"], **{f"dream/{k}_ratio": plan[k] for k in dreaming.KINDS}}
+  else:  # a run from before the count: the same count, rebuilt from its counters
+    dreams = dreaming.Dreams.rebuilt(config_lib.from_dict(config, str(run_dir / "config.json")),
+                                     summary["env_steps"], summary["updates"])
+    dream = {k: v for k, v in dreams.record(summary["env_steps"]).items() if k != "dream/model_steps"}
   return RunData(run_dir, config, np.array([r["env_steps"] for r in evals], np.int64),
                  np.array([r["wall_s"] for r in evals], np.float64),
                  np.array([r["eval/search_return"] for r in evals], np.float64),
@@ -384,16 +407,26 @@ def write_report(run_dirs: Sequence[str | Path], out: str | Path, *, threshold: 
                  seed: int = 0) -> dict[str, Any]:
   """Reads the finished runs (run directories, or directories holding them), writes report.md, curves.png and
   summary.json to `out`, and returns the summary. ConfigError when no finished run is found."""
-  found: list[Path] = []
+  found: dict[Path, bool] = {}  # resolved run directory -> named directly (not found by searching)
   for d in run_dirs:
     d = Path(d)
     if not d.is_dir():
       raise config_lib.ConfigError(f"{str(d)!r} is not a directory")
-    found += [d] if (d / "config.json").exists() else sorted(p.parent for p in d.rglob("config.json"))
-  found = [p for p in found if ".replaced-" not in str(p)]
+    if (d / "config.json").exists():
+      found[d.resolve()] = True
+    for p in sorted(p.parent for p in d.rglob("config.json") if ".replaced-" not in str(p)):
+      found.setdefault(p.resolve(), False)
   if not found:
     raise config_lib.ConfigError(f"no run directories (with config.json) under {[str(d) for d in run_dirs]}")
-  summary = summarize([load_run(p) for p in found], threshold=threshold, reps=reps, seed=seed)
+  runs = []
+  for path, named in found.items():
+    if named or finished(path):
+      runs.append(load_run(path))
+    else:
+      print(f"dreamer: compare: skipping unfinished run {str(path)!r}", file=sys.stderr)
+  if not runs:
+    raise config_lib.ConfigError(f"no finished run under {[str(d) for d in run_dirs]}")
+  summary = summarize(runs, threshold=threshold, reps=reps, seed=seed)
   out = Path(out)
   out.mkdir(parents=True, exist_ok=True)
   (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")

@@ -64,6 +64,14 @@ class Dreams:
     self.reanalyse += updates * per_update["reanalyse"]
     self.unroll += updates * per_update["unroll"]
 
+  @classmethod
+  def rebuilt(cls, config: Config, env_steps: int, updates: int) -> Dreams:
+    """The count of a run whose counters predate it, from its env steps and updates (exact unless its
+    num_simulations, reanalyze_fraction, batch_size or unroll_steps changed on a resume)."""
+    dreams = cls(act=env_steps // config.num_envs * act_steps(config))
+    dreams.updated(config, updates)
+    return dreams
+
   @property
   def total(self) -> int:
     return self.act + self.reanalyse + self.unroll

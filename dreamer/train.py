@@ -303,7 +303,8 @@ def _run(config: Config, run_dir: Path, world, eval_world, log: Logger, ckpts: c
                       if changed else ""))
 
   world_state_ok = True
-  dreams = dreaming.Dreams(**progress.dreams)
+  dreams = (dreaming.Dreams(**progress.dreams) if progress.dreams or not progress.env_steps  # older checkpoints:
+            else dreaming.Dreams.rebuilt(config, progress.env_steps, progress.updates))  # rebuilt from counters
   plan = dreaming.planned_ratio(config)
   _note(console, f"dream ratio (imagined model steps per real env step) once learning: {plan['total']:.1f} = "
                  + " + ".join(f"{plan[k]:.1f} {k}" for k in dreaming.KINDS))

@@ -19,7 +19,7 @@ def fake_run(path, *, seed, sims, evals, total=400, stop_return=6.5, dream=None)
   (path / "config.json").write_text(json.dumps(config.to_dict()))
   lines = [{"env_steps": s, "wall_s": w, "eval/search_return": r, "eval/policy_return": p} for s, w, r, p in evals]
   last = evals[-1]
-  summary = {"summary": True, "env_steps": last[0], "wall_s": last[1] + 1.0, "stopped": None,
+  summary = {"summary": True, "env_steps": last[0], "updates": 0, "wall_s": last[1] + 1.0, "stopped": None,
              "solved": last[2] >= stop_return, **(dream or {})}
   (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines + [summary]))
   return path
@@ -45,8 +45,8 @@ def test_summary_of_hand_made_runs(tmp_path):
   summary = compare.summarize(runs, threshold=4.0, reps=500, seed=3)
   entries = summary["worlds"]["toy:chain"]
   a, b = entries["num_simulations=4"], entries["num_simulations=8"]
-  assert list(entries) == ["num_simulations=4", "num_simulations=8"]  # ordered by dream ratio (planned here)
-  assert a["dream_ratio"] == pytest.approx(compare.dreaming.planned_ratio(config_lib.Config(num_simulations=4))["total"])
+  assert list(entries) == ["num_simulations=4", "num_simulations=8"]  # ordered by dream ratio
+  assert a["dream_ratio"] == 4.0  # rebuilt from the counters: 4 simulations per env step, no updates
   assert a["curve_steps"]["x"] == [200, 400, 600]
   assert a["curve_steps"]["mean"] == [1.5, 3.5, 4.5]
   assert b["curve_steps"]["mean"] == [3.0, 6.25, 6.75]  # seed 1 stopped at 400: its 6.5 is carried to 600
@@ -112,3 +112,22 @@ def test_grid_end_to_end(tmp_path):
   again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
   assert again.returncode == 0, again.stderr
   assert [p.stat().st_size for p in logs] == sizes  # finished runs were not started again
+
+
+def test_plan_refuses_duplicate_runs_and_runs_of_other_settings(tmp_path):
+  with pytest.raises(config_lib.ConfigError, match="names run .* twice"):
+    compare.plan("debug", overrides=[], grid=["num_simulations=2,2"], worlds=None, seeds=[0], logdir=tmp_path)
+  runs = compare.plan("debug", overrides=[], grid=["num_simulations=2"], worlds=None, seeds=[0], logdir=tmp_path)
+  runs[0].run_dir.mkdir(parents=True)
+  other = config_lib.load("debug", ["num_simulations=2", "learning_rate=0.5"])
+  (runs[0].run_dir / "config.json").write_text(json.dumps(other.to_dict()))
+  with pytest.raises(config_lib.ConfigError, match="config differs from this command's in learning_rate"):
+    compare.plan("debug", overrides=[], grid=["num_simulations=2"], worlds=None, seeds=[0], logdir=tmp_path)
+
+
+def test_runs_before_the_count_get_it_rebuilt_from_their_counters(tmp_path):
+  run = compare.load_run(fake_run(tmp_path / "r", seed=0, sims=4, evals=[(400, 1, 0.0, 0.0)]))
+  config = config_lib.Config(num_simulations=4, total_env_steps=400, stop_return=6.5)
+  # 400 env steps / 8 envs x (8 envs x 4 simulations) = 1600 act; the summary reports no updates (0).
+  assert run.dream["dream/act_ratio"] == 1600 / 400 == compare.dreaming.act_steps(config) / config.num_envs
+  assert run.dream["dream/unroll_ratio"] == 0.0
