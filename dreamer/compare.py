@@ -90,24 +90,24 @@ def plan(preset: str, *, overrides: Sequence[str], grid: Sequence[str], worlds: 
   combos: list[list[tuple[str, Any]]] = [[]]
   for key, values in axes:
     combos = [c + [(key, v)] for c in combos for v in values]
-  runs = []
+  runs, configs = [], []
   for world in worlds or [base.world]:
     for combo in combos:
       sets = [f"{k}={json.dumps(v) if isinstance(v, str) else _toml(v)}" for k, v in combo]
-      config_lib.load(preset, list(overrides) + sets + [f"world={json.dumps(world)}"])  # checks it now
+      config = config_lib.load(preset, list(overrides) + sets + [f"world={json.dumps(world)}"])  # checks it now
       label = ",".join(f"{k}={v}" for k, v in combo) or Path(preset).stem
       for seed in seeds:
         runs.append(Planned(world, label, seed, tuple(list(overrides) + sets),
                             Path(logdir) / _slug(world) / _slug(label) / f"seed{seed}"))
+        configs.append(dataclasses.replace(config, seed=seed))
   dirs = [r.run_dir for r in runs]
   if len(set(dirs)) != len(dirs):
     twice = next(d for d in dirs if dirs.count(d) > 1)
     raise config_lib.ConfigError(f"the grid names run {str(twice)!r} twice: give each --grid value and each "
                                  f"--worlds id once")
-  for run in runs:  # a re-issued command must describe the runs already there
+  for run, want in zip(runs, configs):  # a re-issued command must describe the runs already there
     saved = run.run_dir / "config.json"
     if saved.exists():
-      want = config_lib.load(preset, list(run.overrides) + [f"world={json.dumps(run.world)}", f"seed={run.seed}"])
       have = json.loads(saved.read_text())
       diff = sorted(k for k, v in want.to_dict().items() if have.get(k) != v)
       if diff:
