@@ -92,6 +92,11 @@ class Config:
   """resnet: channels of the 1x1 convolutions feeding the value, policy and value-prefix heads."""
   head_hidden: int = 32
   """resnet: hidden width of the value, policy and value-prefix heads."""
+  norm: str = "layer"
+  """Normalisation layers of both network families: 'layer' (LayerNorm) or 'batch' (BatchNorm, EfficientZero's
+  choice: the learner normalises by batch statistics and moves running averages with momentum 0.1 as
+  PyTorch; search, acting, targets, reanalysis and evaluation use the running averages; weight decay skips
+  them)."""
   state_norm: bool = True
   """Min-max normalise latents to [0, 1] per sample (MuZero); EfficientZero's Atari configuration does not."""
   augment: bool = False
@@ -210,6 +215,7 @@ class Config:
         (self.minatar_max_steps >= 1, "minatar_max_steps must be >= 1"),
         (min(self.channels, self.res_blocks + 1, self.head_channels, self.head_hidden) >= 1
          and self.channels % 2 == 0, "channels must be even and >= 2, res_blocks >= 0, head sizes >= 1"),
+        (self.norm in ("layer", "batch"), f"norm must be 'layer' or 'batch', got {self.norm!r}"),
         (self.search in ("gumbel", "puct", "none"),
          f"search must be 'gumbel', 'puct' or 'none', got {self.search!r}"),
         (self.awr_temperature > 0.0, "awr_temperature must be > 0"),
@@ -372,7 +378,7 @@ IDENTITY_KEYS = ("world", "network", "latent_dim", "hidden_dim", "lstm_dim", "pr
                  "head_channels", "head_hidden", "value_support", "reward_support", "frame_stack",
                  "atari_frame_size", "atari_grayscale", "atari_sticky_actions", "atari_full_action_set",
                  "atari_noop_max", "atari_train_max_steps", "minatar_sticky_actions", "minatar_full_action_set",
-                 "minatar_ramping", "minatar_max_steps", "downsample", "conv_channels", "state_norm", "num_envs", "replay_capacity", "optimizer", "seed")
+                 "minatar_ramping", "minatar_max_steps", "downsample", "conv_channels", "norm", "state_norm", "num_envs", "replay_capacity", "optimizer", "seed")
 
 
 def check_resumable(saved: Config, new: Config, where: str) -> dict[str, tuple[Any, Any]]:

@@ -39,13 +39,22 @@ class Batch(NamedTuple):
   weight: jax.Array    # f32[B] importance weights
 
 
+def _learned(variables: Params) -> Any:
+  """True at every leaf of the 'params' collection, False at BatchNorm's running averages."""
+  return {k: jax.tree.map(lambda _: k == "params", v) for k, v in variables.items()}
+
+
 def make_optimizer(config: Config) -> optax.GradientTransformation:
+  """Clip, then AdamW or SGD with momentum and L2 over the network's variables. Running averages get zero
+  gradients (so no Adam or momentum step) and, masked, no weight decay; `update` overwrites them."""
   lr = (optax.linear_schedule(0.0, config.learning_rate, config.warmup_updates)
         if config.warmup_updates > 0 else config.learning_rate)
+  mask = _learned if config.norm == "batch" else None  # None keeps LayerNorm runs' optimizer state as it was
   if config.optimizer == "adam":
-    opt = optax.adamw(lr, weight_decay=config.weight_decay)
+    opt = optax.adamw(lr, weight_decay=config.weight_decay, mask=mask)
   else:
-    opt = optax.chain(optax.add_decayed_weights(config.weight_decay), optax.sgd(lr, momentum=config.momentum))
+    opt = optax.chain(optax.add_decayed_weights(config.weight_decay, mask),
+                      optax.sgd(lr, momentum=config.momentum))
   return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), opt)
 
 
@@ -99,28 +108,35 @@ def _flat(fn, x: jax.Array, lead: int = 2):
 def loss_fn(params: Params, batch: Batch, aug_key: jax.Array | None = None, *, model: Model,
             config: Config) -> tuple[jax.Array, dict]:
   """EfficientZero loss, weighted per sample; unroll-step losses scaled by 1/K. Returns (loss, aux).
-  `aug_key` is consumed by the frame augmentations when `config.augment`."""
+  `aug_key` is consumed by the frame augmentations when `config.augment`. Every network call runs in training
+  mode (`Model.call`); aux["moved"] holds BatchNorm's moved running averages."""
   k_max, tg = config.unroll_steps, batch.targets
   b = batch.obs.shape[0]
   root_obs, next_obs = batch.obs[:, 0], batch.obs[:, 1:]
   if config.augment:  # the root and its K next observations get independent transforms, as EfficientZero
     root_key, next_key = jax.random.split(aug_key)
     root_obs, next_obs = augment_lib.augment(root_obs, root_key), augment_lib.augment(next_obs, next_key)
+  variables = params
+
+  def call(method: str, *args):  # training mode: BatchNorm's running averages move with every call, in order
+    nonlocal variables
+    out, variables = model.call(variables, method, *args, train=True)
+    return out
+
   # Consistency targets: online representation of the real next observations, no gradient.
-  target_proj = jax.lax.stop_gradient(_flat(
-      lambda o: model.project(params, model.represent(params, o), False), next_obs))
-  latent = model.represent(params, root_obs)
+  target_proj = jax.lax.stop_gradient(_flat(lambda o: call("project", call("represent", o), False), next_obs))
+  latent = call("represent", root_obs)
   lstm = zero_lstm_state(b, model.lstm_dim)
   value_logits, policy_logits, prefix_logits, online_proj = [], [], [], []
   for k in range(k_max + 1):
     if k > 0:
       if (k - 1) % config.value_prefix_horizon == 0:
         lstm = zero_lstm_state(b, model.lstm_dim)
-      latent, lstm, prefix = model.dynamics(params, latent, batch.action[:, k - 1], lstm)
+      latent, lstm, prefix = call("dynamics", latent, batch.action[:, k - 1], lstm)
       latent = scale_gradient(latent, 0.5)
       prefix_logits.append(prefix)
-      online_proj.append(model.project(params, latent, True))
-    logits, value = model.predict(params, latent)
+      online_proj.append(call("project", latent, True))
+    logits, value = call("predict", latent)
     policy_logits.append(logits)
     value_logits.append(value)
   value_logits = jnp.stack(value_logits, 1)     # [B, K+1, V]
@@ -153,6 +169,8 @@ def loss_fn(params: Params, batch: Batch, aug_key: jax.Array | None = None, *, m
       "train/value_target": jnp.mean(tg.value[:, 0]),
       "train/td_steps": jnp.mean(tg.td_steps.astype(jnp.float32)),
       "priority": jnp.abs(value_pred - tg.value[:, 0]),
+      # BatchNorm's running averages after this forward pass (no gradient flows to them); {} with LayerNorm.
+      "moved": {k: v for k, v in variables.items() if k != "params"},
   }
   return loss, aux
 
@@ -199,8 +217,9 @@ def update(state: TrainState, rb: replay_lib.ReplayState, env_step: jax.Array, *
   aug_key = jax.random.fold_in(batch_key, 1) if config.augment else None
   grads, aux = jax.grad(functools.partial(loss_fn, model=model, config=config), has_aux=True)(
       state.params, batch, aug_key)
+  moved = aux.pop("moved")
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
+  params = {**optax.apply_updates(state.params, updates), **moved}  # running averages: set, not learned
   count = state.updates + 1
   sync = count % config.target_update_interval == 0
   target = jax.tree.map(lambda p, t: jnp.where(sync, p, t), params, state.target_params)

@@ -7,10 +7,12 @@ holds all parts; callers pick a part through the thin pure wrappers of `Model` (
 MuZero does, so that dynamics and representation outputs live on one scale; EfficientZero's Atari
 configuration leaves it off (`state_norm=False`), and so do the atari100k presets.
 
-Normalisation: where EfficientZero uses BatchNorm, `MuZeroResNet` uses LayerNorm over channels. It needs no
-running statistics (so search, acting and the learner see one function of the parameters, and the learner
-state stays params + optimizer), and it does not couple the samples of a batch; see `scripts/norm_check.py`
-for the measurement that compares the two on this network.
+Normalisation (`config.norm`): 'batch' is EfficientZero's BatchNorm (PyTorch's momentum 0.1): the learner's
+forward passes run in training mode (statistics of the batch, running averages moved after every call) and
+everything else (search, acting, bootstrap values, reanalysis, evaluation) reads the running averages, as
+EfficientZero's `model.train()` / `model.eval()`. Parameters are then the flax variables {'params',
+'batch_stats'}. 'layer' is LayerNorm over channels: no running statistics and no coupling of the samples of a
+batch. Every network call goes through `Model.call`, which threads the running averages in training mode.
 """
 
 from __future__ import annotations
@@ -44,15 +46,17 @@ def normalize_latent(x: jax.Array) -> jax.Array:
 
 
 class MLP(nn.Module):
-  """Dense -> LayerNorm -> ReLU blocks, then a final Dense (zero-initialised if `zero_last`)."""
+  """Dense -> norm -> ReLU blocks, then a final Dense (zero-initialised if `zero_last`)."""
   hidden: tuple[int, ...]
   out: int
   zero_last: bool = False
+  norm: str = "layer"   # see `make_norm`
+  train: bool = False   # only read by norm 'batch'
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     for width in self.hidden:
-      x = nn.relu(nn.LayerNorm()(nn.Dense(width)(x)))
+      x = nn.relu(make_norm(self.norm, self.train)(nn.Dense(width)(x)))
     init = nn.initializers.zeros if self.zero_last else nn.initializers.lecun_normal()
     return nn.Dense(self.out, kernel_init=init)(x)
 
@@ -69,19 +73,21 @@ class MuZeroMLP(nn.Module):
   reward_atoms: int
   state_norm: bool = True
   conv_channels: int = 0  # > 0: a 3x3 convolution (same padding) and ReLU read image observations first
+  norm: str = "layer"   # see `make_norm`
+  train: bool = False   # only read by norm 'batch'
 
   def setup(self) -> None:
-    h = self.hidden_dim
+    h, nk = self.hidden_dim, {"norm": self.norm, "train": self.train}
     self.conv = nn.Conv(self.conv_channels, (3, 3), padding=1) if self.conv_channels else None
-    self.repr_net = MLP((h, h), self.latent_dim)
-    self.dyn_net = MLP((h, h), self.latent_dim)
+    self.repr_net = MLP((h, h), self.latent_dim, **nk)
+    self.dyn_net = MLP((h, h), self.latent_dim, **nk)
     self.lstm = nn.OptimizedLSTMCell(self.lstm_dim)
-    self.prefix_head = MLP((h,), self.reward_atoms, zero_last=True)
+    self.prefix_head = MLP((h,), self.reward_atoms, zero_last=True, **nk)
     self.trunk = MLP((), h)
-    self.policy_head = MLP((h,), self.num_actions, zero_last=True)
-    self.value_head = MLP((h,), self.value_atoms, zero_last=True)
-    self.projector = MLP((self.proj_dim,), self.proj_dim)
-    self.proj_predictor = MLP((self.proj_dim // 2,), self.proj_dim)
+    self.policy_head = MLP((h,), self.num_actions, zero_last=True, **nk)
+    self.value_head = MLP((h,), self.value_atoms, zero_last=True, **nk)
+    self.projector = MLP((self.proj_dim,), self.proj_dim, **nk)
+    self.proj_predictor = MLP((self.proj_dim // 2,), self.proj_dim, **nk)
 
   def represent(self, obs: jax.Array) -> jax.Array:
     """obs [B, *obs_shape] (with `conv_channels`: [B, H, W, C]) -> latent f32[B, latent_dim]."""
@@ -125,9 +131,9 @@ def normalize_latent_nd(x: jax.Array) -> jax.Array:
 
 
 def make_norm(kind: str, train: bool) -> nn.Module:
-  """'layer': LayerNorm over the last (channel) axis, what training uses. 'batch': BatchNorm over every other
-  axis with PyTorch's momentum 0.1, batch statistics when `train` else running averages (mutable
-  'batch_stats'); only `scripts/norm_check.py` builds it, to measure the choice."""
+  """'layer': LayerNorm over the last (channel) axis. 'batch': BatchNorm over every other axis with PyTorch's
+  momentum 0.1 and eps 1e-5 (EfficientZero's), batch statistics when `train` (the running averages in the
+  mutable 'batch_stats' collection move) else the running averages."""
   if kind == "batch":
     return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)
   return nn.LayerNorm()
@@ -166,7 +172,8 @@ class Head(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     x = nn.relu(make_norm(self.norm, self.train)(nn.Conv(self.channels, (1, 1))(x)))
-    return MLP((self.hidden,), self.out, zero_last=True)(x.reshape(x.shape[0], -1))
+    return MLP((self.hidden,), self.out, zero_last=True, norm=self.norm, train=self.train)(
+        x.reshape(x.shape[0], -1))
 
 
 class MuZeroResNet(nn.Module):
@@ -212,13 +219,13 @@ class MuZeroResNet(nn.Module):
     self.prefix_conv_norm = norm()
     self.lstm = nn.OptimizedLSTMCell(self.lstm_dim)
     self.prefix_norm = norm()
-    self.prefix_head = MLP((self.head_hidden,), self.reward_atoms, zero_last=True)
+    self.prefix_head = MLP((self.head_hidden,), self.reward_atoms, zero_last=True, **nk)
     self.pred_blocks = [ResBlock(c, **nk) for _ in range(self.blocks)]
     self.value_head = Head(self.head_channels, self.head_hidden, self.value_atoms, **nk)
     self.policy_head = Head(self.head_channels, self.head_hidden, self.num_actions, **nk)
     p = self.proj_dim
     self.projector = [nn.Dense(p), norm(), nn.Dense(p), norm(), nn.Dense(p), norm()]
-    self.proj_predictor = MLP((p // 2,), p)
+    self.proj_predictor = MLP((p // 2,), p, **nk)
 
   def represent(self, obs: jax.Array) -> jax.Array:
     """obs uint8 or bool [B, S, H, W, C] or [B, H, W, C] -> latent f32[B, H/16, W/16, channels] (downsample)
@@ -282,34 +289,46 @@ def make_network(config: Config, num_actions: int, obs_dtype: Any = jnp.uint8) -
     return MuZeroResNet(num_actions=num_actions, channels=config.channels, blocks=config.res_blocks,
                         head_channels=config.head_channels, head_hidden=config.head_hidden,
                         lstm_dim=config.lstm_dim, proj_dim=config.proj_dim, state_norm=config.state_norm,
-                        downsample=config.downsample,
+                        downsample=config.downsample, norm=config.norm,
                         pixel_max=255.0 if jnp.dtype(obs_dtype) == jnp.uint8 else 1.0, **atoms)
   return MuZeroMLP(
       num_actions=num_actions, latent_dim=config.latent_dim, hidden_dim=config.hidden_dim,
       lstm_dim=config.lstm_dim, proj_dim=config.proj_dim, state_norm=config.state_norm,
-      conv_channels=config.conv_channels, **atoms)
+      conv_channels=config.conv_channels, norm=config.norm, **atoms)
 
 
 def init_params(net: nn.Module, rng_key: jax.Array, obs_shape: tuple[int, ...]) -> Params:
+  """The network's variables: {'params': ...}, plus {'batch_stats': ...} (means 0, variances 1) with BatchNorm."""
   obs = jnp.zeros((1, *obs_shape), jnp.float32)
   return net.init(rng_key, obs, jnp.zeros((1,), jnp.int32))
 
 
 class Model(NamedTuple):
-  """Pure functions over (params, ...) for one network; what search, actor and learner close over."""
+  """Pure functions over (params, ...) for one network (in eval mode); what search, actor and learner close
+  over. `params` are the network's flax variables."""
   net: nn.Module
 
+  def call(self, params: Params, method: str, *args: Any, train: bool = False) -> Any:
+    """net.<method>(*args). train=False: BatchNorm reads its running averages; returns the output.
+    train=True: BatchNorm normalises by this batch's statistics and moves its running averages, as a
+    PyTorch module in train mode; returns (output, params with the new running averages). Every network call
+    of search, acting and learning passes here."""
+    if not train:
+      return self.net.apply(params, *args, method=method)
+    out, moved = self.net.clone(train=True).apply(params, *args, method=method, mutable=["batch_stats"])
+    return out, {**params, **moved}
+
   def represent(self, params: Params, obs: jax.Array) -> jax.Array:
-    return self.net.apply(params, obs, method="represent")
+    return self.call(params, "represent", obs)
 
   def dynamics(self, params: Params, latent: jax.Array, action: jax.Array, lstm: LSTMState):
-    return self.net.apply(params, latent, action, lstm, method="dynamics")
+    return self.call(params, "dynamics", latent, action, lstm)
 
   def predict(self, params: Params, latent: jax.Array):
-    return self.net.apply(params, latent, method="predict")
+    return self.call(params, "predict", latent)
 
   def project(self, params: Params, latent: jax.Array, with_head: bool) -> jax.Array:
-    return self.net.apply(params, latent, with_head, method="project")
+    return self.call(params, "project", latent, with_head)
 
   @property
   def lstm_dim(self) -> int:

@@ -28,14 +28,15 @@ def test_planned_ratio_by_hand():
 @pytest.mark.parametrize("search", ["gumbel", "puct", "none"])
 def test_logged_dreams_equal_a_hand_count_and_the_dynamics_calls_made(search, tmp_path, monkeypatch):
   made = []  # samples passed through the dynamics network, counted when the compiled code runs
-  dynamics = Model.dynamics
+  call = Model.call  # every network call of search, acting and learning passes here
 
-  def counted(self, params, latent, action, lstm):
-    rows = latent.shape[0]
-    jax.debug.callback(lambda: made.append(rows))
-    return dynamics(self, params, latent, action, lstm)
+  def counted(self, params, method, *args, **kwargs):
+    if method == "dynamics":
+      rows = args[0].shape[0]
+      jax.debug.callback(lambda: made.append(rows))
+    return call(self, params, method, *args, **kwargs)
 
-  monkeypatch.setattr(Model, "dynamics", counted)
+  monkeypatch.setattr(Model, "call", counted)
   # Evaluation searches are not training's dreams: leave them out of the count.
   monkeypatch.setattr(train_lib, "_eval_record", lambda *a, **k: {"eval/search_return": 0.0})
   config = config_lib.Config(**{**SETTINGS, "search": search})

@@ -155,3 +155,52 @@ def test_awr_policy_loss_equals_a_plain_reference():
       want[i, j] = -min(np.exp(adv[i, j] / (0.7 * rms)), 20.0) * mask[i, j] * logp[action[i, j]]
   np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
   assert (got[:, k] == 0).all() and got[1, 1] == 0 and got[2, 0] == 0  # masked rows
+
+
+def _bn_state(state):
+  return {k: v for k, v in state.params.items() if k != "params"}
+
+
+def test_batchnorm_update_keeps_the_forward_pass_running_averages_untouched_by_the_optimizer():
+  # SGD with momentum and a large weight decay: running averages must be exactly those the training-mode
+  # forward pass left, neither decayed nor stepped.
+  config = config_lib.Config(**SMALL, norm="batch", optimizer="sgd", weight_decay=0.5, learning_rate=0.1)
+  agent, state, rb = _filled(config)
+  assert set(state.params) == {"params", "batch_stats"}
+  env_step = jnp.int32(240)
+  step = jax.jit(functools.partial(learner.update, model=agent.model, config=config, optimizer=agent.optimizer))
+  new, _, _ = step(state, rb, env_step)
+  # The same batch and forward pass, by hand.
+  _, batch_key = jax.random.split(state.rng_key)
+  batch, _ = learner.make_batch(state, rb, batch_key, env_step, model=agent.model, config=config)
+  _, aux = learner.loss_fn(state.params, batch, model=agent.model, config=config)
+  stats = jax.tree.leaves(_bn_state(new))
+  for got, want, init in zip(stats, jax.tree.leaves(aux["moved"]), jax.tree.leaves(_bn_state(state))):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+  # They moved (means start at 0, variances at 1), and so did the learned parameters.
+  assert max(np.abs(np.asarray(a) - np.asarray(b)).max()
+             for a, b in zip(stats, jax.tree.leaves(_bn_state(state)))) > 1e-3
+  assert max(np.abs(np.asarray(a) - np.asarray(b)).max() for a, b in
+             zip(jax.tree.leaves(new.params["params"]), jax.tree.leaves(state.params["params"]))) > 1e-4
+
+
+def test_batchnorm_running_average_follows_pytorch_momentum():
+  # After one training-mode call the running mean is 0.9 * old + 0.1 * the batch mean (PyTorch's momentum
+  # 0.1), and an eval-mode call reads it: a sample's output no longer depends on the rest of its batch.
+  config = config_lib.Config(**SMALL, norm="batch")
+  agent, state, rb = _filled(config)
+  model, params = agent.model, state.params
+  obs = jax.random.normal(jax.random.PRNGKey(3), (8, 6)) * 3.0 + 1.0
+  _, moved = model.call(params, "represent", obs, train=True)
+  # The first norm of the representation MLP reads Dense_0(obs): its batch mean is the reference.
+  dense = params["params"]["repr_net"]["Dense_0"]
+  pre = np.asarray(obs) @ np.asarray(dense["kernel"]) + np.asarray(dense["bias"])
+  np.testing.assert_allclose(moved["batch_stats"]["repr_net"]["BatchNorm_0"]["mean"], 0.1 * pre.mean(0),
+                             rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(moved["batch_stats"]["repr_net"]["BatchNorm_0"]["var"],
+                             0.9 + 0.1 * pre.var(0), rtol=1e-4, atol=1e-5)
+  alone = model.represent(moved, obs[:1])
+  np.testing.assert_allclose(alone, model.represent(moved, obs)[:1], rtol=1e-5, atol=1e-6)
+  train_alone, _ = model.call(moved, "represent", obs[:2], train=True)
+  train_all, _ = model.call(moved, "represent", obs, train=True)
+  assert not np.allclose(train_alone[:1], train_all[:1], atol=1e-3)  # batch statistics couple samples
