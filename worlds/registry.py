@@ -1,9 +1,11 @@
 """Build worlds from id strings like 'toy:chain', 'toy:chain-8', 'gym:CartPole-v1', 'atari:Pong',
-'minatar:Breakout'.
+'minatar:Breakout', 'cartpole:long-pole'.
 
 An id is '<family>:<name>'. Each family is one entry in `FAMILIES`: a factory
 `(name, *, num_envs, seed, **kwargs) -> World` plus the id patterns shown in
-`available()`. New families are added with `register`.
+`available()`. New families are added with `register`; `add_ids` lists more
+patterns of a registered family after all those listed so far (so the start of
+`available()`, which error messages show, stays as it was).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import re
 from typing import Any, Callable, NamedTuple
 
 from worlds.base import World, check_num_envs
+from worlds.cartpole import CARTPOLE_VARIANTS
 
 Factory = Callable[..., World]  # (name: str, *, num_envs: int, seed: int, **kwargs) -> World
 
@@ -24,6 +27,7 @@ class Family(NamedTuple):
 
 
 FAMILIES: dict[str, Family] = {}
+_LISTED: list[str] = []  # every family's id patterns in the order they were registered
 
 
 def register(prefix: str, factory: Factory, ids: tuple[str, ...]) -> None:
@@ -31,11 +35,18 @@ def register(prefix: str, factory: Factory, ids: tuple[str, ...]) -> None:
     if prefix in FAMILIES:
         raise ValueError(f"world family {prefix!r} is already registered")
     FAMILIES[prefix] = Family(factory, tuple(ids))
+    _LISTED.extend(ids)
+
+
+def add_ids(prefix: str, ids: tuple[str, ...]) -> None:
+    """List more id patterns of the registered family `prefix`, after every pattern listed so far."""
+    FAMILIES[prefix] = FAMILIES[prefix]._replace(ids=FAMILIES[prefix].ids + tuple(ids))
+    _LISTED.extend(ids)
 
 
 def available() -> list[str]:
-    """Id patterns of every registered family (gym ids are a hint, not a list)."""
-    return [i for fam in FAMILIES.values() for i in fam.ids]
+    """Id patterns of every registered family in registration order (gym ids are a hint, not a list)."""
+    return list(_LISTED)
 
 
 def make(world_id: str, *, num_envs: int, seed: int = 0, **kwargs: Any) -> World:
@@ -70,20 +81,21 @@ def _guess(world_id: str, sep: str, prefix: str) -> list[str]:
 # ---------------------------------------------------------------- toy:
 
 
-_CHAIN = re.compile(r"chain(?:-(\d+))?")
+_CHAIN = re.compile(r"chain(-mirror)?(?:-(\d+))?")
 
 
 def _make_toy(name: str, *, num_envs: int, seed: int, **kwargs: Any) -> World:
-    from worlds.toy import ChainWorld
+    from worlds.toy import ChainWorld, MirrorChainWorld
 
     m = _CHAIN.fullmatch(name)
     if m is None:
-        close = difflib.get_close_matches(name, ["chain"], n=1, cutoff=0.5)
+        close = difflib.get_close_matches(name, ["chain", "chain-mirror"], n=1, cutoff=0.5)
         raise _unknown(f"toy:{name}", "no such toy world", [f"toy:{c}" for c in close])
-    n = int(m.group(1)) if m.group(1) else 6
+    n = int(m.group(2)) if m.group(2) else 6
     if n < 3:
         raise _unknown(f"toy:{name}", f"a chain needs n >= 3 cells, got {n}")
-    return ChainWorld(num_envs, n=n, seed=seed, **kwargs)
+    cls = MirrorChainWorld if m.group(1) else ChainWorld
+    return cls(num_envs, n=n, seed=seed, **kwargs)
 
 
 # ---------------------------------------------------------------- gym:
@@ -110,6 +122,18 @@ def _make_gym(name: str, *, num_envs: int, seed: int, **kwargs: Any) -> World:
         close = difflib.get_close_matches(env_name, ids, n=2)
         raise _unknown(f"gym:{name}", "gymnasium has no such id", [f"gym:{c}" for c in close])
     return GymWorld(env_name, num_envs, seed=seed, **kwargs)
+
+
+# ---------------------------------------------------------------- cartpole:
+
+
+def _make_cartpole(name: str, *, num_envs: int, seed: int, **kwargs: Any) -> World:
+    from worlds.cartpole import CartPoleWorld
+
+    if name not in CARTPOLE_VARIANTS:
+        close = difflib.get_close_matches(name, list(CARTPOLE_VARIANTS), n=1)
+        raise _unknown(f"cartpole:{name}", "no such CartPole variant", [f"cartpole:{c}" for c in close])
+    return CartPoleWorld(name, num_envs, seed=seed, **kwargs)
 
 
 # ---------------------------------------------------------------- atari:
@@ -141,3 +165,5 @@ register("gym", _make_gym, ("gym:<any discrete-action gymnasium id>",))
 register("atari", _make_atari, ("atari:<CamelCase ale-py game, e.g. Pong>",))
 register("minatar", _make_minatar, ("minatar:Breakout", "minatar:Asterix", "minatar:Freeway",
                                     "minatar:SpaceInvaders", "minatar:Seaquest"))
+register("cartpole", _make_cartpole, tuple(f"cartpole:{v}" for v in CARTPOLE_VARIANTS))
+add_ids("toy", ("toy:chain-mirror", "toy:chain-mirror-<n>"))  # after gym: error messages start as before

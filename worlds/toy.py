@@ -69,3 +69,16 @@ class ChainWorld(World):
         self._pos[done] = self.start
         self._t[done] = 0
         return self._eye[self._pos[done]]
+
+
+class MirrorChainWorld(ChainWorld):
+    """ChainWorld with the actions' meanings swapped: 0 = right, 1 = left.
+
+    Same corridor, observation (one-hot f32[n]), start cell, rewards and
+    max_steps, so it is the chain's related task: a policy optimal on the chain
+    (always 1) is the worst here (+0.1 in 2 steps: to cell 0, then off the left
+    end), and the optimal return is still 1.0 (always 0, n-2 steps).
+    """
+
+    def _step_all(self, action: np.ndarray):
+        return super()._step_all(1 - action)  # ChainWorld's LEFT/RIGHT, swapped
