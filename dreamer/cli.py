@@ -1,4 +1,4 @@
-"""The `dreamer` command: train, eval, bench, report and compare. User mistakes print one line, never a traceback.
+"""The `dreamer` command: train, eval, bench, report, compare, play and dream. User mistakes print one line, never a traceback.
 
 Exit codes: 0 done; 1 the run stopped on a failure it reports (non-finite loss, unwritable run directory);
 2 a user mistake; 128 + signal number when SIGINT/SIGTERM stopped training after its checkpoint was written.
@@ -27,6 +27,8 @@ dreamer: an EfficientZero-style model-based RL agent in JAX.
   dreamer bench atari100k --games Pong Breakout --seeds 0 1 2 --config atari100k-fast --logdir runs/bench
   dreamer report runs/bench --out runs/bench/report
   dreamer compare --config cartpole --grid num_simulations=2,8,32 --seeds 0 1 2 --logdir runs/cmp --jobs 2
+  dreamer play --checkpoint runs/cp --world cartpole:long-pole --steps 2000 --out runs/rec-long
+  dreamer dream --checkpoint runs/cp --experience runs/rec-long --anchor runs/rec-base --out runs/dream
 """
 
 
@@ -126,6 +128,43 @@ def _parser() -> argparse.ArgumentParser:
                    help="report the env steps and seconds each run took to reach this evaluation return")
   cmp.add_argument("--reps", type=int, default=2000, metavar="N", help="bootstrap repetitions (default: 2000)")
   cmp.add_argument("--quiet", action="store_true", help="no line per started run")
+
+  play = sub.add_parser(
+      "play", help="act in a world with a checkpoint and record what happened (for dreamer dream)",
+      description="Act in a real world with a checkpoint (with search, or with the policy network alone) and "
+                  "record observations, actions, rewards, episode ends and search statistics to an experience "
+                  "directory (format: dreamer/experience.py). Worlds run in training mode (Atari: clipped "
+                  "rewards, a lost life ends an episode).")
+  play.add_argument("--checkpoint", required=True, metavar="DIR", help="a run directory or checkpoints/<step>")
+  play.add_argument("--world", metavar="ID", help="the world to play (default: the checkpoint's)")
+  play.add_argument("--steps", type=int, required=True, metavar="N",
+                    help="real env steps to record, in all (rounded up to a multiple of --envs)")
+  play.add_argument("--envs", type=int, default=8, metavar="N", help="envs stepped together (default: 8)")
+  play.add_argument("--policy", action="store_true", help="act with the policy network alone, not search")
+  play.add_argument("--temperature", type=float, metavar="T",
+                    help="acting temperature (default: the checkpoint's last training temperature)")
+  play.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the world and the search")
+  play.add_argument("--out", required=True, metavar="DIR", help="the experience directory to write (new)")
+
+  dr = sub.add_parser(
+      "dream", help="consolidate recorded experience into the policy weights through imagined search",
+      description="Adapt the checkpoint's model to the recorded experience, rehearse inside it with Gumbel "
+                  "search from recorded states, distil the search targets into the policy (keeping the anchor "
+                  "task's policy with a KL term), and accept the new weights only if the experience world's "
+                  "policy-only return rose and the anchor world's kept 95%%. Writes a checkpoint and a report "
+                  "(report.md, report.json, PNGs) to --out; re-issue the same command to resume.")
+  dr.add_argument("--checkpoint", required=True, metavar="DIR", help="a run directory or checkpoints/<step>")
+  dr.add_argument("--experience", required=True, metavar="DIR", help="an experience recorded by dreamer play")
+  dr.add_argument("--anchor", metavar="DIR", help="an experience of the task to keep (recorded by dreamer play)")
+  dr.add_argument("--budget", type=float, metavar="RATIO",
+                  help="imagined model steps per real recorded env step (default: 200; the setting dream_ratio)")
+  dr.add_argument("--control", action="store_true",
+                  help="the compute-matched control: real-data fine-tuning of the same compute, no imagination")
+  dr.add_argument("--seed", type=int, metavar="N", help="seed (default: 0)")
+  dr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                  help="override one dream setting (see dreamer/dream.py:DreamConfig), e.g. --set train=all")
+  dr.add_argument("--out", required=True, metavar="DIR", help="output directory (new, or this job's, to resume)")
+  dr.add_argument("--quiet", action="store_true", help="no progress lines")
   return parser
 
 
@@ -232,21 +271,21 @@ def _compare(args: argparse.Namespace) -> int:
   return 0
 
 
-def _eval(args: argparse.Namespace) -> int:
+def _acting_checkpoint(path: str, world_id: str | None, *, num_envs: int, seed: int, train: bool):
+  """(config, world, net, params, checkpoint path) of a checkpoint path (a run directory: its newest readable
+  checkpoint) with the world `world_id` (default: the checkpoint's) built for acting; ConfigError or
+  CheckpointError (one line) when either cannot be used."""
   import jax
-  import numpy as np
 
   import worlds
-  from dreamer import actor as actor_lib, checkpoint, frames
-  from dreamer.networks import Model, init_params, make_network
+  from dreamer import checkpoint, frames
+  from dreamer.networks import init_params, make_network
 
-  if args.episodes < 1:
-    raise config_lib.ConfigError(f"--episodes must be >= 1, got {args.episodes}")
-  run_dir, step = checkpoint.locate(args.checkpoint)
+  run_dir, step = checkpoint.locate(path)
   ckpts = checkpoint.Checkpoints(run_dir, writable=False)
   steps = ckpts.steps()
   if not steps or (step is not None and step not in steps):
-    raise checkpoint.CheckpointError(f"no checkpoint found at {args.checkpoint!r}: {str(ckpts.dir)!r} holds "
+    raise checkpoint.CheckpointError(f"no checkpoint found at {path!r}: {str(ckpts.dir)!r} holds "
                                      f"{'steps ' + str(steps) if steps else 'no complete checkpoint'}")
   errors: list[str] = []
   world = None
@@ -254,10 +293,10 @@ def _eval(args: argparse.Namespace) -> int:
     try:
       meta = ckpts.read_meta(candidate)
       config = config_lib.from_dict(meta["config"], f"checkpoint {ckpts.path(candidate)!r}")
-      saved, world_id = meta["spec"], args.world or config.world
+      saved, world_id = meta["spec"], world_id or config.world
       check_world(world_id, "--world")
-      world = worlds.make(world_id, num_envs=args.episodes, seed=args.seed,
-                          **config_lib.world_kwargs(dataclasses.replace(config, world=world_id), train=False))
+      world = worlds.make(world_id, num_envs=num_envs, seed=seed,
+                          **config_lib.world_kwargs(dataclasses.replace(config, world=world_id), train=train))
       spec = world.spec
       if list(spec.obs_shape) != saved["obs_shape"] or spec.num_actions != saved["num_actions"]:
         world.close()
@@ -279,17 +318,89 @@ def _eval(args: argparse.Namespace) -> int:
     raise checkpoint.CheckpointError(f"no checkpoint in {str(ckpts.dir)!r} can be read: {'; '.join(errors)}")
   for error in errors:
     print(f"dreamer: warning: {error}; used the previous checkpoint", file=sys.stderr)
-  model = Model(net)
-  res = actor_lib.evaluate(world, jax.device_put(restored.params), actor_lib.make_act(model, config),
-                           actor_lib.make_policy_act(model), jax.random.PRNGKey(args.seed), seed=args.seed,
-                           max_steps=config.eval_max_steps, stack=config.frame_stack)
-  world.close()
   ckpts.close()
-  out = {"checkpoint": ckpts.path(restored.step), "world": world_id, "episodes": args.episodes}
+  return config, world, world_id, net, jax.device_put(restored.params), ckpts.path(restored.step)
+
+
+def _eval(args: argparse.Namespace) -> int:
+  import jax
+  import numpy as np
+
+  from dreamer import actor as actor_lib
+  from dreamer.networks import Model
+
+  if args.episodes < 1:
+    raise config_lib.ConfigError(f"--episodes must be >= 1, got {args.episodes}")
+  config, world, world_id, net, params, path = _acting_checkpoint(args.checkpoint, args.world,
+                                                                  num_envs=args.episodes, seed=args.seed, train=False)
+  model = Model(net)
+  res = actor_lib.evaluate(world, params, actor_lib.make_act(model, config), actor_lib.make_policy_act(model),
+                           jax.random.PRNGKey(args.seed), seed=args.seed, max_steps=config.eval_max_steps,
+                           stack=config.frame_stack)
+  world.close()
+  out = {"checkpoint": path, "world": world_id, "episodes": args.episodes}
   for name, r in res.items():
     out[f"{name}_return"] = float(np.mean(r.returns))
     out[f"{name}_return_std"] = float(np.std(r.returns))
   print(json.dumps(out))
+  return 0
+
+
+def _play(args: argparse.Namespace) -> int:
+  import jax
+  import numpy as np
+
+  from dreamer import actor as actor_lib, experience
+  from dreamer.networks import Model
+
+  for name, value, low in (("--steps", args.steps, 1), ("--envs", args.envs, 1)):
+    if value < low:
+      raise config_lib.ConfigError(f"{name} must be >= {low}, got {value}")
+  if args.temperature is not None and args.temperature < 0:
+    raise config_lib.ConfigError(f"--temperature must be >= 0, got {args.temperature}")
+  out = Path(args.out)
+  if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    raise config_lib.ConfigError(f"--out {args.out!r} already exists and is not an empty directory; "
+                                 f"recordings are never overwritten")
+  config, world, world_id, net, params, path = _acting_checkpoint(args.checkpoint, args.world, num_envs=args.envs,
+                                                                  seed=args.seed, train=True)
+  model = Model(net)
+  config = dataclasses.replace(config, search="none") if args.policy else config
+  act = actor_lib.make_act(model, config)
+  temperature = config.temperatures[-1] if args.temperature is None else args.temperature
+  keys = iter(jax.random.split(jax.random.PRNGKey(args.seed), -(-args.steps // args.envs)))
+
+  def choose(obs):
+    o = act(params, obs, next(keys), temperature)
+    return o.action, o.policy, o.value
+
+  t = time.perf_counter()
+  arrays = experience.record(world, choose, steps=-(-args.steps // args.envs), seed=args.seed,
+                             stack=config.frame_stack)
+  world.close()
+  games = arrays["game_returns"]
+  meta = {"world": world_id, "spec": {"obs_shape": list(world.spec.obs_shape),
+                                      "obs_dtype": np.dtype(world.spec.obs_dtype).name,
+                                      "num_actions": world.spec.num_actions},
+          "frame_stack": config.frame_stack, "acting": "policy" if args.policy else "search",
+          "temperature": temperature, "seed": args.seed, "checkpoint": path}
+  experience.save(out, arrays, meta)
+  print(json.dumps({"out": str(out), "world": world_id, "env_steps": int(arrays["action"].size),
+                    "games": int(games.size), "mean_game_return": float(games.mean()) if games.size else None,
+                    "seconds": time.perf_counter() - t}))
+  return 0
+
+
+def _dream(args: argparse.Namespace) -> int:
+  from dreamer import dream
+
+  extra = {k: v for k, v in (("dream_ratio", args.budget), ("seed", args.seed), ("control", args.control or None))
+           if v is not None}
+  settings = dream.dream_config(args.overrides, **extra)
+  report = dream.run(args.checkpoint, args.experience, args.out, anchor=args.anchor, settings=settings,
+                     console=not args.quiet)
+  print(json.dumps({"out": args.out, "accepted": report["accepted"], "checkpoint": report["checkpoint"],
+                    "returns": report["returns"]}))
   return 0
 
 
@@ -310,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
   try:
     args = _parser().parse_args(argv)
     return {"train": _train, "eval": _eval, "bench": _bench, "report": _report,
-            "compare": _compare}[args.command](args)
+            "compare": _compare, "play": _play, "dream": _dream}[args.command](args)
   except (config_lib.ConfigError, CheckpointError) as e:
     print(f"dreamer: error: {e}", file=sys.stderr)
     return 2

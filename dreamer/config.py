@@ -284,20 +284,21 @@ def world_kwargs(config: Config, *, train: bool) -> dict[str, Any]:
   return kwargs
 
 
-def field_names() -> list[str]:
-  return [f.name for f in dataclasses.fields(Config)]
+def field_names(cls: type = Config) -> list[str]:
+  return [f.name for f in dataclasses.fields(cls)]
 
 
-def _nearest(key: str) -> str:
-  close = difflib.get_close_matches(key, field_names(), n=3, cutoff=0.5)
+def _nearest(key: str, cls: type = Config) -> str:
+  close = difflib.get_close_matches(key, field_names(cls), n=3, cutoff=0.5)
   return f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
 
 
-def _coerce(key: str, value: Any, source: str) -> Any:
-  """Checks `value` against the type of field `key`; converts ints to floats and lists to tuples."""
-  if key not in field_names():
-    raise ConfigError(f"unknown config key {key!r} in {source}{_nearest(key)}")
-  hint = get_type_hints(Config)[key]
+def _coerce(key: str, value: Any, source: str, cls: type = Config) -> Any:
+  """Checks `value` against the type of field `key` of the dataclass `cls`; converts ints to floats and lists
+  to tuples."""
+  if key not in field_names(cls):
+    raise ConfigError(f"unknown config key {key!r} in {source}{_nearest(key, cls)}")
+  hint = get_type_hints(cls)[key]
   name = getattr(hint, "__name__", str(hint))
   if hint is bool or hint is str:
     if type(value) is not hint:
@@ -363,13 +364,13 @@ def load(preset: str | None = None, overrides: list[str] | None = None, **kwargs
   return Config(**values)
 
 
-def from_dict(table: dict[str, Any], source: str, overrides: list[str] | None = None) -> Config:
-  """Rebuilds a saved config strictly (used for checkpoints and resumed runs), then applies overrides."""
-  values = {k: _coerce(k, v, source) for k, v in table.items()}
+def from_dict(table: dict[str, Any], source: str, overrides: list[str] | None = None, *, cls: type = Config) -> Any:
+  """Rebuilds a saved config of dataclass `cls` strictly (checkpoints, resumed runs), then applies overrides."""
+  values = {k: _coerce(k, v, source, cls) for k, v in table.items()}
   for item in overrides or []:
     key, value = parse_override(item)
-    values[key] = _coerce(key, value, "--set")
-  return Config(**values)
+    values[key] = _coerce(key, value, "--set", cls)
+  return cls(**values)
 
 
 # Keys that fix what a run is: its world, the shapes of its parameters, optimizer state and replay, and its

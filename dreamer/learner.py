@@ -105,13 +105,54 @@ def _flat(fn, x: jax.Array, lead: int = 2):
   return jax.tree.map(lambda y: y.reshape(*shape, *y.shape[1:]), out)
 
 
+def unroll(call, root_obs: jax.Array, next_obs: jax.Array, action: jax.Array, *, config: Config,
+           lstm_dim: int) -> tuple[jax.Array, ...]:
+  """Training's K-step model unroll from root observations [B, *obs] along actions i32[B, K], with
+  `call(method, *args)` running each network call (training or eval mode). Returns value logits f32[B, K+1, V],
+  policy logits f32[B, K+1, A], value-prefix logits f32[B, K, R], online projections f32[B, K, P] of the
+  unrolled latents and their consistency targets f32[B, K, P] (projections of the real next observations
+  [B, K, *obs], no gradient). The gradient into each unrolled latent is halved, as MuZero."""
+  k_max, b = config.unroll_steps, root_obs.shape[0]
+  target_proj = jax.lax.stop_gradient(_flat(lambda o: call("project", call("represent", o), False), next_obs))
+  latent = call("represent", root_obs)
+  lstm = zero_lstm_state(b, lstm_dim)
+  value_logits, policy_logits, prefix_logits, online_proj = [], [], [], []
+  for k in range(k_max + 1):
+    if k > 0:
+      if (k - 1) % config.value_prefix_horizon == 0:
+        lstm = zero_lstm_state(b, lstm_dim)
+      latent, lstm, prefix = call("dynamics", latent, action[:, k - 1], lstm)
+      latent = scale_gradient(latent, 0.5)
+      prefix_logits.append(prefix)
+      online_proj.append(call("project", latent, True))
+    logits, value = call("predict", latent)
+    policy_logits.append(logits)
+    value_logits.append(value)
+  return (jnp.stack(value_logits, 1), jnp.stack(policy_logits, 1), jnp.stack(prefix_logits, 1),
+          jnp.stack(online_proj, 1), target_proj)
+
+
+def depth_losses(value_logits: jax.Array, policy_logits: jax.Array, prefix_logits: jax.Array,
+                 online_proj: jax.Array, target_proj: jax.Array, batch: Batch, config: Config):
+  """Masked per-sample losses by unroll depth (the outputs of `unroll` against the batch's targets): value
+  and policy f32[B, K+1], value prefix and consistency (negative cosine) f32[B, K]."""
+  tg = batch.targets
+  value_loss = _cross_entropy(value_logits, support.scalar_to_probs(tg.value, config.value_support)) * tg.value_mask
+  if config.search == "none":
+    policy_loss = _awr_loss(policy_logits, value_logits, batch.action, tg, config)
+  else:
+    policy_loss = _cross_entropy(policy_logits, batch.policy) * tg.policy_mask
+  prefix_loss = _cross_entropy(prefix_logits, support.scalar_to_probs(tg.prefix, config.reward_support)) * tg.prefix_mask
+  consistency_loss = -_cosine(online_proj, target_proj) * tg.obs_mask[:, 1:]
+  return value_loss, policy_loss, prefix_loss, consistency_loss
+
+
 def loss_fn(params: Params, batch: Batch, aug_key: jax.Array | None = None, *, model: Model,
             config: Config) -> tuple[jax.Array, dict]:
   """EfficientZero loss, weighted per sample; unroll-step losses scaled by 1/K. Returns (loss, aux).
   `aug_key` is consumed by the frame augmentations when `config.augment`. Every network call runs in training
   mode (`Model.call`); aux["moved"] holds BatchNorm's moved running averages."""
   k_max, tg = config.unroll_steps, batch.targets
-  b = batch.obs.shape[0]
   root_obs, next_obs = batch.obs[:, 0], batch.obs[:, 1:]
   if config.augment:  # the root and its K next observations get independent transforms, as EfficientZero
     root_key, next_key = jax.random.split(aug_key)
@@ -123,34 +164,10 @@ def loss_fn(params: Params, batch: Batch, aug_key: jax.Array | None = None, *, m
     out, variables = model.call(variables, method, *args, train=True)
     return out
 
-  # Consistency targets: online representation of the real next observations, no gradient.
-  target_proj = jax.lax.stop_gradient(_flat(lambda o: call("project", call("represent", o), False), next_obs))
-  latent = call("represent", root_obs)
-  lstm = zero_lstm_state(b, model.lstm_dim)
-  value_logits, policy_logits, prefix_logits, online_proj = [], [], [], []
-  for k in range(k_max + 1):
-    if k > 0:
-      if (k - 1) % config.value_prefix_horizon == 0:
-        lstm = zero_lstm_state(b, model.lstm_dim)
-      latent, lstm, prefix = call("dynamics", latent, batch.action[:, k - 1], lstm)
-      latent = scale_gradient(latent, 0.5)
-      prefix_logits.append(prefix)
-      online_proj.append(call("project", latent, True))
-    logits, value = call("predict", latent)
-    policy_logits.append(logits)
-    value_logits.append(value)
-  value_logits = jnp.stack(value_logits, 1)     # [B, K+1, V]
-  policy_logits = jnp.stack(policy_logits, 1)   # [B, K+1, A]
-  prefix_logits = jnp.stack(prefix_logits, 1)   # [B, K, R]
-  online_proj = jnp.stack(online_proj, 1)       # [B, K, P]
-
-  value_loss = _cross_entropy(value_logits, support.scalar_to_probs(tg.value, config.value_support)) * tg.value_mask
-  if config.search == "none":
-    policy_loss = _awr_loss(policy_logits, value_logits, batch.action, tg, config)
-  else:
-    policy_loss = _cross_entropy(policy_logits, batch.policy) * tg.policy_mask
-  prefix_loss = _cross_entropy(prefix_logits, support.scalar_to_probs(tg.prefix, config.reward_support)) * tg.prefix_mask
-  consistency_loss = -_cosine(online_proj, target_proj) * tg.obs_mask[:, 1:]
+  value_logits, policy_logits, prefix_logits, online_proj, target_proj = unroll(
+      call, root_obs, next_obs, batch.action, config=config, lstm_dim=model.lstm_dim)
+  value_loss, policy_loss, prefix_loss, consistency_loss = depth_losses(
+      value_logits, policy_logits, prefix_logits, online_proj, target_proj, batch, config)
 
   step_scale = jnp.concatenate([jnp.ones((1,)), jnp.full((k_max,), 1.0 / k_max)])
   per_sample = (config.value_loss_weight * value_loss @ step_scale

@@ -7,6 +7,7 @@ and the depth from the root. A node's reward is the increase of the value prefix
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import chex
@@ -36,9 +37,13 @@ class SearchOutput(NamedTuple):
 
 def make_root(model: Model, params: Params, obs: jax.Array) -> mctx.RootFnOutput:
   """obs [B, *obs_shape] -> root with prior logits f32[B, A], value f32[B] and a depth-0 embedding."""
-  latent = model.represent(params, obs)
+  return root_from_latent(model, params, model.represent(params, obs))
+
+
+def root_from_latent(model: Model, params: Params, latent: jax.Array) -> mctx.RootFnOutput:
+  """A root at a latent state f32[B, ...] (real or imagined), with a fresh value-prefix LSTM."""
   logits, value_logits = model.predict(params, latent)
-  batch = obs.shape[0]
+  batch = latent.shape[0]
   embedding = Embedding(latent, zero_lstm_state(batch, model.lstm_dim), jnp.zeros((batch,)),
                         jnp.zeros((batch,), jnp.int32))
   return mctx.RootFnOutput(prior_logits=logits, value=logits_to_scalar(value_logits), embedding=embedding)
@@ -98,23 +103,26 @@ def _mixed_value(raw_value: jax.Array, qvalues: jax.Array, visits: jax.Array, pr
 
 
 def run_search(model: Model, config: Config, params: Params, rng_key: chex.PRNGKey,
-               root: mctx.RootFnOutput, *, temperature: jax.Array | float,
-               noise: jax.Array | bool) -> SearchOutput:
-  """Searches from `root` with `config.num_simulations` simulations; the rng key is consumed.
+               root: mctx.RootFnOutput, *, temperature: jax.Array | float, noise: jax.Array | bool,
+               num_simulations: int | None = None, value_scale: float = 0.1) -> SearchOutput:
+  """Searches from `root` with `num_simulations` (default `config.num_simulations`); the key is consumed.
 
   temperature: pUCT samples the action from visits**(1/temperature) (0: the most visited); Gumbel scales its
-  Gumbel noise by it (0: deterministic). noise: pUCT adds root Dirichlet noise.
+  Gumbel noise by it (0: deterministic). noise: pUCT adds root Dirichlet noise. value_scale: Gumbel's weight
+  of the completed Q-values in its improved policy softmax(prior logits + sigma(q)) (mctx's 0.1; 0 makes
+  the policy target the prior).
   """
   recurrent_fn = make_recurrent_fn(model, discount=config.discount, horizon=config.value_prefix_horizon)
+  sims = config.num_simulations if num_simulations is None else num_simulations
   if config.search == "gumbel":
+    qtransform = qtransform_tree_minmax if config.q_normalization == "tree" else mctx.qtransform_completed_by_mix_value
     out = mctx.gumbel_muzero_policy(
-        params, rng_key, root, recurrent_fn, config.num_simulations,
+        params, rng_key, root, recurrent_fn, sims,
         max_num_considered_actions=config.max_considered_actions, gumbel_scale=temperature,
-        qtransform=qtransform_tree_minmax if config.q_normalization == "tree"
-        else mctx.qtransform_completed_by_mix_value)
+        qtransform=functools.partial(qtransform, value_scale=value_scale))
   else:
     out = mctx.muzero_policy(
-        params, rng_key, root, recurrent_fn, config.num_simulations,
+        params, rng_key, root, recurrent_fn, sims,
         dirichlet_fraction=config.dirichlet_fraction * jnp.asarray(noise, jnp.float32),
         dirichlet_alpha=config.dirichlet_alpha, pb_c_init=config.pb_c_init, pb_c_base=config.pb_c_base,
         temperature=temperature)

@@ -1,0 +1,582 @@
+"""`dreamer dream`: consolidate a short stretch of real experience into the policy weights through imagined search.
+
+Phases, each written to the output directory as it finishes (a re-issued command skips finished phases and
+continues an interrupted adapt or distil phase from its last snapshot):
+  1 baseline  evaluate the checkpoint on the experience's world (and the anchor's), with and without search;
+  2 adapt     fine-tune the whole network with the EfficientZero loss on the recording (anchor rows mixed in
+              by their share of the rows), early-stopped on the model loss of a held-out tail of the
+              recording; the best parameters become the frozen teacher;
+  3 distil    rehearse + distil, interleaved: from real recorded states the student (initialised as the
+              teacher) rolls out imagined trajectories in the teacher's model, each state labelled by the
+              teacher's Gumbel search (dreamer/distil.py), and the student is trained toward the labels, with a
+              KL term to the checkpoint's policy on anchor states. `control = true` replaces this phase with
+              further real-data fine-tuning of the same model-step compute (the compute-matched control);
+  4 gate      evaluate again; accept only if the policy-only return on the experience's world rose and the
+              anchor world's kept `anchor_keep` of its baseline;
+  5 write     the accepted (or the original) weights as a checkpoint of a run directory, and the report
+              (report.md, report.json, returns.png, fit.png, distil.png).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import worlds
+from dreamer import actor as actor_lib
+from dreamer import checkpoint as ckpt_lib
+from dreamer import config as config_lib
+from dreamer import distil as distil_lib
+from dreamer import dreaming
+from dreamer import experience as exp_lib
+from dreamer import learner as learner_lib
+from dreamer import replay as replay_lib
+from dreamer import support
+from dreamer.config import Config, ConfigError
+from dreamer.train import Agent, load_checkpoint
+
+VERSION = 1
+PHASES = ("baseline", "adapt", "distil", "gate", "write")
+
+
+@dataclasses.dataclass(frozen=True)
+class DreamConfig:
+  """Every setting of a dream job (`--set key=value`; `--budget` sets `dream_ratio`, `--seed` sets `seed`)."""
+
+  seed: int = 0
+  """Seeds sampling, imagined actions, searches and evaluation episodes."""
+  dream_ratio: float = 200.0
+  """The budget: imagined model steps of the distil phase per real recorded env step of the experience."""
+  holdout: float = 0.2
+  """Fraction of each recording (its last steps, per env) held out for early stopping and model fit."""
+  batch_size: int = 128
+  """Samples per adapt (and control) update."""
+  adapt_updates: int = 400
+  """Most updates of the adapt phase."""
+  adapt_eval_every: int = 25
+  """Adapt updates between held-out evaluations (and resumable snapshots)."""
+  adapt_patience: int = 4
+  """Adapt stops after this many held-out evaluations without a new best."""
+  adapt_learning_rate: float = 1e-3
+  """Learning rate of adapt and control updates (the checkpoint's optimizer kind, fresh state)."""
+  horizon: int = 0
+  """States per imagined trajectory, the real root included (0: the checkpoint's unroll_steps; at most that)."""
+  roots: int = 64
+  """Real recorded roots per distil update (and as many anchor states for the KL term)."""
+  num_simulations: int = 16
+  """Simulations of the teacher's Gumbel search at each imagined state."""
+  search_bonus: float = 1.0
+  """Scale of the search's completed-Q term in the teacher's policy target (0: the target is the prior)."""
+  guard: float = 0.5
+  """Drop an imagined state (and the rest of its trajectory) where |search value - predicted value| >
+  guard * (|predicted value| + 1): the model is unreliable there."""
+  distil_learning_rate: float = 0.05
+  """Learning rate of distillation (SGD with momentum 0.9; see distil.make_optimizer)."""
+  value_weight: float = 0.25
+  """Weight of the value distillation loss (to the search value)."""
+  kl_weight: float = 1.0
+  """Weight of KL(checkpoint policy || student policy) on anchor states."""
+  train: str = "heads"
+  """Parameters distillation may change: 'heads' (the prediction function: policy and value heads) or 'all'."""
+  updates_per_chunk: int = 10
+  """Distil updates per jitted dispatch (and between resumable snapshots)."""
+  eval_episodes: int = 32
+  """Evaluation episodes per world, mode and phase."""
+  anchor_keep: float = 0.95
+  """The gate: the anchor world's policy-only return must keep at least this fraction of its baseline."""
+  control: bool = False
+  """The compute-matched control: no imagination; phase 3 fine-tunes on the real recording instead, for as
+  many model steps as the distil phase of the same settings would use."""
+  corrupt_dynamics: float = 0.0
+  """Negative control: Gaussian noise of this many standard deviations (per weight tensor) is added to the
+  teacher's dynamics weights after adaptation."""
+
+  def __post_init__(self) -> None:
+    checks = [
+        (self.dream_ratio > 0, "dream_ratio (--budget) must be > 0"),
+        (0.0 <= self.holdout < 1.0, "holdout must be in [0, 1)"),
+        (self.batch_size >= 1 and self.roots >= 1, "batch_size and roots must be >= 1"),
+        (self.adapt_updates >= 0, "adapt_updates must be >= 0"),
+        (self.adapt_eval_every >= 1 and self.adapt_patience >= 1, "adapt_eval_every and adapt_patience must be >= 1"),
+        (self.adapt_learning_rate > 0 and self.distil_learning_rate > 0, "learning rates must be > 0"),
+        (self.horizon >= 0, "horizon must be >= 0"),
+        (self.num_simulations >= 2, "num_simulations must be >= 2"),
+        (self.search_bonus >= 0, "search_bonus must be >= 0"),
+        (self.guard > 0, "guard must be > 0"),
+        (self.value_weight >= 0 and self.kl_weight >= 0, "value_weight and kl_weight must be >= 0"),
+        (self.train in ("heads", "all"), f"train must be 'heads' or 'all', got {self.train!r}"),
+        (self.updates_per_chunk >= 1 and self.eval_episodes >= 1, "updates_per_chunk and eval_episodes must be >= 1"),
+        (0.0 <= self.anchor_keep <= 1.0, "anchor_keep must be in [0, 1]"),
+        (self.corrupt_dynamics >= 0, "corrupt_dynamics must be >= 0"),
+    ]
+    for ok, message in checks:
+      if not ok:
+        raise ConfigError(f"invalid dream setting: {message}")
+
+  def to_dict(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+
+def dream_config(overrides: list[str] | None = None, **kwargs: Any) -> DreamConfig:
+  """DreamConfig from `key=value` overrides and keyword arguments, strictly checked."""
+  values: dict[str, Any] = {}
+  for item in overrides or []:
+    key, value = config_lib.parse_override(item)
+    values[key] = config_lib._coerce(key, value, "--set", DreamConfig)
+  for key, value in kwargs.items():
+    values[key] = config_lib._coerce(key, value, "arguments", DreamConfig)
+  return DreamConfig(**values)
+
+
+# ------------------------------------------------------------------ host helpers
+
+
+def _say(console: bool, text: str) -> None:
+  if console:
+    print(f"dreamer dream: {text}", file=sys.stderr, flush=True)
+
+
+def _save_tree(path: Path, tree: Any) -> None:
+  """Every leaf of `tree` in one .npz (atomic)."""
+  flat = {k: np.asarray(v) for k, v in ckpt_lib.flatten(tree).items()}
+  tmp = path.with_suffix(".tmp.npz")
+  with open(tmp, "wb") as f:
+    np.savez(f, **flat)
+  os.replace(tmp, path)
+
+
+def _load_tree(path: Path, like: Any) -> Any:
+  with np.load(path) as npz:
+    return jax.device_put(ckpt_lib.unflatten(like, {k: npz[k] for k in npz.files}))
+
+
+class Job:
+  """What every phase reads: the checkpoint's agent and state, the recordings and their replays."""
+
+  def __init__(self, checkpoint: str, experience: str, anchor: str | None, dc: DreamConfig):
+    run_dir, step = ckpt_lib.locate(checkpoint)
+    self.saved = load_checkpoint(run_dir, step)
+    self.checkpoint = ckpt_lib.Checkpoints(run_dir, writable=False).path(self.saved.step)
+    meta = self.saved.meta
+    self.config: Config = config_lib.from_dict(meta["config"], f"checkpoint {self.checkpoint!r}")
+    self.spec = worlds.Spec(tuple(meta["spec"]["obs_shape"]), np.dtype(meta["spec"]["obs_dtype"]),
+                            meta["spec"]["num_actions"])
+    self.exp = exp_lib.load(experience, "--experience")
+    self.anchor = exp_lib.load(anchor, "--anchor") if anchor else None
+    for what, e in (("--experience", self.exp), ("--anchor", self.anchor)):
+      if e is None:
+        continue
+      got = e.meta["spec"]
+      if (got["obs_shape"] != meta["spec"]["obs_shape"] or got["num_actions"] != meta["spec"]["num_actions"]
+              or got["obs_dtype"] != meta["spec"]["obs_dtype"] or e.meta["frame_stack"] != self.config.frame_stack):
+        raise exp_lib.ExperienceError(
+            f"{what} was recorded on {e.meta['world']!r} with observations {got['obs_shape']} "
+            f"{got['obs_dtype']}, {got['num_actions']} actions and frame stack {e.meta['frame_stack']}, but the "
+            f"checkpoint expects {meta['spec']['obs_shape']} {meta['spec']['obs_dtype']}, "
+            f"{meta['spec']['num_actions']} actions and frame stack {self.config.frame_stack}")
+    horizon = dc.horizon or self.config.unroll_steps
+    if horizon > self.config.unroll_steps:
+      raise ConfigError(f"horizon {dc.horizon} is longer than the checkpoint's trained unroll "
+                        f"(unroll_steps {self.config.unroll_steps}); choose 1..{self.config.unroll_steps} or 0")
+    self.dc = dataclasses.replace(dc, horizon=horizon)
+    # Learner settings of adapt and control: the checkpoint's, at the dream's batch and learning rate; beta
+    # annealed to 1 (env_step = total) and no age-based TD shrinking (the recording is one short stretch).
+    self.learn_config = dataclasses.replace(
+        self.config, batch_size=dc.batch_size, learning_rate=dc.adapt_learning_rate, warmup_updates=0,
+        updates_per_chunk=dc.adapt_eval_every, total_env_steps=max(self.exp.meta["env_steps"], 1), td_age_steps=0)
+    self.agent = Agent(self.learn_config, self.spec)
+    self.model = self.agent.model
+    self.base = jax.device_put(self.saved.params)
+    self.fit_fn = self.measure_fn = None  # compiled on first use
+    self._replays()
+
+  def _replays(self) -> None:
+    """Training and held-out replays of the experience and the anchor (equal rings, so they concatenate)."""
+    recs = [self.exp] + ([self.anchor] if self.anchor else [])
+    ring = 2 * max(r.steps for r in recs) + 8  # every step, plus a final row per episode end
+    parts = {}
+    for name, rec in (("exp", self.exp), ("anchor", self.anchor)):
+      if rec is None:
+        continue
+      empty = lambda: replay_lib.init(rec.num_envs, rec.num_envs * ring, self.spec.obs_shape,  # noqa: E731
+                                      self.spec.obs_dtype, self.spec.num_actions)
+      cut = exp_lib.split_steps(rec.steps, self.dc.holdout)
+      parts[name] = exp_lib.to_replay(rec, self.agent.add, empty(), start=0, stop=cut)
+      parts[f"{name}_held"] = (exp_lib.to_replay(rec, self.agent.add, empty(), start=cut, stop=rec.steps)
+                               if cut < rec.steps else None)
+    self.rb_exp, self.rb_exp_held = parts["exp"], parts["exp_held"]
+    self.rb_anchor, self.rb_anchor_held = parts.get("anchor"), parts.get("anchor_held")
+    self.rb_mixed = self.rb_exp if self.rb_anchor is None else _concat(self.rb_exp, self.rb_anchor)
+
+  def world(self, world_id: str, episodes: int, seed: int):
+    kwargs = config_lib.world_kwargs(dataclasses.replace(self.config, world=world_id), train=False)
+    return worlds.make(world_id, num_envs=episodes, seed=seed, **kwargs)
+
+
+def _concat(a: replay_lib.ReplayState, b: replay_lib.ReplayState) -> replay_lib.ReplayState:
+  """One replay holding the env rings of both (equal ring lengths)."""
+  cat = lambda x, y: jnp.concatenate([x, y], axis=0)  # noqa: E731
+  return replay_lib.ReplayState(jax.tree.map(cat, a.rows, b.rows), cat(a.priority, b.priority),
+                                cat(a.head, b.head), jnp.maximum(a.max_priority, b.max_priority))
+
+
+# ------------------------------------------------------------------ phases
+
+
+def evaluate(job: Job, params, *, seed: int) -> dict[str, Any]:
+  """Returns per episode on the experience's world (and the anchor's), with search and policy alone."""
+  act, policy_act = job.agent.act, job.agent.policy_act  # compiled once per job
+  out = {}
+  for name, rec in (("experience", job.exp), ("anchor", job.anchor)):
+    if rec is None:
+      continue
+    world = job.world(rec.meta["world"], job.dc.eval_episodes, seed)
+    try:
+      res = actor_lib.evaluate(world, params, act, policy_act, jax.random.PRNGKey(seed), seed=seed,
+                               max_steps=job.config.eval_max_steps, stack=job.config.frame_stack)
+    finally:
+      world.close()
+    out[name] = {"world": rec.meta["world"], **{mode: [float(x) for x in r.returns] for mode, r in res.items()}}
+  return out
+
+
+def _fit_batches(job: Job, rb: replay_lib.ReplayState | None, n: int = 4) -> list[learner_lib.Batch]:
+  """Fixed held-out batches whose value targets bootstrap from the checkpoint's own target network."""
+  if rb is None:
+    return []
+  config = dataclasses.replace(job.learn_config, reanalyze_fraction=0.0)
+  saved_target = jax.device_put(job.saved.state["learner"].target_params)
+  state = learner_lib.TrainState(job.base, saved_target, None, jax.random.PRNGKey(0), jnp.int32(0))
+  make = jax.jit(lambda state, rb, key: learner_lib.make_batch(
+      state, rb, key, jnp.int32(config.total_env_steps), model=job.model, config=config)[0])
+  return [make(state, rb, jax.random.PRNGKey(1000 + i)) for i in range(n)]
+
+
+def model_fit(job: Job, params, batches: list[learner_lib.Batch]) -> dict[str, list[float]]:
+  """Held-out fit by unroll depth k = 0..K (eval mode): value |error| and cross-entropy, value-prefix (reward)
+  |error| and cross-entropy, consistency (cosine to the real next observation's projection), and `score`, the
+  weighted model loss that early stopping minimises."""
+  config = job.learn_config
+  if not batches:
+    return {}
+  if job.fit_fn is None:
+    job.fit_fn = jax.jit(functools.partial(_fit_one, model=job.model, config=config))
+  rows = [jax.tree.map(np.asarray, job.fit_fn(params, b)) for b in batches]
+  out = {k: np.nanmean([r[k] for r in rows], 0) if not np.isnan([r[k] for r in rows]).all(0).any()
+         else np.array([np.nan if np.isnan(c).all() else np.nanmean(c) for c in np.stack([r[k] for r in rows], 1)])
+         for k in rows[0]}
+  score = (config.value_loss_weight * np.nanmean(out["value_ce"])
+           + config.reward_loss_weight * np.nanmean(out["prefix_ce"][1:])
+           - config.consistency_loss_weight * np.nanmean(out["cosine"][1:]))
+  return {**{k: [None if math.isnan(x) else float(x) for x in v] for k, v in out.items()}, "score": float(score)}
+
+
+def _fit_one(params, batch: learner_lib.Batch, *, model, config: Config) -> dict[str, jax.Array]:
+  call = lambda method, *args: model.call(params, method, *args)  # noqa: E731
+  outs = learner_lib.unroll(call, batch.obs[:, 0], batch.obs[:, 1:], batch.action, config=config,
+                            lstm_dim=model.lstm_dim)
+  value_ce, _, prefix_ce, consistency = learner_lib.depth_losses(*outs, batch, config)
+  tg = batch.targets
+  value_err = jnp.abs(support.logits_to_scalar(outs[0]) - tg.value) * tg.value_mask
+  prefix_err = jnp.abs(support.logits_to_scalar(outs[2]) - tg.prefix) * tg.prefix_mask
+  # Mean over the samples that have a target at that depth (NaN where none has: shown as missing).
+  mean = lambda x, m: jnp.where(jnp.sum(m, 0) > 0, jnp.sum(x, 0) / jnp.maximum(jnp.sum(m, 0), 1.0), jnp.nan)  # noqa: E731
+  pad = lambda x: jnp.concatenate([jnp.full((1,), jnp.nan), x])  # depth 0 has no model step  # noqa: E731
+  return {"value_abs": mean(value_err, tg.value_mask), "value_ce": mean(value_ce, tg.value_mask),
+          "prefix_abs": pad(mean(prefix_err, tg.prefix_mask)), "prefix_ce": pad(mean(prefix_ce, tg.prefix_mask)),
+          "cosine": pad(-mean(consistency, tg.obs_mask[:, 1:]))}
+
+
+def _learner_chunk(job: Job, updates: int):
+  config = dataclasses.replace(job.learn_config, updates_per_chunk=updates)
+  optimizer = learner_lib.make_optimizer(config)
+  return optimizer, learner_lib.make_train_chunk(job.model, config, optimizer)
+
+
+def adapt(job: Job, out: Path, *, console: bool) -> dict[str, Any]:
+  """Phase 2: fine-tunes on the (mixed) recording, early-stopped on the held-out model loss; saves the
+  teacher's parameters to phases/teacher.npz."""
+  dc = job.dc
+  optimizer, chunk = _learner_chunk(job, dc.adapt_eval_every)
+  held = _fit_batches(job, job.rb_exp_held)
+  snap = out / "phases" / "adapt.npz"
+  # Copies: the learner chunk donates its state and replay, and the job's own arrays are read again later.
+  state = learner_lib.init_state(jax.tree.map(jnp.copy, job.base), optimizer, jax.random.PRNGKey(dc.seed))
+  state = state._replace(target_params=jax.device_put(job.saved.state["learner"].target_params))
+  rb = jax.tree.map(jnp.copy, job.rb_mixed)
+  best_params, progress = jax.tree.map(jnp.copy, job.base), {"updates": 0, "best": None, "best_at": 0, "history": []}
+  if snap.exists():
+    state, rb, best_params = _load_tree(snap, (state, rb, best_params))
+    progress = json.loads((out / "phases" / "adapt.json").read_text())
+    _say(console, f"[2/5 adapt] resuming at update {progress['updates']}")
+  if progress["best"] is None:
+    fit = model_fit(job, job.base, held)
+    progress.update(best=fit.get("score", 0.0), history=[{"updates": 0, "held_out": fit.get("score")}])
+  start = time.perf_counter()
+  while progress["updates"] < dc.adapt_updates and (
+      progress["updates"] - progress["best_at"] < dc.adapt_patience * dc.adapt_eval_every):
+    state, rb, metrics = chunk(state, rb, jnp.int32(job.learn_config.total_env_steps))
+    progress["updates"] += dc.adapt_eval_every
+    fit = model_fit(job, state.params, held) if held else {"score": -progress["updates"]}
+    loss = float(np.mean(np.asarray(metrics["loss/total"])))
+    progress["history"].append({"updates": progress["updates"], "held_out": fit["score"], "train_loss": loss})
+    if fit["score"] < progress["best"]:
+      progress.update(best=fit["score"], best_at=progress["updates"])
+      best_params = jax.tree.map(jnp.copy, state.params)
+    _say(console, f"[2/5 adapt] update {progress['updates']}/{dc.adapt_updates}: train loss {loss:.4f}, held-out "
+                  f"model loss {fit['score']:.4f} (best {progress['best']:.4f} at update {progress['best_at']})")
+    _save_tree(snap, (state, rb, best_params))
+    (out / "phases" / "adapt.json").write_text(json.dumps(progress))
+  teacher = best_params
+  if dc.corrupt_dynamics > 0:
+    teacher = corrupt(teacher, dc.corrupt_dynamics, jax.random.PRNGKey(dc.seed + 7))
+  _save_tree(out / "phases" / "teacher.npz", teacher)
+  _save_tree(out / "phases" / "adapt_state.npz", (state._replace(params=teacher), rb))
+  fits = {"experience": {"checkpoint": model_fit(job, job.base, held), "teacher": model_fit(job, teacher, held)}}
+  if job.rb_anchor_held is not None:
+    anchor_held = _fit_batches(job, job.rb_anchor_held)
+    fits["anchor"] = {"checkpoint": model_fit(job, job.base, anchor_held),
+                      "teacher": model_fit(job, teacher, anchor_held)}
+  per_update = sum(dreaming.update_steps(job.learn_config).values())
+  return {"updates": progress["updates"], "best_at": progress["best_at"], "history": progress["history"],
+          "fit": fits, "model_steps": progress["updates"] * per_update, "seconds": time.perf_counter() - start,
+          "corrupt_dynamics": dc.corrupt_dynamics}
+
+
+def corrupt(params, scale: float, rng_key: jax.Array):
+  """The negative control: N(0, (scale * std of the tensor)^2) noise on every dynamics weight."""
+  mask = distil_lib.part_mask(params, distil_lib.DYNAMICS_PARTS)
+  leaves, tree = jax.tree.flatten(params)
+  keys = jax.random.split(rng_key, len(leaves))
+  noisy = [x + m * scale * (jnp.std(x) + 1e-3) * jax.random.normal(k, x.shape, x.dtype)
+           for x, m, k in zip(leaves, jax.tree.leaves(mask), keys)]
+  return jax.tree.unflatten(tree, noisy)
+
+
+def distil_updates(job: Job) -> tuple[int, int]:
+  """(updates, model steps per update) of the distil phase: the budget, rounded up to whole chunks."""
+  dc = job.dc
+  per = distil_lib.model_steps_per_update(dc, anchor=job.anchor is not None)
+  updates = max(1, math.ceil(dc.dream_ratio * job.exp.meta["env_steps"] / per))
+  return math.ceil(updates / dc.updates_per_chunk) * dc.updates_per_chunk, per
+
+
+def measure(job: Job, student, teacher) -> dict[str, float]:
+  """On fixed states: the student's KL to the teacher's search targets on imagined states, and its policy
+  drift KL(checkpoint || student) on recorded experience states and on anchor states."""
+  if job.measure_fn is None:
+    job.measure_fn = jax.jit(functools.partial(_measure, model=job.model, config=job.config, dc=job.dc))
+  return {k: float(v) for k, v in job.measure_fn(student, teacher, job.base, job.rb_exp, job.rb_anchor).items()}
+
+
+def _measure(student, teacher, base, rb_exp, rb_anchor, *, model, config: Config, dc: DreamConfig):
+  key = jax.random.PRNGKey(dc.seed + 99)
+  obs = distil_lib.sample_roots(rb_exp, key, 256, config.frame_stack)
+  reh = distil_lib.rehearse(student, teacher, obs, jax.random.fold_in(key, 1), model=model,
+                            config=config, horizon=dc.horizon, num_simulations=dc.num_simulations,
+                            search_bonus=dc.search_bonus, guard=dc.guard)
+  logits, _ = distil_lib.student_outputs(student, obs, reh.action, model=model, config=config)
+  keep = reh.valid.astype(jnp.float32)
+  out = {"teacher_kl": jnp.sum(keep * distil_lib._kl_probs(reh.policy, logits)) / jnp.maximum(jnp.sum(keep), 1.0),
+         "kept": jnp.mean(keep)}
+  for name, rb in (("experience", rb_exp), ("anchor", rb_anchor)):
+    if rb is None:
+      continue
+    states = distil_lib.sample_roots(rb, jax.random.fold_in(key, 2), 256, config.frame_stack)
+    base_logits, _ = model.predict(base, model.represent(base, states))
+    now, _ = model.predict(student, model.represent(student, states))
+    out[f"drift_{name}"] = jnp.mean(distil_lib._kl(base_logits, now))
+  return out
+
+
+def distil(job: Job, out: Path, *, console: bool) -> dict[str, Any]:
+  """Phase 3: rehearse + distil for the budget (or, with `control`, real-data fine-tuning of the same model
+  steps); saves the student to phases/student.npz."""
+  dc = job.dc
+  like = job.base
+  teacher = _load_tree(out / "phases" / "teacher.npz", like)
+  updates, per = distil_updates(job)
+  budget_steps = updates * per
+  before = measure(job, teacher, teacher)
+  start = time.perf_counter()
+  snap, info = out / "phases" / "distil.npz", out / "phases" / "distil.json"
+  if dc.control:
+    per_learner = sum(dreaming.update_steps(job.learn_config).values())
+    chunk_n = dc.adapt_eval_every
+    total = math.ceil(budget_steps / per_learner / chunk_n) * chunk_n
+    optimizer, chunk = _learner_chunk(job, chunk_n)
+    state0 = learner_lib.init_state(teacher, optimizer, jax.random.PRNGKey(dc.seed + 1))
+    state, rb = _load_tree(out / "phases" / "adapt_state.npz", (state0, job.rb_mixed))  # fresh arrays
+    state = learner_lib.init_state(state.params, optimizer, jax.random.PRNGKey(dc.seed + 1))
+    progress = {"updates": 0, "history": []}
+    if snap.exists():
+      state, rb = _load_tree(snap, (state, rb))
+      progress = json.loads(info.read_text())
+    while progress["updates"] < total:
+      state, rb, metrics = chunk(state, rb, jnp.int32(job.learn_config.total_env_steps))
+      progress["updates"] += chunk_n
+      loss = float(np.mean(np.asarray(metrics["loss/total"])))
+      progress["history"].append({"updates": progress["updates"], "loss": loss})
+      _say(console, f"[3/5 control] update {progress['updates']}/{total}: real-data loss {loss:.4f}")
+      _save_tree(snap, (state, rb))
+      info.write_text(json.dumps(progress))
+    student, model_steps = state.params, total * per_learner
+  else:
+    optimizer = distil_lib.make_optimizer(learning_rate=dc.distil_learning_rate, train=dc.train, params=teacher)
+    chunk = distil_lib.make_distil_chunk(job.model, job.config, optimizer, dc, anchor=job.anchor is not None)
+    state = distil_lib.DistilState(jax.tree.map(jnp.copy, teacher), optimizer.init(teacher),
+                                   jax.random.PRNGKey(dc.seed + 2), jnp.int32(0))
+    progress = {"updates": 0, "history": []}
+    if snap.exists():
+      state = _load_tree(snap, state)
+      progress = json.loads(info.read_text())
+    anchor_rb = job.rb_anchor if job.rb_anchor is not None else job.rb_exp
+    while progress["updates"] < updates:
+      state, metrics = chunk(state, teacher, job.base, job.rb_exp, anchor_rb)
+      progress["updates"] += dc.updates_per_chunk
+      row = {"updates": progress["updates"], **{k.split("/")[1]: float(np.mean(np.asarray(v)))
+                                                  for k, v in metrics.items()}}
+      progress["history"].append(row)
+      drift = f", anchor drift {row['anchor_drift']:.4f}" if "anchor_drift" in row else ""
+      _say(console, f"[3/5 distil] update {progress['updates']}/{updates}: teacher KL {row['teacher_kl']:.4f}, "
+                    f"kept {row['kept']:.2f}{drift}")
+      _save_tree(snap, state)
+      info.write_text(json.dumps(progress))
+    student, model_steps = state.params, updates * per
+  _save_tree(out / "phases" / "student.npz", student)
+  after = measure(job, student, teacher)
+  real = job.exp.meta["env_steps"]
+  return {"mode": "control" if dc.control else "distil", "updates": progress["updates"], "history": progress["history"],
+          "model_steps": model_steps, "model_steps_per_update": per, "budget_model_steps": budget_steps,
+          "imagined_per_real_step": 0.0 if dc.control else model_steps / real,
+          "before": before, "after": after, "seconds": time.perf_counter() - start}
+
+
+def gate(job: Job, baseline: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+  """Phase 4's decision from per-episode returns before and after (policy alone)."""
+  exp_before, exp_after = np.mean(baseline["experience"]["policy"]), np.mean(after["experience"]["policy"])
+  reasons, accept = [], True
+  if exp_after > exp_before:
+    reasons.append(f"the experience world's policy-only return rose {exp_before:.2f} -> {exp_after:.2f}")
+  else:
+    accept = False
+    reasons.append(f"the experience world's policy-only return did not rise ({exp_before:.2f} -> {exp_after:.2f})")
+  if "anchor" in baseline:
+    a_before, a_after = np.mean(baseline["anchor"]["policy"]), np.mean(after["anchor"]["policy"])
+    kept = a_after / a_before if a_before > 0 else (1.0 if a_after >= a_before else 0.0)
+    ok = a_after >= job.dc.anchor_keep * a_before
+    accept &= bool(ok)
+    reasons.append(f"the anchor world kept {100 * kept:.1f}% of its policy-only return ({a_before:.2f} -> "
+                   f"{a_after:.2f}; at least {100 * job.dc.anchor_keep:.0f}% required)")
+  return {"accepted": bool(accept), "reasons": reasons}
+
+
+# ------------------------------------------------------------------ the job
+
+
+def _prepare(out: Path, inputs: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
+  """The job's state file: new, or the one a previous run of the same job left (to resume)."""
+  if out.exists() and not out.is_dir():
+    raise ConfigError(f"--out {str(out)!r} is a file; give a directory")
+  state_file = out / "dream.json"
+  if state_file.exists():
+    state = json.loads(state_file.read_text())
+    if state["inputs"] != inputs or state["settings"] != settings:
+      differ = [k for k in inputs if state["inputs"].get(k) != inputs[k]] + \
+               [k for k in settings if state["settings"].get(k) != settings[k]]
+      raise ConfigError(f"--out {str(out)!r} holds a dream job with other inputs or settings ({', '.join(differ)}); "
+                        f"re-issue the same command to resume it, or choose a new --out")
+    return state
+  if out.is_dir() and any(out.iterdir()):
+    raise ConfigError(f"--out {str(out)!r} is a non-empty directory that holds no dream job; give a new directory")
+  (out / "phases").mkdir(parents=True, exist_ok=True)
+  return {"version": VERSION, "inputs": inputs, "settings": settings, "done": {}}
+
+
+def _write_state(out: Path, state: dict[str, Any]) -> None:
+  tmp = out / "dream.json.tmp"
+  tmp.write_text(json.dumps(state, indent=1) + "\n")
+  os.replace(tmp, out / "dream.json")
+
+
+def run(checkpoint: str, experience: str, out: str | Path, *, anchor: str | None = None,
+        settings: DreamConfig = DreamConfig(), console: bool = True) -> dict[str, Any]:
+  """Runs (or resumes) the dream job; returns the report's summary (also out/report.json)."""
+  out = Path(out)
+  inputs = {"checkpoint": str(Path(checkpoint).resolve()), "experience": str(Path(experience).resolve()),
+            "anchor": str(Path(anchor).resolve()) if anchor else None}
+  job = Job(checkpoint, experience, anchor, settings)
+  state = _prepare(out, inputs, settings.to_dict())
+  done = state["done"]
+  mode = "control" if job.dc.control else "distil"
+
+  def finish(phase: str, result: dict[str, Any]) -> None:
+    done[phase] = result
+    _write_state(out, state)
+
+  if "baseline" not in done:
+    _say(console, "[1/5 baseline] evaluating the checkpoint")
+    t = time.perf_counter()
+    finish("baseline", {**evaluate(job, job.base, seed=job.dc.seed + 10_000), "seconds": time.perf_counter() - t})
+  _say(console, "[1/5 baseline] " + _returns_line(done["baseline"]))
+  if "adapt" not in done:
+    finish("adapt", adapt(job, out, console=console))
+  a = done["adapt"]
+  _say(console, f"[2/5 adapt] done: {a['updates']} updates, teacher from update {a['best_at']}")
+  if "distil" not in done:
+    n, per = distil_updates(job)
+    _say(console, f"[3/5 {mode}] budget {job.dc.dream_ratio:g} imagined model steps per real recorded step = "
+                  f"{n} distil updates of {per} model steps")
+    finish("distil", distil(job, out, console=console))
+  student = _load_tree(out / "phases" / "student.npz", job.base)
+  if "gate" not in done:
+    _say(console, "[4/5 gate] evaluating the new weights")
+    t = time.perf_counter()
+    after = evaluate(job, student, seed=job.dc.seed + 10_000)
+    finish("gate", {"after": after, **gate(job, done["baseline"], after), "seconds": time.perf_counter() - t})
+  g = done["gate"]
+  _say(console, "[4/5 gate] " + _returns_line(g["after"]) + f" -> {'accepted' if g['accepted'] else 'rejected'}: "
+                + "; ".join(g["reasons"]))
+  if "write" not in done:
+    finish("write", write(job, out, student if g["accepted"] else job.base, state))
+  _say(console, f"[5/5 write] checkpoint {done['write']['checkpoint']!r}, report {str(out / 'report.md')!r}")
+  return json.loads((out / "report.json").read_text())
+
+
+def _returns_line(evals: dict[str, Any]) -> str:
+  return "; ".join(f"{name} ({e['world']}): search {np.mean(e['search']):.2f}, policy {np.mean(e['policy']):.2f}"
+                   for name, e in evals.items() if isinstance(e, dict) and "search" in e)
+
+
+def write(job: Job, out: Path, params, state: dict[str, Any]) -> dict[str, Any]:
+  """Phase 5: the chosen weights as a checkpoint (a run directory: dreamer eval, play, train --logdir read
+  it), then the report."""
+  saved = job.saved
+  learner_state = saved.state["learner"]._replace(target_params=params)
+  ckpts = ckpt_lib.Checkpoints(out, keep=1)
+  try:
+    ckpts.save(saved.step, params, {**saved.state, "learner": learner_state},
+               {k: saved.meta[k] for k in ("config", "spec", "progress", "world_state")}
+               | {"dream": {"inputs": state["inputs"], "accepted": state["done"]["gate"]["accepted"]}})
+    ckpts.wait()
+    path = ckpts.path(saved.step)
+  finally:
+    ckpts.close()
+  tmp = out / "config.json.tmp"
+  tmp.write_text(json.dumps(job.config.to_dict(), indent=2) + "\n")
+  os.replace(tmp, out / "config.json")
+  state["done"]["write"] = {"checkpoint": path}
+  from dreamer import dream_report
+  dream_report.write(out, job, state)
+  return {"checkpoint": path}
