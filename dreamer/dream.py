@@ -26,6 +26,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -273,9 +274,9 @@ def model_fit(job: Job, params, batches: list[learner_lib.Batch]) -> dict[str, l
   if job.fit_fn is None:
     job.fit_fn = jax.jit(functools.partial(_fit_one, model=job.model, config=config))
   rows = [jax.tree.map(np.asarray, job.fit_fn(params, b)) for b in batches]
-  out = {k: np.nanmean([r[k] for r in rows], 0) if not np.isnan([r[k] for r in rows]).all(0).any()
-         else np.array([np.nan if np.isnan(c).all() else np.nanmean(c) for c in np.stack([r[k] for r in rows], 1)])
-         for k in rows[0]}
+  with warnings.catch_warnings():  # a depth no batch reaches stays NaN (shown as missing)
+    warnings.simplefilter("ignore", RuntimeWarning)
+    out = {k: np.nanmean(np.stack([r[k] for r in rows]), 0) for k in rows[0]}
   score = (config.value_loss_weight * np.nanmean(out["value_ce"])
            + config.reward_loss_weight * np.nanmean(out["prefix_ce"][1:])
            - config.consistency_loss_weight * np.nanmean(out["cosine"][1:]))

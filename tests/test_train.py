@@ -11,13 +11,6 @@ from dreamer.logger import read_metrics
 from dreamer.train import train
 
 
-@pytest.fixture(scope="module")
-def debug_run(tmp_path_factory):
-  run_dir = tmp_path_factory.mktemp("debug")
-  config = config_lib.load("debug")
-  return config, run_dir, train(config, run_dir, console=False)
-
-
 def test_debug_preset_reaches_optimal_return_within_60s(debug_run):
   config, run_dir, summary = debug_run
   optimal = worlds.make(config.world, num_envs=1).optimal_return

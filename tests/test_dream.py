@@ -1,0 +1,171 @@
+"""`dreamer play` and `dreamer dream`: the recording format, the teacher without its search bonus, distillation
+with a perfect model, the gate's negative control, and resuming a job."""
+
+import json
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import worlds
+from dreamer import checkpoint as ckpt_lib
+from dreamer import cli, distil, dream
+from dreamer import experience as exp_lib
+from dreamer import replay as replay_lib
+from dreamer.train import Agent, load_checkpoint
+
+
+def test_recording_holds_what_the_world_did_and_replays_as_training_inserts():
+  world = worlds.make("toy:chain", num_envs=2, seed=0)
+  script = np.array([[1, 0], [1, 0], [1, 1], [1, 0], [0, 0], [1, 1], [1, 1], [1, 1]])  # [T, B]
+  it = iter(script)
+
+  def act(obs):
+    a = next(it)
+    return a, np.eye(2, dtype=np.float32)[a], np.full(2, 0.5, np.float32)
+
+  arrays = exp_lib.record(world, act, steps=len(script), seed=0, stack=1)
+  # By hand: env 0 goes right from cell 1 (cells 2, 3, 4, 5: +1 on its 4th step), restarts and wanders; env 1
+  # steps to cell 0 and off the left end on its 2nd step (+0.1), restarts and wanders.
+  np.testing.assert_array_equal(arrays["action"], script)
+  reference = worlds.make("toy:chain", num_envs=2, seed=0)
+  obs = reference.reset(0)
+  for t, a in enumerate(script):
+    np.testing.assert_array_equal(arrays["obs"][t], obs)
+    step = reference.step(a)
+    np.testing.assert_array_equal(arrays["reward"][t], step.reward)
+    np.testing.assert_array_equal(arrays["terminated"][t], step.terminated)
+    for i in np.flatnonzero(step.terminated | step.truncated):
+      k = int(np.flatnonzero((arrays["end_t"] == t) & (arrays["end_env"] == i))[0])
+      np.testing.assert_array_equal(arrays["end_obs"][k], step.final_obs[i])
+    obs = step.obs
+  assert arrays["game_returns"].tolist() == pytest.approx([0.1, 1.0])
+  assert arrays["end_t"].tolist() == [1, 3] and arrays["end_env"].tolist() == [1, 0]
+  # Replay rows equal what the training loop inserts for the same steps.
+  config = dream.config_lib.load("debug", ["num_envs=2"])
+  agent = Agent(config, world.spec)
+  exp = exp_lib.Experience({"env_steps": script.size}, {k: v for k, v in arrays.items() if k != "game_returns"})
+  empty = lambda: replay_lib.init(2, 2 * 24, (6,), np.float32, 2)  # noqa: E731
+  got = exp_lib.to_replay(exp, agent.add, empty(), start=0, stop=len(script))
+  want = empty()
+  world = worlds.make("toy:chain", num_envs=2, seed=0)
+  obs = world.reset(0)
+  for t, a in enumerate(script):
+    step = world.step(a)
+    ended = step.terminated | step.truncated
+    row = replay_lib.Rows(obs, a, step.reward, np.eye(2, dtype=np.float32)[a], np.full(2, 0.5, np.float32),
+                          np.zeros(2, bool), np.zeros(2, bool), np.full(2, 2 * t, np.int32))
+    want = agent.add(want, row, step.final_obs, ended, step.terminated)
+    obs = step.obs
+  for x, y in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    np.testing.assert_array_equal(x, y)
+  assert int(np.asarray(got.rows.last).sum()) == 2  # one final-observation row per ended episode
+
+
+def test_split_keeps_a_held_out_tail():
+  assert exp_lib.split_steps(100, 0.2) == 80
+  assert exp_lib.split_steps(100, 0.0) == 100
+  assert exp_lib.split_steps(2, 0.9) == 1 and exp_lib.split_steps(2, 0.01) == 1
+
+
+@pytest.fixture(scope="module")
+def reset_run(debug_run, tmp_path_factory):
+  """The debug run with its policy head's last layer zeroed: a uniform prior whose argmax (left) earns 0.1,
+  while search in its intact model still earns the optimal 1.0; and a recording of it acting with search."""
+  _, run_dir, _ = debug_run
+  root = tmp_path_factory.mktemp("dream")
+  saved = load_checkpoint(run_dir)
+  params = jax.tree.map(np.array, saved.params)
+  head = params["params"]["policy_head"]
+  last = sorted(k for k in head if k.startswith("Dense"))[-1]
+  head[last]["kernel"][:] = 0.0
+  head[last]["bias"][:] = 0.0
+  out = root / "reset"
+  shutil.copytree(run_dir, out, ignore=shutil.ignore_patterns("checkpoints"))
+  ckpts = ckpt_lib.Checkpoints(out, keep=1)
+  ckpts.save(saved.step, params, saved.state, {k: saved.meta[k] for k in ("config", "spec", "progress", "world_state")})
+  ckpts.wait()
+  ckpts.close()
+  assert cli.main(["play", "--checkpoint", str(out), "--steps", "200", "--envs", "4", "--out", str(root / "rec")]) == 0
+  return root, out, root / "rec"
+
+
+SMALL = ["adapt_updates=0", "dream_ratio=20", "updates_per_chunk=5", "eval_episodes=4", "roots=32"]
+
+
+def test_perfect_model_distils_the_search_return_into_the_policy(reset_run, capsys):
+  root, run, rec = reset_run
+  capsys.readouterr()
+  # adapt_updates=0: the teacher is the checkpoint itself, whose model of the chain is exact (next test).
+  report = dream.run(str(run), str(rec), root / "d", settings=dream.dream_config(SMALL), console=False)
+  ret = report["returns"]["experience"]
+  assert ret["policy"]["before"][0] == pytest.approx(0.1) and ret["search"]["before"][0] == pytest.approx(1.0)
+  assert ret["policy"]["after"][0] == pytest.approx(ret["search"]["before"][0])  # the policy alone reaches search
+  assert report["accepted"]
+  assert report["distil"]["after"]["teacher_kl"] < 0.2 * report["distil"]["before"]["teacher_kl"]
+  # A perfect model: held-out rewards are predicted within 0.15 at every depth the chain reaches.
+  fit = report["fit"]["experience"]["teacher"]
+  assert max(x for x in fit["prefix_abs"] if x is not None) < 0.15
+  # The written checkpoint holds the new weights: dreamer eval reads them.
+  assert cli.main(["eval", "--checkpoint", str(root / "d"), "--episodes", "4"]) == 0
+  assert json.loads(capsys.readouterr().out)["policy_return"] == pytest.approx(1.0)
+  for name in ("report.md", "report.json", "returns.png", "fit.png", "distil.png"):
+    assert (root / "d" / name).stat().st_size > 0
+  # Re-issuing the command resumes: finished phases are skipped, a removed one is redone the same way.
+  state = json.loads((root / "d" / "dream.json").read_text())
+  del state["done"]["gate"], state["done"]["write"]
+  (root / "d" / "dream.json").write_text(json.dumps(state))
+  again = dream.run(str(run), str(rec), root / "d", settings=dream.dream_config(SMALL), console=False)
+  assert again["returns"] == report["returns"] and again["accepted"]
+  with pytest.raises(dream.ConfigError, match="holds a dream job with other inputs or settings"):
+    dream.run(str(run), str(rec), root / "d", settings=dream.dream_config(SMALL + ["roots=16"]), console=False)
+
+
+def test_corrupted_dynamics_is_rejected_by_the_gate(reset_run):
+  root, run, rec = reset_run
+  report = dream.run(str(run), str(rec), root / "bad", settings=dream.dream_config(SMALL + ["corrupt_dynamics=30"]),
+                     console=False)
+  assert not report["accepted"]
+  assert "did not rise" in report["reasons"][0]
+  # The original weights were written.
+  written = load_checkpoint(root / "bad")
+  original = load_checkpoint(run)
+  for a, b in zip(jax.tree.leaves(written.params), jax.tree.leaves(original.params)):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_without_the_search_bonus_the_teacher_is_the_prior_and_the_weights_barely_move(debug_run, reset_run):
+  _, run_dir, _ = debug_run
+  _, reset, rec = reset_run
+  job = dream.Job(str(reset), str(rec), None, dream.dream_config(SMALL))
+  trained = jax.device_put(load_checkpoint(run_dir).params)
+  obs = distil.sample_roots(job.rb_exp, jax.random.PRNGKey(0), 32, 1)
+
+  def gap(params, bonus):
+    """max |teacher target - student prior| on imagined states, teacher = student = params."""
+    reh = distil.rehearse(params, params, obs, jax.random.PRNGKey(1), model=job.model, config=job.config,
+                          horizon=3, num_simulations=8, search_bonus=bonus, guard=0.5)
+    logits, _ = distil.student_outputs(params, obs, reh.action, model=job.model, config=job.config)
+    return float(jnp.max(jnp.abs(reh.policy - jax.nn.softmax(logits))))
+
+  # The teacher's target is exactly the prior without the bonus, for a trained (peaked) prior and for the
+  # uniform one; with it, search changes the uniform prior's target.
+  assert gap(trained, 0.0) < 1e-6 and gap(job.base, 0.0) < 1e-6
+  assert gap(job.base, 1.0) > 0.05
+  moved = {}
+  for bonus in (0.0, 1.0):
+    dc = dream.dream_config(SMALL + [f"search_bonus={bonus}", "value_weight=0", "horizon=3"])
+    optimizer = distil.make_optimizer(learning_rate=dc.distil_learning_rate, train="all", params=job.base)
+    chunk = distil.make_distil_chunk(job.model, job.config, optimizer, dc, anchor=False)
+    state = distil.DistilState(jax.tree.map(jnp.copy, job.base), optimizer.init(job.base), jax.random.PRNGKey(2),
+                               jnp.int32(0))
+    for _ in range(4):  # 20 updates
+      state, _ = chunk(state, job.base, job.base, job.rb_exp, job.rb_exp)
+    moved[bonus] = max(float(jnp.max(jnp.abs(a - b))) for a, b in
+                       zip(jax.tree.leaves(state.params), jax.tree.leaves(job.base)))
+  # The bound: 20 SGD steps (learning rate 0.05, momentum 0.9) on a float-noise gradient move no weight by
+  # 1e-5; with the bonus on, the same steps move weights by more than 1e-3.
+  assert moved[0.0] < 1e-5, moved
+  assert moved[1.0] > 1e-3, moved
