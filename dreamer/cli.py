@@ -157,7 +157,7 @@ def _parser() -> argparse.ArgumentParser:
   dr.add_argument("--experience", required=True, metavar="DIR", help="an experience recorded by dreamer play")
   dr.add_argument("--anchor", metavar="DIR", help="an experience of the task to keep (recorded by dreamer play)")
   dr.add_argument("--budget", type=float, metavar="RATIO",
-                  help="imagined model steps per real recorded env step (default: 200; the setting dream_ratio)")
+                  help="imagined model steps per real recorded env step (default: 1000; the setting dream_ratio)")
   dr.add_argument("--control", action="store_true",
                   help="the compute-matched control: real-data fine-tuning of the same compute, no imagination")
   dr.add_argument("--seed", type=int, metavar="N", help="seed (default: 0)")

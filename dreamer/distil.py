@@ -26,6 +26,8 @@ from dreamer.networks import Model, Params, zero_lstm_state
 PREDICTION_PARTS = ("trunk", "policy_head", "value_head", "pred_blocks")
 # Modules of the dynamics function (the next latent; not the value-prefix LSTM and head).
 DYNAMICS_PARTS = ("dyn_",)
+# The world model that adaptation changes by default: dynamics and the value prefix (reward) LSTM and head.
+MODEL_PARTS = ("dyn_", "lstm", "prefix_")
 
 
 def part_mask(params: Params, parts: tuple[str, ...]) -> Any:
@@ -185,6 +187,13 @@ def model_steps_per_update(dream, *, anchor: bool) -> int:
   del anchor
   r, h = dream.roots, dream.horizon
   return 3 * r * (h - 1) + r * h * dream.num_simulations
+
+
+def forward_steps_per_update(dream) -> int:
+  """`model_steps_per_update` in forward-pass equivalents: a model step that is also backpropagated (the
+  student's gradient unroll) counts 3 (forward and backward), the rest 1. The control is matched on these."""
+  r, h = dream.roots, dream.horizon
+  return 2 * r * (h - 1) + 3 * r * (h - 1) + r * h * dream.num_simulations
 
 
 def make_distil_chunk(model: Model, config: Config, optimizer, dream, *, anchor: bool):

@@ -33,6 +33,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 import worlds
 from dreamer import actor as actor_lib
@@ -57,7 +58,7 @@ class DreamConfig:
 
   seed: int = 0
   """Seeds sampling, imagined actions, searches and evaluation episodes."""
-  dream_ratio: float = 200.0
+  dream_ratio: float = 1000.0
   """The budget: imagined model steps of the distil phase per real recorded env step of the experience."""
   holdout: float = 0.2
   """Fraction of each recording (its last steps, per env) held out for early stopping and model fit."""
@@ -69,8 +70,19 @@ class DreamConfig:
   """Adapt updates between held-out evaluations (and resumable snapshots)."""
   adapt_patience: int = 4
   """Adapt stops after this many held-out evaluations without a new best."""
+  adapt_min_gain: float = 0.01
+  """A new best must lower the held-out model loss by this fraction of the checkpoint's (|loss|); otherwise
+  the checkpoint's own model stays the teacher (a change within noise is not worth its risk)."""
   adapt_learning_rate: float = 1e-3
   """Learning rate of adapt and control updates (the checkpoint's optimizer kind, fresh state)."""
+  adapt_train: str = "model"
+  """Parameters adaptation may change: 'model' (dynamics and the value-prefix LSTM and head: the world model,
+  so that real states keep their values and priors) or 'all'."""
+  adapt_replay: bool = True
+  """Mix the checkpoint's own replay (its training data, saved whole in the checkpoint) into adaptation and
+  the control's fine-tuning, by its share of the rows. Without it, a few thousand steps of competent play
+  (nearly no failures) teach the model to forget what failure looks like: on CartPole 100 updates of
+  adaptation on the training task's own recording cut the search return from 500 to 175 (488 with it)."""
   horizon: int = 0
   """States per imagined trajectory, the real root included (0: the checkpoint's unroll_steps; at most that)."""
   roots: int = 64
@@ -82,7 +94,7 @@ class DreamConfig:
   guard: float = 0.5
   """Drop an imagined state (and the rest of its trajectory) where |search value - predicted value| >
   guard * (|predicted value| + 1): the model is unreliable there."""
-  distil_learning_rate: float = 0.05
+  distil_learning_rate: float = 0.2
   """Learning rate of distillation (SGD with momentum 0.9; see distil.make_optimizer)."""
   value_weight: float = 0.25
   """Weight of the value distillation loss (to the search value)."""
@@ -97,8 +109,9 @@ class DreamConfig:
   anchor_keep: float = 0.95
   """The gate: the anchor world's policy-only return must keep at least this fraction of its baseline."""
   control: bool = False
-  """The compute-matched control: no imagination; phase 3 fine-tunes on the real recording instead, for as
-  many model steps as the distil phase of the same settings would use."""
+  """The compute-matched control: no imagination; phase 3 fine-tunes every parameter on the real data of
+  adaptation instead, for as much compute as the distil phase of the same settings: as many forward-pass
+  equivalents of model steps (a backpropagated step counts 3, a search step 1)."""
   corrupt_dynamics: float = 0.0
   """Negative control: Gaussian noise of this many standard deviations (per weight tensor) is added to the
   teacher's dynamics weights after adaptation."""
@@ -111,12 +124,14 @@ class DreamConfig:
         (self.adapt_updates >= 0, "adapt_updates must be >= 0"),
         (self.adapt_eval_every >= 1 and self.adapt_patience >= 1, "adapt_eval_every and adapt_patience must be >= 1"),
         (self.adapt_learning_rate > 0 and self.distil_learning_rate > 0, "learning rates must be > 0"),
+        (self.adapt_min_gain >= 0, "adapt_min_gain must be >= 0"),
         (self.horizon >= 0, "horizon must be >= 0"),
         (self.num_simulations >= 2, "num_simulations must be >= 2"),
         (self.search_bonus >= 0, "search_bonus must be >= 0"),
         (self.guard > 0, "guard must be > 0"),
         (self.value_weight >= 0 and self.kl_weight >= 0, "value_weight and kl_weight must be >= 0"),
         (self.train in ("heads", "all"), f"train must be 'heads' or 'all', got {self.train!r}"),
+        (self.adapt_train in ("model", "all"), f"adapt_train must be 'model' or 'all', got {self.adapt_train!r}"),
         (self.updates_per_chunk >= 1 and self.eval_episodes >= 1, "updates_per_chunk and eval_episodes must be >= 1"),
         (0.0 <= self.anchor_keep <= 1.0, "anchor_keep must be in [0, 1]"),
         (self.corrupt_dynamics >= 0, "corrupt_dynamics must be >= 0"),
@@ -206,6 +221,9 @@ class Job:
     """Training and held-out replays of the experience and the anchor (equal rings, so they concatenate)."""
     recs = [self.exp] + ([self.anchor] if self.anchor else [])
     ring = 2 * max(r.steps for r in recs) + 8  # every step, plus a final row per episode end
+    if self.dc.adapt_replay:  # the checkpoint's rings are concatenated with these: one length for all
+      old = jax.device_put(self.saved.state["replay"])
+      ring = max(ring, old.priority.shape[1])
     parts = {}
     for name, rec in (("exp", self.exp), ("anchor", self.anchor)):
       if rec is None:
@@ -219,10 +237,23 @@ class Job:
     self.rb_exp, self.rb_exp_held = parts["exp"], parts["exp_held"]
     self.rb_anchor, self.rb_anchor_held = parts.get("anchor"), parts.get("anchor_held")
     self.rb_mixed = self.rb_exp if self.rb_anchor is None else _concat(self.rb_exp, self.rb_anchor)
+    if self.dc.adapt_replay:
+      self.rb_mixed = _concat(self.rb_mixed, _pad_rings(old, ring))
 
   def world(self, world_id: str, episodes: int, seed: int):
     kwargs = config_lib.world_kwargs(dataclasses.replace(self.config, world=world_id), train=False)
     return worlds.make(world_id, num_envs=episodes, seed=seed, **kwargs)
+
+
+def _pad_rings(rb: replay_lib.ReplayState, ring: int) -> replay_lib.ReplayState:
+  """`rb` with rings of `ring` rows: each ring rotated into write order (oldest row in slot 0, head = rows
+  kept, so a slot is again its row's index) and lengthened by unwritten rows, which are never sampled."""
+  t = rb.priority.shape[1]
+  shift = jnp.where(rb.head > t, rb.head % t, 0)  # wrapped rings: the oldest row sits at slot head % t
+  rotate = jax.vmap(lambda x, k: jnp.roll(x, -k, axis=0))
+  pad = lambda x: jnp.concatenate([x, jnp.zeros((x.shape[0], ring - t, *x.shape[2:]), x.dtype)], axis=1)  # noqa: E731
+  fix = lambda x: pad(rotate(x, shift))  # noqa: E731
+  return rb._replace(rows=jax.tree.map(fix, rb.rows), priority=fix(rb.priority), head=jnp.minimum(rb.head, t))
 
 
 def _concat(a: replay_lib.ReplayState, b: replay_lib.ReplayState) -> replay_lib.ReplayState:
@@ -299,9 +330,13 @@ def _fit_one(params, batch: learner_lib.Batch, *, model, config: Config) -> dict
           "cosine": pad(-mean(consistency, tg.obs_mask[:, 1:]))}
 
 
-def _learner_chunk(job: Job, updates: int):
+def _learner_chunk(job: Job, updates: int, train: str):
+  """The learner's jitted chunk of `updates` updates, changing only the world model ('model') or 'all'."""
   config = dataclasses.replace(job.learn_config, updates_per_chunk=updates)
   optimizer = learner_lib.make_optimizer(config)
+  if train == "model":
+    labels = jax.tree.map(lambda m: "learn" if m else "freeze", distil_lib.part_mask(job.base, distil_lib.MODEL_PARTS))
+    optimizer = optax.multi_transform({"learn": optimizer, "freeze": optax.set_to_zero()}, labels)
   return optimizer, learner_lib.make_train_chunk(job.model, config, optimizer)
 
 
@@ -309,7 +344,7 @@ def adapt(job: Job, out: Path, *, console: bool) -> dict[str, Any]:
   """Phase 2: fine-tunes on the (mixed) recording, early-stopped on the held-out model loss; saves the
   teacher's parameters to phases/teacher.npz."""
   dc = job.dc
-  optimizer, chunk = _learner_chunk(job, dc.adapt_eval_every)
+  optimizer, chunk = _learner_chunk(job, dc.adapt_eval_every, dc.adapt_train)
   held = _fit_batches(job, job.rb_exp_held)
   snap = out / "phases" / "adapt.npz"
   # Copies: the learner chunk donates its state and replay, and the job's own arrays are read again later.
@@ -324,6 +359,7 @@ def adapt(job: Job, out: Path, *, console: bool) -> dict[str, Any]:
   if progress["best"] is None:
     fit = model_fit(job, job.base, held)
     progress.update(best=fit.get("score", 0.0), history=[{"updates": 0, "held_out": fit.get("score")}])
+  margin = dc.adapt_min_gain * abs(progress["history"][0]["held_out"] or 0.0)
   start = time.perf_counter()
   while progress["updates"] < dc.adapt_updates and (
       progress["updates"] - progress["best_at"] < dc.adapt_patience * dc.adapt_eval_every):
@@ -332,7 +368,7 @@ def adapt(job: Job, out: Path, *, console: bool) -> dict[str, Any]:
     fit = model_fit(job, state.params, held) if held else {"score": -progress["updates"]}
     loss = float(np.mean(np.asarray(metrics["loss/total"])))
     progress["history"].append({"updates": progress["updates"], "held_out": fit["score"], "train_loss": loss})
-    if fit["score"] < progress["best"]:
+    if fit["score"] < progress["best"] - margin:
       progress.update(best=fit["score"], best_at=progress["updates"])
       best_params = jax.tree.map(jnp.copy, state.params)
     _say(console, f"[2/5 adapt] update {progress['updates']}/{dc.adapt_updates}: train loss {loss:.4f}, held-out "
@@ -343,7 +379,6 @@ def adapt(job: Job, out: Path, *, console: bool) -> dict[str, Any]:
   if dc.corrupt_dynamics > 0:
     teacher = corrupt(teacher, dc.corrupt_dynamics, jax.random.PRNGKey(dc.seed + 7))
   _save_tree(out / "phases" / "teacher.npz", teacher)
-  _save_tree(out / "phases" / "adapt_state.npz", (state._replace(params=teacher), rb))
   fits = {"experience": {"checkpoint": model_fit(job, job.base, held), "teacher": model_fit(job, teacher, held)}}
   if job.rb_anchor_held is not None:
     anchor_held = _fit_batches(job, job.rb_anchor_held)
@@ -408,18 +443,20 @@ def distil(job: Job, out: Path, *, console: bool) -> dict[str, Any]:
   like = job.base
   teacher = _load_tree(out / "phases" / "teacher.npz", like)
   updates, per = distil_updates(job)
-  budget_steps = updates * per
   before = measure(job, teacher, teacher)
   start = time.perf_counter()
   snap, info = out / "phases" / "distil.npz", out / "phases" / "distil.json"
   if dc.control:
     per_learner = sum(dreaming.update_steps(job.learn_config).values())
+    steps = dreaming.update_steps(job.learn_config)
+    forward_learner = 3 * steps["unroll"] + steps["reanalyse"]  # the unroll is backpropagated; search is not
     chunk_n = dc.adapt_eval_every
-    total = math.ceil(budget_steps / per_learner / chunk_n) * chunk_n
-    optimizer, chunk = _learner_chunk(job, chunk_n)
-    state0 = learner_lib.init_state(teacher, optimizer, jax.random.PRNGKey(dc.seed + 1))
-    state, rb = _load_tree(out / "phases" / "adapt_state.npz", (state0, job.rb_mixed))  # fresh arrays
-    state = learner_lib.init_state(state.params, optimizer, jax.random.PRNGKey(dc.seed + 1))
+    total = math.ceil(updates * distil_lib.forward_steps_per_update(dc) / forward_learner / chunk_n) * chunk_n
+    optimizer, chunk = _learner_chunk(job, chunk_n, "all")
+    # From the teacher (the end of adaptation), every parameter, on the same mixed replay; copies, because the
+    # chunk donates its state and replay.
+    state = learner_lib.init_state(jax.tree.map(jnp.copy, teacher), optimizer, jax.random.PRNGKey(dc.seed + 1))
+    rb = jax.tree.map(jnp.copy, job.rb_mixed)
     progress = {"updates": 0, "history": []}
     if snap.exists():
       state, rb = _load_tree(snap, (state, rb))
@@ -459,7 +496,9 @@ def distil(job: Job, out: Path, *, console: bool) -> dict[str, Any]:
   after = measure(job, student, teacher)
   real = job.exp.meta["env_steps"]
   return {"mode": "control" if dc.control else "distil", "updates": progress["updates"], "history": progress["history"],
-          "model_steps": model_steps, "model_steps_per_update": per, "budget_model_steps": budget_steps,
+          "model_steps": model_steps, "model_steps_per_update": per, "budget_model_steps": updates * per,
+          "forward_steps": (total * forward_learner if dc.control
+                            else updates * distil_lib.forward_steps_per_update(dc)),
           "imagined_per_real_step": 0.0 if dc.control else model_steps / real,
           "before": before, "after": after, "seconds": time.perf_counter() - start}
 

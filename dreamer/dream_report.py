@@ -49,7 +49,7 @@ def summary(job, state: dict[str, Any]) -> dict[str, Any]:
       "compute": {"adapt": {"updates": adapt["updates"], "model_steps": adapt["model_steps"],
                             "seconds": adapt["seconds"]},
                   dist["mode"]: {"updates": dist["updates"], "model_steps": dist["model_steps"],
-                                 "seconds": dist["seconds"]},
+                                 "forward_steps": dist["forward_steps"], "seconds": dist["seconds"]},
                   "evaluation_seconds": done["baseline"]["seconds"] + done["gate"]["seconds"],
                   "imagined_per_real_step": dist["imagined_per_real_step"],
                   "model_steps_per_real_step": (adapt["model_steps"] + dist["model_steps"]) / real},
@@ -84,6 +84,8 @@ def markdown(s: dict[str, Any]) -> str:
             f"| adapt | {c['adapt']['updates']} | {c['adapt']['model_steps']:,} | {c['adapt']['seconds']:.1f} |",
             f"| {phase} | {c[phase]['updates']} | {c[phase]['model_steps']:,} | {c[phase]['seconds']:.1f} |",
             f"| evaluation | | | {c['evaluation_seconds']:.1f} |", "",
+            f"Phase 3 in forward-pass equivalents (a backpropagated model step counts 3; the control is matched "
+            f"on these): {c[phase]['forward_steps']:,}.", "",
             f"Imagined model steps of rehearsal per real recorded env step: **{c['imagined_per_real_step']:.1f}**; "
             f"all model steps (adapt unroll included) per real recorded step: {c['model_steps_per_real_step']:.1f}.",
             "", "## Model fit on held-out recorded data, by unroll depth", "",

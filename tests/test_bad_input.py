@@ -43,6 +43,7 @@ def places(tmp_path_factory):
   root = tmp_path_factory.mktemp("bad-input")
   run = root / "run"
   train(config_lib.load("debug", ["total_env_steps=400", "stop_return=inf"]), run, console=False)
+  assert cli.main(["play", "--checkpoint", str(run), "--steps", "40", "--envs", "2", "--out", str(root / "exp")]) == 0
   (root / "file").write_text("not a directory\n")
   (root / "other").mkdir()
   (root / "other" / "notes.txt").write_text("someone's files\n")
@@ -58,12 +59,12 @@ def places(tmp_path_factory):
   shutil.copytree(run, future)
   meta = next((future / "checkpoints").glob("*/meta/metadata"))
   meta.write_text(json.dumps({**json.loads(meta.read_text()), "format_version": 99}))
-  return {"RUN": run, "FILE": root / "file", "OTHER": root / "other", "BADTOML": root / "bad.toml",
+  return {"RUN": run, "EXP": root / "exp", "FILE": root / "file", "OTHER": root / "other", "BADTOML": root / "bad.toml",
           "KEYTOML": root / "key.toml", "CORRUPT": corrupt, "FUTURE": future}
 
 
 def _fill(text: str, places: dict[str, Path]) -> str:
-  return re.sub(r"\b(RUN|FILE|OTHER|BADTOML|KEYTOML|CORRUPT|FUTURE)\b", lambda m: str(places[m.group(1)]), text)
+  return re.sub(r"\b(RUN|EXP|FILE|OTHER|BADTOML|KEYTOML|CORRUPT|FUTURE)\b", lambda m: str(places[m.group(1)]), text)
 
 
 def _digest(path: Path) -> str:

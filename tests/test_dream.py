@@ -169,3 +169,18 @@ def test_without_the_search_bonus_the_teacher_is_the_prior_and_the_weights_barel
   # 1e-5; with the bonus on, the same steps move weights by more than 1e-3.
   assert moved[0.0] < 1e-5, moved
   assert moved[1.0] > 1e-3, moved
+
+
+def test_padded_rings_keep_every_row_in_write_order():
+  # Two rings of 4 slots (slot = row index % 4). Env 0 wrapped: 7 rows written, rows 3..6 kept in slots
+  # [4, 5, 6, 3]; env 1 holds rows 0 and 1.
+  rb = replay_lib.init(2, 8, (1,), np.float32, 2)
+  obs = np.array([[4, 5, 6, 3], [0, 1, 0, 0]], np.float32)[..., None]
+  priority = np.array([[1, 1, 1, 1], [1, 1, 0, 0]], np.float32)
+  rb = rb._replace(rows=rb.rows._replace(obs=jnp.asarray(obs)), priority=jnp.asarray(priority),
+                   head=jnp.array([7, 2], jnp.int32))
+  out = dream._pad_rings(rb, 6)
+  assert out.priority.shape == (2, 6)
+  np.testing.assert_array_equal(np.asarray(out.rows.obs[..., 0]), [[3, 4, 5, 6, 0, 0], [0, 1, 0, 0, 0, 0]])
+  np.testing.assert_array_equal(np.asarray(out.priority), [[1, 1, 1, 1, 0, 0], [1, 1, 0, 0, 0, 0]])
+  np.testing.assert_array_equal(np.asarray(out.head), [4, 2])  # a slot is again its row's index

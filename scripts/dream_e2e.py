@@ -1,0 +1,113 @@
+"""End-to-end measurement of `dreamer dream`: train on task A, record a short stretch of play on task B, dream,
+and compare with the compute-matched control; prints JSON.
+
+Per seed: `dreamer train` on A; `dreamer play` on A (the anchor) and on B; `dreamer dream` with the anchor, and
+the same with `--control` (real-data fine-tuning of the same model-step compute, no imagination). Across
+seeds: the rise of B's policy-only return (dream and control), dream minus control, and the fraction of A's
+policy-only return kept, each with a 95% percentile-bootstrap CI over seeds. Every step skips what a previous
+invocation finished, so the command can be re-issued.
+
+  python scripts/dream_e2e.py --logdir runs/e2e --task-b cartpole:heavy-pole --seeds 0 1 2 --jobs 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from dreamer import stats  # noqa: E402
+from dreamer.bench import commit  # noqa: E402
+
+
+def sh(args: list[str], log: Path, done: Path) -> None:
+  """Runs a dreamer command unless `done` exists; its output goes to `log`."""
+  if done.exists():
+    return
+  with open(log, "w") as f:
+    code = subprocess.run([sys.executable, "-m", "dreamer.cli", *args], stdout=f, stderr=subprocess.STDOUT).returncode
+  if code != 0:
+    raise SystemExit(f"{' '.join(args)} failed with exit code {code}; see {log}")
+
+
+def one_seed(seed: int, a: argparse.Namespace) -> dict:
+  root = Path(a.logdir)
+  run, anchor, rec = root / "A" / f"seed{seed}", root / "rec" / f"A-seed{seed}", root / "rec" / f"B-seed{seed}"
+  for d in (run.parent, rec.parent):
+    d.mkdir(parents=True, exist_ok=True)
+  sh(["train", "--config", a.config, "--seed", str(seed), "--logdir", str(run), "--quiet", "--set",
+      f"world={a.task_a}"], root / f"train-seed{seed}.log", run / "checkpoints")
+  sh(["play", "--checkpoint", str(run), "--steps", str(a.steps), "--seed", str(seed), "--out", str(anchor)],
+     root / f"play-A-seed{seed}.log", anchor / "experience.json")
+  sh(["play", "--checkpoint", str(run), "--world", a.task_b, "--steps", str(a.steps), "--seed", str(seed),
+      "--out", str(rec)], root / f"play-B-seed{seed}.log", rec / "experience.json")
+  out = {}
+  for mode in ("dream", "control"):
+    d = root / mode / f"seed{seed}"
+    d.parent.mkdir(parents=True, exist_ok=True)
+    extra = ["--control"] if mode == "control" else []
+    sets = [x for s in a.set for x in ("--set", s)]
+    sh(["dream", "--checkpoint", str(run), "--experience", str(rec), "--anchor", str(anchor), "--budget",
+        str(a.budget), "--seed", str(seed), "--out", str(d), "--quiet", *extra, *sets],
+       root / f"{mode}-seed{seed}.log", d / "report.json")
+    out[mode] = json.loads((d / "report.json").read_text())
+  return out
+
+
+def ci(values: list[float]) -> list[float]:
+  v = np.asarray(values, np.float64)
+  low, high = stats.bootstrap_ci([v], rng=np.random.default_rng(0), reps=2000, ci=0.95, names=("mean",))["mean"]
+  return [float(v.mean()), float(low), float(high)]
+
+
+def main() -> None:
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--logdir", required=True)
+  p.add_argument("--config", default="cartpole", help="preset that trains task A (default: cartpole)")
+  p.add_argument("--task-a", default="gym:CartPole-v1")
+  p.add_argument("--task-b", default="cartpole:heavy-pole")
+  p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+  p.add_argument("--steps", type=int, default=2000, help="real env steps recorded on B (and on A, the anchor)")
+  p.add_argument("--budget", type=float, default=1000.0, help="imagined model steps per real recorded step")
+  p.add_argument("--set", action="append", default=[], help="a dream setting for both modes (repeatable)")
+  p.add_argument("--jobs", type=int, default=2)
+  a = p.parse_args()
+  Path(a.logdir).mkdir(parents=True, exist_ok=True)
+  with concurrent.futures.ThreadPoolExecutor(a.jobs) as pool:
+    results = dict(zip(a.seeds, pool.map(lambda s: one_seed(s, a), a.seeds)))
+  rows = {}
+  for seed, r in results.items():
+    row = {}
+    for mode, rep in r.items():
+      b, an = rep["returns"]["experience"]["policy"], rep["returns"]["anchor"]["policy"]
+      row[mode] = {"B_before": b["before"][0], "B_after": b["after"][0], "B_rise": b["change"][0],
+                   "B_search_before": rep["returns"]["experience"]["search"]["before"][0],
+                   "B_search_after": rep["returns"]["experience"]["search"]["after"][0],
+                   "A_before": an["before"][0], "A_after": an["after"][0],
+                   "A_kept": an["after"][0] / an["before"][0] if an["before"][0] else None,
+                   "accepted": rep["accepted"], "model_steps": sum(v["model_steps"] for k, v in rep["compute"].items()
+                                                                   if isinstance(v, dict)),
+                   "seconds": sum(v["seconds"] for k, v in rep["compute"].items() if isinstance(v, dict))}
+    rows[seed] = row
+  seeds = list(rows)
+  summary = {
+      "commit": commit(), "task_a": a.task_a, "task_b": a.task_b, "steps": a.steps, "budget": a.budget,
+      "settings": a.set, "per_seed": rows,
+      "dream_B_rise": ci([rows[s]["dream"]["B_rise"] for s in seeds]),
+      "control_B_rise": ci([rows[s]["control"]["B_rise"] for s in seeds]),
+      "dream_minus_control_B": ci([rows[s]["dream"]["B_after"] - rows[s]["control"]["B_after"] for s in seeds]),
+      "dream_A_kept": ci([rows[s]["dream"]["A_kept"] for s in seeds]),
+      "control_A_kept": ci([rows[s]["control"]["A_kept"] for s in seeds]),
+  }
+  print(json.dumps(summary, indent=1))
+
+
+if __name__ == "__main__":
+  main()
