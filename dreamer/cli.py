@@ -151,7 +151,7 @@ def _parser() -> argparse.ArgumentParser:
       description="Adapt the checkpoint's model to the recorded experience, rehearse inside it with Gumbel "
                   "search from recorded states, distil the search targets into the policy (keeping the anchor "
                   "task's policy with a KL term), and accept the new weights only if the experience world's "
-                  "policy-only return rose and the anchor world's kept 95%%. Writes a checkpoint and a report "
+                  "policy-only return rose and the anchor world's kept anchor_keep (95%%). Writes a checkpoint and a report "
                   "(report.md, report.json, PNGs) to --out; re-issue the same command to resume.")
   dr.add_argument("--checkpoint", required=True, metavar="DIR", help="a run directory or checkpoints/<step>")
   dr.add_argument("--experience", required=True, metavar="DIR", help="an experience recorded by dreamer play")
@@ -429,8 +429,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"dreamer: error: {e}", file=sys.stderr)
     return 1
   except KeyboardInterrupt:
-    print("dreamer: interrupted; the newest complete checkpoint is kept (resume with dreamer train --logdir DIR)",
-          file=sys.stderr)
+    print("dreamer: interrupted; what was complete is kept (resume with dreamer train --logdir DIR, or re-issue "
+          "the same dreamer dream command)", file=sys.stderr)
     return 130
   except Exception as e:
     from dreamer.train import Diverged  # the training code is imported only when needed

@@ -181,19 +181,20 @@ def update(state: DistilState, teacher: Params, base: Params, rb: replay_lib.Rep
 
 
 def model_steps_per_update(dream, *, anchor: bool) -> int:
-  """Imagined model steps (dynamics calls on one sample) of one update: the rollout in the teacher's and the
-  student's models (2 R (H-1)), the teacher's search (R H simulations), the student's gradient unroll
-  (R (H-1)). Anchor states are only represented, not imagined."""
+  """Imagined model steps (dynamics calls on one sample) of one update: the rollout in the teacher's model
+  (R (H-1)) and in the student's (R (H-2): its last step is never read, and the compiler drops it), the
+  teacher's search (R H simulations), the student's gradient unroll (R (H-1)). Anchor states are only
+  represented, not imagined."""
   del anchor
   r, h = dream.roots, dream.horizon
-  return 3 * r * (h - 1) + r * h * dream.num_simulations
+  return 2 * r * (h - 1) + r * max(h - 2, 0) + r * h * dream.num_simulations
 
 
 def forward_steps_per_update(dream) -> int:
   """`model_steps_per_update` in forward-pass equivalents: a model step that is also backpropagated (the
   student's gradient unroll) counts 3 (forward and backward), the rest 1. The control is matched on these."""
   r, h = dream.roots, dream.horizon
-  return 2 * r * (h - 1) + 3 * r * (h - 1) + r * h * dream.num_simulations
+  return r * (h - 1) + r * max(h - 2, 0) + 3 * r * (h - 1) + r * h * dream.num_simulations
 
 
 def make_distil_chunk(model: Model, config: Config, optimizer, dream, *, anchor: bool):

@@ -24,6 +24,7 @@ import functools
 import json
 import math
 import os
+import shutil
 import sys
 import time
 import warnings
@@ -163,18 +164,22 @@ def _say(console: bool, text: str) -> None:
     print(f"dreamer dream: {text}", file=sys.stderr, flush=True)
 
 
-def _save_tree(path: Path, tree: Any) -> None:
-  """Every leaf of `tree` in one .npz (atomic)."""
+def _save_tree(path: Path, tree: Any, info: dict[str, Any] | None = None) -> None:
+  """Every leaf of `tree`, and `info` (JSON), in one .npz written atomically: a snapshot and its counters
+  can never disagree."""
   flat = {k: np.asarray(v) for k, v in ckpt_lib.flatten(tree).items()}
+  flat["__info__"] = np.array(json.dumps(info or {}))
   tmp = path.with_suffix(".tmp.npz")
   with open(tmp, "wb") as f:
     np.savez(f, **flat)
   os.replace(tmp, path)
 
 
-def _load_tree(path: Path, like: Any) -> Any:
+def _load_tree(path: Path, like: Any) -> tuple[Any, dict[str, Any]]:
+  """(tree shaped like `like`, info) of a `_save_tree` file."""
   with np.load(path) as npz:
-    return jax.device_put(ckpt_lib.unflatten(like, {k: npz[k] for k in npz.files}))
+    info = json.loads(str(npz["__info__"]))
+    return jax.device_put(ckpt_lib.unflatten(like, {k: npz[k] for k in npz.files if k != "__info__"})), info
 
 
 class Job:
@@ -218,27 +223,34 @@ class Job:
     self._replays()
 
   def _replays(self) -> None:
-    """Training and held-out replays of the experience and the anchor (equal rings, so they concatenate)."""
-    recs = [self.exp] + ([self.anchor] if self.anchor else [])
-    ring = 2 * max(r.steps for r in recs) + 8  # every step, plus a final row per episode end
-    if self.dc.adapt_replay:  # the checkpoint's rings are concatenated with these: one length for all
-      old = jax.device_put(self.saved.state["replay"])
-      ring = max(ring, old.priority.shape[1])
+    """Training and held-out replays of the experience and the anchor, each ring as long as its recording
+    needs; the mixed replay of adaptation pads them to one length (the checkpoint's, with `adapt_replay`) and
+    gives every row one priority, so that sampling follows each source's share of the rows."""
+    stack = self.config.frame_stack
     parts = {}
     for name, rec in (("exp", self.exp), ("anchor", self.anchor)):
       if rec is None:
         continue
+      ring = 2 * rec.steps + 8  # every step, plus a final row per episode end
       empty = lambda: replay_lib.init(rec.num_envs, rec.num_envs * ring, self.spec.obs_shape,  # noqa: E731
                                       self.spec.obs_dtype, self.spec.num_actions)
       cut = exp_lib.split_steps(rec.steps, self.dc.holdout)
       parts[name] = exp_lib.to_replay(rec, self.agent.add, empty(), start=0, stop=cut)
-      parts[f"{name}_held"] = (exp_lib.to_replay(rec, self.agent.add, empty(), start=cut, stop=rec.steps)
-                               if cut < rec.steps else None)
+      held = None
+      if cut < rec.steps:
+        held = exp_lib.to_replay(rec, self.agent.add, empty(), start=cut, stop=rec.steps)
+        # The tail starts mid-episode: its first S-1 rows lack their earlier frames.
+        held = held._replace(priority=held.priority.at[:, :stack - 1].set(0.0))
+      parts[f"{name}_held"] = held
     self.rb_exp, self.rb_exp_held = parts["exp"], parts["exp_held"]
     self.rb_anchor, self.rb_anchor_held = parts.get("anchor"), parts.get("anchor_held")
-    self.rb_mixed = self.rb_exp if self.rb_anchor is None else _concat(self.rb_exp, self.rb_anchor)
+    sources = [self.rb_exp] + ([self.rb_anchor] if self.rb_anchor is not None else [])
     if self.dc.adapt_replay:
-      self.rb_mixed = _concat(self.rb_mixed, _pad_rings(old, ring))
+      sources.append(jax.device_put(self.saved.state["replay"]))
+    ring = max(rb.priority.shape[1] for rb in sources)
+    mixed = sources[0] if len(sources) == 1 else functools.reduce(_concat, [_pad_rings(rb, ring) for rb in sources])
+    self.rb_mixed = mixed._replace(priority=jnp.where(mixed.priority > 0, 1.0, 0.0).astype(jnp.float32),
+                                   max_priority=jnp.ones((), jnp.float32))
 
   def world(self, world_id: str, episodes: int, seed: int):
     kwargs = config_lib.world_kwargs(dataclasses.replace(self.config, world=world_id), train=False)
@@ -335,6 +347,8 @@ def _learner_chunk(job: Job, updates: int, train: str):
   config = dataclasses.replace(job.learn_config, updates_per_chunk=updates)
   optimizer = learner_lib.make_optimizer(config)
   if train == "model":
+    if job.config.norm == "batch":  # the learner would still move the frozen parts' running averages
+      raise ConfigError("adapt_train 'model' needs norm 'layer'; with BatchNorm use --set adapt_train=all")
     labels = jax.tree.map(lambda m: "learn" if m else "freeze", distil_lib.part_mask(job.base, distil_lib.MODEL_PARTS))
     optimizer = optax.multi_transform({"learn": optimizer, "freeze": optax.set_to_zero()}, labels)
   return optimizer, learner_lib.make_train_chunk(job.model, config, optimizer)
@@ -353,8 +367,8 @@ def adapt(job: Job, out: Path, *, console: bool) -> dict[str, Any]:
   rb = jax.tree.map(jnp.copy, job.rb_mixed)
   best_params, progress = jax.tree.map(jnp.copy, job.base), {"updates": 0, "best": None, "best_at": 0, "history": []}
   if snap.exists():
-    state, rb, best_params = _load_tree(snap, (state, rb, best_params))
-    progress = json.loads((out / "phases" / "adapt.json").read_text())
+    (state, priority, best_params), progress = _load_tree(snap, (state, rb.priority, best_params))
+    rb = rb._replace(priority=priority, max_priority=jnp.maximum(rb.max_priority, jnp.max(priority)))
     _say(console, f"[2/5 adapt] resuming at update {progress['updates']}")
   if progress["best"] is None:
     fit = model_fit(job, job.base, held)
@@ -373,8 +387,9 @@ def adapt(job: Job, out: Path, *, console: bool) -> dict[str, Any]:
       best_params = jax.tree.map(jnp.copy, state.params)
     _say(console, f"[2/5 adapt] update {progress['updates']}/{dc.adapt_updates}: train loss {loss:.4f}, held-out "
                   f"model loss {fit['score']:.4f} (best {progress['best']:.4f} at update {progress['best_at']})")
-    _save_tree(snap, (state, rb, best_params))
-    (out / "phases" / "adapt.json").write_text(json.dumps(progress))
+    progress["seconds"] = progress.get("seconds", 0.0) + time.perf_counter() - start
+    start = time.perf_counter()
+    _save_tree(snap, (state, rb.priority, best_params), progress)  # rows are rebuilt from the inputs
   teacher = best_params
   if dc.corrupt_dynamics > 0:
     teacher = corrupt(teacher, dc.corrupt_dynamics, jax.random.PRNGKey(dc.seed + 7))
@@ -386,7 +401,8 @@ def adapt(job: Job, out: Path, *, console: bool) -> dict[str, Any]:
                       "teacher": model_fit(job, teacher, anchor_held)}
   per_update = sum(dreaming.update_steps(job.learn_config).values())
   return {"updates": progress["updates"], "best_at": progress["best_at"], "history": progress["history"],
-          "fit": fits, "model_steps": progress["updates"] * per_update, "seconds": time.perf_counter() - start,
+          "fit": fits, "model_steps": progress["updates"] * per_update,
+          "seconds": progress.get("seconds", 0.0) + time.perf_counter() - start,
           "corrupt_dynamics": dc.corrupt_dynamics}
 
 
@@ -441,17 +457,17 @@ def distil(job: Job, out: Path, *, console: bool) -> dict[str, Any]:
   steps); saves the student to phases/student.npz."""
   dc = job.dc
   like = job.base
-  teacher = _load_tree(out / "phases" / "teacher.npz", like)
+  teacher, _ = _load_tree(out / "phases" / "teacher.npz", like)
   updates, per = distil_updates(job)
   before = measure(job, teacher, teacher)
   start = time.perf_counter()
-  snap, info = out / "phases" / "distil.npz", out / "phases" / "distil.json"
+  snap = out / "phases" / "distil.npz"
   if dc.control:
     per_learner = sum(dreaming.update_steps(job.learn_config).values())
     steps = dreaming.update_steps(job.learn_config)
     forward_learner = 3 * steps["unroll"] + steps["reanalyse"]  # the unroll is backpropagated; search is not
-    chunk_n = dc.adapt_eval_every
-    total = math.ceil(updates * distil_lib.forward_steps_per_update(dc) / forward_learner / chunk_n) * chunk_n
+    total = max(1, round(updates * distil_lib.forward_steps_per_update(dc) / forward_learner))
+    chunk_n = math.gcd(total, dc.adapt_eval_every)  # chunks that add up to the total exactly
     optimizer, chunk = _learner_chunk(job, chunk_n, "all")
     # From the teacher (the end of adaptation), every parameter, on the same mixed replay; copies, because the
     # chunk donates its state and replay.
@@ -459,16 +475,17 @@ def distil(job: Job, out: Path, *, console: bool) -> dict[str, Any]:
     rb = jax.tree.map(jnp.copy, job.rb_mixed)
     progress = {"updates": 0, "history": []}
     if snap.exists():
-      state, rb = _load_tree(snap, (state, rb))
-      progress = json.loads(info.read_text())
+      (state, priority), progress = _load_tree(snap, (state, rb.priority))
+      rb = rb._replace(priority=priority, max_priority=jnp.maximum(rb.max_priority, jnp.max(priority)))
     while progress["updates"] < total:
       state, rb, metrics = chunk(state, rb, jnp.int32(job.learn_config.total_env_steps))
       progress["updates"] += chunk_n
       loss = float(np.mean(np.asarray(metrics["loss/total"])))
       progress["history"].append({"updates": progress["updates"], "loss": loss})
       _say(console, f"[3/5 control] update {progress['updates']}/{total}: real-data loss {loss:.4f}")
-      _save_tree(snap, (state, rb))
-      info.write_text(json.dumps(progress))
+      progress["seconds"] = progress.get("seconds", 0.0) + time.perf_counter() - start
+      start = time.perf_counter()
+      _save_tree(snap, (state, rb.priority), progress)
     student, model_steps = state.params, total * per_learner
   else:
     optimizer = distil_lib.make_optimizer(learning_rate=dc.distil_learning_rate, train=dc.train, params=teacher)
@@ -477,8 +494,7 @@ def distil(job: Job, out: Path, *, console: bool) -> dict[str, Any]:
                                    jax.random.PRNGKey(dc.seed + 2), jnp.int32(0))
     progress = {"updates": 0, "history": []}
     if snap.exists():
-      state = _load_tree(snap, state)
-      progress = json.loads(info.read_text())
+      state, progress = _load_tree(snap, state)
     anchor_rb = job.rb_anchor if job.rb_anchor is not None else job.rb_exp
     while progress["updates"] < updates:
       state, metrics = chunk(state, teacher, job.base, job.rb_exp, anchor_rb)
@@ -489,8 +505,9 @@ def distil(job: Job, out: Path, *, console: bool) -> dict[str, Any]:
       drift = f", anchor drift {row['anchor_drift']:.4f}" if "anchor_drift" in row else ""
       _say(console, f"[3/5 distil] update {progress['updates']}/{updates}: teacher KL {row['teacher_kl']:.4f}, "
                     f"kept {row['kept']:.2f}{drift}")
-      _save_tree(snap, state)
-      info.write_text(json.dumps(progress))
+      progress["seconds"] = progress.get("seconds", 0.0) + time.perf_counter() - start
+      start = time.perf_counter()
+      _save_tree(snap, state, progress)
     student, model_steps = state.params, updates * per
   _save_tree(out / "phases" / "student.npz", student)
   after = measure(job, student, teacher)
@@ -500,7 +517,7 @@ def distil(job: Job, out: Path, *, console: bool) -> dict[str, Any]:
           "forward_steps": (total * forward_learner if dc.control
                             else updates * distil_lib.forward_steps_per_update(dc)),
           "imagined_per_real_step": 0.0 if dc.control else model_steps / real,
-          "before": before, "after": after, "seconds": time.perf_counter() - start}
+          "before": before, "after": after, "seconds": progress.get("seconds", 0.0) + time.perf_counter() - start}
 
 
 def gate(job: Job, baseline: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
@@ -514,11 +531,12 @@ def gate(job: Job, baseline: dict[str, Any], after: dict[str, Any]) -> dict[str,
     reasons.append(f"the experience world's policy-only return did not rise ({exp_before:.2f} -> {exp_after:.2f})")
   if "anchor" in baseline:
     a_before, a_after = np.mean(baseline["anchor"]["policy"]), np.mean(after["anchor"]["policy"])
-    kept = a_after / a_before if a_before > 0 else (1.0 if a_after >= a_before else 0.0)
-    ok = a_after >= job.dc.anchor_keep * a_before
+    # Losing at most (1 - anchor_keep) of |baseline| reads the same for negative returns (Pong's -20).
+    ok = a_after - a_before >= -(1.0 - job.dc.anchor_keep) * abs(a_before)
     accept &= bool(ok)
-    reasons.append(f"the anchor world kept {100 * kept:.1f}% of its policy-only return ({a_before:.2f} -> "
-                   f"{a_after:.2f}; at least {100 * job.dc.anchor_keep:.0f}% required)")
+    reasons.append(f"the anchor world's policy-only return went {a_before:.2f} -> {a_after:.2f} ("
+                   f"{'within' if ok else 'beyond'} the allowed loss of {100 * (1 - job.dc.anchor_keep):.0f}% of "
+                   f"|{a_before:.2f}|)")
   return {"accepted": bool(accept), "reasons": reasons}
 
 
@@ -541,7 +559,9 @@ def _prepare(out: Path, inputs: dict[str, Any], settings: dict[str, Any]) -> dic
   if out.is_dir() and any(out.iterdir()):
     raise ConfigError(f"--out {str(out)!r} is a non-empty directory that holds no dream job; give a new directory")
   (out / "phases").mkdir(parents=True, exist_ok=True)
-  return {"version": VERSION, "inputs": inputs, "settings": settings, "done": {}}
+  state = {"version": VERSION, "inputs": inputs, "settings": settings, "done": {}}
+  _write_state(out, state)  # from here on, the directory is this job's: a re-issue resumes it
+  return state
 
 
 def _write_state(out: Path, state: dict[str, Any]) -> None:
@@ -554,9 +574,9 @@ def run(checkpoint: str, experience: str, out: str | Path, *, anchor: str | None
         settings: DreamConfig = DreamConfig(), console: bool = True) -> dict[str, Any]:
   """Runs (or resumes) the dream job; returns the report's summary (also out/report.json)."""
   out = Path(out)
-  inputs = {"checkpoint": str(Path(checkpoint).resolve()), "experience": str(Path(experience).resolve()),
-            "anchor": str(Path(anchor).resolve()) if anchor else None}
   job = Job(checkpoint, experience, anchor, settings)
+  inputs = {"checkpoint": str(Path(job.checkpoint).resolve()), "experience": str(Path(experience).resolve()),
+            "anchor": str(Path(anchor).resolve()) if anchor else None}
   state = _prepare(out, inputs, settings.to_dict())
   done = state["done"]
   mode = "control" if job.dc.control else "distil"
@@ -579,7 +599,7 @@ def run(checkpoint: str, experience: str, out: str | Path, *, anchor: str | None
     _say(console, f"[3/5 {mode}] budget {job.dc.dream_ratio:g} imagined model steps per real recorded step = "
                   f"{n} distil updates of {per} model steps")
     finish("distil", distil(job, out, console=console))
-  student = _load_tree(out / "phases" / "student.npz", job.base)
+  student, _ = _load_tree(out / "phases" / "student.npz", job.base)
   if "gate" not in done:
     _say(console, "[4/5 gate] evaluating the new weights")
     t = time.perf_counter()
@@ -604,6 +624,7 @@ def write(job: Job, out: Path, params, state: dict[str, Any]) -> dict[str, Any]:
   it), then the report."""
   saved = job.saved
   learner_state = saved.state["learner"]._replace(target_params=params)
+  shutil.rmtree(out / "checkpoints", ignore_errors=True)  # a redone gate may have decided otherwise
   ckpts = ckpt_lib.Checkpoints(out, keep=1)
   try:
     ckpts.save(saved.step, params, {**saved.state, "learner": learner_state},

@@ -99,7 +99,8 @@ def markdown(s: dict[str, Any]) -> str:
     for k in range(len(ck["value_abs"])):
       pre = "-" if ck["prefix_abs"][k] is None else f"{ck['prefix_abs'][k]:.3f} -> {te['prefix_abs'][k]:.3f}"
       cos = "-" if ck["cosine"][k] is None else f"{ck['cosine'][k]:.3f} -> {te['cosine'][k]:.3f}"
-      lines.append(f"| {k} | {pre} | {ck['value_abs'][k]:.3f} -> {te['value_abs'][k]:.3f} | {cos} |")
+      val = "-" if ck["value_abs"][k] is None else f"{ck['value_abs'][k]:.3f} -> {te['value_abs'][k]:.3f}"
+      lines.append(f"| {k} | {pre} | {val} | {cos} |")
     lines.append("")
   d = s["distil"]
   lines += ["## Distillation", "", "| measure | before phase 3 | after |", "| --- | --- | --- |",

@@ -42,8 +42,9 @@ def one_seed(seed: int, a: argparse.Namespace) -> dict:
   run, anchor, rec = root / "A" / f"seed{seed}", root / "rec" / f"A-seed{seed}", root / "rec" / f"B-seed{seed}"
   for d in (run.parent, rec.parent):
     d.mkdir(parents=True, exist_ok=True)
+  # A finished run is a no-op for dreamer train (a stopped one resumes), so training always runs.
   sh(["train", "--config", a.config, "--seed", str(seed), "--logdir", str(run), "--quiet", "--set",
-      f"world={a.task_a}"], root / f"train-seed{seed}.log", run / "checkpoints")
+      f"world={a.task_a}"], root / f"train-seed{seed}.log", root / "never")
   sh(["play", "--checkpoint", str(run), "--steps", str(a.steps), "--seed", str(seed), "--out", str(anchor)],
      root / f"play-A-seed{seed}.log", anchor / "experience.json")
   sh(["play", "--checkpoint", str(run), "--world", a.task_b, "--steps", str(a.steps), "--seed", str(seed),
