@@ -84,6 +84,7 @@ def test_bad_input_is_one_clear_line(tmp_path):
     compare.load_run(tmp_path / "unfinished")
 
 
+@pytest.mark.slow
 def test_grid_end_to_end(tmp_path):
   """A grid of two configurations of the debug preset run as subprocesses, two at a time; then re-issued
   (nothing reruns)."""

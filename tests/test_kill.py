@@ -56,6 +56,7 @@ def straight(tmp_path_factory):
   return run_dir, train(config_lib.load("debug", OVERRIDES), run_dir, console=False)
 
 
+@pytest.mark.slow
 def test_sigkill_at_several_points_then_resume_ends_where_an_unkilled_run_ends(straight, tmp_path):
   run = tmp_path / "run"
   resumes = []  # what each restart must resume from: the newest complete checkpoint at the kill

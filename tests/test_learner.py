@@ -3,6 +3,7 @@
 import functools
 
 import jax
+import pytest
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -39,6 +40,7 @@ def _filled(config, steps=60, seed=0):
   return agent, state, rb
 
 
+@pytest.mark.slow
 def test_jitted_update_equals_unjitted():
   config = config_lib.Config(**{**SMALL, "batch_size": 4, "num_simulations": 2}, reanalyze_fraction=0.5,
                              td_age_steps=50)
@@ -58,6 +60,21 @@ def test_jitted_update_equals_unjitted():
            for a, b in zip(jax.tree.leaves(fast_state.params), jax.tree.leaves(state.params))]
   assert max(moved) > 1e-4
   assert not np.array_equal(np.asarray(fast_rb.priority), np.asarray(rb.priority))
+
+
+def test_jitted_update_equals_unjitted_without_search():
+  # The fast twin of the slow test above: reanalysis off, so no search runs inside the update.
+  config = config_lib.Config(**{**SMALL, "batch_size": 4}, td_age_steps=50)
+  agent, state, rb = _filled(config)
+  step = functools.partial(learner.update, model=agent.model, config=config, optimizer=agent.optimizer)
+  fast_state, fast_rb, fast_aux = jax.jit(step)(state, rb, jnp.int32(240))
+  with jax.disable_jit():
+    slow_state, slow_rb, slow_aux = step(state, rb, jnp.int32(240))
+  for fast, slow in zip(jax.tree.leaves(fast_state.params), jax.tree.leaves(slow_state.params)):
+    np.testing.assert_allclose(fast, slow, rtol=2e-4, atol=2e-6)
+  np.testing.assert_allclose(fast_rb.priority, slow_rb.priority, rtol=2e-4, atol=1e-6)
+  for key in fast_aux:
+    np.testing.assert_allclose(fast_aux[key], slow_aux[key], rtol=2e-4, atol=1e-5)
 
 
 def test_losses_fall_when_overfitting_one_batch():
