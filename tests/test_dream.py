@@ -136,6 +136,7 @@ def test_corrupted_dynamics_is_rejected_by_the_gate(reset_run):
     np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_without_the_search_bonus_the_teacher_is_the_prior_and_the_weights_barely_move(debug_run, reset_run):
   _, run_dir, _ = debug_run
   _, reset, rec = reset_run

@@ -25,7 +25,8 @@ def test_planned_ratio_by_hand():
   assert dreaming.planned_ratio(none) == {"act": 0.0, "reanalyse": 0.0, "unroll": 12.0, "total": 12.0}
 
 
-@pytest.mark.parametrize("search", ["gumbel", "puct", "none"])
+@pytest.mark.parametrize("search", ["gumbel", pytest.param("puct", marks=pytest.mark.slow),
+                                    pytest.param("none", marks=pytest.mark.slow)])
 def test_logged_dreams_equal_a_hand_count_and_the_dynamics_calls_made(search, tmp_path, monkeypatch):
   made = []  # samples passed through the dynamics network, counted when the compiled code runs
   call = Model.call  # every network call of search, acting and learning passes here

@@ -112,6 +112,7 @@ def test_sigkill_at_several_points_then_resume_ends_where_an_unkilled_run_ends(s
   assert_same_state(load_checkpoint(straight_dir), load_checkpoint(run))
 
 
+@pytest.mark.slow
 def test_sigterm_writes_a_checkpoint_and_exits_143_then_resumes(tmp_path):
   run = tmp_path / "run"
   proc = _start(run)

@@ -62,6 +62,7 @@ def test_jitted_update_equals_unjitted():
   assert not np.array_equal(np.asarray(fast_rb.priority), np.asarray(rb.priority))
 
 
+@pytest.mark.slow
 def test_jitted_update_equals_unjitted_without_search():
   # The fast twin of the slow test above: reanalysis off, so no search runs inside the update.
   config = config_lib.Config(**{**SMALL, "batch_size": 4}, td_age_steps=50)
@@ -103,6 +104,7 @@ def test_losses_fall_when_overfitting_one_batch():
   assert after["loss/total"] < 0.5 * before["loss/total"]
 
 
+@pytest.mark.slow
 def test_chunk_syncs_target_network_every_interval():
   config = config_lib.Config(**{**SMALL, "updates_per_chunk": 3, "target_update_interval": 3})
   agent, state, rb = _filled(config)
@@ -189,8 +191,9 @@ def test_batchnorm_update_keeps_the_forward_pass_running_averages_untouched_by_t
   new, _, _ = step(state, rb, env_step)
   # The same batch and forward pass, by hand.
   _, batch_key = jax.random.split(state.rng_key)
-  batch, _ = learner.make_batch(state, rb, batch_key, env_step, model=agent.model, config=config)
-  _, aux = learner.loss_fn(state.params, batch, model=agent.model, config=config)
+  batch, _ = jax.jit(functools.partial(learner.make_batch, model=agent.model, config=config))(
+      state, rb, batch_key, env_step)
+  _, aux = jax.jit(functools.partial(learner.loss_fn, model=agent.model, config=config))(state.params, batch)
   stats = jax.tree.leaves(_bn_state(new))
   for got, want, init in zip(stats, jax.tree.leaves(aux["moved"]), jax.tree.leaves(_bn_state(state))):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

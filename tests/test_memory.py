@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from dreamer.logger import read_metrics
 
 CAPACITY = 800        # replay rows; 8 envs fill it in 100 iterations (800 env steps)
@@ -15,6 +17,7 @@ WARM = 1600           # by then the buffer is full and every program (act, learn
 BOUND_MB = {0: 16.0, 64: 32.0}  # checkpoint_every_updates -> MB
 
 
+@pytest.mark.slow
 def test_rss_stays_within_bound_after_replay_is_full(tmp_path):
   procs = {}
   for every in BOUND_MB:  # both runs at once, one per core

@@ -86,6 +86,7 @@ def test_unreadable_newest_checkpoint_is_reported_and_the_previous_one_used(stra
   assert_same_state(load_checkpoint(run_dir), load_checkpoint(copy))
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
   train(_config(), tmp_path, console=False, stop_after_updates=32)
   good = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir())
@@ -125,6 +126,7 @@ def _mount_tmpfs(where: Path, size: str) -> bool:
   return ok
 
 
+@pytest.mark.slow
 def test_full_disk_is_a_clear_error_that_corrupts_nothing(tmp_path):
   disk = tmp_path / "disk"
   if not _mount_tmpfs(disk, "1200k"):
