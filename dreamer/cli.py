@@ -368,14 +368,15 @@ def _play(args: argparse.Namespace) -> int:
   config = dataclasses.replace(config, search="none") if args.policy else config
   act = actor_lib.make_act(model, config)
   temperature = config.temperatures[-1] if args.temperature is None else args.temperature
-  keys = iter(jax.random.split(jax.random.PRNGKey(args.seed), -(-args.steps // args.envs)))
+  steps = -(-args.steps // args.envs)  # per env, rounded up
+  keys = iter(jax.random.split(jax.random.PRNGKey(args.seed), steps))
 
   def choose(obs):
     o = act(params, obs, next(keys), temperature)
     return o.action, o.policy, o.value
 
   t = time.perf_counter()
-  arrays = experience.record(world, choose, steps=-(-args.steps // args.envs), seed=args.seed,
+  arrays = experience.record(world, choose, steps=steps, seed=args.seed,
                              stack=config.frame_stack)
   world.close()
   games = arrays["game_returns"]

@@ -262,12 +262,6 @@ def _step_values(xs: np.ndarray, ys: np.ndarray, grid: np.ndarray) -> np.ndarray
   return np.where(idx >= 0, ys[np.maximum(idx, 0)], np.nan)
 
 
-def _mean_ci(values: np.ndarray, rng: np.random.Generator, reps: int) -> tuple[float, float, float]:
-  """Mean over seeds and its 95% percentile-bootstrap interval (seeds resampled with replacement)."""
-  low, high = stats.bootstrap_ci([values], rng=rng, reps=reps, ci=CI, names=("mean",))["mean"]
-  return float(np.mean(values)), low, high
-
-
 def _band(per_run: np.ndarray, rng: np.random.Generator, reps: int) -> dict[str, list[float | None]]:
   """per_run f64[runs, points] -> mean and CI band per point, where every run has a value (else None)."""
   mean, low, high = [], [], []
@@ -275,7 +269,7 @@ def _band(per_run: np.ndarray, rng: np.random.Generator, reps: int) -> dict[str,
     if np.isnan(column).any():
       mean.append(None), low.append(None), high.append(None)
       continue
-    m, lo, hi = _mean_ci(column, rng, reps)
+    m, lo, hi = stats.mean_ci(column, rng=rng, reps=reps, ci=CI)
     mean.append(m), low.append(lo), high.append(hi)
   return {"mean": mean, "low": low, "high": high}
 
@@ -306,7 +300,8 @@ def summarize(runs: Sequence[RunData], *, threshold: float | None, reps: int = 2
       final_policy = np.array([r.policy[-1] for r in members])
       entry = {
           "seeds": [r.config["seed"] for r in members], "runs": [str(r.path) for r in members],
-          "final_search": _mean_ci(final_search, rng, reps), "final_policy": _mean_ci(final_policy, rng, reps),
+          "final_search": stats.mean_ci(final_search, rng=rng, reps=reps, ci=CI),
+          "final_policy": stats.mean_ci(final_policy, rng=rng, reps=reps, ci=CI),
           "final_search_per_seed": final_search.tolist(), "final_policy_per_seed": final_policy.tolist(),
           "env_steps": [r.env_steps for r in members], "wall_s": [r.wall_s for r in members],
           "dream_ratio": float(np.mean([r.dream["dream/ratio"] for r in members])),

@@ -180,12 +180,11 @@ def update(state: DistilState, teacher: Params, base: Params, rb: replay_lib.Rep
   return DistilState(params, opt_state, key, state.updates + 1), aux
 
 
-def model_steps_per_update(dream, *, anchor: bool) -> int:
+def model_steps_per_update(dream) -> int:
   """Imagined model steps (dynamics calls on one sample) of one update: the rollout in the teacher's model
   (R (H-1)) and in the student's (R (H-2): its last step is never read, and the compiler drops it), the
   teacher's search (R H simulations), the student's gradient unroll (R (H-1)). Anchor states are only
   represented, not imagined."""
-  del anchor
   r, h = dream.roots, dream.horizon
   return 2 * r * (h - 1) + r * max(h - 2, 0) + r * h * dream.num_simulations
 

@@ -419,7 +419,7 @@ def corrupt(params, scale: float, rng_key: jax.Array):
 def distil_updates(job: Job) -> tuple[int, int]:
   """(updates, model steps per update) of the distil phase: the budget, rounded up to whole chunks."""
   dc = job.dc
-  per = distil_lib.model_steps_per_update(dc, anchor=job.anchor is not None)
+  per = distil_lib.model_steps_per_update(dc)
   updates = max(1, math.ceil(dc.dream_ratio * job.exp.meta["env_steps"] / per))
   return math.ceil(updates / dc.updates_per_chunk) * dc.updates_per_chunk, per
 
@@ -463,8 +463,8 @@ def distil(job: Job, out: Path, *, console: bool) -> dict[str, Any]:
   start = time.perf_counter()
   snap = out / "phases" / "distil.npz"
   if dc.control:
-    per_learner = sum(dreaming.update_steps(job.learn_config).values())
     steps = dreaming.update_steps(job.learn_config)
+    per_learner = sum(steps.values())
     forward_learner = 3 * steps["unroll"] + steps["reanalyse"]  # the unroll is backpropagated; search is not
     total = max(1, round(updates * distil_lib.forward_steps_per_update(dc) / forward_learner))
     chunk_n = math.gcd(total, dc.adapt_eval_every)  # chunks that add up to the total exactly

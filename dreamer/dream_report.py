@@ -16,12 +16,9 @@ import numpy as np  # noqa: E402
 from dreamer import stats  # noqa: E402
 
 
-def _mean_ci(values, seed: int = 0) -> list[float]:
+def _mean_ci(values) -> list[float]:
   """[mean, low, high]: the mean of per-episode returns and its 95% percentile-bootstrap interval."""
-  values = np.asarray(values, np.float64)
-  low, high = stats.bootstrap_ci([values], rng=np.random.default_rng(seed), reps=2000, ci=0.95,
-                                 names=("mean",))["mean"]
-  return [float(values.mean()), float(low), float(high)]
+  return list(stats.mean_ci(values, rng=np.random.default_rng(0)))
 
 
 def summary(job, state: dict[str, Any]) -> dict[str, Any]:
@@ -69,7 +66,7 @@ def markdown(s: dict[str, Any]) -> str:
            + ("" if s["accepted"] else " (the original weights)"),
            f"- experience: `{s['experience']['world']}`, {s['experience']['env_steps']} real env steps "
            f"({s['experience']['games']} games ended)",
-           f"- anchor: " + (f"`{s['anchor']['world']}`, {s['anchor']['env_steps']} env steps" if s["anchor"] else "none"),
+           "- anchor: " + (f"`{s['anchor']['world']}`, {s['anchor']['env_steps']} env steps" if s["anchor"] else "none"),
            f"- phase 3: {'compute-matched control (real-data fine-tuning, no imagination)' if s['distil']['mode'] == 'control' else 'rehearse + distil'}",
            "", "## Returns (mean over evaluation episodes, 95% bootstrap CI; change is paired by episode)", "",
            "| world | acting | before | after | change |", "| --- | --- | --- | --- | --- |"]

@@ -225,3 +225,12 @@ def bootstrap_ci(scores: ScoreSet, *, rng: np.random.Generator, reps: int = 2000
   dist = bootstrap_distribution(scores, rng=rng, reps=reps, names=names, gamma=gamma, chunk_reps=chunk_reps)
   q = [100 * (1 - ci) / 2, 100 * (1 + ci) / 2]
   return {name: tuple(float(v) for v in np.percentile(values, q)) for name, values in dist.items()}
+
+
+def mean_ci(values: np.ndarray, *, rng: np.random.Generator, reps: int = 2000,
+            ci: float = 0.95) -> tuple[float, float, float]:
+  """(mean, low, high): the mean of one set of values (runs, seeds or episodes) and its percentile-bootstrap
+  interval (the values resampled with replacement)."""
+  values = np.asarray(values, np.float64)
+  low, high = bootstrap_ci([values], rng=rng, reps=reps, ci=ci, names=("mean",))["mean"]
+  return float(values.mean()), low, high

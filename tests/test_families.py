@@ -274,27 +274,11 @@ def test_chain_mirror_is_the_chain_with_actions_swapped():
 # ------------------------------------------------------------------ errors
 
 
-@pytest.mark.parametrize(
-    "world_id, must_contain",
-    [
-        ("cartpole:long-pol", ["no such CartPole variant", "did you mean 'cartpole:long-pole'"]),
-        ("cartpole:reverse", ["no such CartPole variant", "did you mean 'cartpole:reversed'"]),
-        ("cartpole:heavy", ["did you mean 'cartpole:heavy-pole'"]),
-        ("cartpol:base", ["no world family 'cartpol'", "did you mean 'cartpole:base'"]),
-        ("toy:chain-mirorr", ["no such toy world", "did you mean 'toy:chain-mirror'"]),
-        ("toy:chain-mirror-2", ["a chain needs n >= 3 cells, got 2"]),
-    ],
-)
-def test_unknown_members_one_clear_line(world_id, must_contain):
-    with pytest.raises(ValueError) as e:
-        worlds.make(world_id, num_envs=1)
-    msg = str(e.value)
-    assert "\n" not in msg
-    assert msg.startswith(f"unknown world '{world_id}'")
-    assert "Available: toy:chain, toy:chain-<n>, gym:" in msg
-    assert "cartpole:long-pole" in msg and msg.endswith("toy:chain-mirror, toy:chain-mirror-<n>")
-    for s in must_contain:
-        assert s in msg
+def test_new_ids_are_listed_after_the_old_ones():
+    # Unknown ids of these families are checked with the others in tests/test_worlds.py.
+    listed = ", ".join(worlds.available())
+    assert listed.startswith("toy:chain, toy:chain-<n>, gym:")
+    assert "cartpole:long-pole" in listed and listed.endswith("toy:chain-mirror, toy:chain-mirror-<n>")
 
 
 def test_unknown_member_without_a_close_name_suggests_nothing():

@@ -6,9 +6,8 @@ import json
 import pytest
 
 import worlds
-from dreamer import cli, config as config_lib
+from dreamer import cli
 from dreamer.logger import read_metrics
-from dreamer.train import train
 
 
 def test_debug_preset_reaches_optimal_return_within_60s(debug_run):

@@ -204,6 +204,12 @@ def test_registry_resolves_ids():
         ("atari:Pongg", ["no such Atari game", "did you mean 'atari:Pong'"]),
         ("toy:chian", ["did you mean 'toy:chain'"]),
         ("toy:chain-2", ["n >= 3"]),
+        ("cartpole:long-pol", ["no such CartPole variant", "did you mean 'cartpole:long-pole'"]),
+        ("cartpole:reverse", ["no such CartPole variant", "did you mean 'cartpole:reversed'"]),
+        ("cartpole:heavy", ["did you mean 'cartpole:heavy-pole'"]),
+        ("cartpol:base", ["no world family 'cartpol'", "did you mean 'cartpole:base'"]),
+        ("toy:chain-mirorr", ["no such toy world", "did you mean 'toy:chain-mirror'"]),
+        ("toy:chain-mirror-2", ["a chain needs n >= 3 cells, got 2"]),
     ],
 )
 def test_registry_unknown_ids_one_clear_line(world_id, must_contain):
