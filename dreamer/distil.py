@@ -24,6 +24,8 @@ from dreamer.networks import Model, Params, zero_lstm_state
 # Top-level modules of the prediction function (policy and value heads and what only they read), in both
 # network families; 'heads' distillation trains only these.
 PREDICTION_PARTS = ("trunk", "policy_head", "value_head", "pred_blocks")
+# The policy head alone: 'policy' distillation leaves every value the search reads exactly as it was.
+POLICY_PARTS = ("policy_head",)
 # Modules of the dynamics function (the next latent; not the value-prefix LSTM and head).
 DYNAMICS_PARTS = ("dyn_",)
 # The world model that adaptation changes by default: dynamics and the value prefix (reward) LSTM and head.
@@ -37,15 +39,18 @@ def part_mask(params: Params, parts: tuple[str, ...]) -> Any:
                 for name, sub in tree.items()} for col, tree in params.items()}
 
 
-def make_optimizer(*, learning_rate: float, train: str, params: Params) -> optax.GradientTransformation:
-  """SGD with momentum 0.9 and a global-norm clip of 5 on the trainable leaves ('heads': the prediction
-  function only; 'all': every learned parameter); the rest, running averages included, never change. SGD
-  rather than Adam: a step is proportional to the gradient, so a teacher that equals the student (zero
-  signal, float noise) leaves the weights where they are instead of stepping each by ~lr."""
-  learned = part_mask(params, PREDICTION_PARTS) if train == "heads" else part_mask(params, ("",))
-  labels = jax.tree.map(lambda m: "learn" if m else "freeze", learned)
+def make_optimizer(*, learning_rate: float, train: str, params: Params, updates: int = 0) -> optax.GradientTransformation:
+  """SGD with momentum 0.9 and a global-norm clip of 5 on the trainable leaves ('policy': the policy head
+  only; 'heads': the prediction function; 'all': every learned parameter); the rest, running averages included,
+  never change. SGD rather than Adam: a step is proportional to the gradient, so a teacher that equals the
+  student (zero signal, float noise) leaves the weights where they are instead of stepping each by ~lr.
+  updates > 0: the learning rate decays to 0 over that many updates (cosine), so that the written weights are
+  not one noisy iterate of a large step size."""
+  parts = {"policy": POLICY_PARTS, "heads": PREDICTION_PARTS, "all": ("",)}[train]
+  labels = jax.tree.map(lambda m: "learn" if m else "freeze", part_mask(params, parts))
+  rate = optax.cosine_decay_schedule(learning_rate, updates) if updates > 0 else learning_rate
   return optax.multi_transform({"learn": optax.chain(optax.clip_by_global_norm(5.0),
-                                                     optax.sgd(learning_rate, momentum=0.9)),
+                                                     optax.sgd(rate, momentum=0.9)),
                                 "freeze": optax.set_to_zero()}, labels)
 
 
@@ -73,7 +78,8 @@ def sample_roots(rb: replay_lib.ReplayState, rng_key: jax.Array, n: int, stack: 
 
 
 def rehearse(student: Params, teacher: Params, obs: jax.Array, rng_key: jax.Array, *, model: Model,
-             config: Config, horizon: int, num_simulations: int, search_bonus: float, guard: float) -> Rehearsal:
+             config: Config, horizon: int, num_simulations: int, search_bonus: float, guard: float,
+             q_normalization: str = "tree") -> Rehearsal:
   """From real roots obs [R, *obs]: the student picks each action by sampling its policy (on its own unrolled
   latent), the teacher's model carries the imagined state; then one batched Gumbel search of the teacher
   labels all R*H teacher states. search_bonus scales the completed-Q term of the improved policy (0: the target
@@ -95,7 +101,7 @@ def rehearse(student: Params, teacher: Params, obs: jax.Array, rng_key: jax.Arra
     actions.append(a)
   flat = jnp.stack(latents, 1).reshape(r * horizon, *z.shape[1:])
   root = search_lib.root_from_latent(model, teacher, flat)
-  gumbel = dataclasses.replace(config, search="gumbel")
+  gumbel = dataclasses.replace(config, search="gumbel", q_normalization=q_normalization)
   out = search_lib.run_search(model, gumbel, teacher, search_key, root, temperature=1.0, noise=False,
                               num_simulations=num_simulations, value_scale=0.1 * search_bonus)
   value, predicted = out.value.reshape(r, horizon), root.value.reshape(r, horizon)
@@ -139,14 +145,15 @@ def student_outputs(params: Params, obs: jax.Array, action: jax.Array, *, model:
 
 def loss_fn(params: Params, obs: jax.Array, reh: Rehearsal, anchor_obs: jax.Array | None,
             base_logits: jax.Array | None, *, model: Model, config: Config, value_weight: float,
-            kl_weight: float) -> tuple[jax.Array, dict]:
-  """Cross-entropy of the student's policy to the teacher's search policy and of its value to the search
-  value (two-hot), averaged over kept states, plus kl_weight * KL(base || student) on anchor states."""
+            kl_weight: float, value_target: str = "search") -> tuple[jax.Array, dict]:
+  """Cross-entropy of the student's policy to the teacher's search policy and of its value to the teacher's
+  search value (value_target 'search') or predicted value ('teacher') as two-hot, averaged over kept states, plus kl_weight * KL(base || student) on anchor states."""
   policy_logits, value_logits = student_outputs(params, obs, reh.action, model=model, config=config)
   keep = reh.valid.astype(jnp.float32)
   kept = jnp.maximum(jnp.sum(keep), 1.0)
   ce = -jnp.sum(reh.policy * jax.nn.log_softmax(policy_logits), -1)
-  value_ce = -jnp.sum(support.scalar_to_probs(reh.value, config.value_support) * jax.nn.log_softmax(value_logits), -1)
+  target = reh.value if value_target == "search" else reh.predicted
+  value_ce = -jnp.sum(support.scalar_to_probs(target, config.value_support) * jax.nn.log_softmax(value_logits), -1)
   loss = jnp.sum(keep * (ce + value_weight * value_ce)) / kept
   aux = {"distil/teacher_kl": jnp.sum(keep * _kl_probs(reh.policy, policy_logits)) / kept,
          "distil/value_ce": jnp.sum(keep * value_ce) / kept,
@@ -167,13 +174,14 @@ def update(state: DistilState, teacher: Params, base: Params, rb: replay_lib.Rep
   key, root_key, anchor_key, roll_key = jax.random.split(state.rng_key, 4)
   obs = sample_roots(rb, root_key, dream.roots, config.frame_stack)
   reh = rehearse(state.params, teacher, obs, roll_key, model=model, config=config, horizon=dream.horizon,
-                 num_simulations=dream.num_simulations, search_bonus=dream.search_bonus, guard=dream.guard)
+                 num_simulations=dream.num_simulations, search_bonus=dream.search_bonus, guard=dream.guard,
+                 q_normalization=dream.q_normalization)
   anchor_obs = base_logits = None
   if anchor is not None:
     anchor_obs = sample_roots(anchor, anchor_key, dream.roots, config.frame_stack)
     base_logits = jax.lax.stop_gradient(model.predict(base, model.represent(base, anchor_obs))[0])
   grads, aux = jax.grad(functools.partial(loss_fn, model=model, config=config, value_weight=dream.value_weight,
-                                          kl_weight=dream.kl_weight), has_aux=True)(
+                                          kl_weight=dream.kl_weight, value_target=dream.value_target), has_aux=True)(
       state.params, obs, reh, anchor_obs, base_logits)
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)

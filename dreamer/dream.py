@@ -90,19 +90,31 @@ class DreamConfig:
   """Real recorded roots per distil update (and as many anchor states for the KL term)."""
   num_simulations: int = 16
   """Simulations of the teacher's Gumbel search at each imagined state."""
-  search_bonus: float = 1.0
-  """Scale of the search's completed-Q term in the teacher's policy target (0: the target is the prior)."""
+  q_normalization: str = "tree"
+  """Min-max range of the teacher's completed Q-values (search.run_search): 'tree' keeps a target's
+  preference in proportion to the Q difference the search found; 'children' (mctx's default) turns any
+  difference between two actions, model noise included, into a ~6-logit preference."""
+  search_bonus: float = 2.0
+  """Scale of the search's completed-Q term in the teacher's policy target, in units of mctx's value_scale 0.1
+  (0: the target is the prior). With 'tree' normalisation the term is in proportion to Q differences, so it
+  takes more than mctx's scale to move a weak prior."""
   guard: float = 0.5
   """Drop an imagined state (and the rest of its trajectory) where |search value - predicted value| >
   guard * (|predicted value| + 1): the model is unreliable there."""
   distil_learning_rate: float = 0.2
   """Learning rate of distillation (SGD with momentum 0.9; see distil.make_optimizer)."""
+  lr_decay: bool = True
+  """Decay the distillation learning rate to 0 over the budget's updates (cosine)."""
   value_weight: float = 0.25
-  """Weight of the value distillation loss (to the search value)."""
+  """Weight of the value distillation loss (to `value_target`)."""
+  value_target: str = "teacher"
+  """Target of the value distillation: the teacher's 'search' value, or the 'teacher''s predicted value (keeps
+  the value function that the student's own search will read while the shared layers move)."""
   kl_weight: float = 1.0
   """Weight of KL(checkpoint policy || student policy) on anchor states."""
   train: str = "heads"
-  """Parameters distillation may change: 'heads' (the prediction function: policy and value heads) or 'all'."""
+  """Parameters distillation may change: 'policy' (the policy head), 'heads' (the prediction function: policy
+  and value heads and their shared layers) or 'all'."""
   updates_per_chunk: int = 10
   """Distil updates per jitted dispatch (and between resumable snapshots)."""
   eval_episodes: int = 32
@@ -131,7 +143,11 @@ class DreamConfig:
         (self.search_bonus >= 0, "search_bonus must be >= 0"),
         (self.guard > 0, "guard must be > 0"),
         (self.value_weight >= 0 and self.kl_weight >= 0, "value_weight and kl_weight must be >= 0"),
-        (self.train in ("heads", "all"), f"train must be 'heads' or 'all', got {self.train!r}"),
+        (self.q_normalization in ("tree", "children"),
+         f"q_normalization must be 'tree' or 'children', got {self.q_normalization!r}"),
+        (self.value_target in ("search", "teacher"),
+         f"value_target must be 'search' or 'teacher', got {self.value_target!r}"),
+        (self.train in ("policy", "heads", "all"), f"train must be 'policy', 'heads' or 'all', got {self.train!r}"),
         (self.adapt_train in ("model", "all"), f"adapt_train must be 'model' or 'all', got {self.adapt_train!r}"),
         (self.updates_per_chunk >= 1 and self.eval_episodes >= 1, "updates_per_chunk and eval_episodes must be >= 1"),
         (0.0 <= self.anchor_keep <= 1.0, "anchor_keep must be in [0, 1]"),
@@ -437,7 +453,8 @@ def _measure(student, teacher, base, rb_exp, rb_anchor, *, model, config: Config
   obs = distil_lib.sample_roots(rb_exp, key, 256, config.frame_stack)
   reh = distil_lib.rehearse(student, teacher, obs, jax.random.fold_in(key, 1), model=model,
                             config=config, horizon=dc.horizon, num_simulations=dc.num_simulations,
-                            search_bonus=dc.search_bonus, guard=dc.guard)
+                            search_bonus=dc.search_bonus, guard=dc.guard,
+                            q_normalization=dc.q_normalization)
   logits, _ = distil_lib.student_outputs(student, obs, reh.action, model=model, config=config)
   keep = reh.valid.astype(jnp.float32)
   out = {"teacher_kl": jnp.sum(keep * distil_lib._kl_probs(reh.policy, logits)) / jnp.maximum(jnp.sum(keep), 1.0),
@@ -488,7 +505,8 @@ def distil(job: Job, out: Path, *, console: bool) -> dict[str, Any]:
       _save_tree(snap, (state, rb.priority), progress)
     student, model_steps = state.params, total * per_learner
   else:
-    optimizer = distil_lib.make_optimizer(learning_rate=dc.distil_learning_rate, train=dc.train, params=teacher)
+    optimizer = distil_lib.make_optimizer(learning_rate=dc.distil_learning_rate, train=dc.train, params=teacher,
+                                          updates=updates if dc.lr_decay else 0)
     chunk = distil_lib.make_distil_chunk(job.model, job.config, optimizer, dc, anchor=job.anchor is not None)
     state = distil_lib.DistilState(jax.tree.map(jnp.copy, teacher), optimizer.init(teacher),
                                    jax.random.PRNGKey(dc.seed + 2), jnp.int32(0))

@@ -2,10 +2,13 @@
 and compare with the compute-matched control; prints JSON.
 
 Per seed: `dreamer train` on A; `dreamer play` on A (the anchor) and on B; `dreamer dream` with the anchor, and
-the same with `--control` (real-data fine-tuning of the same model-step compute, no imagination). Across
-seeds: the rise of B's policy-only return (dream and control), dream minus control, and the fraction of A's
-policy-only return kept, each with a 95% percentile-bootstrap CI over seeds. Every step skips what a previous
-invocation finished, so the command can be re-issued.
+the same with `--control` (real-data fine-tuning of the same model-step compute, no imagination). Then
+`dreamer eval` of the checkpoint and of both outputs (the accepted weights, or the original ones where the
+gate rejected) on B and A, on evaluation episodes the jobs never saw: the gate chose on its own episodes, so
+its figures are biased upward, and these are not. Across seeds, from those fresh episodes: the rise of B's
+policy-only return (dream and control), dream minus control, and the fraction of A's policy-only return
+kept, each with a 95% percentile-bootstrap CI over seeds; the gate's own figures are listed beside them.
+Every step skips what a previous invocation finished, so the command can be re-issued.
 
   python scripts/dream_e2e.py --logdir runs/e2e --task-b cartpole:heavy-pole --seeds 0 1 2 --jobs 2
 """
@@ -37,6 +40,18 @@ def sh(args: list[str], log: Path, done: Path) -> None:
     raise SystemExit(f"{' '.join(args)} failed with exit code {code}; see {log}")
 
 
+def evaluate(checkpoint: Path, world: str, seed: int, a: argparse.Namespace, out: Path) -> dict:
+  """`dreamer eval` JSON (search_return, policy_return, ...) on `a.eval_episodes` fresh episodes, cached."""
+  if not out.exists():
+    res = subprocess.run([sys.executable, "-m", "dreamer.cli", "eval", "--checkpoint", str(checkpoint), "--world",
+                          world, "--episodes", str(a.eval_episodes), "--seed", str(a.eval_seed + seed)],
+                         capture_output=True, text=True)
+    if res.returncode != 0:
+      raise SystemExit(f"dreamer eval of {checkpoint} on {world} failed: {res.stderr[-2000:]}")
+    out.write_text(res.stdout.strip().splitlines()[-1] + "\n")
+  return json.loads(out.read_text())
+
+
 def one_seed(seed: int, a: argparse.Namespace) -> dict:
   root = Path(a.logdir)
   run, anchor, rec = root / "A" / f"seed{seed}", root / "rec" / f"A-seed{seed}", root / "rec" / f"B-seed{seed}"
@@ -59,7 +74,12 @@ def one_seed(seed: int, a: argparse.Namespace) -> dict:
         str(a.budget), "--seed", str(seed), "--out", str(d), "--quiet", *extra, *sets],
        root / f"{mode}-seed{seed}.log", d / "report.json")
     out[mode] = json.loads((d / "report.json").read_text())
-  return out
+  fresh = {}
+  for name, ckpt in (("checkpoint", run), ("dream", root / "dream" / f"seed{seed}"),
+                     ("control", root / "control" / f"seed{seed}")):
+    for task, world in (("B", a.task_b), ("A", a.task_a)):
+      fresh[f"{name}_{task}"] = evaluate(ckpt, world, seed, a, root / f"eval-{name}-{task}-seed{seed}.json")
+  return {"reports": out, "fresh": fresh}
 
 
 def ci(values: list[float]) -> list[float]:
@@ -77,6 +97,8 @@ def main() -> None:
   p.add_argument("--steps", type=int, default=2000, help="real env steps recorded on B (and on A, the anchor)")
   p.add_argument("--budget", type=float, default=1000.0, help="imagined model steps per real recorded step")
   p.add_argument("--set", action="append", default=[], help="a dream setting for both modes (repeatable)")
+  p.add_argument("--eval-episodes", type=int, default=100, help="fresh evaluation episodes per world and mode")
+  p.add_argument("--eval-seed", type=int, default=50_000, help="fresh evaluation seeds are this + the seed")
   p.add_argument("--jobs", type=int, default=2)
   a = p.parse_args()
   Path(a.logdir).mkdir(parents=True, exist_ok=True)
@@ -84,14 +106,19 @@ def main() -> None:
     results = dict(zip(a.seeds, pool.map(lambda s: one_seed(s, a), a.seeds)))
   rows = {}
   for seed, r in results.items():
-    row = {}
-    for mode, rep in r.items():
+    f = {k: v["policy_return"] for k, v in r["fresh"].items()}
+    row = {"checkpoint": {"B_policy": f["checkpoint_B"], "A_policy": f["checkpoint_A"],
+                          "B_search": r["fresh"]["checkpoint_B"]["search_return"],
+                          "A_search": r["fresh"]["checkpoint_A"]["search_return"]}}
+    for mode, rep in r["reports"].items():
       b, an = rep["returns"]["experience"]["policy"], rep["returns"]["anchor"]["policy"]
-      row[mode] = {"B_before": b["before"][0], "B_after": b["after"][0], "B_rise": b["change"][0],
-                   "B_search_before": rep["returns"]["experience"]["search"]["before"][0],
-                   "B_search_after": rep["returns"]["experience"]["search"]["after"][0],
-                   "A_before": an["before"][0], "A_after": an["after"][0],
-                   "A_kept": an["after"][0] / an["before"][0] if an["before"][0] else None,
+      row[mode] = {"B_after": f[f"{mode}_B"], "B_rise": f[f"{mode}_B"] - f["checkpoint_B"],
+                   "A_after": f[f"{mode}_A"],
+                   "A_kept": f[f"{mode}_A"] / f["checkpoint_A"] if f["checkpoint_A"] else None,
+                   "B_search_after": r["fresh"][f"{mode}_B"]["search_return"],
+                   "A_search_after": r["fresh"][f"{mode}_A"]["search_return"],
+                   "gate": {"B_before": b["before"][0], "B_after": b["after"][0], "A_before": an["before"][0],
+                            "A_after": an["after"][0]},
                    "accepted": rep["accepted"], "model_steps": sum(v["model_steps"] for k, v in rep["compute"].items()
                                                                    if isinstance(v, dict)),
                    "seconds": sum(v["seconds"] for k, v in rep["compute"].items() if isinstance(v, dict))}
@@ -99,12 +126,14 @@ def main() -> None:
   seeds = list(rows)
   summary = {
       "commit": commit(), "task_a": a.task_a, "task_b": a.task_b, "steps": a.steps, "budget": a.budget,
-      "settings": a.set, "per_seed": rows,
+      "settings": a.set, "eval_episodes": a.eval_episodes, "per_seed": rows,
       "dream_B_rise": ci([rows[s]["dream"]["B_rise"] for s in seeds]),
       "control_B_rise": ci([rows[s]["control"]["B_rise"] for s in seeds]),
       "dream_minus_control_B": ci([rows[s]["dream"]["B_after"] - rows[s]["control"]["B_after"] for s in seeds]),
       "dream_A_kept": ci([rows[s]["dream"]["A_kept"] for s in seeds]),
       "control_A_kept": ci([rows[s]["control"]["A_kept"] for s in seeds]),
+      "gate_dream_B_rise": ci([rows[s]["dream"]["gate"]["B_after"] - rows[s]["dream"]["gate"]["B_before"]
+                               for s in seeds]),
   }
   print(json.dumps(summary, indent=1))
 
