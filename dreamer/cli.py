@@ -151,7 +151,8 @@ def _parser() -> argparse.ArgumentParser:
       description="Adapt the checkpoint's model to the recorded experience, rehearse inside it with Gumbel "
                   "search from recorded states, distil the search targets into the policy (keeping the anchor "
                   "task's policy with a KL term), and accept the new weights only if the experience world's "
-                  "policy-only return rose and the anchor world's kept anchor_keep (95%%). Writes a checkpoint and a report "
+                  "policy-only return rose, the anchor world's kept anchor_keep (95%%) of its baseline and both "
+                  "worlds' search returns kept search_keep (90%%). Writes a checkpoint and a report "
                   "(report.md, report.json, PNGs) to --out; re-issue the same command to resume.")
   dr.add_argument("--checkpoint", required=True, metavar="DIR", help="a run directory or checkpoints/<step>")
   dr.add_argument("--experience", required=True, metavar="DIR", help="an experience recorded by dreamer play")

@@ -11,8 +11,8 @@ continues an interrupted adapt or distil phase from its last snapshot):
               teacher's Gumbel search (dreamer/distil.py), and the student is trained toward the labels, with a
               KL term to the checkpoint's policy on anchor states. `control = true` replaces this phase with
               further real-data fine-tuning of the same model-step compute (the compute-matched control);
-  4 gate      evaluate again; accept only if the policy-only return on the experience's world rose and the
-              anchor world's kept `anchor_keep` of its baseline;
+  4 gate      evaluate again; accept only if the policy-only return on the experience's world rose, the anchor
+              world's kept `anchor_keep` of its baseline and both worlds' search returns kept `search_keep`;
   5 write     the accepted (or the original) weights as a checkpoint of a run directory, and the report
               (report.md, report.json, returns.png, fit.png, distil.png).
 """
@@ -120,7 +120,12 @@ class DreamConfig:
   eval_episodes: int = 32
   """Evaluation episodes per world, mode and phase."""
   anchor_keep: float = 0.95
-  """The gate: the anchor world's policy-only return must keep at least this fraction of its baseline."""
+  """The gate: the anchor world's policy-only return must keep at least this fraction of its baseline (lose at
+  most 1 - anchor_keep of |baseline|)."""
+  search_keep: float = 0.9
+  """The gate: the search returns of the experience and anchor worlds must keep at least this fraction of their
+  baselines. Looser than anchor_keep: distillation's job is the policy alone, and it may trade a little
+  search strength for it (the prior it changes steers search too), but never wreck search."""
   control: bool = False
   """The compute-matched control: no imagination; phase 3 fine-tunes every parameter on the real data of
   adaptation instead, for as much compute as the distil phase of the same settings: as many forward-pass
@@ -150,7 +155,8 @@ class DreamConfig:
         (self.train in ("policy", "heads", "all"), f"train must be 'policy', 'heads' or 'all', got {self.train!r}"),
         (self.adapt_train in ("model", "all"), f"adapt_train must be 'model' or 'all', got {self.adapt_train!r}"),
         (self.updates_per_chunk >= 1 and self.eval_episodes >= 1, "updates_per_chunk and eval_episodes must be >= 1"),
-        (0.0 <= self.anchor_keep <= 1.0, "anchor_keep must be in [0, 1]"),
+        (0.0 <= self.anchor_keep <= 1.0 and 0.0 <= self.search_keep <= 1.0,
+         "anchor_keep and search_keep must be in [0, 1]"),
         (self.corrupt_dynamics >= 0, "corrupt_dynamics must be >= 0"),
     ]
     for ok, message in checks:
@@ -539,22 +545,28 @@ def distil(job: Job, out: Path, *, console: bool) -> dict[str, Any]:
 
 
 def gate(job: Job, baseline: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
-  """Phase 4's decision from per-episode returns before and after (policy alone)."""
-  exp_before, exp_after = np.mean(baseline["experience"]["policy"]), np.mean(after["experience"]["policy"])
+  """Phase 4's decision from per-episode returns before and after: the experience world's policy-only return
+  must rise; the anchor world's policy-only return may lose at most 1 - anchor_keep of |baseline|, and the
+  search returns of both worlds at most 1 - search_keep (|baseline|: negative returns, Pong's -20, read right).
+  The new weights are an agent that acts with search too: distilled heads on a spoilt model (the negative
+  control) can raise the policy alone and still wreck search."""
+  dc = job.dc
   reasons, accept = [], True
-  if exp_after > exp_before:
-    reasons.append(f"the experience world's policy-only return rose {exp_before:.2f} -> {exp_after:.2f}")
-  else:
-    accept = False
-    reasons.append(f"the experience world's policy-only return did not rise ({exp_before:.2f} -> {exp_after:.2f})")
-  if "anchor" in baseline:
-    a_before, a_after = np.mean(baseline["anchor"]["policy"]), np.mean(after["anchor"]["policy"])
-    # Losing at most (1 - anchor_keep) of |baseline| reads the same for negative returns (Pong's -20).
-    ok = a_after - a_before >= -(1.0 - job.dc.anchor_keep) * abs(a_before)
-    accept &= bool(ok)
-    reasons.append(f"the anchor world's policy-only return went {a_before:.2f} -> {a_after:.2f} ("
-                   f"{'within' if ok else 'beyond'} the allowed loss of {100 * (1 - job.dc.anchor_keep):.0f}% of "
-                   f"|{a_before:.2f}|)")
+  for world in ("experience", "anchor"):
+    if world not in baseline:
+      continue
+    for mode in ("policy", "search"):
+      before, now = np.mean(baseline[world][mode]), np.mean(after[world][mode])
+      what = f"the {world} world's {'policy-only' if mode == 'policy' else 'search'} return"
+      if (world, mode) == ("experience", "policy"):
+        ok = bool(now > before)
+        reasons.append(f"{what} {'rose' if ok else 'did not rise'} ({before:.2f} -> {now:.2f})")
+      else:
+        keep = dc.anchor_keep if mode == "policy" else dc.search_keep
+        ok = bool(now - before >= -(1.0 - keep) * abs(before))
+        reasons.append(f"{what} went {before:.2f} -> {now:.2f} ({'within' if ok else 'beyond'} the allowed loss of "
+                       f"{100 * (1 - keep):.0f}% of |{before:.2f}|)")
+      accept &= ok
   return {"accepted": bool(accept), "reasons": reasons}
 
 
