@@ -145,9 +145,10 @@ def student_outputs(params: Params, obs: jax.Array, action: jax.Array, *, model:
 
 def loss_fn(params: Params, obs: jax.Array, reh: Rehearsal, anchor_obs: jax.Array | None,
             base_logits: jax.Array | None, *, model: Model, config: Config, value_weight: float,
-            kl_weight: float, value_target: str = "search") -> tuple[jax.Array, dict]:
+            kl_weight: float, value_target: str = "teacher") -> tuple[jax.Array, dict]:
   """Cross-entropy of the student's policy to the teacher's search policy and of its value to the teacher's
-  search value (value_target 'search') or predicted value ('teacher') as two-hot, averaged over kept states, plus kl_weight * KL(base || student) on anchor states."""
+  search value (value_target 'search') or predicted value ('teacher') as two-hot, averaged over kept states,
+  plus kl_weight * KL(base || student) on anchor states."""
   policy_logits, value_logits = student_outputs(params, obs, reh.action, model=model, config=config)
   keep = reh.valid.astype(jnp.float32)
   kept = jnp.maximum(jnp.sum(keep), 1.0)

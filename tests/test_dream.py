@@ -229,3 +229,21 @@ def test_gate_reads_each_return_against_its_own_allowance():
   assert not decide(101, 179, -20, 50)          # experience search lost 10.5%
   assert not decide(101, 200, -21.1, 50)        # anchor policy lost 5.5% of |-20|
   assert not decide(101, 200, -20, 44)          # anchor search lost 12%
+
+
+def test_value_target_chooses_what_the_value_head_is_pulled_toward():
+  from dreamer import support
+  from dreamer.networks import Model, init_params, make_network
+  config = dream.config_lib.load("debug", [])
+  net = make_network(config, 2, np.float32)
+  model, params = Model(net), init_params(net, jax.random.PRNGKey(0), (6,))
+  obs = jax.random.normal(jax.random.PRNGKey(1), (4, 6))
+  reh = distil.Rehearsal(jnp.zeros((4, 0), jnp.int32), jnp.full((4, 1, 2), 0.5), jnp.full((4, 1), 5.0),
+                         jnp.full((4, 1), -3.0), jnp.ones((4, 1), bool))
+  _, value_logits = model.predict(params, model.represent(params, obs))
+  for target, scalar in (("search", 5.0), ("teacher", -3.0)):
+    _, aux = distil.loss_fn(params, obs, reh, None, None, model=model, config=config, value_weight=1.0,
+                            kl_weight=0.0, value_target=target)
+    want = -jnp.sum(support.scalar_to_probs(jnp.full((4,), scalar), config.value_support)
+                    * jax.nn.log_softmax(value_logits), -1).mean()
+    assert float(aux["distil/value_ce"]) == pytest.approx(float(want), rel=1e-5)
