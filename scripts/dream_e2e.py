@@ -4,7 +4,7 @@ and compare with the compute-matched control; prints JSON.
 Per seed: `dreamer train` on A; `dreamer play` on A (the anchor) and on B; `dreamer dream` with the anchor, and
 the same with `--control` (real-data fine-tuning of the same model-step compute, no imagination). Then
 `dreamer eval` of the checkpoint and of both outputs (the accepted weights, or the original ones where the
-gate rejected) on B and A, on evaluation episodes the jobs never saw: the gate chose on its own episodes, so
+gate rejected) on B and A, on evaluation episodes the jobs never saw (and no two seeds share): the gate chose on its own episodes, so
 its figures are biased upward, and these are not. Across seeds, from those fresh episodes: the rise of B's
 policy-only return (dream and control), dream minus control, and the fraction of A's policy-only return
 kept, each with a 95% percentile-bootstrap CI over seeds; the gate's own figures are listed beside them.
@@ -40,11 +40,22 @@ def sh(args: list[str], log: Path, done: Path) -> None:
     raise SystemExit(f"{' '.join(args)} failed with exit code {code}; see {log}")
 
 
+def eval_seed(seed: int, a: argparse.Namespace) -> int:
+  """Seed of `seed`'s fresh evaluation: env i of an evaluation world starts from seed + i, so the seeds are
+  strided by the episode count, or two runs' episodes would start from the same states."""
+  return a.eval_seed + seed * a.eval_episodes
+
+
+def kept(after: float, before: float) -> float:
+  """The fraction of a return kept, read as the gate reads it (against |before|: -20 -> -21 keeps 95%)."""
+  return 1.0 + (after - before) / abs(before) if before else float("nan")
+
+
 def evaluate(checkpoint: Path, world: str, seed: int, a: argparse.Namespace, out: Path) -> dict:
   """`dreamer eval` JSON (search_return, policy_return, ...) on `a.eval_episodes` fresh episodes, cached."""
   if not out.exists():
     res = subprocess.run([sys.executable, "-m", "dreamer.cli", "eval", "--checkpoint", str(checkpoint), "--world",
-                          world, "--episodes", str(a.eval_episodes), "--seed", str(a.eval_seed + seed)],
+                          world, "--episodes", str(a.eval_episodes), "--seed", str(eval_seed(seed, a))],
                          capture_output=True, text=True)
     if res.returncode != 0:
       raise SystemExit(f"dreamer eval of {checkpoint} on {world} failed: {res.stderr[-2000:]}")
@@ -78,7 +89,9 @@ def one_seed(seed: int, a: argparse.Namespace) -> dict:
   for name, ckpt in (("checkpoint", run), ("dream", root / "dream" / f"seed{seed}"),
                      ("control", root / "control" / f"seed{seed}")):
     for task, world in (("B", a.task_b), ("A", a.task_a)):
-      fresh[f"{name}_{task}"] = evaluate(ckpt, world, seed, a, root / f"eval-{name}-{task}-seed{seed}.json")
+      # The file name holds what the evaluation depends on, so a changed --eval-* is never served from cache.
+      cache = root / f"eval-{name}-{task}-seed{seed}-{a.eval_episodes}x{eval_seed(seed, a)}.json"
+      fresh[f"{name}_{task}"] = evaluate(ckpt, world, seed, a, cache)
   return {"reports": out, "fresh": fresh}
 
 
@@ -98,7 +111,8 @@ def main() -> None:
   p.add_argument("--budget", type=float, default=1000.0, help="imagined model steps per real recorded step")
   p.add_argument("--set", action="append", default=[], help="a dream setting for both modes (repeatable)")
   p.add_argument("--eval-episodes", type=int, default=100, help="fresh evaluation episodes per world and mode")
-  p.add_argument("--eval-seed", type=int, default=50_000, help="fresh evaluation seeds are this + the seed")
+  p.add_argument("--eval-seed", type=int, default=50_000,
+                 help="fresh evaluation seeds are this + seed x eval-episodes (disjoint episodes per seed)")
   p.add_argument("--jobs", type=int, default=2)
   a = p.parse_args()
   Path(a.logdir).mkdir(parents=True, exist_ok=True)
@@ -114,7 +128,7 @@ def main() -> None:
       b, an = rep["returns"]["experience"]["policy"], rep["returns"]["anchor"]["policy"]
       row[mode] = {"B_after": f[f"{mode}_B"], "B_rise": f[f"{mode}_B"] - f["checkpoint_B"],
                    "A_after": f[f"{mode}_A"],
-                   "A_kept": f[f"{mode}_A"] / f["checkpoint_A"] if f["checkpoint_A"] else None,
+                   "A_kept": kept(f[f"{mode}_A"], f["checkpoint_A"]),
                    "B_search_after": r["fresh"][f"{mode}_B"]["search_return"],
                    "A_search_after": r["fresh"][f"{mode}_A"]["search_return"],
                    "gate": {"B_before": b["before"][0], "B_after": b["after"][0], "A_before": an["before"][0],

@@ -229,6 +229,10 @@ def test_gate_reads_each_return_against_its_own_allowance():
   assert not decide(101, 179, -20, 50)          # experience search lost 10.5%
   assert not decide(101, 200, -21.1, 50)        # anchor policy lost 5.5% of |-20|
   assert not decide(101, 200, -20, 44)          # anchor search lost 12%
+  # Without an anchor only the experience world is read.
+  alone = {"experience": base["experience"]}
+  assert dream.gate(job, alone, {"experience": {"policy": [101.0], "search": [181.0]}})["accepted"]
+  assert not dream.gate(job, alone, {"experience": {"policy": [101.0], "search": [179.0]}})["accepted"]
 
 
 def test_value_target_chooses_what_the_value_head_is_pulled_toward():
