@@ -104,7 +104,8 @@ class DreamConfig:
   distil_learning_rate: float = 0.2
   """Learning rate of distillation (SGD with momentum 0.9; see distil.make_optimizer)."""
   lr_decay: bool = True
-  """Decay the distillation learning rate to 0 over the budget's updates (cosine)."""
+  """Decay the distillation learning rate to 0 over the budget's updates (cosine); the control's steps decay
+  the same way over its updates."""
   value_weight: float = 0.25
   """Weight of the value distillation loss (to `value_target`)."""
   value_target: str = "teacher"
@@ -364,10 +365,14 @@ def _fit_one(params, batch: learner_lib.Batch, *, model, config: Config) -> dict
           "cosine": pad(-mean(consistency, tg.obs_mask[:, 1:]))}
 
 
-def _learner_chunk(job: Job, updates: int, train: str):
-  """The learner's jitted chunk of `updates` updates, changing only the world model ('model') or 'all'."""
+def _learner_chunk(job: Job, updates: int, train: str, decay_updates: int = 0):
+  """The learner's jitted chunk of `updates` updates, changing only the world model ('model') or 'all'.
+  decay_updates > 0: every step is scaled by a cosine decay to 0 over that many updates (for Adam, the same as
+  decaying the learning rate), as distillation's rate decays: the control differs from it only in its data."""
   config = dataclasses.replace(job.learn_config, updates_per_chunk=updates)
   optimizer = learner_lib.make_optimizer(config)
+  if decay_updates > 0:
+    optimizer = optax.chain(optimizer, optax.scale_by_schedule(optax.cosine_decay_schedule(1.0, decay_updates)))
   if train == "model":
     if job.config.norm == "batch":  # the learner would still move the frozen parts' running averages
       raise ConfigError("adapt_train 'model' needs norm 'layer'; with BatchNorm use --set adapt_train=all")
@@ -491,7 +496,7 @@ def distil(job: Job, out: Path, *, console: bool) -> dict[str, Any]:
     forward_learner = 3 * steps["unroll"] + steps["reanalyse"]  # the unroll is backpropagated; search is not
     total = max(1, round(updates * distil_lib.forward_steps_per_update(dc) / forward_learner))
     chunk_n = math.gcd(total, dc.adapt_eval_every)  # chunks that add up to the total exactly
-    optimizer, chunk = _learner_chunk(job, chunk_n, "all")
+    optimizer, chunk = _learner_chunk(job, chunk_n, "all", decay_updates=total if dc.lr_decay else 0)
     # From the teacher (the end of adaptation), every parameter, on the same mixed replay; copies, because the
     # chunk donates its state and replay.
     state = learner_lib.init_state(jax.tree.map(jnp.copy, teacher), optimizer, jax.random.PRNGKey(dc.seed + 1))

@@ -251,3 +251,31 @@ def test_value_target_chooses_what_the_value_head_is_pulled_toward():
     want = -jnp.sum(support.scalar_to_probs(jnp.full((4,), scalar), config.value_support)
                     * jax.nn.log_softmax(value_logits), -1).mean()
     assert float(aux["distil/value_ce"]) == pytest.approx(float(want), rel=1e-5)
+
+
+@pytest.mark.slow
+def test_control_fine_tunes_on_real_data_for_the_distil_phase_compute(reset_run):
+  root, run, rec = reset_run
+  dc = dream.dream_config(SMALL)
+  report = dream.run(str(run), str(rec), root / "control", settings=dream.dream_config(SMALL + ["control=true"]),
+                     console=False)
+  job = dream.Job(str(run), str(rec), None, dc)
+  updates, _ = dream.distil_updates(job)
+  budget = updates * distil.forward_steps_per_update(job.dc)  # forward-pass equivalents of the distil phase
+  spent = report["compute"]["control"]["forward_steps"]
+  per_update = spent / report["compute"]["control"]["updates"]
+  assert abs(spent - budget) <= per_update / 2  # matched to the nearest learner update
+  assert report["compute"]["imagined_per_real_step"] == 0.0
+  # It trained: the candidate moved away from the teacher (the checkpoint: adapt_updates=0), and its last
+  # steps were decayed to nothing, as distillation's are.
+  teacher, _ = dream._load_tree(root / "control" / "phases" / "teacher.npz", job.base)
+  student, _ = dream._load_tree(root / "control" / "phases" / "student.npz", job.base)
+  assert max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(student), jax.tree.leaves(teacher))) > 1e-4
+  optimizer, _ = dream._learner_chunk(job, 1, "all", decay_updates=4)
+  params = job.base
+  state = optimizer.init(params)
+  grads = jax.tree.map(jnp.ones_like, params)
+  for _ in range(4):
+    _, state = optimizer.update(grads, state, params)
+  last, _ = optimizer.update(grads, state, params)
+  assert all(float(jnp.max(jnp.abs(x))) == 0.0 for x in jax.tree.leaves(last))
