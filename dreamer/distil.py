@@ -39,6 +39,14 @@ def part_mask(params: Params, parts: tuple[str, ...]) -> Any:
                 for name, sub in tree.items()} for col, tree in params.items()}
 
 
+def only(optimizer: optax.GradientTransformation, params: Params,
+         parts: tuple[str, ...]) -> optax.GradientTransformation:
+  """`optimizer` on the leaves of `parts` (see part_mask); every other leaf, running averages included, is
+  never changed."""
+  labels = jax.tree.map(lambda m: "learn" if m else "freeze", part_mask(params, parts))
+  return optax.multi_transform({"learn": optimizer, "freeze": optax.set_to_zero()}, labels)
+
+
 def make_optimizer(*, learning_rate: float, train: str, params: Params, updates: int = 0) -> optax.GradientTransformation:
   """SGD with momentum 0.9 and a global-norm clip of 5 on the trainable leaves ('policy': the policy head
   only; 'heads': the prediction function; 'all': every learned parameter); the rest, running averages included,
@@ -47,11 +55,8 @@ def make_optimizer(*, learning_rate: float, train: str, params: Params, updates:
   updates > 0: the learning rate decays to 0 over that many updates (cosine), so that the written weights are
   not one noisy iterate of a large step size."""
   parts = {"policy": POLICY_PARTS, "heads": PREDICTION_PARTS, "all": ("",)}[train]
-  labels = jax.tree.map(lambda m: "learn" if m else "freeze", part_mask(params, parts))
   rate = optax.cosine_decay_schedule(learning_rate, updates) if updates > 0 else learning_rate
-  return optax.multi_transform({"learn": optax.chain(optax.clip_by_global_norm(5.0),
-                                                     optax.sgd(rate, momentum=0.9)),
-                                "freeze": optax.set_to_zero()}, labels)
+  return only(optax.chain(optax.clip_by_global_norm(5.0), optax.sgd(rate, momentum=0.9)), params, parts)
 
 
 class DistilState(NamedTuple):
@@ -200,9 +205,9 @@ def model_steps_per_update(dream) -> int:
 
 def forward_steps_per_update(dream) -> int:
   """`model_steps_per_update` in forward-pass equivalents: a model step that is also backpropagated (the
-  student's gradient unroll) counts 3 (forward and backward), the rest 1. The control is matched on these."""
-  r, h = dream.roots, dream.horizon
-  return r * (h - 1) + r * max(h - 2, 0) + 3 * r * (h - 1) + r * h * dream.num_simulations
+  student's gradient unroll, R (H-1)) counts 3 (forward and backward), the rest 1. The control is matched on
+  these."""
+  return model_steps_per_update(dream) + 2 * dream.roots * (dream.horizon - 1)
 
 
 def make_distil_chunk(model: Model, config: Config, optimizer, dream, *, anchor: bool):

@@ -376,8 +376,7 @@ def _learner_chunk(job: Job, updates: int, train: str, decay_updates: int = 0):
   if train == "model":
     if job.config.norm == "batch":  # the learner would still move the frozen parts' running averages
       raise ConfigError("adapt_train 'model' needs norm 'layer'; with BatchNorm use --set adapt_train=all")
-    labels = jax.tree.map(lambda m: "learn" if m else "freeze", distil_lib.part_mask(job.base, distil_lib.MODEL_PARTS))
-    optimizer = optax.multi_transform({"learn": optimizer, "freeze": optax.set_to_zero()}, labels)
+    optimizer = distil_lib.only(optimizer, job.base, distil_lib.MODEL_PARTS)
   return optimizer, learner_lib.make_train_chunk(job.model, config, optimizer)
 
 

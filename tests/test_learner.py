@@ -3,10 +3,10 @@
 import functools
 
 import jax
-import pytest
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 import worlds
 from dreamer import config as config_lib
@@ -64,7 +64,7 @@ def test_jitted_update_equals_unjitted():
 
 @pytest.mark.slow
 def test_jitted_update_equals_unjitted_without_search():
-  # The fast twin of the slow test above: reanalysis off, so no search runs inside the update.
+  # The test above without search inside the update (reanalysis off).
   config = config_lib.Config(**{**SMALL, "batch_size": 4}, td_age_steps=50)
   agent, state, rb = _filled(config)
   step = functools.partial(learner.update, model=agent.model, config=config, optimizer=agent.optimizer)
