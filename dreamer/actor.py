@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -26,8 +27,7 @@ def make_act(model: Model, config: Config) -> ActFn:
       sampled = jax.random.categorical(rng_key, root.prior_logits / jnp.maximum(temperature, 1e-6))
       action = jnp.where(temperature > 0, sampled, jnp.argmax(root.prior_logits, axis=-1)).astype(jnp.int32)
       return search_lib.SearchOutput(action, jax.nn.softmax(root.prior_logits), root.value)
-    return search_lib.run_search(model, config, params, rng_key, root, temperature=temperature,
-                                 noise=temperature > 0)
+    return search_lib.run_search(model, config, params, rng_key, root, temperature=temperature, noise=temperature > 0)
 
   return jax.jit(act)
 
@@ -50,13 +50,14 @@ def temperature(config: Config, env_step: int) -> float:
 
 
 class EvalResult(NamedTuple):
-  returns: np.ndarray   # f32[episodes]
-  lengths: np.ndarray   # i32[episodes]
-  env_steps: int        # real steps spent evaluating
+  returns: np.ndarray  # f32[episodes]
+  lengths: np.ndarray  # i32[episodes]
+  env_steps: int  # real steps spent evaluating
 
 
-def run_episodes(world, choose: Callable[[np.ndarray], np.ndarray], *, seed: int, max_steps: int,
-                 stack: int = 1) -> EvalResult:
+def run_episodes(
+  world, choose: Callable[[np.ndarray], np.ndarray], *, seed: int, max_steps: int, stack: int = 1
+) -> EvalResult:
   """Plays exactly one episode in each of the world's envs (`choose` sees observations stacked `stack` frames
   deep); episodes still running at `max_steps` count with the return they have so far. Evaluation worlds
   give true scores as rewards (an Atari world in "eval" mode neither clips nor ends episodes at life loss)."""
@@ -78,8 +79,9 @@ def run_episodes(world, choose: Callable[[np.ndarray], np.ndarray], *, seed: int
   return EvalResult(returns, lengths, steps)
 
 
-def evaluate(world, params: Params, act: ActFn, policy_act, rng_key: jax.Array, *, seed: int,
-             max_steps: int, stack: int = 1) -> dict[str, EvalResult]:
+def evaluate(
+  world, params: Params, act: ActFn, policy_act, rng_key: jax.Array, *, seed: int, max_steps: int, stack: int = 1
+) -> dict[str, EvalResult]:
   """Returns of one episode per env, acting with search (greedy, no noise) and with the policy network alone."""
   keys = iter(jax.random.split(rng_key, max_steps))
 
@@ -89,5 +91,7 @@ def evaluate(world, params: Params, act: ActFn, policy_act, rng_key: jax.Array, 
   def with_policy(obs):
     return np.asarray(policy_act(params, obs))
 
-  return {"search": run_episodes(world, with_search, seed=seed, max_steps=max_steps, stack=stack),
-          "policy": run_episodes(world, with_policy, seed=seed, max_steps=max_steps, stack=stack)}
+  return {
+    "search": run_episodes(world, with_search, seed=seed, max_steps=max_steps, stack=stack),
+    "policy": run_episodes(world, with_policy, seed=seed, max_steps=max_steps, stack=stack),
+  }

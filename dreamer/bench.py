@@ -28,10 +28,12 @@ def commit() -> str:
   """The git commit of this source tree (with '+dirty' when it has uncommitted changes), or 'unknown'."""
   root = Path(__file__).resolve().parent.parent
   try:
-    sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10,
-                         check=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                           capture_output=True, text=True, timeout=10).stdout.strip()
+    sha = subprocess.run(
+      ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=True
+    ).stdout.strip()
+    dirty = subprocess.run(
+      ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True, timeout=10
+    ).stdout.strip()
     return sha + ("+dirty" if dirty else "")
   except (OSError, subprocess.SubprocessError):
     return "unknown"
@@ -46,13 +48,16 @@ def check_games(suite: str, games: list[str] | None) -> list[str]:
     return list(allowed)
   bad = [g for g in games if g not in allowed]
   if bad:
-    raise config_lib.ConfigError(f"{', '.join(map(repr, bad))} {'is' if len(bad) == 1 else 'are'} not in "
-                                 f"suite {suite!r}; its games are {' '.join(allowed)}")
+    raise config_lib.ConfigError(
+      f"{', '.join(map(repr, bad))} {'is' if len(bad) == 1 else 'are'} not in "
+      f"suite {suite!r}; its games are {' '.join(allowed)}"
+    )
   return list(dict.fromkeys(games))
 
 
-def result(run_dir: Path, config: config_lib.Config, *, suite: str, game: str, method: str,
-           summary: dict[str, Any]) -> dict[str, Any]:
+def result(
+  run_dir: Path, config: config_lib.Config, *, suite: str, game: str, method: str, summary: dict[str, Any]
+) -> dict[str, Any]:
   """The result record of a finished run, from its metrics.jsonl (the source of truth) and summary."""
   # Evaluation records only (the closing summary repeats the last evaluation's figures).
   evals = [r for r in read_metrics(run_dir) if "eval/search_return" in r and not r.get("summary")]
@@ -60,19 +65,38 @@ def result(run_dir: Path, config: config_lib.Config, *, suite: str, game: str, m
     raise RuntimeError(f"run {str(run_dir)!r} finished without an evaluation")
   last = evals[-1]
   return {
-      "format": RESULT_FORMAT, "suite": suite, "method": method, "game": game, "world": config.world,
-      "seed": config.seed, "final_score": last["eval/search_return"],
-      "final_score_policy": last["eval/policy_return"],
-      "eval_curve": [{"env_steps": r["env_steps"], "score": r["eval/search_return"],
-                      "score_policy": r["eval/policy_return"]} for r in evals],
-      "env_steps": summary["env_steps"], "updates": summary["updates"], "wall_s": summary["wall_s"],
-      "eval_episodes": config.eval_episodes, "config": config.to_dict(), "commit": commit(),
+    "format": RESULT_FORMAT,
+    "suite": suite,
+    "method": method,
+    "game": game,
+    "world": config.world,
+    "seed": config.seed,
+    "final_score": last["eval/search_return"],
+    "final_score_policy": last["eval/policy_return"],
+    "eval_curve": [
+      {"env_steps": r["env_steps"], "score": r["eval/search_return"], "score_policy": r["eval/policy_return"]}
+      for r in evals
+    ],
+    "env_steps": summary["env_steps"],
+    "updates": summary["updates"],
+    "wall_s": summary["wall_s"],
+    "eval_episodes": config.eval_episodes,
+    "config": config.to_dict(),
+    "commit": commit(),
   }
 
 
-def run_suite(suite: str, *, games: list[str] | None, seeds: list[int], logdir: str | Path, preset: str,
-              overrides: list[str] | None = None, method: str | None = None,
-              console: bool = True) -> tuple[list[Path], str | None]:
+def run_suite(
+  suite: str,
+  *,
+  games: list[str] | None,
+  seeds: list[int],
+  logdir: str | Path,
+  preset: str,
+  overrides: list[str] | None = None,
+  method: str | None = None,
+  console: bool = True,
+) -> tuple[list[Path], str | None]:
   """Trains every (game, seed) of `suite` that has no result yet. Returns the paths of the suite's result files
   and None, or, if SIGINT/SIGTERM stopped a run (checkpointed), the paths so far and the signal's name.
 
@@ -88,8 +112,10 @@ def run_suite(suite: str, *, games: list[str] | None, seeds: list[int], logdir: 
   method = method or Path(preset).stem
   family = SUITES[suite][0]
   if not base.world.startswith(f"{family}:"):
-    raise config_lib.ConfigError(f"suite {suite!r} runs '{family}:' worlds, but config {preset!r} trains on "
-                                 f"{base.world!r}; give a preset for {family} worlds (e.g. --config atari100k)")
+    raise config_lib.ConfigError(
+      f"suite {suite!r} runs '{family}:' worlds, but config {preset!r} trains on "
+      f"{base.world!r}; give a preset for {family} worlds (e.g. --config atari100k)"
+    )
   kwargs = config_lib.world_kwargs(dataclasses.replace(base, world=f"{family}:{games[0]}"), train=True)
   for game in games:
     train_lib.check_network(base, check_world(f"{family}:{game}", f"suite {suite!r}", **kwargs))
@@ -108,7 +134,8 @@ def run_suite(suite: str, *, games: list[str] | None, seeds: list[int], logdir: 
       if summary["stopped"]:  # SIGINT/SIGTERM: the run is checkpointed; re-issuing the command resumes it
         return paths, summary["stopped"]
       tmp = path.with_suffix(".json.tmp")
-      tmp.write_text(json.dumps(result(run_dir, config, suite=suite, game=game, method=method,
-                                       summary=summary), indent=1) + "\n")
+      tmp.write_text(
+        json.dumps(result(run_dir, config, suite=suite, game=game, method=method, summary=summary), indent=1) + "\n"
+      )
       os.replace(tmp, path)
   return paths, None

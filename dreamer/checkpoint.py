@@ -18,8 +18,9 @@ import re
 import shutil
 import time
 import zlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -39,9 +40,9 @@ class StorageError(OSError):
 
 
 class Saved(NamedTuple):
-  step: int        # env steps at which it was written
-  params: Any      # numpy pytree
-  state: Any       # numpy pytree, or None when only the parameters were restored
+  step: int  # env steps at which it was written
+  params: Any  # numpy pytree
+  state: Any  # numpy pytree, or None when only the parameters were restored
   meta: dict[str, Any]
 
 
@@ -58,8 +59,10 @@ def checksums(tree: Any) -> list[int]:
 def flatten(tree: Any) -> dict[str, Any]:
   """{readable path name: leaf}, e.g. 'replay_rows_obs'. Saved flat so that orbax never sees NamedTuples or
   empty optimizer states; `unflatten` rebuilds the tree from an abstract twin."""
-  flat = {re.sub(r"[^A-Za-z0-9]+", "_", jax.tree_util.keystr(path)).strip("_") or "leaf": leaf
-          for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+  flat = {
+    re.sub(r"[^A-Za-z0-9]+", "_", jax.tree_util.keystr(path)).strip("_") or "leaf": leaf
+    for path, leaf in jax.tree_util.tree_leaves_with_path(tree)
+  }
   if len(flat) != len(jax.tree.leaves(tree)):
     raise ValueError("two leaves of the saved tree have the same flattened name")
   return flat
@@ -82,8 +85,12 @@ class Checkpoints:
     self.dir = self.run_dir / "checkpoints"
     self.writable = writable
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=keep, create=writable, read_only=not writable, cleanup_tmp_directories=writable,
-        enable_async_checkpointing=True)
+      max_to_keep=keep,
+      create=writable,
+      read_only=not writable,
+      cleanup_tmp_directories=writable,
+      enable_async_checkpointing=True,
+    )
     try:
       self.manager = ocp.CheckpointManager(self.dir, options=options, item_names=ITEMS)
     except OSError as e:
@@ -103,8 +110,9 @@ class Checkpoints:
       raise CheckpointError(f"checkpoint {self.path(step)!r} cannot be read: {_one_line(e)}") from None
     if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
       version = meta.get("format_version") if isinstance(meta, dict) else None
-      raise CheckpointError(f"checkpoint {self.path(step)!r} has format version {version}; this dreamer reads "
-                            f"version {FORMAT_VERSION}")
+      raise CheckpointError(
+        f"checkpoint {self.path(step)!r} has format version {version}; this dreamer reads version {FORMAT_VERSION}"
+      )
     return meta
 
   def restore(self, step: int, abstract_params: Any, abstract_state: Any = None) -> Saved:
@@ -119,13 +127,15 @@ class Checkpoints:
       raise CheckpointError(f"checkpoint {self.path(step)!r} cannot be read: {_one_line(e)}") from None
     for name in items:
       if checksums(out[name]) != meta["checksums"][name]:
-        raise CheckpointError(f"checkpoint {self.path(step)!r} is corrupt: its {name} arrays do not match the "
-                              f"checksums written with them")
+        raise CheckpointError(
+          f"checkpoint {self.path(step)!r} is corrupt: its {name} arrays do not match the checksums written with them"
+        )
     state = unflatten(abstract_state, out["state"]) if abstract_state is not None else None
     return Saved(step, unflatten(abstract_params, out["params"]), state, meta)
 
-  def restore_latest(self, abstract_params: Any, abstract_state: Any = None, *,
-                     on_unreadable: Callable[[int, CheckpointError], None]) -> Saved | None:
+  def restore_latest(
+    self, abstract_params: Any, abstract_state: Any = None, *, on_unreadable: Callable[[int, CheckpointError], None]
+  ) -> Saved | None:
     """The newest checkpoint that restores cleanly. Each unreadable newer one is reported through
     `on_unreadable(step, error)` and, when writable, moved to `run_dir/corrupt_checkpoints/` (kept for
     inspection, out of the way of later saves). None if no checkpoint restores."""
@@ -150,11 +160,21 @@ class Checkpoints:
     self.wait()  # a failure of the previous write is reported as that step's
     _trim_heap()
     params, state = host_copy(flatten(params)), host_copy(flatten(state))
-    meta = {"format_version": FORMAT_VERSION, "step": step, **meta,
-            "checksums": {"params": checksums(params), "state": checksums(state)}}
-    self._guard(lambda: self.manager.save(step, args=ocp.args.Composite(
-        params=ocp.args.StandardSave(params), state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))),
-        step)
+    meta = {
+      "format_version": FORMAT_VERSION,
+      "step": step,
+      **meta,
+      "checksums": {"params": checksums(params), "state": checksums(state)},
+    }
+    self._guard(
+      lambda: self.manager.save(
+        step,
+        args=ocp.args.Composite(
+          params=ocp.args.StandardSave(params), state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
+        ),
+      ),
+      step,
+    )
     self.pending = step
 
   def wait(self) -> None:
@@ -175,8 +195,9 @@ class Checkpoints:
     except Exception as e:  # orbax re-raises the writer thread's error here, wrapped in its own types
       self.pending = None
       self._remove_partial()
-      raise StorageError(f"could not write checkpoint {self.path(step)!r}: {_one_line(e)}; "
-                         f"{self.last_complete()}") from None
+      raise StorageError(
+        f"could not write checkpoint {self.path(step)!r}: {_one_line(e)}; {self.last_complete()}"
+      ) from None
 
   def last_complete(self) -> str:
     # Not the pending step: orbax lists a step once its save starts, and a failing write removes it again.
@@ -227,5 +248,7 @@ def locate(path: str | Path) -> tuple[Path, int | None]:
   if (path / "checkpoints").is_dir():
     return path, None
   what = "does not exist" if not path.exists() else "is not a run directory (it has no checkpoints/)"
-  raise CheckpointError(f"no checkpoint found at {str(path)!r}: it {what}; give a run directory or one of its "
-                        f"checkpoints/<step> directories")
+  raise CheckpointError(
+    f"no checkpoint found at {str(path)!r}: it {what}; give a run directory or one of its "
+    f"checkpoints/<step> directories"
+  )

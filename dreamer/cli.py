@@ -1,4 +1,6 @@
-"""The `dreamer` command: train, eval, bench, report, compare, play and dream. User mistakes print one line, never a traceback.
+"""The `dreamer` command: train, eval, bench, report, compare, play and dream.
+
+User mistakes print one line, never a traceback.
 
 Exit codes: 0 done; 1 the run stopped on a failure it reports (non-finite loss, unwritable run directory);
 2 a user mistake; 128 + signal number when SIGINT/SIGTERM stopped training after its checkpoint was written.
@@ -8,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import logging
 import signal
@@ -48,122 +51,216 @@ def _parser() -> argparse.ArgumentParser:
   sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
   train = sub.add_parser(
-      "train", help="train an agent from a preset or a TOML config file, or resume a run",
-      description="Train an agent. Writes metrics.jsonl, config.json and checkpoints/ to the run directory. "
-                  "On a directory that already holds a run, training resumes from its newest readable "
-                  "checkpoint (use --fresh to replace the run instead).")
-  train.add_argument("--config", metavar="PRESET_OR_PATH",
-                     help=f"a preset name ({', '.join(config_lib.presets())}) or a path to a .toml file; "
-                          f"required for a new run; when resuming, defaults to the run's saved config")
-  train.add_argument("--logdir", metavar="DIR",
-                     help="run directory (default: runs/<preset>-seed<N>-<time>); an existing run is resumed")
-  train.add_argument("--fresh", action="store_true",
-                     help="replace the run in --logdir: it is moved aside to DIR.replaced-<time>, not deleted")
+    "train",
+    help="train an agent from a preset or a TOML config file, or resume a run",
+    description="Train an agent. Writes metrics.jsonl, config.json and checkpoints/ to the run directory. "
+    "On a directory that already holds a run, training resumes from its newest readable "
+    "checkpoint (use --fresh to replace the run instead).",
+  )
+  train.add_argument(
+    "--config",
+    metavar="PRESET_OR_PATH",
+    help=f"a preset name ({', '.join(config_lib.presets())}) or a path to a .toml file; "
+    f"required for a new run; when resuming, defaults to the run's saved config",
+  )
+  train.add_argument(
+    "--logdir", metavar="DIR", help="run directory (default: runs/<preset>-seed<N>-<time>); an existing run is resumed"
+  )
+  train.add_argument(
+    "--fresh",
+    action="store_true",
+    help="replace the run in --logdir: it is moved aside to DIR.replaced-<time>, not deleted",
+  )
   train.add_argument("--seed", type=int, metavar="N", help="random seed (overrides the config's seed)")
-  train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
-                     help="override one config key, e.g. --set batch_size=128 (repeatable); values are TOML "
-                          "(numbers, true/false, [lists]) or bare strings")
-  train.add_argument("--stop-after-updates", type=int, metavar="N",
-                     help="checkpoint and exit once N updates are done (for time-sliced jobs); resume later")
+  train.add_argument(
+    "--set",
+    action="append",
+    default=[],
+    metavar="KEY=VALUE",
+    dest="overrides",
+    help="override one config key, e.g. --set batch_size=128 (repeatable); values are TOML "
+    "(numbers, true/false, [lists]) or bare strings",
+  )
+  train.add_argument(
+    "--stop-after-updates",
+    type=int,
+    metavar="N",
+    help="checkpoint and exit once N updates are done (for time-sliced jobs); resume later",
+  )
   train.add_argument("--quiet", action="store_true", help="no console progress line (metrics.jsonl still written)")
 
-  ev = sub.add_parser("eval", help="evaluate a checkpoint with search and with the policy network alone",
-                      description="Evaluate a checkpoint: prints JSON with the mean return acting with search "
-                                  "and acting with the policy network alone.")
-  ev.add_argument("--checkpoint", required=True, metavar="DIR",
-                  help="a run directory (its newest readable checkpoint is used) or a checkpoints/<step> directory")
-  ev.add_argument("--world", metavar="ID",
-                  help="evaluate on this world instead of the training one (same observation shape and actions)")
+  ev = sub.add_parser(
+    "eval",
+    help="evaluate a checkpoint with search and with the policy network alone",
+    description="Evaluate a checkpoint: prints JSON with the mean return acting with search "
+    "and acting with the policy network alone.",
+  )
+  ev.add_argument(
+    "--checkpoint",
+    required=True,
+    metavar="DIR",
+    help="a run directory (its newest readable checkpoint is used) or a checkpoints/<step> directory",
+  )
+  ev.add_argument(
+    "--world",
+    metavar="ID",
+    help="evaluate on this world instead of the training one (same observation shape and actions)",
+  )
   ev.add_argument("--episodes", type=int, default=32, metavar="N", help="episodes per mode (default: 32)")
   ev.add_argument("--seed", type=int, default=12345, metavar="N", help="seed of the evaluation worlds")
 
   bench = sub.add_parser(
-      "bench", help="run a benchmark suite: one training run per game and seed, each writing result.json",
-      description="Run a benchmark suite (or a subset). Runs go to LOGDIR/<Game>/seed<N>; finished runs are "
-                  "skipped and stopped ones resume, so the same command can be re-issued until all are done.")
+    "bench",
+    help="run a benchmark suite: one training run per game and seed, each writing result.json",
+    description="Run a benchmark suite (or a subset). Runs go to LOGDIR/<Game>/seed<N>; finished runs are "
+    "skipped and stopped ones resume, so the same command can be re-issued until all are done.",
+  )
   bench.add_argument("suite", metavar="SUITE", help="the suite: atari100k")
   bench.add_argument("--games", nargs="+", metavar="GAME", help="games to run (default: the whole suite)")
-  bench.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], metavar="N",
-                     help="seeds per game (default: 0 1 2)")
-  bench.add_argument("--config", default="atari100k", metavar="PRESET_OR_PATH",
-                     help="preset or .toml file for every run (default: atari100k); world and seed are set per run")
-  bench.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
-                     help="override one config key for every run (repeatable)")
+  bench.add_argument(
+    "--seeds", nargs="+", type=int, default=[0, 1, 2], metavar="N", help="seeds per game (default: 0 1 2)"
+  )
+  bench.add_argument(
+    "--config",
+    default="atari100k",
+    metavar="PRESET_OR_PATH",
+    help="preset or .toml file for every run (default: atari100k); world and seed are set per run",
+  )
+  bench.add_argument(
+    "--set",
+    action="append",
+    default=[],
+    metavar="KEY=VALUE",
+    dest="overrides",
+    help="override one config key for every run (repeatable)",
+  )
   bench.add_argument("--logdir", required=True, metavar="DIR", help="directory holding the suite's runs")
   bench.add_argument("--method", metavar="LABEL", help="label of these runs in reports (default: the preset name)")
   bench.add_argument("--quiet", action="store_true", help="no console progress line")
 
   rep = sub.add_parser(
-      "report", help="write a Markdown + PNG report of benchmark runs beside published baselines",
-      description="Per-game scores, human-normalised scores, and mean, median, IQM and optimality gap with "
-                  "stratified-bootstrap 95% confidence intervals, for the runs found under RUN_DIRS (searched "
-                  "for result.json) and for the published baselines shipped with dreamer.")
+    "report",
+    help="write a Markdown + PNG report of benchmark runs beside published baselines",
+    description="Per-game scores, human-normalised scores, and mean, median, IQM and optimality gap with "
+    "stratified-bootstrap 95% confidence intervals, for the runs found under RUN_DIRS (searched "
+    "for result.json) and for the published baselines shipped with dreamer.",
+  )
   rep.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories, or directories holding them")
   rep.add_argument("--out", required=True, metavar="DIR", help="where report.md, the PNGs and summary.json go")
   rep.add_argument("--reps", type=int, default=2000, metavar="N", help="bootstrap repetitions (default: 2000)")
   rep.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the bootstrap (default: 0)")
-  rep.add_argument("--baselines", nargs="+", metavar="METHOD",
-                   help="published methods to show (default: all shipped ones)")
+  rep.add_argument(
+    "--baselines", nargs="+", metavar="METHOD", help="published methods to show (default: all shipped ones)"
+  )
   cmp = sub.add_parser(
-      "compare", help="run a grid of configurations x seeds (or take finished runs) and compare them",
-      description="Trains every configuration of --grid (each key's values crossed with the others') on each of "
-                  "--worlds with each of --seeds, --jobs runs at a time, into LOGDIR/<world>/<config>/seed<N>; "
-                  "finished runs are skipped and interrupted ones resume. Then writes a report of these and any "
-                  "--runs: returns against real env steps and against wall-clock with 95% bootstrap bands over "
-                  "seeds, final returns with CIs, env steps to --threshold, and each configuration's dream ratio.")
+    "compare",
+    help="run a grid of configurations x seeds (or take finished runs) and compare them",
+    description="Trains every configuration of --grid (each key's values crossed with the others') on each of "
+    "--worlds with each of --seeds, --jobs runs at a time, into LOGDIR/<world>/<config>/seed<N>; "
+    "finished runs are skipped and interrupted ones resume. Then writes a report of these and any "
+    "--runs: returns against real env steps and against wall-clock with 95% bootstrap bands over "
+    "seeds, final returns with CIs, env steps to --threshold, and each configuration's dream ratio.",
+  )
   cmp.add_argument("--config", metavar="PRESET_OR_PATH", help="preset or .toml file of the grid's runs")
-  cmp.add_argument("--grid", nargs="+", default=[], metavar="KEY=V1,V2",
-                   help="config keys to vary, e.g. num_simulations=2,8,32 search=none,gumbel")
+  cmp.add_argument(
+    "--grid",
+    nargs="+",
+    default=[],
+    metavar="KEY=V1,V2",
+    help="config keys to vary, e.g. num_simulations=2,8,32 search=none,gumbel",
+  )
   cmp.add_argument("--worlds", nargs="+", metavar="ID", help="worlds to run on (default: the config's world)")
   cmp.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], metavar="N", help="seeds (default: 0 1 2)")
-  cmp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
-                   help="override one config key for every run (repeatable)")
+  cmp.add_argument(
+    "--set",
+    action="append",
+    default=[],
+    metavar="KEY=VALUE",
+    dest="overrides",
+    help="override one config key for every run (repeatable)",
+  )
   cmp.add_argument("--logdir", metavar="DIR", help="directory holding the grid's runs")
   cmp.add_argument("--jobs", type=int, default=1, metavar="N", help="runs trained at once (default: 1)")
-  cmp.add_argument("--runs", nargs="+", default=[], metavar="RUN_DIR",
-                   help="finished run directories (or directories holding them) to include in the report")
-  cmp.add_argument("--out", metavar="DIR", help="where report.md, curves.png and summary.json go "
-                                                "(default: LOGDIR/report)")
-  cmp.add_argument("--threshold", type=float, metavar="RETURN",
-                   help="report the env steps and seconds each run took to reach this evaluation return")
+  cmp.add_argument(
+    "--runs",
+    nargs="+",
+    default=[],
+    metavar="RUN_DIR",
+    help="finished run directories (or directories holding them) to include in the report",
+  )
+  cmp.add_argument(
+    "--out", metavar="DIR", help="where report.md, curves.png and summary.json go (default: LOGDIR/report)"
+  )
+  cmp.add_argument(
+    "--threshold",
+    type=float,
+    metavar="RETURN",
+    help="report the env steps and seconds each run took to reach this evaluation return",
+  )
   cmp.add_argument("--reps", type=int, default=2000, metavar="N", help="bootstrap repetitions (default: 2000)")
   cmp.add_argument("--quiet", action="store_true", help="no line per started run")
 
   play = sub.add_parser(
-      "play", help="act in a world with a checkpoint and record what happened (for dreamer dream)",
-      description="Act in a real world with a checkpoint (with search, or with the policy network alone) and "
-                  "record observations, actions, rewards, episode ends and search statistics to an experience "
-                  "directory (format: dreamer/experience.py). Worlds run in training mode (Atari: clipped "
-                  "rewards, a lost life ends an episode).")
+    "play",
+    help="act in a world with a checkpoint and record what happened (for dreamer dream)",
+    description="Act in a real world with a checkpoint (with search, or with the policy network alone) and "
+    "record observations, actions, rewards, episode ends and search statistics to an experience "
+    "directory (format: dreamer/experience.py). Worlds run in training mode (Atari: clipped "
+    "rewards, a lost life ends an episode).",
+  )
   play.add_argument("--checkpoint", required=True, metavar="DIR", help="a run directory or checkpoints/<step>")
   play.add_argument("--world", metavar="ID", help="the world to play (default: the checkpoint's)")
-  play.add_argument("--steps", type=int, required=True, metavar="N",
-                    help="real env steps to record, in all (rounded up to a multiple of --envs)")
+  play.add_argument(
+    "--steps",
+    type=int,
+    required=True,
+    metavar="N",
+    help="real env steps to record, in all (rounded up to a multiple of --envs)",
+  )
   play.add_argument("--envs", type=int, default=8, metavar="N", help="envs stepped together (default: 8)")
   play.add_argument("--policy", action="store_true", help="act with the policy network alone, not search")
-  play.add_argument("--temperature", type=float, metavar="T",
-                    help="acting temperature (default: the checkpoint's last training temperature)")
+  play.add_argument(
+    "--temperature",
+    type=float,
+    metavar="T",
+    help="acting temperature (default: the checkpoint's last training temperature)",
+  )
   play.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the world and the search")
   play.add_argument("--out", required=True, metavar="DIR", help="the experience directory to write (new)")
 
   dr = sub.add_parser(
-      "dream", help="consolidate recorded experience into the policy weights through imagined search",
-      description="Adapt the checkpoint's model to the recorded experience, rehearse inside it with Gumbel "
-                  "search from recorded states, distil the search targets into the policy (keeping the anchor "
-                  "task's policy with a KL term), and accept the new weights only if the experience world's "
-                  "policy-only return rose, the anchor world's kept anchor_keep (95%%) of its baseline and both "
-                  "worlds' search returns kept search_keep (90%%). Writes a checkpoint and a report "
-                  "(report.md, report.json, PNGs) to --out; re-issue the same command to resume.")
+    "dream",
+    help="consolidate recorded experience into the policy weights through imagined search",
+    description="Adapt the checkpoint's model to the recorded experience, rehearse inside it with Gumbel "
+    "search from recorded states, distil the search targets into the policy (keeping the anchor "
+    "task's policy with a KL term), and accept the new weights only if the experience world's "
+    "policy-only return rose, the anchor world's kept anchor_keep (95%%) of its baseline and both "
+    "worlds' search returns kept search_keep (90%%). Writes a checkpoint and a report "
+    "(report.md, report.json, PNGs) to --out; re-issue the same command to resume.",
+  )
   dr.add_argument("--checkpoint", required=True, metavar="DIR", help="a run directory or checkpoints/<step>")
   dr.add_argument("--experience", required=True, metavar="DIR", help="an experience recorded by dreamer play")
   dr.add_argument("--anchor", metavar="DIR", help="an experience of the task to keep (recorded by dreamer play)")
-  dr.add_argument("--budget", type=float, metavar="RATIO",
-                  help="imagined model steps per real recorded env step (default: 1000; the setting dream_ratio)")
-  dr.add_argument("--control", action="store_true",
-                  help="the compute-matched control: real-data fine-tuning of the same compute, no imagination")
+  dr.add_argument(
+    "--budget",
+    type=float,
+    metavar="RATIO",
+    help="imagined model steps per real recorded env step (default: 1000; the setting dream_ratio)",
+  )
+  dr.add_argument(
+    "--control",
+    action="store_true",
+    help="the compute-matched control: real-data fine-tuning of the same compute, no imagination",
+  )
   dr.add_argument("--seed", type=int, metavar="N", help="seed (default: 0)")
-  dr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
-                  help="override one dream setting (see dreamer/dream.py:DreamConfig), e.g. --set train=all")
+  dr.add_argument(
+    "--set",
+    action="append",
+    default=[],
+    metavar="KEY=VALUE",
+    dest="overrides",
+    help="override one dream setting (see dreamer/dream.py:DreamConfig), e.g. --set train=all",
+  )
   dr.add_argument("--out", required=True, metavar="DIR", help="output directory (new, or this job's, to resume)")
   dr.add_argument("--quiet", action="store_true", help="no progress lines")
   return parser
@@ -212,15 +309,19 @@ def _train(args: argparse.Namespace) -> int:
       raise config_lib.ConfigError(f"cannot read the saved config {str(saved)!r}: {e}") from None
     config = config_lib.from_dict(table, str(saved), args.overrides + [f"seed={args.seed}"] * bool(seed))
   else:
-    raise config_lib.ConfigError(f"--logdir {str(logdir)!r} holds no run to resume; give --config "
-                                 f"PRESET_OR_PATH to start one")
+    raise config_lib.ConfigError(
+      f"--logdir {str(logdir)!r} holds no run to resume; give --config PRESET_OR_PATH to start one"
+    )
   spec = check_world(config.world, "config key 'world'", **config_lib.world_kwargs(config, train=True))
   train_lib.check_network(config, spec)
   summary = train_lib.train(config, logdir, console=not args.quiet, stop_after_updates=args.stop_after_updates)
   print(json.dumps({"logdir": str(logdir), **summary}))
   if summary["stopped"] in ("SIGINT", "SIGTERM"):
-    print(f"dreamer: stopped by {summary['stopped']} at env step {summary['env_steps']}; checkpoint written; "
-          f"resume with: dreamer train --logdir {logdir}", file=sys.stderr)
+    print(
+      f"dreamer: stopped by {summary['stopped']} at env step {summary['env_steps']}; checkpoint written; "
+      f"resume with: dreamer train --logdir {logdir}",
+      file=sys.stderr,
+    )
     return 128 + signal.Signals[summary["stopped"]].value
   return 0
 
@@ -228,13 +329,23 @@ def _train(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
   from dreamer import bench
 
-  paths, stopped = bench.run_suite(args.suite, games=args.games, seeds=args.seeds, logdir=args.logdir,
-                                   preset=args.config, overrides=args.overrides, method=args.method,
-                                   console=not args.quiet)
+  paths, stopped = bench.run_suite(
+    args.suite,
+    games=args.games,
+    seeds=args.seeds,
+    logdir=args.logdir,
+    preset=args.config,
+    overrides=args.overrides,
+    method=args.method,
+    console=not args.quiet,
+  )
   print(json.dumps({"logdir": args.logdir, "results": [str(p) for p in paths if p.exists()], "stopped": stopped}))
   if stopped:
-    print(f"dreamer: stopped by {stopped}; the run in progress is checkpointed; re-issue the same dreamer bench "
-          f"command to resume the suite", file=sys.stderr)
+    print(
+      f"dreamer: stopped by {stopped}; the run in progress is checkpointed; re-issue the same dreamer bench "
+      f"command to resume the suite",
+      file=sys.stderr,
+    )
     return 128 + signal.Signals[stopped].value
   return 0
 
@@ -244,8 +355,9 @@ def _report(args: argparse.Namespace) -> int:
 
   if args.reps < 1:
     raise config_lib.ConfigError(f"--reps must be >= 1, got {args.reps}")
-  summary = report.write_report(args.runs, args.out, reps=args.reps, seed=args.seed,
-                                baselines=tuple(args.baselines) if args.baselines else None)
+  summary = report.write_report(
+    args.runs, args.out, reps=args.reps, seed=args.seed, baselines=tuple(args.baselines) if args.baselines else None
+  )
   print(json.dumps({"out": args.out, "report": str(Path(args.out) / "report.md"), **summary}))
   return 0
 
@@ -255,15 +367,30 @@ def _compare(args: argparse.Namespace) -> int:
 
   if args.config is None and args.out is None and args.runs:
     raise config_lib.ConfigError("give --out DIR for the report of --runs")
-  result = compare.compare(args.config, run_dirs=args.runs, overrides=args.overrides, grid=args.grid,
-                           worlds=args.worlds, seeds=args.seeds, logdir=args.logdir, out=args.out, jobs=args.jobs,
-                           threshold=args.threshold, reps=args.reps, console=not args.quiet)
+  result = compare.compare(
+    args.config,
+    run_dirs=args.runs,
+    overrides=args.overrides,
+    grid=args.grid,
+    worlds=args.worlds,
+    seeds=args.seeds,
+    logdir=args.logdir,
+    out=args.out,
+    jobs=args.jobs,
+    threshold=args.threshold,
+    reps=args.reps,
+    console=not args.quiet,
+  )
   summary = result.pop("summary")
-  print(json.dumps({**result, "configurations": {w: list(e) for w, e in summary["worlds"].items()} if summary
-                    else None}))
+  print(
+    json.dumps({**result, "configurations": {w: list(e) for w, e in summary["worlds"].items()} if summary else None})
+  )
   if result["stopped"]:
-    print(f"dreamer: stopped by {result['stopped']}; the runs in progress are checkpointed; re-issue the same "
-          f"dreamer compare command to resume the grid", file=sys.stderr)
+    print(
+      f"dreamer: stopped by {result['stopped']}; the runs in progress are checkpointed; re-issue the same "
+      f"dreamer compare command to resume the grid",
+      file=sys.stderr,
+    )
     return 128 + signal.Signals[result["stopped"]].value
   if result["failed"]:
     for run_dir, log, code in result["failed"]:
@@ -286,8 +413,10 @@ def _acting_checkpoint(path: str, world_id: str | None, *, num_envs: int, seed: 
   ckpts = checkpoint.Checkpoints(run_dir, writable=False)
   steps = ckpts.steps()
   if not steps or (step is not None and step not in steps):
-    raise checkpoint.CheckpointError(f"no checkpoint found at {path!r}: {str(ckpts.dir)!r} holds "
-                                     f"{'steps ' + str(steps) if steps else 'no complete checkpoint'}")
+    raise checkpoint.CheckpointError(
+      f"no checkpoint found at {path!r}: {str(ckpts.dir)!r} holds "
+      f"{'steps ' + str(steps) if steps else 'no complete checkpoint'}"
+    )
   errors: list[str] = []
   world = None
   for candidate in [step] if step is not None else steps[::-1]:  # a run directory: newest readable first
@@ -296,17 +425,22 @@ def _acting_checkpoint(path: str, world_id: str | None, *, num_envs: int, seed: 
       config = config_lib.from_dict(meta["config"], f"checkpoint {ckpts.path(candidate)!r}")
       saved, world_id = meta["spec"], world_id or config.world
       check_world(world_id, "--world")
-      world = worlds.make(world_id, num_envs=num_envs, seed=seed,
-                          **config_lib.world_kwargs(dataclasses.replace(config, world=world_id), train=train))
+      world = worlds.make(
+        world_id,
+        num_envs=num_envs,
+        seed=seed,
+        **config_lib.world_kwargs(dataclasses.replace(config, world=world_id), train=train),
+      )
       spec = world.spec
       if list(spec.obs_shape) != saved["obs_shape"] or spec.num_actions != saved["num_actions"]:
         world.close()
         raise config_lib.ConfigError(
-            f"checkpoint {ckpts.path(candidate)!r} was trained on observations {saved['obs_shape']} with "
-            f"{saved['num_actions']} actions, but {world_id!r} has {list(spec.obs_shape)} with {spec.num_actions}")
+          f"checkpoint {ckpts.path(candidate)!r} was trained on observations {saved['obs_shape']} with "
+          f"{saved['num_actions']} actions, but {world_id!r} has {list(spec.obs_shape)} with {spec.num_actions}"
+        )
       net = make_network(config, spec.num_actions, spec.obs_dtype)
       obs_shape = frames.obs_shape(spec.obs_shape, config.frame_stack)
-      abstract = jax.eval_shape(lambda: init_params(net, jax.random.PRNGKey(0), obs_shape))
+      abstract = jax.eval_shape(functools.partial(init_params, net, jax.random.PRNGKey(0), obs_shape))
       restored = ckpts.restore(candidate, abstract)
       break
     except checkpoint.CheckpointError as e:
@@ -332,12 +466,20 @@ def _eval(args: argparse.Namespace) -> int:
 
   if args.episodes < 1:
     raise config_lib.ConfigError(f"--episodes must be >= 1, got {args.episodes}")
-  config, world, world_id, net, params, path = _acting_checkpoint(args.checkpoint, args.world,
-                                                                  num_envs=args.episodes, seed=args.seed, train=False)
+  config, world, world_id, net, params, path = _acting_checkpoint(
+    args.checkpoint, args.world, num_envs=args.episodes, seed=args.seed, train=False
+  )
   model = Model(net)
-  res = actor_lib.evaluate(world, params, actor_lib.make_act(model, config), actor_lib.make_policy_act(model),
-                           jax.random.PRNGKey(args.seed), seed=args.seed, max_steps=config.eval_max_steps,
-                           stack=config.frame_stack)
+  res = actor_lib.evaluate(
+    world,
+    params,
+    actor_lib.make_act(model, config),
+    actor_lib.make_policy_act(model),
+    jax.random.PRNGKey(args.seed),
+    seed=args.seed,
+    max_steps=config.eval_max_steps,
+    stack=config.frame_stack,
+  )
   world.close()
   out = {"checkpoint": path, "world": world_id, "episodes": args.episodes}
   for name, r in res.items():
@@ -351,7 +493,8 @@ def _play(args: argparse.Namespace) -> int:
   import jax
   import numpy as np
 
-  from dreamer import actor as actor_lib, experience
+  from dreamer import actor as actor_lib
+  from dreamer import experience
   from dreamer.networks import Model
 
   for name, value, low in (("--steps", args.steps, 1), ("--envs", args.envs, 1)):
@@ -361,10 +504,12 @@ def _play(args: argparse.Namespace) -> int:
     raise config_lib.ConfigError(f"--temperature must be >= 0, got {args.temperature}")
   out = Path(args.out)
   if out.exists() and (not out.is_dir() or any(out.iterdir())):
-    raise config_lib.ConfigError(f"--out {args.out!r} already exists and is not an empty directory; "
-                                 f"recordings are never overwritten")
-  config, world, world_id, net, params, path = _acting_checkpoint(args.checkpoint, args.world, num_envs=args.envs,
-                                                                  seed=args.seed, train=True)
+    raise config_lib.ConfigError(
+      f"--out {args.out!r} already exists and is not an empty directory; recordings are never overwritten"
+    )
+  config, world, world_id, net, params, path = _acting_checkpoint(
+    args.checkpoint, args.world, num_envs=args.envs, seed=args.seed, train=True
+  )
   model = Model(net)
   config = dataclasses.replace(config, search="none") if args.policy else config
   act = actor_lib.make_act(model, config)
@@ -377,32 +522,60 @@ def _play(args: argparse.Namespace) -> int:
     return o.action, o.policy, o.value
 
   t = time.perf_counter()
-  arrays = experience.record(world, choose, steps=steps, seed=args.seed,
-                             stack=config.frame_stack)
+  arrays = experience.record(world, choose, steps=steps, seed=args.seed, stack=config.frame_stack)
   world.close()
   games = arrays["game_returns"]
-  meta = {"world": world_id, "spec": {"obs_shape": list(world.spec.obs_shape),
-                                      "obs_dtype": np.dtype(world.spec.obs_dtype).name,
-                                      "num_actions": world.spec.num_actions},
-          "frame_stack": config.frame_stack, "acting": "policy" if args.policy else "search",
-          "temperature": temperature, "seed": args.seed, "checkpoint": path}
+  meta = {
+    "world": world_id,
+    "spec": {
+      "obs_shape": list(world.spec.obs_shape),
+      "obs_dtype": np.dtype(world.spec.obs_dtype).name,
+      "num_actions": world.spec.num_actions,
+    },
+    "frame_stack": config.frame_stack,
+    "acting": "policy" if args.policy else "search",
+    "temperature": temperature,
+    "seed": args.seed,
+    "checkpoint": path,
+  }
   experience.save(out, arrays, meta)
-  print(json.dumps({"out": str(out), "world": world_id, "env_steps": int(arrays["action"].size),
-                    "games": int(games.size), "mean_game_return": float(games.mean()) if games.size else None,
-                    "seconds": time.perf_counter() - t}))
+  print(
+    json.dumps(
+      {
+        "out": str(out),
+        "world": world_id,
+        "env_steps": int(arrays["action"].size),
+        "games": int(games.size),
+        "mean_game_return": float(games.mean()) if games.size else None,
+        "seconds": time.perf_counter() - t,
+      }
+    )
+  )
   return 0
 
 
 def _dream(args: argparse.Namespace) -> int:
   from dreamer import dream
 
-  extra = {k: v for k, v in (("dream_ratio", args.budget), ("seed", args.seed), ("control", args.control or None))
-           if v is not None}
+  extra = {
+    k: v
+    for k, v in (("dream_ratio", args.budget), ("seed", args.seed), ("control", args.control or None))
+    if v is not None
+  }
   settings = dream.dream_config(args.overrides, **extra)
-  report = dream.run(args.checkpoint, args.experience, args.out, anchor=args.anchor, settings=settings,
-                     console=not args.quiet)
-  print(json.dumps({"out": args.out, "accepted": report["accepted"], "checkpoint": report["checkpoint"],
-                    "returns": report["returns"]}))
+  report = dream.run(
+    args.checkpoint, args.experience, args.out, anchor=args.anchor, settings=settings, console=not args.quiet
+  )
+  print(
+    json.dumps(
+      {
+        "out": args.out,
+        "accepted": report["accepted"],
+        "checkpoint": report["checkpoint"],
+        "returns": report["returns"],
+      }
+    )
+  )
   return 0
 
 
@@ -422,8 +595,15 @@ def main(argv: list[str] | None = None) -> int:
   sys.unraisablehook = _quiet_closed_loop
   try:
     args = _parser().parse_args(argv)
-    return {"train": _train, "eval": _eval, "bench": _bench, "report": _report,
-            "compare": _compare, "play": _play, "dream": _dream}[args.command](args)
+    return {
+      "train": _train,
+      "eval": _eval,
+      "bench": _bench,
+      "report": _report,
+      "compare": _compare,
+      "play": _play,
+      "dream": _dream,
+    }[args.command](args)
   except (config_lib.ConfigError, CheckpointError) as e:
     print(f"dreamer: error: {e}", file=sys.stderr)
     return 2
@@ -431,11 +611,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"dreamer: error: {e}", file=sys.stderr)
     return 1
   except KeyboardInterrupt:
-    print("dreamer: interrupted; what was complete is kept (resume with dreamer train --logdir DIR, or re-issue "
-          "the same dreamer dream command)", file=sys.stderr)
+    print(
+      "dreamer: interrupted; what was complete is kept (resume with dreamer train --logdir DIR, or re-issue "
+      "the same dreamer dream command)",
+      file=sys.stderr,
+    )
     return 130
   except Exception as e:
     from dreamer.train import Diverged  # the training code is imported only when needed
+
     if not isinstance(e, Diverged):
       raise
     print(f"dreamer: error: {e}", file=sys.stderr)

@@ -27,8 +27,9 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -46,6 +47,7 @@ GRID_POINTS = 60  # points of the wall-clock curves
 @dataclasses.dataclass(frozen=True)
 class Planned:
   """One run of the grid: where it goes and the overrides that make it."""
+
   world: str
   label: str
   seed: int
@@ -78,8 +80,15 @@ def _slug(text: str) -> str:
   return re.sub(r"[^A-Za-z0-9_.=,+-]", "_", text)
 
 
-def plan(preset: str, *, overrides: Sequence[str], grid: Sequence[str], worlds: Sequence[str] | None,
-         seeds: Sequence[int], logdir: str | Path) -> list[Planned]:
+def plan(
+  preset: str,
+  *,
+  overrides: Sequence[str],
+  grid: Sequence[str],
+  worlds: Sequence[str] | None,
+  seeds: Sequence[int],
+  logdir: str | Path,
+) -> list[Planned]:
   """Every run of the grid, each config checked (ConfigError) before any run starts."""
   if not seeds:
     raise config_lib.ConfigError("give at least one seed (--seeds 0 1 2)")
@@ -97,22 +106,32 @@ def plan(preset: str, *, overrides: Sequence[str], grid: Sequence[str], worlds: 
       config = config_lib.load(preset, list(overrides) + sets + [f"world={json.dumps(world)}"])  # checks it now
       label = ",".join(f"{k}={v}" for k, v in combo) or Path(preset).stem
       for seed in seeds:
-        runs.append(Planned(world, label, seed, tuple(list(overrides) + sets),
-                            Path(logdir) / _slug(world) / _slug(label) / f"seed{seed}"))
+        runs.append(
+          Planned(
+            world,
+            label,
+            seed,
+            tuple(list(overrides) + sets),
+            Path(logdir) / _slug(world) / _slug(label) / f"seed{seed}",
+          )
+        )
         configs.append(dataclasses.replace(config, seed=seed))
   dirs = [r.run_dir for r in runs]
   if len(set(dirs)) != len(dirs):
     twice = next(d for d in dirs if dirs.count(d) > 1)
-    raise config_lib.ConfigError(f"the grid names run {str(twice)!r} twice: give each --grid value and each "
-                                 f"--worlds id once")
+    raise config_lib.ConfigError(
+      f"the grid names run {str(twice)!r} twice: give each --grid value and each --worlds id once"
+    )
   for run, want in zip(runs, configs):  # a re-issued command must describe the runs already there
     saved = run.run_dir / "config.json"
     if saved.exists():
       have = json.loads(saved.read_text())
       diff = sorted(k for k, v in want.to_dict().items() if have.get(k) != v)
       if diff:
-        raise config_lib.ConfigError(f"{str(run.run_dir)!r} holds a run whose config differs from this command's "
-                                     f"in {', '.join(diff)}; use another --logdir for other settings")
+        raise config_lib.ConfigError(
+          f"{str(run.run_dir)!r} holds a run whose config differs from this command's "
+          f"in {', '.join(diff)}; use another --logdir for other settings"
+        )
   return runs
 
 
@@ -147,13 +166,27 @@ def execute(runs: Sequence[Planned], *, preset: str, jobs: int, console: bool = 
       if state["stopped"] or state["error"]:
         return
       log = run.run_dir.parent / f"{run.run_dir.name}.log"
-      cmd = [sys.executable, "-m", "dreamer.cli", "train", "--config", preset, "--logdir", str(run.run_dir),
-             "--seed", str(run.seed), "--quiet", "--set", f"world={json.dumps(run.world)}"]
+      cmd = [
+        sys.executable,
+        "-m",
+        "dreamer.cli",
+        "train",
+        "--config",
+        preset,
+        "--logdir",
+        str(run.run_dir),
+        "--seed",
+        str(run.seed),
+        "--quiet",
+        "--set",
+        f"world={json.dumps(run.world)}",
+      ]
       for item in run.overrides:
         cmd += ["--set", item]
       if console:
-        print(f"dreamer: compare: {run.world} {run.label} seed {run.seed} -> {run.run_dir}", file=sys.stderr,
-              flush=True)
+        print(
+          f"dreamer: compare: {run.world} {run.label} seed {run.seed} -> {run.run_dir}", file=sys.stderr, flush=True
+        )
       try:
         run.run_dir.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "a") as out:
@@ -186,6 +219,7 @@ def execute(runs: Sequence[Planned], *, preset: str, jobs: int, console: bool = 
   error = state.pop("error")
   if error:
     from dreamer.checkpoint import StorageError
+
     raise StorageError(f"{error}; the runs started before it ran to their end")
   return state
 
@@ -196,16 +230,17 @@ def execute(runs: Sequence[Planned], *, preset: str, jobs: int, console: bool = 
 @dataclasses.dataclass
 class RunData:
   """What the report reads from one run directory."""
+
   path: Path
   config: dict[str, Any]
-  steps: np.ndarray     # i64[E] env steps of each evaluation
-  wall: np.ndarray      # f64[E] seconds into the run at each evaluation
-  search: np.ndarray    # f64[E] mean evaluation return acting with search
-  policy: np.ndarray    # f64[E] ... with the policy network alone
+  steps: np.ndarray  # i64[E] env steps of each evaluation
+  wall: np.ndarray  # f64[E] seconds into the run at each evaluation
+  search: np.ndarray  # f64[E] mean evaluation return acting with search
+  policy: np.ndarray  # f64[E] ... with the policy network alone
   env_steps: int
   wall_s: float
   dream: dict[str, float]  # dream/ratio and per kind, as logged (or planned, for runs from before the count)
-  stopped_early: bool      # reached stop_return before total_env_steps
+  stopped_early: bool  # reached stop_return before total_env_steps
 
 
 def load_run(run_dir: str | Path) -> RunData:
@@ -215,26 +250,36 @@ def load_run(run_dir: str | Path) -> RunData:
     config = json.loads((run_dir / "config.json").read_text())
     records = read_metrics(run_dir)
   except (OSError, json.JSONDecodeError) as e:
-    raise config_lib.ConfigError(f"{str(run_dir)!r} is not a readable run directory (config.json and "
-                                 f"metrics.jsonl): {e}") from None
+    raise config_lib.ConfigError(
+      f"{str(run_dir)!r} is not a readable run directory (config.json and metrics.jsonl): {e}"
+    ) from None
   evals = [r for r in records if "eval/search_return" in r and not r.get("summary")]
   summary = next((r for r in reversed(records) if r.get("summary")), None)
   if summary is None or not evals or summary.get("stopped") is not None:
-    raise config_lib.ConfigError(f"run {str(run_dir)!r} has not finished (no closing summary, no evaluation, or "
-                                 f"stopped early by a signal or update cap, in its metrics.jsonl); finish it "
-                                 f"with: dreamer train --logdir {run_dir}")
+    raise config_lib.ConfigError(
+      f"run {str(run_dir)!r} has not finished (no closing summary, no evaluation, or "
+      f"stopped early by a signal or update cap, in its metrics.jsonl); finish it "
+      f"with: dreamer train --logdir {run_dir}"
+    )
   if "dream/ratio" in summary:
     dream = {k: summary[k] for k in ("dream/ratio", *(f"dream/{k}_ratio" for k in dreaming.KINDS))}
   else:  # a run from before the count: the same count, rebuilt from its counters
-    dreams = dreaming.Dreams.rebuilt(config_lib.from_dict(config, str(run_dir / "config.json")),
-                                     summary["env_steps"], summary["updates"])
+    dreams = dreaming.Dreams.rebuilt(
+      config_lib.from_dict(config, str(run_dir / "config.json")), summary["env_steps"], summary["updates"]
+    )
     dream = {k: v for k, v in dreams.record(summary["env_steps"]).items() if k != "dream/model_steps"}
-  return RunData(run_dir, config, np.array([r["env_steps"] for r in evals], np.int64),
-                 np.array([r["wall_s"] for r in evals], np.float64),
-                 np.array([r["eval/search_return"] for r in evals], np.float64),
-                 np.array([r["eval/policy_return"] for r in evals], np.float64),
-                 int(summary["env_steps"]), float(summary["wall_s"]), dream,
-                 bool(summary.get("solved")) and summary["env_steps"] < config["total_env_steps"])
+  return RunData(
+    run_dir,
+    config,
+    np.array([r["env_steps"] for r in evals], np.int64),
+    np.array([r["wall_s"] for r in evals], np.float64),
+    np.array([r["eval/search_return"] for r in evals], np.float64),
+    np.array([r["eval/policy_return"] for r in evals], np.float64),
+    int(summary["env_steps"]),
+    float(summary["wall_s"]),
+    dream,
+    bool(summary.get("solved")) and summary["env_steps"] < config["total_env_steps"],
+  )
 
 
 def labels(runs: Sequence[RunData]) -> list[str]:
@@ -243,8 +288,9 @@ def labels(runs: Sequence[RunData]) -> list[str]:
   out = []
   for run in runs:
     same_world = [r for r in runs if r.config["world"] == run.config["world"]]
-    keys = sorted(k for k in run.config if k not in ("seed", "world")
-                  and any(r.config.get(k) != run.config[k] for r in same_world))
+    keys = sorted(
+      k for k in run.config if k not in ("seed", "world") and any(r.config.get(k) != run.config[k] for r in same_world)
+    )
     out.append(",".join(f"{k}={_label_value(run.config[k])}" for k in keys) or "all")
   return out
 
@@ -286,8 +332,14 @@ def summarize(runs: Sequence[RunData], *, threshold: float | None, reps: int = 2
   groups: dict[str, dict[str, list[RunData]]] = {}
   for run, name in zip(runs, names):
     groups.setdefault(run.config["world"], {}).setdefault(name, []).append(run)
-  out: dict[str, Any] = {"format": "dreamer-compare/1", "ci": CI, "reps": reps, "bootstrap_seed": seed,
-                         "threshold": threshold, "worlds": {}}
+  out: dict[str, Any] = {
+    "format": "dreamer-compare/1",
+    "ci": CI,
+    "reps": reps,
+    "bootstrap_seed": seed,
+    "threshold": threshold,
+    "worlds": {},
+  }
   for world, configs in groups.items():
     entries = {}
     for name, members in configs.items():
@@ -299,17 +351,19 @@ def summarize(runs: Sequence[RunData], *, threshold: float | None, reps: int = 2
       final_search = np.array([r.search[-1] for r in members])
       final_policy = np.array([r.policy[-1] for r in members])
       entry = {
-          "seeds": [r.config["seed"] for r in members], "runs": [str(r.path) for r in members],
-          "final_search": stats.mean_ci(final_search, rng=rng, reps=reps, ci=CI),
-          "final_policy": stats.mean_ci(final_policy, rng=rng, reps=reps, ci=CI),
-          "final_search_per_seed": final_search.tolist(), "final_policy_per_seed": final_policy.tolist(),
-          "env_steps": [r.env_steps for r in members], "wall_s": [r.wall_s for r in members],
-          "dream_ratio": float(np.mean([r.dream["dream/ratio"] for r in members])),
-          "dream_by_kind": {k: float(np.mean([r.dream[f"dream/{k}_ratio"] for r in members]))
-                            for k in dreaming.KINDS},
-          "stopped_early": [r.stopped_early for r in members],
-          "curve_steps": {"x": steps_grid.tolist(), **_band(by_steps, rng, reps)},
-          "curve_wall": {"x": wall_grid.tolist(), **_band(by_wall, rng, reps)},
+        "seeds": [r.config["seed"] for r in members],
+        "runs": [str(r.path) for r in members],
+        "final_search": stats.mean_ci(final_search, rng=rng, reps=reps, ci=CI),
+        "final_policy": stats.mean_ci(final_policy, rng=rng, reps=reps, ci=CI),
+        "final_search_per_seed": final_search.tolist(),
+        "final_policy_per_seed": final_policy.tolist(),
+        "env_steps": [r.env_steps for r in members],
+        "wall_s": [r.wall_s for r in members],
+        "dream_ratio": float(np.mean([r.dream["dream/ratio"] for r in members])),
+        "dream_by_kind": {k: float(np.mean([r.dream[f"dream/{k}_ratio"] for r in members])) for k in dreaming.KINDS},
+        "stopped_early": [r.stopped_early for r in members],
+        "curve_steps": {"x": steps_grid.tolist(), **_band(by_steps, rng, reps)},
+        "curve_wall": {"x": wall_grid.tolist(), **_band(by_wall, rng, reps)},
       }
       if threshold is not None:
         reach = [_first_reach(r, threshold) for r in members]
@@ -336,15 +390,22 @@ def _median_reached(values: Sequence[float | None]) -> str:
 
 
 def markdown(summary: dict[str, Any]) -> str:
-  lines = ["# Comparison", "",
-           f"Evaluation return acting with search (greedy) and with the policy network alone; means over seeds "
-           f"with {int(CI * 100)}% percentile-bootstrap intervals ({summary['reps']} resamples of the seeds, "
-           f"bootstrap seed {summary['bootstrap_seed']}). The dream ratio is imagined model steps per real env "
-           f"step (acting search + reanalysis search + training unroll), as counted by the runs.", ""]
+  lines = [
+    "# Comparison",
+    "",
+    f"Evaluation return acting with search (greedy) and with the policy network alone; means over seeds "
+    f"with {int(CI * 100)}% percentile-bootstrap intervals ({summary['reps']} resamples of the seeds, "
+    f"bootstrap seed {summary['bootstrap_seed']}). The dream ratio is imagined model steps per real env "
+    f"step (acting search + reanalysis search + training unroll), as counted by the runs.",
+    "",
+  ]
   threshold = summary["threshold"]
   for world, entries in summary["worlds"].items():
     lines += [f"## {world}", "", "![curves](curves.png)", ""]
-    head = "| configuration | seeds | dream ratio (act + reanalyse + unroll) | final return, search | final return, policy only |"
+    head = (
+      "| configuration | seeds | dream ratio (act + reanalyse + unroll) | final return, search "
+      "| final return, policy only |"
+    )
     rule = "| --- | --- | --- | --- | --- |"
     if threshold is not None:
       head += f" env steps to {threshold:g} (per seed) | median | seconds to {threshold:g} (median) |"
@@ -352,27 +413,35 @@ def markdown(summary: dict[str, Any]) -> str:
     lines += [head, rule]
     for name, e in entries.items():
       kinds = " + ".join(_fmt(e["dream_by_kind"][k]) for k in dreaming.KINDS)
-      row = (f"| {name} | {len(e['seeds'])} | {e['dream_ratio']:.1f} ({kinds}) | {_fmt_ci(e['final_search'])} | "
-             f"{_fmt_ci(e['final_policy'])} |")
+      row = (
+        f"| {name} | {len(e['seeds'])} | {e['dream_ratio']:.1f} ({kinds}) | {_fmt_ci(e['final_search'])} | "
+        f"{_fmt_ci(e['final_policy'])} |"
+      )
       if threshold is not None:
         per_seed = ", ".join("—" if s is None else str(s) for s in e["steps_to_threshold"])
-        row += (f" {per_seed} | {_median_reached(e['steps_to_threshold'])} | "
-                f"{_median_reached(e['seconds_to_threshold'])} |")
+        row += (
+          f" {per_seed} | {_median_reached(e['steps_to_threshold'])} | {_median_reached(e['seconds_to_threshold'])} |"
+        )
       lines.append(row)
     early = [n for n, e in entries.items() if any(e["stopped_early"])]
     lines.append("")
     if early:
-      lines.append(f"Runs of {', '.join(early)} stopped early at their stop_return; their curves carry the last "
-                   f"evaluation forward.")
+      lines.append(
+        f"Runs of {', '.join(early)} stopped early at their stop_return; their curves carry the last "
+        f"evaluation forward."
+      )
     if threshold is not None:
-      lines.append(f"Steps to {threshold:g}: the first evaluation at or above it (— : never); a median over "
-                   f"seeds counts a seed that never reached it as slower than any that did.")
+      lines.append(
+        f"Steps to {threshold:g}: the first evaluation at or above it (— : never); a median over "
+        f"seeds counts a seed that never reached it as slower than any that did."
+      )
     lines.append("")
   return "\n".join(lines)
 
 
 def plot(summary: dict[str, Any], path: Path) -> None:
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
@@ -384,9 +453,8 @@ def plot(summary: dict[str, Any], path: Path) -> None:
         c = e[key]
         ok = [i for i, m in enumerate(c["mean"]) if m is not None]
         x = np.array(c["x"], float)[ok]
-        line, = ax.plot(x, [c["mean"][i] for i in ok], label=f"{name} (dream {e['dream_ratio']:.0f})")
-        ax.fill_between(x, [c["low"][i] for i in ok], [c["high"][i] for i in ok], color=line.get_color(),
-                        alpha=0.2)
+        (line,) = ax.plot(x, [c["mean"][i] for i in ok], label=f"{name} (dream {e['dream_ratio']:.0f})")
+        ax.fill_between(x, [c["low"][i] for i in ok], [c["high"][i] for i in ok], color=line.get_color(), alpha=0.2)
       if summary["threshold"] is not None:
         ax.axhline(summary["threshold"], color="grey", lw=0.8, ls="--")
       ax.set_xlabel(xlabel)
@@ -398,8 +466,9 @@ def plot(summary: dict[str, Any], path: Path) -> None:
   plt.close(fig)
 
 
-def write_report(run_dirs: Sequence[str | Path], out: str | Path, *, threshold: float | None, reps: int = 2000,
-                 seed: int = 0) -> dict[str, Any]:
+def write_report(
+  run_dirs: Sequence[str | Path], out: str | Path, *, threshold: float | None, reps: int = 2000, seed: int = 0
+) -> dict[str, Any]:
   """Reads the finished runs (run directories, or directories holding them), writes report.md, curves.png and
   summary.json to `out`, and returns the summary. ConfigError when no finished run is found."""
   found: dict[Path, bool] = {}  # resolved run directory -> named directly (not found by searching)
@@ -430,17 +499,31 @@ def write_report(run_dirs: Sequence[str | Path], out: str | Path, *, threshold: 
   return summary
 
 
-def compare(preset: str | None, *, run_dirs: Sequence[str], overrides: Sequence[str], grid: Sequence[str],
-            worlds: Sequence[str] | None, seeds: Sequence[int], logdir: str | None, out: str | None, jobs: int,
-            threshold: float | None, reps: int, console: bool = True) -> dict[str, Any]:
+def compare(
+  preset: str | None,
+  *,
+  run_dirs: Sequence[str],
+  overrides: Sequence[str],
+  grid: Sequence[str],
+  worlds: Sequence[str] | None,
+  seeds: Sequence[int],
+  logdir: str | None,
+  out: str | None,
+  jobs: int,
+  threshold: float | None,
+  reps: int,
+  console: bool = True,
+) -> dict[str, Any]:
   """The `dreamer compare` command: run the grid (if `preset`), then report on it and on `run_dirs`."""
   if jobs < 1:
     raise config_lib.ConfigError(f"--jobs must be >= 1, got {jobs}")
   if reps < 1:
     raise config_lib.ConfigError(f"--reps must be >= 1, got {reps}")
   if preset is None and not run_dirs:
-    raise config_lib.ConfigError("give --config PRESET_OR_PATH (with --grid, --seeds, --logdir) to run a grid, "
-                                 "or --runs DIR ... to compare finished runs")
+    raise config_lib.ConfigError(
+      "give --config PRESET_OR_PATH (with --grid, --seeds, --logdir) to run a grid, "
+      "or --runs DIR ... to compare finished runs"
+    )
   if preset is None and (grid or worlds or overrides):
     raise config_lib.ConfigError("--grid, --worlds and --set need --config: they describe runs to train")
   result: dict[str, Any] = {"failed": [], "stopped": None}

@@ -15,9 +15,14 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 # Installed wheels carry the presets as dreamer/presets; a source checkout has them in configs/.
-PRESET_DIR = next((p for p in (Path(__file__).resolve().parent / "presets",
-                               Path(__file__).resolve().parent.parent / "configs") if p.is_dir()),
-                  Path(__file__).resolve().parent / "presets")
+PRESET_DIR = next(
+  (
+    p
+    for p in (Path(__file__).resolve().parent / "presets", Path(__file__).resolve().parent.parent / "configs")
+    if p.is_dir()
+  ),
+  Path(__file__).resolve().parent / "presets",
+)
 
 
 class ConfigError(ValueError):
@@ -202,58 +207,64 @@ class Config:
 
   def __post_init__(self) -> None:
     checks = [
-        (self.num_envs >= 1, "num_envs must be >= 1"),
-        (self.total_env_steps >= 1, "total_env_steps must be >= 1"),
-        (self.network in ("mlp", "resnet"), f"network must be 'mlp' or 'resnet', got {self.network!r}"),
-        (self.frame_stack >= 1, "frame_stack must be >= 1"),
-        (16 <= self.atari_frame_size <= 160, "atari_frame_size must be in [16, 160] (frames are only shrunk)"),
-        (0.0 <= self.atari_sticky_actions <= 1.0, "atari_sticky_actions must be in [0, 1]"),
-        (self.atari_noop_max >= 0, "atari_noop_max must be >= 0"),
-        (self.atari_train_max_steps >= 1, "atari_train_max_steps must be >= 1"),
-        (self.conv_channels >= 0, "conv_channels must be >= 0"),
-        (0.0 <= self.minatar_sticky_actions <= 1.0, "minatar_sticky_actions must be in [0, 1]"),
-        (self.minatar_max_steps >= 1, "minatar_max_steps must be >= 1"),
-        (min(self.channels, self.res_blocks + 1, self.head_channels, self.head_hidden) >= 1
-         and self.channels % 2 == 0, "channels must be even and >= 2, res_blocks >= 0, head sizes >= 1"),
-        (self.norm in ("layer", "batch"), f"norm must be 'layer' or 'batch', got {self.norm!r}"),
-        (self.search in ("gumbel", "puct", "none"),
-         f"search must be 'gumbel', 'puct' or 'none', got {self.search!r}"),
-        (self.awr_temperature > 0.0, "awr_temperature must be > 0"),
-        (self.q_normalization in ("tree", "children"),
-         f"q_normalization must be 'tree' or 'children', got {self.q_normalization!r}"),
-        (self.optimizer in ("adam", "sgd"), f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}"),
-        (self.num_simulations >= 2, "num_simulations must be >= 2"),
-        (self.max_considered_actions >= 1, "max_considered_actions must be >= 1"),
-        (0.0 < self.discount <= 1.0, "discount must be in (0, 1]"),
-        (self.td_steps >= 1, "td_steps must be >= 1"),
-        (self.td_age_steps >= 0, "td_age_steps must be >= 0"),
-        (self.unroll_steps >= 1, "unroll_steps must be >= 1"),
-        (self.value_prefix_horizon >= 1, "value_prefix_horizon must be >= 1"),
-        (self.batch_size >= 1, "batch_size must be >= 1"),
-        (self.replay_capacity >= self.num_envs * (self.unroll_steps + self.td_steps + 4),
-         "replay_capacity must hold at least num_envs * (unroll_steps + td_steps + 4) rows"),
-        (self.priority_alpha >= 0.0, "priority_alpha must be >= 0"),
-        (0.0 <= self.priority_beta <= 1.0, "priority_beta must be in [0, 1]"),
-        (self.priority_eps > 0.0, "priority_eps must be > 0"),
-        (0.0 <= self.reanalyze_fraction <= 1.0, "reanalyze_fraction must be in [0, 1]"),
-        (self.learning_rate > 0.0, "learning_rate must be > 0"),
-        (self.max_grad_norm > 0.0, "max_grad_norm must be > 0"),
-        (self.target_update_interval >= 1, "target_update_interval must be >= 1"),
-        (self.updates_per_env_step > 0.0, "updates_per_env_step must be > 0"),
-        (self.updates_per_chunk >= 1, "updates_per_chunk must be >= 1"),
-        (self.learning_starts >= 0, "learning_starts must be >= 0"),
-        (self.eval_every >= 0, "eval_every must be >= 0"),
-        (self.eval_episodes >= 1, "eval_episodes must be >= 1"),
-        (self.eval_max_steps >= 1, "eval_max_steps must be >= 1"),
-        (self.checkpoint_every_updates >= 0, "checkpoint_every_updates must be >= 0"),
-        (self.checkpoints_kept >= 1, "checkpoints_kept must be >= 1"),
-        (len(self.temperatures) == len(self.temperature_bounds) + 1,
-         "temperatures must have one more entry than temperature_bounds"),
-        (all(t >= 0 for t in self.temperatures), "temperatures must be >= 0"),
-        (list(self.temperature_bounds) == sorted(self.temperature_bounds),
-         "temperature_bounds must be increasing"),
-        (min(self.latent_dim, self.hidden_dim, self.lstm_dim, self.proj_dim) >= 1, "layer widths must be >= 1"),
-        (self.value_support >= 1 and self.reward_support >= 1, "supports must be >= 1"),
+      (self.num_envs >= 1, "num_envs must be >= 1"),
+      (self.total_env_steps >= 1, "total_env_steps must be >= 1"),
+      (self.network in ("mlp", "resnet"), f"network must be 'mlp' or 'resnet', got {self.network!r}"),
+      (self.frame_stack >= 1, "frame_stack must be >= 1"),
+      (16 <= self.atari_frame_size <= 160, "atari_frame_size must be in [16, 160] (frames are only shrunk)"),
+      (0.0 <= self.atari_sticky_actions <= 1.0, "atari_sticky_actions must be in [0, 1]"),
+      (self.atari_noop_max >= 0, "atari_noop_max must be >= 0"),
+      (self.atari_train_max_steps >= 1, "atari_train_max_steps must be >= 1"),
+      (self.conv_channels >= 0, "conv_channels must be >= 0"),
+      (0.0 <= self.minatar_sticky_actions <= 1.0, "minatar_sticky_actions must be in [0, 1]"),
+      (self.minatar_max_steps >= 1, "minatar_max_steps must be >= 1"),
+      (
+        min(self.channels, self.res_blocks + 1, self.head_channels, self.head_hidden) >= 1 and self.channels % 2 == 0,
+        "channels must be even and >= 2, res_blocks >= 0, head sizes >= 1",
+      ),
+      (self.norm in ("layer", "batch"), f"norm must be 'layer' or 'batch', got {self.norm!r}"),
+      (self.search in ("gumbel", "puct", "none"), f"search must be 'gumbel', 'puct' or 'none', got {self.search!r}"),
+      (self.awr_temperature > 0.0, "awr_temperature must be > 0"),
+      (
+        self.q_normalization in ("tree", "children"),
+        f"q_normalization must be 'tree' or 'children', got {self.q_normalization!r}",
+      ),
+      (self.optimizer in ("adam", "sgd"), f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}"),
+      (self.num_simulations >= 2, "num_simulations must be >= 2"),
+      (self.max_considered_actions >= 1, "max_considered_actions must be >= 1"),
+      (0.0 < self.discount <= 1.0, "discount must be in (0, 1]"),
+      (self.td_steps >= 1, "td_steps must be >= 1"),
+      (self.td_age_steps >= 0, "td_age_steps must be >= 0"),
+      (self.unroll_steps >= 1, "unroll_steps must be >= 1"),
+      (self.value_prefix_horizon >= 1, "value_prefix_horizon must be >= 1"),
+      (self.batch_size >= 1, "batch_size must be >= 1"),
+      (
+        self.replay_capacity >= self.num_envs * (self.unroll_steps + self.td_steps + 4),
+        "replay_capacity must hold at least num_envs * (unroll_steps + td_steps + 4) rows",
+      ),
+      (self.priority_alpha >= 0.0, "priority_alpha must be >= 0"),
+      (0.0 <= self.priority_beta <= 1.0, "priority_beta must be in [0, 1]"),
+      (self.priority_eps > 0.0, "priority_eps must be > 0"),
+      (0.0 <= self.reanalyze_fraction <= 1.0, "reanalyze_fraction must be in [0, 1]"),
+      (self.learning_rate > 0.0, "learning_rate must be > 0"),
+      (self.max_grad_norm > 0.0, "max_grad_norm must be > 0"),
+      (self.target_update_interval >= 1, "target_update_interval must be >= 1"),
+      (self.updates_per_env_step > 0.0, "updates_per_env_step must be > 0"),
+      (self.updates_per_chunk >= 1, "updates_per_chunk must be >= 1"),
+      (self.learning_starts >= 0, "learning_starts must be >= 0"),
+      (self.eval_every >= 0, "eval_every must be >= 0"),
+      (self.eval_episodes >= 1, "eval_episodes must be >= 1"),
+      (self.eval_max_steps >= 1, "eval_max_steps must be >= 1"),
+      (self.checkpoint_every_updates >= 0, "checkpoint_every_updates must be >= 0"),
+      (self.checkpoints_kept >= 1, "checkpoints_kept must be >= 1"),
+      (
+        len(self.temperatures) == len(self.temperature_bounds) + 1,
+        "temperatures must have one more entry than temperature_bounds",
+      ),
+      (all(t >= 0 for t in self.temperatures), "temperatures must be >= 0"),
+      (list(self.temperature_bounds) == sorted(self.temperature_bounds), "temperature_bounds must be increasing"),
+      (min(self.latent_dim, self.hidden_dim, self.lstm_dim, self.proj_dim) >= 1, "layer widths must be >= 1"),
+      (self.value_support >= 1 and self.reward_support >= 1, "supports must be >= 1"),
     ]
     for ok, message in checks:
       if not ok:
@@ -272,15 +283,23 @@ def world_kwargs(config: Config, *, train: bool) -> dict[str, Any]:
   (train: life loss ends an episode and rewards are clipped; eval: whole games, true scores), the MinAtar
   ones for 'minatar:' worlds, else none."""
   if config.world.startswith("minatar:"):
-    return {"sticky_actions": config.minatar_sticky_actions, "full_action_set": config.minatar_full_action_set,
-            "ramping": config.minatar_ramping,
-            "max_steps": config.minatar_max_steps if train else config.eval_max_steps}
+    return {
+      "sticky_actions": config.minatar_sticky_actions,
+      "full_action_set": config.minatar_full_action_set,
+      "ramping": config.minatar_ramping,
+      "max_steps": config.minatar_max_steps if train else config.eval_max_steps,
+    }
   if not config.world.startswith("atari:"):
     return {}
-  kwargs = {"frame_size": config.atari_frame_size, "grayscale": config.atari_grayscale,
-            "sticky_actions": config.atari_sticky_actions, "full_action_set": config.atari_full_action_set,
-            "noop_max": config.atari_noop_max, "mode": "train" if train else "eval",
-            "max_steps": config.atari_train_max_steps if train else config.eval_max_steps}
+  kwargs = {
+    "frame_size": config.atari_frame_size,
+    "grayscale": config.atari_grayscale,
+    "sticky_actions": config.atari_sticky_actions,
+    "full_action_set": config.atari_full_action_set,
+    "noop_max": config.atari_noop_max,
+    "mode": "train" if train else "eval",
+    "max_steps": config.atari_train_max_steps if train else config.eval_max_steps,
+  }
   return kwargs
 
 
@@ -375,11 +394,39 @@ def from_dict(table: dict[str, Any], source: str, overrides: list[str] | None = 
 
 # Keys that fix what a run is: its world, the shapes of its parameters, optimizer state and replay, and its
 # seed. A resumed run may change anything else (learning rate, length, evaluation, checkpoint cadence).
-IDENTITY_KEYS = ("world", "network", "latent_dim", "hidden_dim", "lstm_dim", "proj_dim", "channels", "res_blocks",
-                 "head_channels", "head_hidden", "value_support", "reward_support", "frame_stack",
-                 "atari_frame_size", "atari_grayscale", "atari_sticky_actions", "atari_full_action_set",
-                 "atari_noop_max", "atari_train_max_steps", "minatar_sticky_actions", "minatar_full_action_set",
-                 "minatar_ramping", "minatar_max_steps", "downsample", "conv_channels", "norm", "state_norm", "num_envs", "replay_capacity", "optimizer", "seed")
+IDENTITY_KEYS = (
+  "world",
+  "network",
+  "latent_dim",
+  "hidden_dim",
+  "lstm_dim",
+  "proj_dim",
+  "channels",
+  "res_blocks",
+  "head_channels",
+  "head_hidden",
+  "value_support",
+  "reward_support",
+  "frame_stack",
+  "atari_frame_size",
+  "atari_grayscale",
+  "atari_sticky_actions",
+  "atari_full_action_set",
+  "atari_noop_max",
+  "atari_train_max_steps",
+  "minatar_sticky_actions",
+  "minatar_full_action_set",
+  "minatar_ramping",
+  "minatar_max_steps",
+  "downsample",
+  "conv_channels",
+  "norm",
+  "state_norm",
+  "num_envs",
+  "replay_capacity",
+  "optimizer",
+  "seed",
+)
 
 
 def check_resumable(saved: Config, new: Config, where: str) -> dict[str, tuple[Any, Any]]:
@@ -388,6 +435,8 @@ def check_resumable(saved: Config, new: Config, where: str) -> dict[str, tuple[A
   fixed = [k for k in IDENTITY_KEYS if k in changed]
   if fixed:
     what = ", ".join(f"{k} {changed[k][0]!r} -> {changed[k][1]!r}" for k in fixed)
-    raise ConfigError(f"cannot resume {where} with a different {what}: these keys fix what a run is "
-                      f"({', '.join(IDENTITY_KEYS)}); use --fresh to replace the run or choose a new --logdir")
+    raise ConfigError(
+      f"cannot resume {where} with a different {what}: these keys fix what a run is "
+      f"({', '.join(IDENTITY_KEYS)}); use --fresh to replace the run or choose a new --logdir"
+    )
   return changed

@@ -35,19 +35,26 @@ MODEL_PARTS = ("dyn_", "lstm", "prefix_")
 def part_mask(params: Params, parts: tuple[str, ...]) -> Any:
   """bool pytree like `params`: True at the leaves of 'params' whose top-level module name starts with one of
   `parts`, False elsewhere (and at every running average)."""
-  return {col: {name: jax.tree.map(lambda _: col == "params" and name.startswith(parts), sub)
-                for name, sub in tree.items()} for col, tree in params.items()}
+
+  def leaf(col: str, name: str, sub: Any) -> Any:
+    learn = col == "params" and name.startswith(parts)
+    return jax.tree.map(lambda _: learn, sub)
+
+  return {col: {name: leaf(col, name, sub) for name, sub in tree.items()} for col, tree in params.items()}
 
 
-def only(optimizer: optax.GradientTransformation, params: Params,
-         parts: tuple[str, ...]) -> optax.GradientTransformation:
+def only(
+  optimizer: optax.GradientTransformation, params: Params, parts: tuple[str, ...]
+) -> optax.GradientTransformation:
   """`optimizer` on the leaves of `parts` (see part_mask); every other leaf, running averages included, is
   never changed."""
   labels = jax.tree.map(lambda m: "learn" if m else "freeze", part_mask(params, parts))
   return optax.multi_transform({"learn": optimizer, "freeze": optax.set_to_zero()}, labels)
 
 
-def make_optimizer(*, learning_rate: float, train: str, params: Params, updates: int = 0) -> optax.GradientTransformation:
+def make_optimizer(
+  *, learning_rate: float, train: str, params: Params, updates: int = 0
+) -> optax.GradientTransformation:
   """SGD with momentum 0.9 and a global-norm clip of 5 on the trainable leaves ('policy': the policy head
   only; 'heads': the prediction function; 'all': every learned parameter); the rest, running averages included,
   never change. SGD rather than Adam: a step is proportional to the gradient, so a teacher that equals the
@@ -60,19 +67,20 @@ def make_optimizer(*, learning_rate: float, train: str, params: Params, updates:
 
 
 class DistilState(NamedTuple):
-  params: Params       # the student's variables
+  params: Params  # the student's variables
   opt_state: Any
   rng_key: jax.Array
-  updates: jax.Array   # i32[]
+  updates: jax.Array  # i32[]
 
 
 class Rehearsal(NamedTuple):
   """Imagined trajectories of R roots, H states each (state 0 is the real root)."""
-  action: jax.Array        # i32[R, H-1] the student's sampled actions between states
-  policy: jax.Array        # f32[R, H, A] the teacher's Gumbel search policy at each state
-  value: jax.Array         # f32[R, H] the teacher's search value
-  predicted: jax.Array     # f32[R, H] the teacher's predicted value (its value head)
-  valid: jax.Array         # bool[R, H] kept by the guard (and every state before it)
+
+  action: jax.Array  # i32[R, H-1] the student's sampled actions between states
+  policy: jax.Array  # f32[R, H, A] the teacher's Gumbel search policy at each state
+  value: jax.Array  # f32[R, H] the teacher's search value
+  predicted: jax.Array  # f32[R, H] the teacher's predicted value (its value head)
+  valid: jax.Array  # bool[R, H] kept by the guard (and every state before it)
 
 
 def sample_roots(rb: replay_lib.ReplayState, rng_key: jax.Array, n: int, stack: int) -> jax.Array:
@@ -82,9 +90,20 @@ def sample_roots(rb: replay_lib.ReplayState, rng_key: jax.Array, n: int, stack: 
   return window.obs[:, 0]
 
 
-def rehearse(student: Params, teacher: Params, obs: jax.Array, rng_key: jax.Array, *, model: Model,
-             config: Config, horizon: int, num_simulations: int, search_bonus: float, guard: float,
-             q_normalization: str = "tree") -> Rehearsal:
+def rehearse(
+  student: Params,
+  teacher: Params,
+  obs: jax.Array,
+  rng_key: jax.Array,
+  *,
+  model: Model,
+  config: Config,
+  horizon: int,
+  num_simulations: int,
+  search_bonus: float,
+  guard: float,
+  q_normalization: str = "tree",
+) -> Rehearsal:
   """From real roots obs [R, *obs]: the student picks each action by sampling its policy (on its own unrolled
   latent), the teacher's model carries the imagined state; then one batched Gumbel search of the teacher
   labels all R*H teacher states. search_bonus scales the completed-Q term of the improved policy (0: the target
@@ -107,14 +126,24 @@ def rehearse(student: Params, teacher: Params, obs: jax.Array, rng_key: jax.Arra
   flat = jnp.stack(latents, 1).reshape(r * horizon, *z.shape[1:])
   root = search_lib.root_from_latent(model, teacher, flat)
   gumbel = dataclasses.replace(config, search="gumbel", q_normalization=q_normalization)
-  out = search_lib.run_search(model, gumbel, teacher, search_key, root, temperature=1.0, noise=False,
-                              num_simulations=num_simulations, value_scale=0.1 * search_bonus)
+  out = search_lib.run_search(
+    model,
+    gumbel,
+    teacher,
+    search_key,
+    root,
+    temperature=1.0,
+    noise=False,
+    num_simulations=num_simulations,
+    value_scale=0.1 * search_bonus,
+  )
   value, predicted = out.value.reshape(r, horizon), root.value.reshape(r, horizon)
   ok = jnp.abs(value - predicted) <= guard * (jnp.abs(predicted) + 1.0)
   valid = jnp.cumprod(ok.astype(jnp.int32), axis=1).astype(bool)
   action = jnp.stack(actions, 1) if actions else jnp.zeros((r, 0), jnp.int32)
-  return Rehearsal(action, jax.lax.stop_gradient(out.policy.reshape(r, horizon, -1)),
-                   jax.lax.stop_gradient(value), predicted, valid)
+  return Rehearsal(
+    action, jax.lax.stop_gradient(out.policy.reshape(r, horizon, -1)), jax.lax.stop_gradient(value), predicted, valid
+  )
 
 
 def _kl(p_logits: jax.Array, q_logits: jax.Array) -> jax.Array:
@@ -129,8 +158,9 @@ def _kl_probs(p: jax.Array, q_logits: jax.Array) -> jax.Array:
   return jnp.sum(jnp.where(p > 0, p * (jnp.log(jnp.where(p > 0, p, 1.0)) - logq), 0.0), axis=-1)
 
 
-def student_outputs(params: Params, obs: jax.Array, action: jax.Array, *, model: Model,
-                    config: Config) -> tuple[jax.Array, jax.Array]:
+def student_outputs(
+  params: Params, obs: jax.Array, action: jax.Array, *, model: Model, config: Config
+) -> tuple[jax.Array, jax.Array]:
   """The student unrolled in its own model from obs [R, *obs] along action i32[R, H-1]: policy logits
   f32[R, H, A] and value logits f32[R, H, V]."""
   r = obs.shape[0]
@@ -148,9 +178,19 @@ def student_outputs(params: Params, obs: jax.Array, action: jax.Array, *, model:
   return jnp.stack(policy, 1), jnp.stack(value, 1)
 
 
-def loss_fn(params: Params, obs: jax.Array, reh: Rehearsal, anchor_obs: jax.Array | None,
-            base_logits: jax.Array | None, *, model: Model, config: Config, value_weight: float,
-            kl_weight: float, value_target: str = "teacher") -> tuple[jax.Array, dict]:
+def loss_fn(
+  params: Params,
+  obs: jax.Array,
+  reh: Rehearsal,
+  anchor_obs: jax.Array | None,
+  base_logits: jax.Array | None,
+  *,
+  model: Model,
+  config: Config,
+  value_weight: float,
+  kl_weight: float,
+  value_target: str = "teacher",
+) -> tuple[jax.Array, dict]:
   """Cross-entropy of the student's policy to the teacher's search policy and of its value to the teacher's
   search value (value_target 'search') or predicted value ('teacher') as two-hot, averaged over kept states,
   plus kl_weight * KL(base || student) on anchor states."""
@@ -161,10 +201,12 @@ def loss_fn(params: Params, obs: jax.Array, reh: Rehearsal, anchor_obs: jax.Arra
   target = reh.value if value_target == "search" else reh.predicted
   value_ce = -jnp.sum(support.scalar_to_probs(target, config.value_support) * jax.nn.log_softmax(value_logits), -1)
   loss = jnp.sum(keep * (ce + value_weight * value_ce)) / kept
-  aux = {"distil/teacher_kl": jnp.sum(keep * _kl_probs(reh.policy, policy_logits)) / kept,
-         "distil/value_ce": jnp.sum(keep * value_ce) / kept,
-         "distil/kept": jnp.mean(keep),
-         "distil/search_minus_predicted": jnp.sum(keep * (reh.value - reh.predicted)) / kept}
+  aux = {
+    "distil/teacher_kl": jnp.sum(keep * _kl_probs(reh.policy, policy_logits)) / kept,
+    "distil/value_ce": jnp.sum(keep * value_ce) / kept,
+    "distil/kept": jnp.mean(keep),
+    "distil/search_minus_predicted": jnp.sum(keep * (reh.value - reh.predicted)) / kept,
+  }
   if anchor_obs is not None:
     student_logits, _ = model.predict(params, model.represent(params, anchor_obs))
     drift = jnp.mean(_kl(base_logits, student_logits))
@@ -174,21 +216,49 @@ def loss_fn(params: Params, obs: jax.Array, reh: Rehearsal, anchor_obs: jax.Arra
   return loss, aux
 
 
-def update(state: DistilState, teacher: Params, base: Params, rb: replay_lib.ReplayState,
-           anchor: replay_lib.ReplayState | None, *, model: Model, config: Config, optimizer, dream) -> tuple:
+def update(
+  state: DistilState,
+  teacher: Params,
+  base: Params,
+  rb: replay_lib.ReplayState,
+  anchor: replay_lib.ReplayState | None,
+  *,
+  model: Model,
+  config: Config,
+  optimizer,
+  dream,
+) -> tuple:
   """One rehearse-and-distil update from `dream.roots` recorded roots (and as many anchor states)."""
   key, root_key, anchor_key, roll_key = jax.random.split(state.rng_key, 4)
   obs = sample_roots(rb, root_key, dream.roots, config.frame_stack)
-  reh = rehearse(state.params, teacher, obs, roll_key, model=model, config=config, horizon=dream.horizon,
-                 num_simulations=dream.num_simulations, search_bonus=dream.search_bonus, guard=dream.guard,
-                 q_normalization=dream.q_normalization)
+  reh = rehearse(
+    state.params,
+    teacher,
+    obs,
+    roll_key,
+    model=model,
+    config=config,
+    horizon=dream.horizon,
+    num_simulations=dream.num_simulations,
+    search_bonus=dream.search_bonus,
+    guard=dream.guard,
+    q_normalization=dream.q_normalization,
+  )
   anchor_obs = base_logits = None
   if anchor is not None:
     anchor_obs = sample_roots(anchor, anchor_key, dream.roots, config.frame_stack)
     base_logits = jax.lax.stop_gradient(model.predict(base, model.represent(base, anchor_obs))[0])
-  grads, aux = jax.grad(functools.partial(loss_fn, model=model, config=config, value_weight=dream.value_weight,
-                                          kl_weight=dream.kl_weight, value_target=dream.value_target), has_aux=True)(
-      state.params, obs, reh, anchor_obs, base_logits)
+  grads, aux = jax.grad(
+    functools.partial(
+      loss_fn,
+      model=model,
+      config=config,
+      value_weight=dream.value_weight,
+      kl_weight=dream.kl_weight,
+      value_target=dream.value_target,
+    ),
+    has_aux=True,
+  )(state.params, obs, reh, anchor_obs, base_logits)
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   return DistilState(params, opt_state, key, state.updates + 1), aux
@@ -217,6 +287,7 @@ def make_distil_chunk(model: Model, config: Config, optimizer, dream, *, anchor:
   def chunk(state, teacher, base, rb, anchor_rb):
     def body(s, _):
       return step(s, teacher, base, rb, anchor_rb if anchor else None)
+
     return jax.lax.scan(body, state, None, length=dream.updates_per_chunk)
 
   return jax.jit(chunk, donate_argnums=(0,))

@@ -41,11 +41,10 @@ from dreamer import actor as actor_lib
 from dreamer import checkpoint as ckpt_lib
 from dreamer import config as config_lib
 from dreamer import distil as distil_lib
-from dreamer import dreaming
+from dreamer import dreaming, support
 from dreamer import experience as exp_lib
 from dreamer import learner as learner_lib
 from dreamer import replay as replay_lib
-from dreamer import support
 from dreamer.config import Config, ConfigError
 from dreamer.train import Agent, load_checkpoint
 
@@ -137,28 +136,34 @@ class DreamConfig:
 
   def __post_init__(self) -> None:
     checks = [
-        (self.dream_ratio > 0, "dream_ratio (--budget) must be > 0"),
-        (0.0 <= self.holdout < 1.0, "holdout must be in [0, 1)"),
-        (self.batch_size >= 1 and self.roots >= 1, "batch_size and roots must be >= 1"),
-        (self.adapt_updates >= 0, "adapt_updates must be >= 0"),
-        (self.adapt_eval_every >= 1 and self.adapt_patience >= 1, "adapt_eval_every and adapt_patience must be >= 1"),
-        (self.adapt_learning_rate > 0 and self.distil_learning_rate > 0, "learning rates must be > 0"),
-        (self.adapt_min_gain >= 0, "adapt_min_gain must be >= 0"),
-        (self.horizon >= 0, "horizon must be >= 0"),
-        (self.num_simulations >= 2, "num_simulations must be >= 2"),
-        (self.search_bonus >= 0, "search_bonus must be >= 0"),
-        (self.guard > 0, "guard must be > 0"),
-        (self.value_weight >= 0 and self.kl_weight >= 0, "value_weight and kl_weight must be >= 0"),
-        (self.q_normalization in ("tree", "children"),
-         f"q_normalization must be 'tree' or 'children', got {self.q_normalization!r}"),
-        (self.value_target in ("search", "teacher"),
-         f"value_target must be 'search' or 'teacher', got {self.value_target!r}"),
-        (self.train in ("policy", "heads", "all"), f"train must be 'policy', 'heads' or 'all', got {self.train!r}"),
-        (self.adapt_train in ("model", "all"), f"adapt_train must be 'model' or 'all', got {self.adapt_train!r}"),
-        (self.updates_per_chunk >= 1 and self.eval_episodes >= 1, "updates_per_chunk and eval_episodes must be >= 1"),
-        (0.0 <= self.anchor_keep <= 1.0 and 0.0 <= self.search_keep <= 1.0,
-         "anchor_keep and search_keep must be in [0, 1]"),
-        (self.corrupt_dynamics >= 0, "corrupt_dynamics must be >= 0"),
+      (self.dream_ratio > 0, "dream_ratio (--budget) must be > 0"),
+      (0.0 <= self.holdout < 1.0, "holdout must be in [0, 1)"),
+      (self.batch_size >= 1 and self.roots >= 1, "batch_size and roots must be >= 1"),
+      (self.adapt_updates >= 0, "adapt_updates must be >= 0"),
+      (self.adapt_eval_every >= 1 and self.adapt_patience >= 1, "adapt_eval_every and adapt_patience must be >= 1"),
+      (self.adapt_learning_rate > 0 and self.distil_learning_rate > 0, "learning rates must be > 0"),
+      (self.adapt_min_gain >= 0, "adapt_min_gain must be >= 0"),
+      (self.horizon >= 0, "horizon must be >= 0"),
+      (self.num_simulations >= 2, "num_simulations must be >= 2"),
+      (self.search_bonus >= 0, "search_bonus must be >= 0"),
+      (self.guard > 0, "guard must be > 0"),
+      (self.value_weight >= 0 and self.kl_weight >= 0, "value_weight and kl_weight must be >= 0"),
+      (
+        self.q_normalization in ("tree", "children"),
+        f"q_normalization must be 'tree' or 'children', got {self.q_normalization!r}",
+      ),
+      (
+        self.value_target in ("search", "teacher"),
+        f"value_target must be 'search' or 'teacher', got {self.value_target!r}",
+      ),
+      (self.train in ("policy", "heads", "all"), f"train must be 'policy', 'heads' or 'all', got {self.train!r}"),
+      (self.adapt_train in ("model", "all"), f"adapt_train must be 'model' or 'all', got {self.adapt_train!r}"),
+      (self.updates_per_chunk >= 1 and self.eval_episodes >= 1, "updates_per_chunk and eval_episodes must be >= 1"),
+      (
+        0.0 <= self.anchor_keep <= 1.0 and 0.0 <= self.search_keep <= 1.0,
+        "anchor_keep and search_keep must be in [0, 1]",
+      ),
+      (self.corrupt_dynamics >= 0, "corrupt_dynamics must be >= 0"),
     ]
     for ok, message in checks:
       if not ok:
@@ -214,31 +219,45 @@ class Job:
     self.checkpoint = ckpt_lib.Checkpoints(run_dir, writable=False).path(self.saved.step)
     meta = self.saved.meta
     self.config: Config = config_lib.from_dict(meta["config"], f"checkpoint {self.checkpoint!r}")
-    self.spec = worlds.Spec(tuple(meta["spec"]["obs_shape"]), np.dtype(meta["spec"]["obs_dtype"]),
-                            meta["spec"]["num_actions"])
+    self.spec = worlds.Spec(
+      tuple(meta["spec"]["obs_shape"]), np.dtype(meta["spec"]["obs_dtype"]), meta["spec"]["num_actions"]
+    )
     self.exp = exp_lib.load(experience, "--experience")
     self.anchor = exp_lib.load(anchor, "--anchor") if anchor else None
     for what, e in (("--experience", self.exp), ("--anchor", self.anchor)):
       if e is None:
         continue
       got = e.meta["spec"]
-      if (got["obs_shape"] != meta["spec"]["obs_shape"] or got["num_actions"] != meta["spec"]["num_actions"]
-              or got["obs_dtype"] != meta["spec"]["obs_dtype"] or e.meta["frame_stack"] != self.config.frame_stack):
+      if (
+        got["obs_shape"] != meta["spec"]["obs_shape"]
+        or got["num_actions"] != meta["spec"]["num_actions"]
+        or got["obs_dtype"] != meta["spec"]["obs_dtype"]
+        or e.meta["frame_stack"] != self.config.frame_stack
+      ):
         raise exp_lib.ExperienceError(
-            f"{what} was recorded on {e.meta['world']!r} with observations {got['obs_shape']} "
-            f"{got['obs_dtype']}, {got['num_actions']} actions and frame stack {e.meta['frame_stack']}, but the "
-            f"checkpoint expects {meta['spec']['obs_shape']} {meta['spec']['obs_dtype']}, "
-            f"{meta['spec']['num_actions']} actions and frame stack {self.config.frame_stack}")
+          f"{what} was recorded on {e.meta['world']!r} with observations {got['obs_shape']} "
+          f"{got['obs_dtype']}, {got['num_actions']} actions and frame stack {e.meta['frame_stack']}, but the "
+          f"checkpoint expects {meta['spec']['obs_shape']} {meta['spec']['obs_dtype']}, "
+          f"{meta['spec']['num_actions']} actions and frame stack {self.config.frame_stack}"
+        )
     horizon = dc.horizon or self.config.unroll_steps
     if horizon > self.config.unroll_steps:
-      raise ConfigError(f"horizon {dc.horizon} is longer than the checkpoint's trained unroll "
-                        f"(unroll_steps {self.config.unroll_steps}); choose 1..{self.config.unroll_steps} or 0")
+      raise ConfigError(
+        f"horizon {dc.horizon} is longer than the checkpoint's trained unroll "
+        f"(unroll_steps {self.config.unroll_steps}); choose 1..{self.config.unroll_steps} or 0"
+      )
     self.dc = dataclasses.replace(dc, horizon=horizon)
     # Learner settings of adapt and control: the checkpoint's, at the dream's batch and learning rate; beta
     # annealed to 1 (env_step = total) and no age-based TD shrinking (the recording is one short stretch).
     self.learn_config = dataclasses.replace(
-        self.config, batch_size=dc.batch_size, learning_rate=dc.adapt_learning_rate, warmup_updates=0,
-        updates_per_chunk=dc.adapt_eval_every, total_env_steps=max(self.exp.meta["env_steps"], 1), td_age_steps=0)
+      self.config,
+      batch_size=dc.batch_size,
+      learning_rate=dc.adapt_learning_rate,
+      warmup_updates=0,
+      updates_per_chunk=dc.adapt_eval_every,
+      total_env_steps=max(self.exp.meta["env_steps"], 1),
+      td_age_steps=0,
+    )
     self.agent = Agent(self.learn_config, self.spec)
     self.model = self.agent.model
     self.base = jax.device_put(self.saved.params)
@@ -255,15 +274,14 @@ class Job:
       if rec is None:
         continue
       ring = 2 * rec.steps + 8  # every step, plus a final row per episode end
-      empty = lambda: replay_lib.init(rec.num_envs, rec.num_envs * ring, self.spec.obs_shape,  # noqa: E731
-                                      self.spec.obs_dtype, self.spec.num_actions)
+      shape = (rec.num_envs, rec.num_envs * ring, self.spec.obs_shape, self.spec.obs_dtype, self.spec.num_actions)
       cut = exp_lib.split_steps(rec.steps, self.dc.holdout)
-      parts[name] = exp_lib.to_replay(rec, self.agent.add, empty(), start=0, stop=cut)
+      parts[name] = exp_lib.to_replay(rec, self.agent.add, replay_lib.init(*shape), start=0, stop=cut)
       held = None
       if cut < rec.steps:
-        held = exp_lib.to_replay(rec, self.agent.add, empty(), start=cut, stop=rec.steps)
+        held = exp_lib.to_replay(rec, self.agent.add, replay_lib.init(*shape), start=cut, stop=rec.steps)
         # The tail starts mid-episode: its first S-1 rows lack their earlier frames.
-        held = held._replace(priority=held.priority.at[:, :stack - 1].set(0.0))
+        held = held._replace(priority=held.priority.at[:, : stack - 1].set(0.0))
       parts[f"{name}_held"] = held
     self.rb_exp, self.rb_exp_held = parts["exp"], parts["exp_held"]
     self.rb_anchor, self.rb_anchor_held = parts.get("anchor"), parts.get("anchor_held")
@@ -272,8 +290,9 @@ class Job:
       sources.append(jax.device_put(self.saved.state["replay"]))
     ring = max(rb.priority.shape[1] for rb in sources)
     mixed = sources[0] if len(sources) == 1 else functools.reduce(_concat, [_pad_rings(rb, ring) for rb in sources])
-    self.rb_mixed = mixed._replace(priority=jnp.where(mixed.priority > 0, 1.0, 0.0).astype(jnp.float32),
-                                   max_priority=jnp.ones((), jnp.float32))
+    self.rb_mixed = mixed._replace(
+      priority=jnp.where(mixed.priority > 0, 1.0, 0.0).astype(jnp.float32), max_priority=jnp.ones((), jnp.float32)
+    )
 
   def world(self, world_id: str, episodes: int, seed: int):
     kwargs = config_lib.world_kwargs(dataclasses.replace(self.config, world=world_id), train=False)
@@ -294,8 +313,12 @@ def _pad_rings(rb: replay_lib.ReplayState, ring: int) -> replay_lib.ReplayState:
 def _concat(a: replay_lib.ReplayState, b: replay_lib.ReplayState) -> replay_lib.ReplayState:
   """One replay holding the env rings of both (equal ring lengths)."""
   cat = lambda x, y: jnp.concatenate([x, y], axis=0)  # noqa: E731
-  return replay_lib.ReplayState(jax.tree.map(cat, a.rows, b.rows), cat(a.priority, b.priority),
-                                cat(a.head, b.head), jnp.maximum(a.max_priority, b.max_priority))
+  return replay_lib.ReplayState(
+    jax.tree.map(cat, a.rows, b.rows),
+    cat(a.priority, b.priority),
+    cat(a.head, b.head),
+    jnp.maximum(a.max_priority, b.max_priority),
+  )
 
 
 # ------------------------------------------------------------------ phases
@@ -310,8 +333,16 @@ def evaluate(job: Job, params, *, seed: int) -> dict[str, Any]:
       continue
     world = job.world(rec.meta["world"], job.dc.eval_episodes, seed)
     try:
-      res = actor_lib.evaluate(world, params, act, policy_act, jax.random.PRNGKey(seed), seed=seed,
-                               max_steps=job.config.eval_max_steps, stack=job.config.frame_stack)
+      res = actor_lib.evaluate(
+        world,
+        params,
+        act,
+        policy_act,
+        jax.random.PRNGKey(seed),
+        seed=seed,
+        max_steps=job.config.eval_max_steps,
+        stack=job.config.frame_stack,
+      )
     finally:
       world.close()
     out[name] = {"world": rec.meta["world"], **{mode: [float(x) for x in r.returns] for mode, r in res.items()}}
@@ -325,8 +356,11 @@ def _fit_batches(job: Job, rb: replay_lib.ReplayState | None, n: int = 4) -> lis
   config = dataclasses.replace(job.learn_config, reanalyze_fraction=0.0)
   saved_target = jax.device_put(job.saved.state["learner"].target_params)
   state = learner_lib.TrainState(job.base, saved_target, None, jax.random.PRNGKey(0), jnp.int32(0))
-  make = jax.jit(lambda state, rb, key: learner_lib.make_batch(
-      state, rb, key, jnp.int32(config.total_env_steps), model=job.model, config=config)[0])
+  make = jax.jit(
+    lambda state, rb, key: learner_lib.make_batch(
+      state, rb, key, jnp.int32(config.total_env_steps), model=job.model, config=config
+    )[0]
+  )
   return [make(state, rb, jax.random.PRNGKey(1000 + i)) for i in range(n)]
 
 
@@ -343,16 +377,19 @@ def model_fit(job: Job, params, batches: list[learner_lib.Batch]) -> dict[str, l
   with warnings.catch_warnings():  # a depth no batch reaches stays NaN (shown as missing)
     warnings.simplefilter("ignore", RuntimeWarning)
     out = {k: np.nanmean(np.stack([r[k] for r in rows]), 0) for k in rows[0]}
-  score = (config.value_loss_weight * np.nanmean(out["value_ce"])
-           + config.reward_loss_weight * np.nanmean(out["prefix_ce"][1:])
-           - config.consistency_loss_weight * np.nanmean(out["cosine"][1:]))
+  score = (
+    config.value_loss_weight * np.nanmean(out["value_ce"])
+    + config.reward_loss_weight * np.nanmean(out["prefix_ce"][1:])
+    - config.consistency_loss_weight * np.nanmean(out["cosine"][1:])
+  )
   return {**{k: [None if math.isnan(x) else float(x) for x in v] for k, v in out.items()}, "score": float(score)}
 
 
 def _fit_one(params, batch: learner_lib.Batch, *, model, config: Config) -> dict[str, jax.Array]:
   call = lambda method, *args: model.call(params, method, *args)  # noqa: E731
-  outs = learner_lib.unroll(call, batch.obs[:, 0], batch.obs[:, 1:], batch.action, config=config,
-                            lstm_dim=model.lstm_dim)
+  outs = learner_lib.unroll(
+    call, batch.obs[:, 0], batch.obs[:, 1:], batch.action, config=config, lstm_dim=model.lstm_dim
+  )
   value_ce, _, prefix_ce, consistency = learner_lib.depth_losses(*outs, batch, config)
   tg = batch.targets
   value_err = jnp.abs(support.logits_to_scalar(outs[0]) - tg.value) * tg.value_mask
@@ -360,9 +397,13 @@ def _fit_one(params, batch: learner_lib.Batch, *, model, config: Config) -> dict
   # Mean over the samples that have a target at that depth (NaN where none has: shown as missing).
   mean = lambda x, m: jnp.where(jnp.sum(m, 0) > 0, jnp.sum(x, 0) / jnp.maximum(jnp.sum(m, 0), 1.0), jnp.nan)  # noqa: E731
   pad = lambda x: jnp.concatenate([jnp.full((1,), jnp.nan), x])  # depth 0 has no model step  # noqa: E731
-  return {"value_abs": mean(value_err, tg.value_mask), "value_ce": mean(value_ce, tg.value_mask),
-          "prefix_abs": pad(mean(prefix_err, tg.prefix_mask)), "prefix_ce": pad(mean(prefix_ce, tg.prefix_mask)),
-          "cosine": pad(-mean(consistency, tg.obs_mask[:, 1:]))}
+  return {
+    "value_abs": mean(value_err, tg.value_mask),
+    "value_ce": mean(value_ce, tg.value_mask),
+    "prefix_abs": pad(mean(prefix_err, tg.prefix_mask)),
+    "prefix_ce": pad(mean(prefix_ce, tg.prefix_mask)),
+    "cosine": pad(-mean(consistency, tg.obs_mask[:, 1:])),
+  }
 
 
 def _learner_chunk(job: Job, updates: int, train: str, decay_updates: int = 0):
@@ -402,7 +443,8 @@ def adapt(job: Job, out: Path, *, console: bool) -> dict[str, Any]:
   margin = dc.adapt_min_gain * abs(progress["history"][0]["held_out"] or 0.0)
   start = time.perf_counter()
   while progress["updates"] < dc.adapt_updates and (
-      progress["updates"] - progress["best_at"] < dc.adapt_patience * dc.adapt_eval_every):
+    progress["updates"] - progress["best_at"] < dc.adapt_patience * dc.adapt_eval_every
+  ):
     state, rb, metrics = chunk(state, rb, jnp.int32(job.learn_config.total_env_steps))
     progress["updates"] += dc.adapt_eval_every
     fit = model_fit(job, state.params, held) if held else {"score": -progress["updates"]}
@@ -411,8 +453,11 @@ def adapt(job: Job, out: Path, *, console: bool) -> dict[str, Any]:
     if fit["score"] < progress["best"] - margin:
       progress.update(best=fit["score"], best_at=progress["updates"])
       best_params = jax.tree.map(jnp.copy, state.params)
-    _say(console, f"[2/5 adapt] update {progress['updates']}/{dc.adapt_updates}: train loss {loss:.4f}, held-out "
-                  f"model loss {fit['score']:.4f} (best {progress['best']:.4f} at update {progress['best_at']})")
+    _say(
+      console,
+      f"[2/5 adapt] update {progress['updates']}/{dc.adapt_updates}: train loss {loss:.4f}, held-out "
+      f"model loss {fit['score']:.4f} (best {progress['best']:.4f} at update {progress['best_at']})",
+    )
     progress["seconds"] = progress.get("seconds", 0.0) + time.perf_counter() - start
     start = time.perf_counter()
     _save_tree(snap, (state, rb.priority, best_params), progress)  # rows are rebuilt from the inputs
@@ -423,13 +468,20 @@ def adapt(job: Job, out: Path, *, console: bool) -> dict[str, Any]:
   fits = {"experience": {"checkpoint": model_fit(job, job.base, held), "teacher": model_fit(job, teacher, held)}}
   if job.rb_anchor_held is not None:
     anchor_held = _fit_batches(job, job.rb_anchor_held)
-    fits["anchor"] = {"checkpoint": model_fit(job, job.base, anchor_held),
-                      "teacher": model_fit(job, teacher, anchor_held)}
+    fits["anchor"] = {
+      "checkpoint": model_fit(job, job.base, anchor_held),
+      "teacher": model_fit(job, teacher, anchor_held),
+    }
   per_update = sum(dreaming.update_steps(job.learn_config).values())
-  return {"updates": progress["updates"], "best_at": progress["best_at"], "history": progress["history"],
-          "fit": fits, "model_steps": progress["updates"] * per_update,
-          "seconds": progress.get("seconds", 0.0) + time.perf_counter() - start,
-          "corrupt_dynamics": dc.corrupt_dynamics}
+  return {
+    "updates": progress["updates"],
+    "best_at": progress["best_at"],
+    "history": progress["history"],
+    "fit": fits,
+    "model_steps": progress["updates"] * per_update,
+    "seconds": progress.get("seconds", 0.0) + time.perf_counter() - start,
+    "corrupt_dynamics": dc.corrupt_dynamics,
+  }
 
 
 def corrupt(params, scale: float, rng_key: jax.Array):
@@ -437,8 +489,10 @@ def corrupt(params, scale: float, rng_key: jax.Array):
   mask = distil_lib.part_mask(params, distil_lib.DYNAMICS_PARTS)
   leaves, tree = jax.tree.flatten(params)
   keys = jax.random.split(rng_key, len(leaves))
-  noisy = [x + m * scale * (jnp.std(x) + 1e-3) * jax.random.normal(k, x.shape, x.dtype)
-           for x, m, k in zip(leaves, jax.tree.leaves(mask), keys)]
+  noisy = [
+    x + m * scale * (jnp.std(x) + 1e-3) * jax.random.normal(k, x.shape, x.dtype)
+    for x, m, k in zip(leaves, jax.tree.leaves(mask), keys)
+  ]
   return jax.tree.unflatten(tree, noisy)
 
 
@@ -461,14 +515,25 @@ def measure(job: Job, student, teacher) -> dict[str, float]:
 def _measure(student, teacher, base, rb_exp, rb_anchor, *, model, config: Config, dc: DreamConfig):
   key = jax.random.PRNGKey(dc.seed + 99)
   obs = distil_lib.sample_roots(rb_exp, key, 256, config.frame_stack)
-  reh = distil_lib.rehearse(student, teacher, obs, jax.random.fold_in(key, 1), model=model,
-                            config=config, horizon=dc.horizon, num_simulations=dc.num_simulations,
-                            search_bonus=dc.search_bonus, guard=dc.guard,
-                            q_normalization=dc.q_normalization)
+  reh = distil_lib.rehearse(
+    student,
+    teacher,
+    obs,
+    jax.random.fold_in(key, 1),
+    model=model,
+    config=config,
+    horizon=dc.horizon,
+    num_simulations=dc.num_simulations,
+    search_bonus=dc.search_bonus,
+    guard=dc.guard,
+    q_normalization=dc.q_normalization,
+  )
   logits, _ = distil_lib.student_outputs(student, obs, reh.action, model=model, config=config)
   keep = reh.valid.astype(jnp.float32)
-  out = {"teacher_kl": jnp.sum(keep * distil_lib._kl_probs(reh.policy, logits)) / jnp.maximum(jnp.sum(keep), 1.0),
-         "kept": jnp.mean(keep)}
+  out = {
+    "teacher_kl": jnp.sum(keep * distil_lib._kl_probs(reh.policy, logits)) / jnp.maximum(jnp.sum(keep), 1.0),
+    "kept": jnp.mean(keep),
+  }
   for name, rb in (("experience", rb_exp), ("anchor", rb_anchor)):
     if rb is None:
       continue
@@ -515,11 +580,13 @@ def distil(job: Job, out: Path, *, console: bool) -> dict[str, Any]:
       _save_tree(snap, (state, rb.priority), progress)
     student, model_steps = state.params, total * per_learner
   else:
-    optimizer = distil_lib.make_optimizer(learning_rate=dc.distil_learning_rate, train=dc.train, params=teacher,
-                                          updates=updates if dc.lr_decay else 0)
+    optimizer = distil_lib.make_optimizer(
+      learning_rate=dc.distil_learning_rate, train=dc.train, params=teacher, updates=updates if dc.lr_decay else 0
+    )
     chunk = distil_lib.make_distil_chunk(job.model, job.config, optimizer, dc, anchor=job.anchor is not None)
-    state = distil_lib.DistilState(jax.tree.map(jnp.copy, teacher), optimizer.init(teacher),
-                                   jax.random.PRNGKey(dc.seed + 2), jnp.int32(0))
+    state = distil_lib.DistilState(
+      jax.tree.map(jnp.copy, teacher), optimizer.init(teacher), jax.random.PRNGKey(dc.seed + 2), jnp.int32(0)
+    )
     progress = {"updates": 0, "history": []}
     if snap.exists():
       state, progress = _load_tree(snap, state)
@@ -527,12 +594,17 @@ def distil(job: Job, out: Path, *, console: bool) -> dict[str, Any]:
     while progress["updates"] < updates:
       state, metrics = chunk(state, teacher, job.base, job.rb_exp, anchor_rb)
       progress["updates"] += dc.updates_per_chunk
-      row = {"updates": progress["updates"], **{k.split("/")[1]: float(np.mean(np.asarray(v)))
-                                                  for k, v in metrics.items()}}
+      row = {
+        "updates": progress["updates"],
+        **{k.split("/")[1]: float(np.mean(np.asarray(v))) for k, v in metrics.items()},
+      }
       progress["history"].append(row)
       drift = f", anchor drift {row['anchor_drift']:.4f}" if "anchor_drift" in row else ""
-      _say(console, f"[3/5 distil] update {progress['updates']}/{updates}: teacher KL {row['teacher_kl']:.4f}, "
-                    f"kept {row['kept']:.2f}{drift}")
+      _say(
+        console,
+        f"[3/5 distil] update {progress['updates']}/{updates}: teacher KL {row['teacher_kl']:.4f}, "
+        f"kept {row['kept']:.2f}{drift}",
+      )
       progress["seconds"] = progress.get("seconds", 0.0) + time.perf_counter() - start
       start = time.perf_counter()
       _save_tree(snap, state, progress)
@@ -540,12 +612,19 @@ def distil(job: Job, out: Path, *, console: bool) -> dict[str, Any]:
   _save_tree(out / "phases" / "student.npz", student)
   after = measure(job, student, teacher)
   real = job.exp.meta["env_steps"]
-  return {"mode": "control" if dc.control else "distil", "updates": progress["updates"], "history": progress["history"],
-          "model_steps": model_steps, "model_steps_per_update": per, "budget_model_steps": updates * per,
-          "forward_steps": (total * forward_learner if dc.control
-                            else updates * distil_lib.forward_steps_per_update(dc)),
-          "imagined_per_real_step": 0.0 if dc.control else model_steps / real,
-          "before": before, "after": after, "seconds": progress.get("seconds", 0.0) + time.perf_counter() - start}
+  return {
+    "mode": "control" if dc.control else "distil",
+    "updates": progress["updates"],
+    "history": progress["history"],
+    "model_steps": model_steps,
+    "model_steps_per_update": per,
+    "budget_model_steps": updates * per,
+    "forward_steps": (total * forward_learner if dc.control else updates * distil_lib.forward_steps_per_update(dc)),
+    "imagined_per_real_step": 0.0 if dc.control else model_steps / real,
+    "before": before,
+    "after": after,
+    "seconds": progress.get("seconds", 0.0) + time.perf_counter() - start,
+  }
 
 
 def gate(job: Job, baseline: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
@@ -568,8 +647,10 @@ def gate(job: Job, baseline: dict[str, Any], after: dict[str, Any]) -> dict[str,
       else:
         keep = dc.anchor_keep if mode == "policy" else dc.search_keep
         ok = bool(now - before >= -(1.0 - keep) * abs(before))
-        reasons.append(f"{what} went {before:.2f} -> {now:.2f} ({'within' if ok else 'beyond'} the allowed loss of "
-                       f"{100 * (1 - keep):.0f}% of |{before:.2f}|)")
+        reasons.append(
+          f"{what} went {before:.2f} -> {now:.2f} ({'within' if ok else 'beyond'} the allowed loss of "
+          f"{100 * (1 - keep):.0f}% of |{before:.2f}|)"
+        )
       accept &= ok
   return {"accepted": bool(accept), "reasons": reasons}
 
@@ -585,10 +666,13 @@ def _prepare(out: Path, inputs: dict[str, Any], settings: dict[str, Any]) -> dic
   if state_file.exists():
     state = json.loads(state_file.read_text())
     if state["inputs"] != inputs or state["settings"] != settings:
-      differ = [k for k in inputs if state["inputs"].get(k) != inputs[k]] + \
-               [k for k in settings if state["settings"].get(k) != settings[k]]
-      raise ConfigError(f"--out {str(out)!r} holds a dream job with other inputs or settings ({', '.join(differ)}); "
-                        f"re-issue the same command to resume it, or choose a new --out")
+      differ = [k for k in inputs if state["inputs"].get(k) != inputs[k]] + [
+        k for k in settings if state["settings"].get(k) != settings[k]
+      ]
+      raise ConfigError(
+        f"--out {str(out)!r} holds a dream job with other inputs or settings ({', '.join(differ)}); "
+        f"re-issue the same command to resume it, or choose a new --out"
+      )
     return state
   if out.is_dir() and any(out.iterdir()):
     raise ConfigError(f"--out {str(out)!r} is a non-empty directory that holds no dream job; give a new directory")
@@ -604,13 +688,23 @@ def _write_state(out: Path, state: dict[str, Any]) -> None:
   os.replace(tmp, out / "dream.json")
 
 
-def run(checkpoint: str, experience: str, out: str | Path, *, anchor: str | None = None,
-        settings: DreamConfig = DreamConfig(), console: bool = True) -> dict[str, Any]:
+def run(
+  checkpoint: str,
+  experience: str,
+  out: str | Path,
+  *,
+  anchor: str | None = None,
+  settings: DreamConfig = DreamConfig(),
+  console: bool = True,
+) -> dict[str, Any]:
   """Runs (or resumes) the dream job; returns the report's summary (also out/report.json)."""
   out = Path(out)
   job = Job(checkpoint, experience, anchor, settings)
-  inputs = {"checkpoint": str(Path(job.checkpoint).resolve()), "experience": str(Path(experience).resolve()),
-            "anchor": str(Path(anchor).resolve()) if anchor else None}
+  inputs = {
+    "checkpoint": str(Path(job.checkpoint).resolve()),
+    "experience": str(Path(experience).resolve()),
+    "anchor": str(Path(anchor).resolve()) if anchor else None,
+  }
   state = _prepare(out, inputs, settings.to_dict())
   done = state["done"]
   mode = "control" if job.dc.control else "distil"
@@ -630,8 +724,11 @@ def run(checkpoint: str, experience: str, out: str | Path, *, anchor: str | None
   _say(console, f"[2/5 adapt] done: {a['updates']} updates, teacher from update {a['best_at']}")
   if "distil" not in done:
     n, per = distil_updates(job)
-    _say(console, f"[3/5 {mode}] budget {job.dc.dream_ratio:g} imagined model steps per real recorded step = "
-                  f"{n} distil updates of {per} model steps")
+    _say(
+      console,
+      f"[3/5 {mode}] budget {job.dc.dream_ratio:g} imagined model steps per real recorded step = "
+      f"{n} distil updates of {per} model steps",
+    )
     finish("distil", distil(job, out, console=console))
   student, _ = _load_tree(out / "phases" / "student.npz", job.base)
   if "gate" not in done:
@@ -640,8 +737,13 @@ def run(checkpoint: str, experience: str, out: str | Path, *, anchor: str | None
     after = evaluate(job, student, seed=job.dc.seed + 10_000)
     finish("gate", {"after": after, **gate(job, done["baseline"], after), "seconds": time.perf_counter() - t})
   g = done["gate"]
-  _say(console, "[4/5 gate] " + _returns_line(g["after"]) + f" -> {'accepted' if g['accepted'] else 'rejected'}: "
-                + "; ".join(g["reasons"]))
+  _say(
+    console,
+    "[4/5 gate] "
+    + _returns_line(g["after"])
+    + f" -> {'accepted' if g['accepted'] else 'rejected'}: "
+    + "; ".join(g["reasons"]),
+  )
   if "write" not in done:
     finish("write", write(job, out, student if g["accepted"] else job.base, state))
   _say(console, f"[5/5 write] checkpoint {done['write']['checkpoint']!r}, report {str(out / 'report.md')!r}")
@@ -649,8 +751,11 @@ def run(checkpoint: str, experience: str, out: str | Path, *, anchor: str | None
 
 
 def _returns_line(evals: dict[str, Any]) -> str:
-  return "; ".join(f"{name} ({e['world']}): search {np.mean(e['search']):.2f}, policy {np.mean(e['policy']):.2f}"
-                   for name, e in evals.items() if isinstance(e, dict) and "search" in e)
+  return "; ".join(
+    f"{name} ({e['world']}): search {np.mean(e['search']):.2f}, policy {np.mean(e['policy']):.2f}"
+    for name, e in evals.items()
+    if isinstance(e, dict) and "search" in e
+  )
 
 
 def write(job: Job, out: Path, params, state: dict[str, Any]) -> dict[str, Any]:
@@ -661,9 +766,13 @@ def write(job: Job, out: Path, params, state: dict[str, Any]) -> dict[str, Any]:
   shutil.rmtree(out / "checkpoints", ignore_errors=True)  # a redone gate may have decided otherwise
   ckpts = ckpt_lib.Checkpoints(out, keep=1)
   try:
-    ckpts.save(saved.step, params, {**saved.state, "learner": learner_state},
-               {k: saved.meta[k] for k in ("config", "spec", "progress", "world_state")}
-               | {"dream": {"inputs": state["inputs"], "accepted": state["done"]["gate"]["accepted"]}})
+    ckpts.save(
+      saved.step,
+      params,
+      {**saved.state, "learner": learner_state},
+      {k: saved.meta[k] for k in ("config", "spec", "progress", "world_state")}
+      | {"dream": {"inputs": state["inputs"], "accepted": state["done"]["gate"]["accepted"]}},
+    )
     ckpts.wait()
     path = ckpts.path(saved.step)
   finally:
@@ -673,5 +782,6 @@ def write(job: Job, out: Path, params, state: dict[str, Any]) -> dict[str, Any]:
   os.replace(tmp, out / "config.json")
   state["done"]["write"] = {"checkpoint": path}
   from dreamer import dream_report
+
   dream_report.write(out, job, state)
   return {"checkpoint": path}

@@ -37,21 +37,30 @@ def summary(job, state: dict[str, Any]) -> dict[str, Any]:
   adapt, dist = done["adapt"], done["distil"]
   real = job.exp.meta["env_steps"]
   return {
-      "accepted": done["gate"]["accepted"], "reasons": done["gate"]["reasons"],
-      "checkpoint": done["write"]["checkpoint"], "inputs": state["inputs"], "settings": state["settings"],
-      "experience": {"world": job.exp.meta["world"], "env_steps": real, "games": len(job.exp.meta["game_returns"])},
-      "anchor": ({"world": job.anchor.meta["world"], "env_steps": job.anchor.meta["env_steps"]}
-                 if job.anchor else None),
-      "returns": returns,
-      "compute": {"adapt": {"updates": adapt["updates"], "model_steps": adapt["model_steps"],
-                            "seconds": adapt["seconds"]},
-                  dist["mode"]: {"updates": dist["updates"], "model_steps": dist["model_steps"],
-                                 "forward_steps": dist["forward_steps"], "seconds": dist["seconds"]},
-                  "evaluation_seconds": done["baseline"]["seconds"] + done["gate"]["seconds"],
-                  "imagined_per_real_step": dist["imagined_per_real_step"],
-                  "model_steps_per_real_step": (adapt["model_steps"] + dist["model_steps"]) / real},
-      "fit": adapt["fit"], "adapt_history": adapt["history"], "teacher_from_update": adapt["best_at"],
-      "distil": {"mode": dist["mode"], "before": dist["before"], "after": dist["after"], "history": dist["history"]},
+    "accepted": done["gate"]["accepted"],
+    "reasons": done["gate"]["reasons"],
+    "checkpoint": done["write"]["checkpoint"],
+    "inputs": state["inputs"],
+    "settings": state["settings"],
+    "experience": {"world": job.exp.meta["world"], "env_steps": real, "games": len(job.exp.meta["game_returns"])},
+    "anchor": ({"world": job.anchor.meta["world"], "env_steps": job.anchor.meta["env_steps"]} if job.anchor else None),
+    "returns": returns,
+    "compute": {
+      "adapt": {"updates": adapt["updates"], "model_steps": adapt["model_steps"], "seconds": adapt["seconds"]},
+      dist["mode"]: {
+        "updates": dist["updates"],
+        "model_steps": dist["model_steps"],
+        "forward_steps": dist["forward_steps"],
+        "seconds": dist["seconds"],
+      },
+      "evaluation_seconds": done["baseline"]["seconds"] + done["gate"]["seconds"],
+      "imagined_per_real_step": dist["imagined_per_real_step"],
+      "model_steps_per_real_step": (adapt["model_steps"] + dist["model_steps"]) / real,
+    },
+    "fit": adapt["fit"],
+    "adapt_history": adapt["history"],
+    "teacher_from_update": adapt["best_at"],
+    "distil": {"mode": dist["mode"], "before": dist["before"], "after": dist["after"], "history": dist["history"]},
   }
 
 
@@ -60,39 +69,68 @@ def _ci(triple) -> str:
 
 
 def markdown(s: dict[str, Any]) -> str:
-  lines = ["# Dream report", "",
-           f"**{'ACCEPTED' if s['accepted'] else 'REJECTED'}**: " + "; ".join(s["reasons"]) + ".", "",
-           f"- checkpoint in: `{s['inputs']['checkpoint']}`; out: `{s['checkpoint']}`"
-           + ("" if s["accepted"] else " (the original weights)"),
-           f"- experience: `{s['experience']['world']}`, {s['experience']['env_steps']} real env steps "
-           f"({s['experience']['games']} games ended)",
-           "- anchor: " + (f"`{s['anchor']['world']}`, {s['anchor']['env_steps']} env steps" if s["anchor"] else "none"),
-           f"- phase 3: {'compute-matched control (real-data fine-tuning, no imagination)' if s['distil']['mode'] == 'control' else 'rehearse + distil'}",
-           "", "## Returns (mean over evaluation episodes, 95% bootstrap CI; change is paired by episode)", "",
-           "| world | acting | before | after | change |", "| --- | --- | --- | --- | --- |"]
+  lines = [
+    "# Dream report",
+    "",
+    f"**{'ACCEPTED' if s['accepted'] else 'REJECTED'}**: " + "; ".join(s["reasons"]) + ".",
+    "",
+    f"- checkpoint in: `{s['inputs']['checkpoint']}`; out: `{s['checkpoint']}`"
+    + ("" if s["accepted"] else " (the original weights)"),
+    f"- experience: `{s['experience']['world']}`, {s['experience']['env_steps']} real env steps "
+    f"({s['experience']['games']} games ended)",
+    "- anchor: " + (f"`{s['anchor']['world']}`, {s['anchor']['env_steps']} env steps" if s["anchor"] else "none"),
+    "- phase 3: "
+    + (
+      "compute-matched control (real-data fine-tuning, no imagination)"
+      if s["distil"]["mode"] == "control"
+      else "rehearse + distil"
+    ),
+    "",
+    "## Returns (mean over evaluation episodes, 95% bootstrap CI; change is paired by episode)",
+    "",
+    "| world | acting | before | after | change |",
+    "| --- | --- | --- | --- | --- |",
+  ]
   for name, r in s["returns"].items():
     for mode in ("policy", "search"):
       m = r[mode]
-      lines.append(f"| {name} `{r['world']}` | {'policy alone' if mode == 'policy' else 'with search'} | "
-                   f"{_ci(m['before'])} | {_ci(m['after'])} | {_ci(m['change'])} |")
+      lines.append(
+        f"| {name} `{r['world']}` | {'policy alone' if mode == 'policy' else 'with search'} | "
+        f"{_ci(m['before'])} | {_ci(m['after'])} | {_ci(m['change'])} |"
+      )
   c = s["compute"]
   phase = "control" if "control" in c else "distil"
-  lines += ["", "## Compute", "", "| phase | updates | model steps | seconds |", "| --- | --- | --- | --- |",
-            f"| adapt | {c['adapt']['updates']} | {c['adapt']['model_steps']:,} | {c['adapt']['seconds']:.1f} |",
-            f"| {phase} | {c[phase]['updates']} | {c[phase]['model_steps']:,} | {c[phase]['seconds']:.1f} |",
-            f"| evaluation | | | {c['evaluation_seconds']:.1f} |", "",
-            f"Phase 3 in forward-pass equivalents (a backpropagated model step counts 3; the control is matched "
-            f"on these): {c[phase]['forward_steps']:,}.", "",
-            f"Imagined model steps of rehearsal per real recorded env step: **{c['imagined_per_real_step']:.1f}**; "
-            f"all model steps (adapt unroll included) per real recorded step: {c['model_steps_per_real_step']:.1f}.",
-            "", "## Model fit on held-out recorded data, by unroll depth", "",
-            f"The teacher is the adapted model after update {s['teacher_from_update']}. |error| is in return units.", ""]
+  lines += [
+    "",
+    "## Compute",
+    "",
+    "| phase | updates | model steps | seconds |",
+    "| --- | --- | --- | --- |",
+    f"| adapt | {c['adapt']['updates']} | {c['adapt']['model_steps']:,} | {c['adapt']['seconds']:.1f} |",
+    f"| {phase} | {c[phase]['updates']} | {c[phase]['model_steps']:,} | {c[phase]['seconds']:.1f} |",
+    f"| evaluation | | | {c['evaluation_seconds']:.1f} |",
+    "",
+    f"Phase 3 in forward-pass equivalents (a backpropagated model step counts 3; the control is matched "
+    f"on these): {c[phase]['forward_steps']:,}.",
+    "",
+    f"Imagined model steps of rehearsal per real recorded env step: **{c['imagined_per_real_step']:.1f}**; "
+    f"all model steps (adapt unroll included) per real recorded step: {c['model_steps_per_real_step']:.1f}.",
+    "",
+    "## Model fit on held-out recorded data, by unroll depth",
+    "",
+    f"The teacher is the adapted model after update {s['teacher_from_update']}. |error| is in return units.",
+    "",
+  ]
   for name, fit in s["fit"].items():
     ck, te = fit["checkpoint"], fit["teacher"]
     if not ck:
       continue
-    lines += [f"{name}:", "", "| depth | reward prefix abs err: checkpoint -> teacher | value abs err | consistency cosine |",
-              "| --- | --- | --- | --- |"]
+    lines += [
+      f"{name}:",
+      "",
+      "| depth | reward prefix abs err: checkpoint -> teacher | value abs err | consistency cosine |",
+      "| --- | --- | --- | --- |",
+    ]
     for k in range(len(ck["value_abs"])):
       pre = "-" if ck["prefix_abs"][k] is None else f"{ck['prefix_abs'][k]:.3f} -> {te['prefix_abs'][k]:.3f}"
       cos = "-" if ck["cosine"][k] is None else f"{ck['cosine'][k]:.3f} -> {te['cosine'][k]:.3f}"
@@ -100,15 +138,22 @@ def markdown(s: dict[str, Any]) -> str:
       lines.append(f"| {k} | {pre} | {val} | {cos} |")
     lines.append("")
   d = s["distil"]
-  lines += ["## Distillation", "", "| measure | before phase 3 | after |", "| --- | --- | --- |",
-            f"| KL(teacher search target \\|\\| student) on imagined states | {d['before']['teacher_kl']:.4f} | "
-            f"{d['after']['teacher_kl']:.4f} |",
-            f"| imagined states kept by the guard | {d['before']['kept']:.3f} | {d['after']['kept']:.3f} |"]
+  lines += [
+    "## Distillation",
+    "",
+    "| measure | before phase 3 | after |",
+    "| --- | --- | --- |",
+    f"| KL(teacher search target \\|\\| student) on imagined states | {d['before']['teacher_kl']:.4f} | "
+    f"{d['after']['teacher_kl']:.4f} |",
+    f"| imagined states kept by the guard | {d['before']['kept']:.3f} | {d['after']['kept']:.3f} |",
+  ]
   for name in ("experience", "anchor"):
     key = f"drift_{name}"
     if key in d["after"]:
-      lines.append(f"| policy drift KL(checkpoint \\|\\| student) on {name} states | {d['before'][key]:.4f} "
-                   f"(the teacher) | {d['after'][key]:.4f} |")
+      lines.append(
+        f"| policy drift KL(checkpoint \\|\\| student) on {name} states | {d['before'][key]:.4f} "
+        f"(the teacher) | {d['after'][key]:.4f} |"
+      )
   lines += ["", "## Settings", "", "```json", json.dumps(s["settings"], indent=1), "```", ""]
   return "\n".join(lines)
 
@@ -120,8 +165,15 @@ def _plot_returns(s: dict[str, Any], path: Path) -> None:
     for mode in ("policy", "search"):
       for i, when in enumerate(("before", "after")):
         m, lo, hi = r[mode][when]
-        ax.bar(x + 0.4 * i, m, 0.4, yerr=[[m - lo], [hi - m]], color=("#999" if when == "before" else "#37c"),
-               label=when if x == 0 else None, capsize=3)
+        ax.bar(
+          x + 0.4 * i,
+          m,
+          0.4,
+          yerr=[[m - lo], [hi - m]],
+          color=("#999" if when == "before" else "#37c"),
+          label=when if x == 0 else None,
+          capsize=3,
+        )
       labels.append(f"{name}\n{mode}")
       x += 1
   ax.set_xticks(np.arange(x) + 0.2, labels)

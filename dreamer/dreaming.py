@@ -36,15 +36,16 @@ def reanalysed_samples(config: Config) -> int:
 def update_steps(config: Config) -> dict[str, int]:
   """Model steps of one learner update, by kind."""
   k = config.unroll_steps
-  return {"reanalyse": reanalysed_samples(config) * (k + 1) * config.num_simulations,
-          "unroll": config.batch_size * k}
+  return {"reanalyse": reanalysed_samples(config) * (k + 1) * config.num_simulations, "unroll": config.batch_size * k}
 
 
 def planned_ratio(config: Config) -> dict[str, float]:
   """Imagined model steps per real env step once updates run at `updates_per_env_step`, by kind and 'total'."""
   per_update = update_steps(config)
-  out = {"act": act_steps(config) / config.num_envs,
-         **{kind: n * config.updates_per_env_step for kind, n in per_update.items()}}
+  out = {
+    "act": act_steps(config) / config.num_envs,
+    **{kind: n * config.updates_per_env_step for kind, n in per_update.items()},
+  }
   out["total"] = sum(out.values())
   return out
 
@@ -52,6 +53,7 @@ def planned_ratio(config: Config) -> dict[str, float]:
 @dataclasses.dataclass
 class Dreams:
   """Model steps done so far, by kind (saved in checkpoints with the host counters)."""
+
   act: int = 0
   reanalyse: int = 0
   unroll: int = 0
@@ -80,5 +82,8 @@ class Dreams:
     """The metrics.jsonl fields: `dream/ratio` (all kinds per real env step so far), the same per kind, and
     `dream/model_steps` (the total count)."""
     per = max(env_steps, 1)
-    return {"dream/ratio": self.total / per, **{f"dream/{k}_ratio": getattr(self, k) / per for k in KINDS},
-            "dream/model_steps": self.total}
+    return {
+      "dream/ratio": self.total / per,
+      **{f"dream/{k}_ratio": getattr(self, k) / per for k in KINDS},
+      "dream/model_steps": self.total,
+    }

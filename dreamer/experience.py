@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -42,7 +43,7 @@ VERSION = 1
 
 class Experience(NamedTuple):
   meta: dict[str, Any]
-  arrays: dict[str, np.ndarray]   # see the module docstring
+  arrays: dict[str, np.ndarray]  # see the module docstring
 
   @property
   def steps(self) -> int:
@@ -67,9 +68,15 @@ def record(world, act: Callable[[np.ndarray], Any], *, steps: int, seed: int, st
   for t in range(steps):
     action, policy, value = (np.asarray(x) for x in act(obs))
     step = world.step(action)
-    for k, v in (("obs", frames.newest(obs, stack)), ("action", action.astype(np.int32)), ("reward", step.reward),
-                 ("terminated", step.terminated), ("truncated", step.truncated),
-                 ("policy", policy.astype(np.float32)), ("value", value.astype(np.float32))):
+    for k, v in (
+      ("obs", frames.newest(obs, stack)),
+      ("action", action.astype(np.int32)),
+      ("reward", step.reward),
+      ("terminated", step.terminated),
+      ("truncated", step.truncated),
+      ("policy", policy.astype(np.float32)),
+      ("value", value.astype(np.float32)),
+    ):
       cols[k].append(np.asarray(v))
     ended = step.terminated | step.truncated
     for i in np.flatnonzero(ended):
@@ -82,7 +89,7 @@ def record(world, act: Callable[[np.ndarray], Any], *, steps: int, seed: int, st
   frame_shape = arrays["obs"].shape[2:]
   arrays["end_t"] = np.asarray(ends_t, np.int32)
   arrays["end_env"] = np.asarray(ends_env, np.int32)
-  arrays["end_obs"] = (np.stack(ends_obs) if ends_obs else np.zeros((0, *frame_shape), arrays["obs"].dtype))
+  arrays["end_obs"] = np.stack(ends_obs) if ends_obs else np.zeros((0, *frame_shape), arrays["obs"].dtype)
   arrays["game_returns"] = np.asarray(games, np.float32)
   return arrays
 
@@ -93,10 +100,16 @@ def save(path: str | Path, arrays: dict[str, np.ndarray], meta: dict[str, Any]) 
   out.mkdir(parents=True, exist_ok=True)
   arrays = dict(arrays)
   games = arrays.pop("game_returns")
-  meta = {"format": FORMAT, "version": VERSION, **meta, "steps": int(arrays["action"].shape[0]),
-          "num_envs": int(arrays["action"].shape[1]), "env_steps": int(arrays["action"].size),
-          "game_returns": [float(g) for g in games],
-          "arrays": {k: list(v.shape) for k, v in arrays.items()}}
+  meta = {
+    "format": FORMAT,
+    "version": VERSION,
+    **meta,
+    "steps": int(arrays["action"].shape[0]),
+    "num_envs": int(arrays["action"].shape[1]),
+    "env_steps": int(arrays["action"].size),
+    "game_returns": [float(g) for g in games],
+    "arrays": {k: list(v.shape) for k, v in arrays.items()},
+  }
   tmp = out / "experience.npz.tmp"
   with open(tmp, "wb") as f:
     np.savez_compressed(f, **arrays)
@@ -120,10 +133,15 @@ def load(path: str | Path, what: str = "--experience") -> Experience:
   except (OSError, ValueError) as e:
     raise ExperienceError(f"{what} {str(path)!r} cannot be read: {e}") from None
   if meta.get("format") != FORMAT or meta.get("version") != VERSION:
-    raise ExperienceError(f"{what} {str(path)!r} is format {meta.get('format')!r} version {meta.get('version')!r}; "
-                          f"this dreamer reads {FORMAT!r} version {VERSION}")
-  missing = [k for k in ("obs", "action", "reward", "terminated", "truncated", "policy", "value", "end_t",
-                         "end_env", "end_obs") if k not in arrays]
+    raise ExperienceError(
+      f"{what} {str(path)!r} is format {meta.get('format')!r} version {meta.get('version')!r}; "
+      f"this dreamer reads {FORMAT!r} version {VERSION}"
+    )
+  missing = [
+    k
+    for k in ("obs", "action", "reward", "terminated", "truncated", "policy", "value", "end_t", "end_env", "end_obs")
+    if k not in arrays
+  ]
   if missing:
     raise ExperienceError(f"{what} {str(path)!r} lacks the arrays {missing}")
   return Experience(meta, arrays)
@@ -137,8 +155,9 @@ def split_steps(steps: int, holdout: float) -> int:
   return int(min(max(round(steps * (1.0 - holdout)), 1), steps - 1))
 
 
-def to_replay(exp: Experience, add: Callable, rb: replay_lib.ReplayState, *, start: int, stop: int,
-              step_offset: int = 0) -> replay_lib.ReplayState:
+def to_replay(
+  exp: Experience, add: Callable, rb: replay_lib.ReplayState, *, start: int, stop: int, step_offset: int = 0
+) -> replay_lib.ReplayState:
   """Inserts steps [start, stop) of every env into the empty buffer `rb` (one ring per recorded env) as
   training does: one `add` (the agent's jitted `replay.add`) per step, with the final-observation row after
   each episode end. A ring needs (stop - start) rows plus one per episode end."""
@@ -150,8 +169,15 @@ def to_replay(exp: Experience, add: Callable, rb: replay_lib.ReplayState, *, sta
     final = a["obs"][t].copy()
     for i in np.flatnonzero(ended):
       final[i] = a["end_obs"][ends[(t, int(i))]]
-    row = replay_lib.Rows(obs=a["obs"][t], action=a["action"][t], reward=a["reward"][t], policy=a["policy"][t],
-                          value=a["value"][t], last=np.zeros(b, bool), terminal=np.zeros(b, bool),
-                          step=np.full(b, step_offset + t * b, np.int32))
+    row = replay_lib.Rows(
+      obs=a["obs"][t],
+      action=a["action"][t],
+      reward=a["reward"][t],
+      policy=a["policy"][t],
+      value=a["value"][t],
+      last=np.zeros(b, bool),
+      terminal=np.zeros(b, bool),
+      step=np.full(b, step_offset + t * b, np.int32),
+    )
     rb = add(rb, row, final, ended, a["terminated"][t])
   return jax.block_until_ready(rb)

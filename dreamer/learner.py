@@ -14,10 +14,10 @@ import jax.numpy as jnp
 import optax
 
 from dreamer import augment as augment_lib
-from dreamer import dreaming
+from dreamer import dreaming, support
 from dreamer import replay as replay_lib
 from dreamer import search as search_lib
-from dreamer import support, targets as targets_lib
+from dreamer import targets as targets_lib
 from dreamer.config import Config
 from dreamer.networks import Model, Params, zero_lstm_state
 
@@ -32,29 +32,32 @@ class TrainState(NamedTuple):
 
 class Batch(NamedTuple):
   """What one update trains on: B samples, K unroll steps."""
-  obs: jax.Array       # [B, K+1, *obs_shape] (stacked frames: [B, K+1, S, H, W, C])
-  action: jax.Array    # i32[B, K]
-  policy: jax.Array    # f32[B, K+1, A]
+
+  obs: jax.Array  # [B, K+1, *obs_shape] (stacked frames: [B, K+1, S, H, W, C])
+  action: jax.Array  # i32[B, K]
+  policy: jax.Array  # f32[B, K+1, A]
   targets: targets_lib.Targets
-  weight: jax.Array    # f32[B] importance weights
+  weight: jax.Array  # f32[B] importance weights
 
 
 def _learned(variables: Params) -> Any:
   """True at every leaf of the 'params' collection, False at BatchNorm's running averages."""
-  return {k: jax.tree.map(lambda _: k == "params", v) for k, v in variables.items()}
+  return {k: jax.tree.map(lambda _, m=k == "params": m, v) for k, v in variables.items()}
 
 
 def make_optimizer(config: Config) -> optax.GradientTransformation:
   """Clip, then AdamW or SGD with momentum and L2 over the network's variables. Running averages get zero
   gradients (so no Adam or momentum step) and, masked, no weight decay; `update` overwrites them."""
-  lr = (optax.linear_schedule(0.0, config.learning_rate, config.warmup_updates)
-        if config.warmup_updates > 0 else config.learning_rate)
+  lr = (
+    optax.linear_schedule(0.0, config.learning_rate, config.warmup_updates)
+    if config.warmup_updates > 0
+    else config.learning_rate
+  )
   mask = _learned if config.norm == "batch" else None  # None keeps LayerNorm runs' optimizer state as it was
   if config.optimizer == "adam":
     opt = optax.adamw(lr, weight_decay=config.weight_decay, mask=mask)
   else:
-    opt = optax.chain(optax.add_decayed_weights(config.weight_decay, mask),
-                      optax.sgd(lr, momentum=config.momentum))
+    opt = optax.chain(optax.add_decayed_weights(config.weight_decay, mask), optax.sgd(lr, momentum=config.momentum))
   return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), opt)
 
 
@@ -82,8 +85,9 @@ def _cosine(a: jax.Array, b: jax.Array) -> jax.Array:
 AWR_MAX_WEIGHT = 20.0  # Peng et al. (2019)'s clip of the advantage weights
 
 
-def _awr_loss(policy_logits: jax.Array, value_logits: jax.Array, action: jax.Array, tg: targets_lib.Targets,
-              config: Config) -> jax.Array:
+def _awr_loss(
+  policy_logits: jax.Array, value_logits: jax.Array, action: jax.Array, tg: targets_lib.Targets, config: Config
+) -> jax.Array:
   """The policy-only baseline's policy loss f32[B, K+1] (0 at row K, which has no action): advantage-weighted
   regression on the actions taken, -min(exp(A / (awr_temperature * rms(A))), 20) * log pi(a_k | s_k), with the
   advantage A = z_k - v_k of the n-step value target over the predicted value (no gradient through either),
@@ -91,7 +95,7 @@ def _awr_loss(policy_logits: jax.Array, value_logits: jax.Array, action: jax.Arr
   k = action.shape[1]
   mask = tg.policy_mask[:, :k] * tg.value_mask[:, :k]
   adv = tg.value[:, :k] - jax.lax.stop_gradient(support.logits_to_scalar(value_logits[:, :k]))
-  rms = jnp.sqrt(jnp.sum(mask * adv ** 2) / jnp.maximum(jnp.sum(mask), 1.0))
+  rms = jnp.sqrt(jnp.sum(mask * adv**2) / jnp.maximum(jnp.sum(mask), 1.0))
   weight = jnp.minimum(jnp.exp(adv / (config.awr_temperature * jnp.maximum(rms, 1e-6))), AWR_MAX_WEIGHT)
   logp = jnp.take_along_axis(jax.nn.log_softmax(policy_logits[:, :k]), action[..., None], axis=-1)[..., 0]
   loss = -jax.lax.stop_gradient(weight * mask) * logp
@@ -105,8 +109,9 @@ def _flat(fn, x: jax.Array, lead: int = 2):
   return jax.tree.map(lambda y: y.reshape(*shape, *y.shape[1:]), out)
 
 
-def unroll(call, root_obs: jax.Array, next_obs: jax.Array, action: jax.Array, *, config: Config,
-           lstm_dim: int) -> tuple[jax.Array, ...]:
+def unroll(
+  call, root_obs: jax.Array, next_obs: jax.Array, action: jax.Array, *, config: Config, lstm_dim: int
+) -> tuple[jax.Array, ...]:
   """Training's K-step model unroll from root observations [B, *obs] along actions i32[B, K], with
   `call(method, *args)` running each network call (training or eval mode). Returns value logits f32[B, K+1, V],
   policy logits f32[B, K+1, A], value-prefix logits f32[B, K, R], online projections f32[B, K, P] of the
@@ -128,12 +133,24 @@ def unroll(call, root_obs: jax.Array, next_obs: jax.Array, action: jax.Array, *,
     logits, value = call("predict", latent)
     policy_logits.append(logits)
     value_logits.append(value)
-  return (jnp.stack(value_logits, 1), jnp.stack(policy_logits, 1), jnp.stack(prefix_logits, 1),
-          jnp.stack(online_proj, 1), target_proj)
+  return (
+    jnp.stack(value_logits, 1),
+    jnp.stack(policy_logits, 1),
+    jnp.stack(prefix_logits, 1),
+    jnp.stack(online_proj, 1),
+    target_proj,
+  )
 
 
-def depth_losses(value_logits: jax.Array, policy_logits: jax.Array, prefix_logits: jax.Array,
-                 online_proj: jax.Array, target_proj: jax.Array, batch: Batch, config: Config):
+def depth_losses(
+  value_logits: jax.Array,
+  policy_logits: jax.Array,
+  prefix_logits: jax.Array,
+  online_proj: jax.Array,
+  target_proj: jax.Array,
+  batch: Batch,
+  config: Config,
+):
   """Masked per-sample losses by unroll depth (the outputs of `unroll` against the batch's targets): value
   and policy f32[B, K+1], value prefix and consistency (negative cosine) f32[B, K]."""
   tg = batch.targets
@@ -142,13 +159,16 @@ def depth_losses(value_logits: jax.Array, policy_logits: jax.Array, prefix_logit
     policy_loss = _awr_loss(policy_logits, value_logits, batch.action, tg, config)
   else:
     policy_loss = _cross_entropy(policy_logits, batch.policy) * tg.policy_mask
-  prefix_loss = _cross_entropy(prefix_logits, support.scalar_to_probs(tg.prefix, config.reward_support)) * tg.prefix_mask
+  prefix_loss = (
+    _cross_entropy(prefix_logits, support.scalar_to_probs(tg.prefix, config.reward_support)) * tg.prefix_mask
+  )
   consistency_loss = -_cosine(online_proj, target_proj) * tg.obs_mask[:, 1:]
   return value_loss, policy_loss, prefix_loss, consistency_loss
 
 
-def loss_fn(params: Params, batch: Batch, aug_key: jax.Array | None = None, *, model: Model,
-            config: Config) -> tuple[jax.Array, dict]:
+def loss_fn(
+  params: Params, batch: Batch, aug_key: jax.Array | None = None, *, model: Model, config: Config
+) -> tuple[jax.Array, dict]:
   """EfficientZero loss, weighted per sample; unroll-step losses scaled by 1/K. Returns (loss, aux).
   `aug_key` is consumed by the frame augmentations when `config.augment`. Every network call runs in training
   mode (`Model.call`); aux["moved"] holds BatchNorm's moved running averages."""
@@ -165,35 +185,46 @@ def loss_fn(params: Params, batch: Batch, aug_key: jax.Array | None = None, *, m
     return out
 
   value_logits, policy_logits, prefix_logits, online_proj, target_proj = unroll(
-      call, root_obs, next_obs, batch.action, config=config, lstm_dim=model.lstm_dim)
+    call, root_obs, next_obs, batch.action, config=config, lstm_dim=model.lstm_dim
+  )
   value_loss, policy_loss, prefix_loss, consistency_loss = depth_losses(
-      value_logits, policy_logits, prefix_logits, online_proj, target_proj, batch, config)
+    value_logits, policy_logits, prefix_logits, online_proj, target_proj, batch, config
+  )
 
   step_scale = jnp.concatenate([jnp.ones((1,)), jnp.full((k_max,), 1.0 / k_max)])
-  per_sample = (config.value_loss_weight * value_loss @ step_scale
-                + config.policy_loss_weight * policy_loss @ step_scale
-                + config.reward_loss_weight * prefix_loss.sum(1) / k_max
-                + config.consistency_loss_weight * consistency_loss.sum(1) / k_max)
+  per_sample = (
+    config.value_loss_weight * value_loss @ step_scale
+    + config.policy_loss_weight * policy_loss @ step_scale
+    + config.reward_loss_weight * prefix_loss.sum(1) / k_max
+    + config.consistency_loss_weight * consistency_loss.sum(1) / k_max
+  )
   loss = jnp.mean(batch.weight * per_sample)
   value_pred = support.logits_to_scalar(value_logits[:, 0])
   aux = {
-      "loss/total": loss,
-      "loss/value": jnp.mean(value_loss @ step_scale),
-      "loss/policy": jnp.mean(policy_loss @ step_scale),
-      "loss/value_prefix": jnp.mean(prefix_loss.sum(1) / k_max),
-      "loss/consistency": jnp.mean(consistency_loss.sum(1) / k_max),
-      "train/value_pred": jnp.mean(value_pred),
-      "train/value_target": jnp.mean(tg.value[:, 0]),
-      "train/td_steps": jnp.mean(tg.td_steps.astype(jnp.float32)),
-      "priority": jnp.abs(value_pred - tg.value[:, 0]),
-      # BatchNorm's running averages after this forward pass (no gradient flows to them); {} with LayerNorm.
-      "moved": {k: v for k, v in variables.items() if k != "params"},
+    "loss/total": loss,
+    "loss/value": jnp.mean(value_loss @ step_scale),
+    "loss/policy": jnp.mean(policy_loss @ step_scale),
+    "loss/value_prefix": jnp.mean(prefix_loss.sum(1) / k_max),
+    "loss/consistency": jnp.mean(consistency_loss.sum(1) / k_max),
+    "train/value_pred": jnp.mean(value_pred),
+    "train/value_target": jnp.mean(tg.value[:, 0]),
+    "train/td_steps": jnp.mean(tg.td_steps.astype(jnp.float32)),
+    "priority": jnp.abs(value_pred - tg.value[:, 0]),
+    # BatchNorm's running averages after this forward pass (no gradient flows to them); {} with LayerNorm.
+    "moved": {k: v for k, v in variables.items() if k != "params"},
   }
   return loss, aux
 
 
-def make_batch(state: TrainState, rb: replay_lib.ReplayState, rng_key: jax.Array, env_step: jax.Array, *,
-               model: Model, config: Config) -> tuple[Batch, replay_lib.Sample]:
+def make_batch(
+  state: TrainState,
+  rb: replay_lib.ReplayState,
+  rng_key: jax.Array,
+  env_step: jax.Array,
+  *,
+  model: Model,
+  config: Config,
+) -> tuple[Batch, replay_lib.Sample]:
   """Samples B roots, builds their targets with the target network, reanalyses a fraction of policies."""
   k_max, n = config.unroll_steps, config.td_steps
   sample_key, search_key = jax.random.split(rng_key)
@@ -204,36 +235,53 @@ def make_batch(state: TrainState, rb: replay_lib.ReplayState, rng_key: jax.Array
   age = env_step - window.step[:, 0]
   # The target network's values, computed only at the K+1 rows that are bootstrapped from (not all W rows).
   n_eff = targets_lib.td_horizon(age, td_steps=n, td_age_steps=config.td_age_steps)
-  rows = targets_lib.bootstrap_rows(window.last & known, known, n_eff, unroll_steps=k_max)   # [B, K+1]
+  rows = targets_lib.bootstrap_rows(window.last & known, known, n_eff, unroll_steps=k_max)  # [B, K+1]
   boot_obs = jnp.take_along_axis(window.obs, rows.reshape(*rows.shape, *([1] * (window.obs.ndim - 2))), axis=1)
   tp = state.target_params
   boot_values = _flat(lambda o: support.logits_to_scalar(model.predict(tp, model.represent(tp, o))[1]), boot_obs)
   bootstrap = jnp.zeros(known.shape).at[jnp.arange(known.shape[0])[:, None], rows].set(boot_values)
   tg = targets_lib.compute(
-      window, known, jax.lax.stop_gradient(bootstrap), age, unroll_steps=k_max, td_steps=n,
-      td_age_steps=config.td_age_steps, discount=config.discount, horizon=config.value_prefix_horizon)
-  policy = window.policy[:, :k_max + 1]
+    window,
+    known,
+    jax.lax.stop_gradient(bootstrap),
+    age,
+    unroll_steps=k_max,
+    td_steps=n,
+    td_age_steps=config.td_age_steps,
+    discount=config.discount,
+    horizon=config.value_prefix_horizon,
+  )
+  policy = window.policy[:, : k_max + 1]
   num_re = dreaming.reanalysed_samples(config)
   if num_re > 0:
-    obs = window.obs[:num_re, :k_max + 1].reshape(-1, *window.obs.shape[2:])
+    obs = window.obs[:num_re, : k_max + 1].reshape(-1, *window.obs.shape[2:])
     root = search_lib.make_root(model, state.params, obs)
     fresh = search_lib.run_search(model, config, state.params, search_key, root, temperature=1.0, noise=True)
     fresh_policy = jax.lax.stop_gradient(fresh.policy).reshape(num_re, k_max + 1, -1)
     policy = policy.at[:num_re].set(fresh_policy)
-  batch = Batch(obs=window.obs[:, :k_max + 1], action=window.action[:, :k_max], policy=policy, targets=tg,
-                weight=smp.weight)
+  batch = Batch(
+    obs=window.obs[:, : k_max + 1], action=window.action[:, :k_max], policy=policy, targets=tg, weight=smp.weight
+  )
   return batch, smp
 
 
-def update(state: TrainState, rb: replay_lib.ReplayState, env_step: jax.Array, *, model: Model, config: Config,
-           optimizer: optax.GradientTransformation) -> tuple[TrainState, replay_lib.ReplayState, dict]:
+def update(
+  state: TrainState,
+  rb: replay_lib.ReplayState,
+  env_step: jax.Array,
+  *,
+  model: Model,
+  config: Config,
+  optimizer: optax.GradientTransformation,
+) -> tuple[TrainState, replay_lib.ReplayState, dict]:
   """One learner update; returns the new state, the replay with new priorities, and scalar metrics."""
   rng_key, batch_key = jax.random.split(state.rng_key)
   batch, smp = make_batch(state, rb, batch_key, env_step, model=model, config=config)
   # The augmentation key is derived, not split off, so runs without augmentation keep their random stream.
   aug_key = jax.random.fold_in(batch_key, 1) if config.augment else None
   grads, aux = jax.grad(functools.partial(loss_fn, model=model, config=config), has_aux=True)(
-      state.params, batch, aug_key)
+    state.params, batch, aug_key
+  )
   moved = aux.pop("moved")
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
   params = {**optax.apply_updates(state.params, updates), **moved}  # running averages: set, not learned
@@ -256,6 +304,7 @@ def make_train_chunk(model: Model, config: Config, optimizer: optax.GradientTran
       s, r = carry
       s, r, aux = step(s, r, env_step)
       return (s, r), aux
+
     (state, rb), aux = jax.lax.scan(body, (state, rb), None, length=config.updates_per_chunk)
     return state, rb, aux
 

@@ -58,9 +58,15 @@ class Logger:
     width = 20
     filled = int(width * min(steps / self.total, 1.0))
     parts = [f"[{'#' * filled}{'.' * (width - filled)}] {steps}/{self.total} steps"]
-    for key, label, fmt in [("train/episode_return", "return", ".1f"), ("eval/search_return", "eval search", ".1f"),
-                            ("eval/policy_return", "eval policy", ".1f"), ("loss/total", "loss", ".3f"), ("dream/ratio", "dream", ".0f"),
-                            ("speed/updates_per_s", "upd/s", ".1f"), ("speed/env_steps_per_s", "env/s", ".0f")]:
+    for key, label, fmt in [
+      ("train/episode_return", "return", ".1f"),
+      ("eval/search_return", "eval search", ".1f"),
+      ("eval/policy_return", "eval policy", ".1f"),
+      ("loss/total", "loss", ".3f"),
+      ("dream/ratio", "dream", ".0f"),
+      ("speed/updates_per_s", "upd/s", ".1f"),
+      ("speed/env_steps_per_s", "env/s", ".0f"),
+    ]:
       if key in v:
         parts.append(f"{label} {v[key]:{fmt}}")
     line = " | ".join(parts)

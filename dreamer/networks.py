@@ -30,6 +30,7 @@ Params = Any
 
 class LSTMState(NamedTuple):
   """The value-prefix LSTM's carry: c, h: f32[B, lstm_dim]."""
+
   c: jax.Array
   h: jax.Array
 
@@ -47,11 +48,12 @@ def normalize_latent(x: jax.Array) -> jax.Array:
 
 class MLP(nn.Module):
   """Dense -> norm -> ReLU blocks, then a final Dense (zero-initialised if `zero_last`)."""
+
   hidden: tuple[int, ...]
   out: int
   zero_last: bool = False
-  norm: str = "layer"   # see `make_norm`
-  train: bool = False   # only read by norm 'batch'
+  norm: str = "layer"  # see `make_norm`
+  train: bool = False  # only read by norm 'batch'
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -64,6 +66,7 @@ class MLP(nn.Module):
 class MuZeroMLP(nn.Module):
   """The MLP variant for vector observations f32[B, *obs_shape], or for small images (MinAtar's 10x10xC)
   with a convolution first (`conv_channels`, the torso of the MinAtar paper's DQN)."""
+
   num_actions: int
   latent_dim: int
   hidden_dim: int
@@ -73,8 +76,8 @@ class MuZeroMLP(nn.Module):
   reward_atoms: int
   state_norm: bool = True
   conv_channels: int = 0  # > 0: a 3x3 convolution (same padding) and ReLU read image observations first
-  norm: str = "layer"   # see `make_norm`
-  train: bool = False   # only read by norm 'batch'
+  norm: str = "layer"  # see `make_norm`
+  train: bool = False  # only read by norm 'batch'
 
   def setup(self) -> None:
     h, nk = self.hidden_dim, {"norm": self.norm, "train": self.train}
@@ -98,8 +101,7 @@ class MuZeroMLP(nn.Module):
     latent = self.repr_net(x)
     return normalize_latent(latent) if self.state_norm else latent
 
-  def dynamics(self, latent: jax.Array, action: jax.Array,
-               lstm: LSTMState) -> tuple[jax.Array, LSTMState, jax.Array]:
+  def dynamics(self, latent: jax.Array, action: jax.Array, lstm: LSTMState) -> tuple[jax.Array, LSTMState, jax.Array]:
     """latent f32[B, D], action int[B], lstm -> next latent f32[B, D], lstm, prefix logits f32[B, R]."""
     a = jax.nn.one_hot(action, self.num_actions)
     nxt = latent + self.dyn_net(jnp.concatenate([latent, a], axis=-1))
@@ -141,6 +143,7 @@ def make_norm(kind: str, train: bool) -> nn.Module:
 
 class ResBlock(nn.Module):
   """EfficientZero's residual block: conv-norm-relu-conv-norm, plus the input (strided conv if `stride` 2)."""
+
   channels: int
   stride: int = 1
   norm: str = "layer"
@@ -163,6 +166,7 @@ def _avg_pool(x: jax.Array) -> jax.Array:
 
 class Head(nn.Module):
   """1x1 conv to `channels` -> norm -> relu -> flatten -> MLP to `out` (zero-initialised last layer)."""
+
   channels: int
   hidden: int
   out: int
@@ -172,8 +176,7 @@ class Head(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     x = nn.relu(make_norm(self.norm, self.train)(nn.Conv(self.channels, (1, 1))(x)))
-    return MLP((self.hidden,), self.out, zero_last=True, norm=self.norm, train=self.train)(
-        x.reshape(x.shape[0], -1))
+    return MLP((self.hidden,), self.out, zero_last=True, norm=self.norm, train=self.train)(x.reshape(x.shape[0], -1))
 
 
 class MuZeroResNet(nn.Module):
@@ -186,6 +189,7 @@ class MuZeroResNet(nn.Module):
   conv, norm, plus the latent, relu, `blocks` blocks; the value prefix comes from a 1x1 conv of the next
   latent through the LSTM. Projection: flatten, 3 dense layers (proj_dim) and a 2-layer predictor (SimSiam).
   """
+
   num_actions: int
   channels: int
   blocks: int
@@ -198,8 +202,8 @@ class MuZeroResNet(nn.Module):
   state_norm: bool = False
   downsample: bool = True  # False: no stride or pooling (small frames such as MinAtar's 10x10)
   pixel_max: float = 255.0  # observations are divided by this: 255 for uint8 pixels, 1 for MinAtar's bools
-  norm: str = "layer"   # see `make_norm`
-  train: bool = False   # only read by norm 'batch'
+  norm: str = "layer"  # see `make_norm`
+  train: bool = False  # only read by norm 'batch'
 
   def setup(self) -> None:
     c, nk = self.channels, {"norm": self.norm, "train": self.train}
@@ -244,11 +248,11 @@ class MuZeroResNet(nn.Module):
       x = block(x)
     return normalize_latent_nd(x) if self.state_norm else x
 
-  def dynamics(self, latent: jax.Array, action: jax.Array,
-               lstm: LSTMState) -> tuple[jax.Array, LSTMState, jax.Array]:
+  def dynamics(self, latent: jax.Array, action: jax.Array, lstm: LSTMState) -> tuple[jax.Array, LSTMState, jax.Array]:
     """latent f32[B, h, w, c], action int[B], lstm -> next latent, lstm, prefix logits f32[B, R]."""
-    plane = jnp.broadcast_to((action.astype(jnp.float32) / self.num_actions)[:, None, None, None],
-                             (*latent.shape[:3], 1))
+    plane = jnp.broadcast_to(
+      (action.astype(jnp.float32) / self.num_actions)[:, None, None, None], (*latent.shape[:3], 1)
+    )
     x = self.dyn_norm(self.dyn_conv(jnp.concatenate([latent, plane], axis=-1)))
     x = nn.relu(x + latent)
     for block in self.dyn_blocks:
@@ -286,15 +290,31 @@ def make_network(config: Config, num_actions: int, obs_dtype: Any = jnp.uint8) -
   # Config validation already limits `network` to the families built here.
   atoms = {"value_atoms": 2 * config.value_support + 1, "reward_atoms": 2 * config.reward_support + 1}
   if config.network == "resnet":
-    return MuZeroResNet(num_actions=num_actions, channels=config.channels, blocks=config.res_blocks,
-                        head_channels=config.head_channels, head_hidden=config.head_hidden,
-                        lstm_dim=config.lstm_dim, proj_dim=config.proj_dim, state_norm=config.state_norm,
-                        downsample=config.downsample, norm=config.norm,
-                        pixel_max=255.0 if jnp.dtype(obs_dtype) == jnp.uint8 else 1.0, **atoms)
+    return MuZeroResNet(
+      num_actions=num_actions,
+      channels=config.channels,
+      blocks=config.res_blocks,
+      head_channels=config.head_channels,
+      head_hidden=config.head_hidden,
+      lstm_dim=config.lstm_dim,
+      proj_dim=config.proj_dim,
+      state_norm=config.state_norm,
+      downsample=config.downsample,
+      norm=config.norm,
+      pixel_max=255.0 if jnp.dtype(obs_dtype) == jnp.uint8 else 1.0,
+      **atoms,
+    )
   return MuZeroMLP(
-      num_actions=num_actions, latent_dim=config.latent_dim, hidden_dim=config.hidden_dim,
-      lstm_dim=config.lstm_dim, proj_dim=config.proj_dim, state_norm=config.state_norm,
-      conv_channels=config.conv_channels, norm=config.norm, **atoms)
+    num_actions=num_actions,
+    latent_dim=config.latent_dim,
+    hidden_dim=config.hidden_dim,
+    lstm_dim=config.lstm_dim,
+    proj_dim=config.proj_dim,
+    state_norm=config.state_norm,
+    conv_channels=config.conv_channels,
+    norm=config.norm,
+    **atoms,
+  )
 
 
 def init_params(net: nn.Module, rng_key: jax.Array, obs_shape: tuple[int, ...]) -> Params:
@@ -306,6 +326,7 @@ def init_params(net: nn.Module, rng_key: jax.Array, obs_shape: tuple[int, ...]) 
 class Model(NamedTuple):
   """Pure functions over (params, ...) for one network (in eval mode); what search, actor and learner close
   over. `params` are the network's flax variables."""
+
   net: nn.Module
 
   def call(self, params: Params, method: str, *args: Any, train: bool = False) -> Any:

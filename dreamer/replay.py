@@ -24,26 +24,27 @@ import numpy as np
 
 class Rows(NamedTuple):
   """Stored rows; leading axes [E, T] in the buffer, [E] for one step, [B, W] for a gathered window."""
-  obs: jax.Array       # [..., *obs_shape]
-  action: jax.Array    # i32[...]
-  reward: jax.Array    # f32[...]   reward received after `action`
-  policy: jax.Array    # f32[..., A] search policy at acting time
-  value: jax.Array     # f32[...]   search root value at acting time
-  last: jax.Array      # bool[...]  the final observation of an episode (no action follows)
+
+  obs: jax.Array  # [..., *obs_shape]
+  action: jax.Array  # i32[...]
+  reward: jax.Array  # f32[...]   reward received after `action`
+  policy: jax.Array  # f32[..., A] search policy at acting time
+  value: jax.Array  # f32[...]   search root value at acting time
+  last: jax.Array  # bool[...]  the final observation of an episode (no action follows)
   terminal: jax.Array  # bool[...]  last, and the episode terminated (value 0 beyond it)
-  step: jax.Array      # i32[...]   env steps done when the row was written (sample age)
+  step: jax.Array  # i32[...]   env steps done when the row was written (sample age)
 
 
 class ReplayState(NamedTuple):
-  rows: Rows              # leaves [E, T, ...]
-  priority: jax.Array     # f32[E, T]; 0 for rows that may not be sampled (unwritten or `last`)
-  head: jax.Array         # i32[E]: rows written so far per env (absolute; slot = index % T)
+  rows: Rows  # leaves [E, T, ...]
+  priority: jax.Array  # f32[E, T]; 0 for rows that may not be sampled (unwritten or `last`)
+  head: jax.Array  # i32[E]: rows written so far per env (absolute; slot = index % T)
   max_priority: jax.Array  # f32[]: priority given to new rows
 
 
 class Sample(NamedTuple):
-  env: jax.Array     # i32[B]
-  index: jax.Array   # i32[B] absolute row index within the env's ring
+  env: jax.Array  # i32[B]
+  index: jax.Array  # i32[B] absolute row index within the env's ring
   weight: jax.Array  # f32[B] importance weight, max 1
 
 
@@ -51,10 +52,15 @@ def init(num_envs: int, capacity: int, obs_shape: tuple[int, ...], obs_dtype, nu
   """An empty buffer of `capacity` rows in all (capacity // num_envs per env)."""
   e, t = num_envs, capacity // num_envs
   rows = Rows(
-      obs=jnp.zeros((e, t, *obs_shape), obs_dtype), action=jnp.zeros((e, t), jnp.int32),
-      reward=jnp.zeros((e, t), jnp.float32), policy=jnp.zeros((e, t, num_actions), jnp.float32),
-      value=jnp.zeros((e, t), jnp.float32), last=jnp.zeros((e, t), bool), terminal=jnp.zeros((e, t), bool),
-      step=jnp.zeros((e, t), jnp.int32))
+    obs=jnp.zeros((e, t, *obs_shape), obs_dtype),
+    action=jnp.zeros((e, t), jnp.int32),
+    reward=jnp.zeros((e, t), jnp.float32),
+    policy=jnp.zeros((e, t, num_actions), jnp.float32),
+    value=jnp.zeros((e, t), jnp.float32),
+    last=jnp.zeros((e, t), bool),
+    terminal=jnp.zeros((e, t), bool),
+    step=jnp.zeros((e, t), jnp.int32),
+  )
   return ReplayState(rows, jnp.zeros((e, t), jnp.float32), jnp.zeros((e,), jnp.int32), jnp.ones((), jnp.float32))
 
 
@@ -62,8 +68,9 @@ def nbytes(state: ReplayState) -> int:
   return int(sum(np.prod(x.shape) * x.dtype.itemsize for x in jax.tree.leaves(state)))
 
 
-def add(state: ReplayState, row: Rows, final_obs: jax.Array, ended: jax.Array, terminated: jax.Array, *,
-        stack: int = 1) -> ReplayState:
+def add(
+  state: ReplayState, row: Rows, final_obs: jax.Array, ended: jax.Array, terminated: jax.Array, *, stack: int = 1
+) -> ReplayState:
   """Appends one step for every env (leaves of `row`: [E, ...]); envs whose episode `ended` also get the
   final-observation row `final_obs` [E, *obs_shape] right after it. `stack` S > 1: the S-1 oldest rows of a
   wrapped ring lose their earlier frames, so their priority becomes 0."""
@@ -72,9 +79,16 @@ def add(state: ReplayState, row: Rows, final_obs: jax.Array, ended: jax.Array, t
   slot = state.head % t
   # The final row goes to the next slot, or nowhere (index t is out of range and dropped) if not ended.
   final_slot = jnp.where(ended, (state.head + 1) % t, t)
-  final = Rows(obs=final_obs, action=jnp.zeros_like(row.action), reward=jnp.zeros_like(row.reward),
-               policy=jnp.zeros_like(row.policy), value=jnp.zeros_like(row.value), last=jnp.ones_like(row.last),
-               terminal=terminated, step=row.step)
+  final = Rows(
+    obs=final_obs,
+    action=jnp.zeros_like(row.action),
+    reward=jnp.zeros_like(row.reward),
+    policy=jnp.zeros_like(row.policy),
+    value=jnp.zeros_like(row.value),
+    last=jnp.ones_like(row.last),
+    terminal=terminated,
+    step=row.step,
+  )
   rows = jax.tree.map(lambda buf, x: buf.at[envs, slot].set(x), state.rows, row)
   rows = jax.tree.map(lambda buf, x: buf.at[envs, final_slot].set(x, mode="drop"), rows, final)
   priority = state.priority.at[envs, slot].set(state.max_priority)
@@ -102,7 +116,7 @@ def pick(p: jax.Array, cdf: jax.Array, u: jax.Array) -> jax.Array:
 def sample(state: ReplayState, rng_key: jax.Array, batch: int, *, alpha: float, beta: jax.Array) -> Sample:
   """Draws `batch` rows with probability p_i**alpha / sum_j p_j**alpha, with replacement."""
   e, t = state.priority.shape
-  p = jnp.where(state.priority > 0, state.priority ** alpha, 0.0).reshape(-1)
+  p = jnp.where(state.priority > 0, state.priority**alpha, 0.0).reshape(-1)
   cdf = jnp.cumsum(p)
   total = cdf[-1]
   flat = pick(p, cdf, jax.random.uniform(rng_key, (batch,)) * total)
@@ -115,8 +129,9 @@ def sample(state: ReplayState, rng_key: jax.Array, batch: int, *, alpha: float, 
   return Sample(env.astype(jnp.int32), index.astype(jnp.int32), weight / jnp.max(weight))
 
 
-def gather(state: ReplayState, env: jax.Array, index: jax.Array, length: int, *,
-           stack: int = 1) -> tuple[Rows, jax.Array]:
+def gather(
+  state: ReplayState, env: jax.Array, index: jax.Array, length: int, *, stack: int = 1
+) -> tuple[Rows, jax.Array]:
   """Rows index..index+length-1 of each sampled env: leaves [B, length, ...], and known: bool[B, length]
   (False for rows not written yet). With `stack` S > 1, obs is [B, length, S, *frame_shape]: each row's
   frame with the S-1 before it, oldest first, frames before the episode's start replaced by its first."""
@@ -132,21 +147,22 @@ def gather(state: ReplayState, env: jax.Array, index: jax.Array, length: int, *,
   return window._replace(obs=obs), absolute < head
 
 
-def stack_indices(last: jax.Array, index: jax.Array, head: jax.Array, *, length: int, stack: int,
-                  capacity: int) -> jax.Array:
+def stack_indices(
+  last: jax.Array, index: jax.Array, head: jax.Array, *, length: int, stack: int, capacity: int
+) -> jax.Array:
   """Absolute row of every stacked frame, i32[B, length, stack], for rows index..index+length-1.
 
   last: bool[B, T] the sampled envs' `last` flags; head: i32[B, 1]. A row's episode starts after the newest
   `last` row before it, at absolute row 0, or at the oldest row still in the ring, whichever is latest.
   """
   s = stack
-  ext = index[:, None] - (s - 1) + jnp.arange(length + s - 1)[None, :]        # [B, L+S-1]
+  ext = index[:, None] - (s - 1) + jnp.arange(length + s - 1)[None, :]  # [B, L+S-1]
   oldest = jnp.maximum(head - capacity, 0)
   written = (ext >= oldest) & (ext < head)
   is_last = jnp.take_along_axis(last, ext % capacity, axis=1) & written
   # The first row after each `last` row starts an episode; carry the latest such start forward.
   starts = jax.lax.cummax(jnp.where(is_last, ext + 1, jnp.iinfo(jnp.int32).min), axis=1)
-  start = jnp.maximum(starts[:, s - 2:s - 2 + length], oldest)                # [B, L]: rows before each row
+  start = jnp.maximum(starts[:, s - 2 : s - 2 + length], oldest)  # [B, L]: rows before each row
   row = index[:, None] + jnp.arange(length)[None, :]
   frames = row[:, :, None] - (s - 1) + jnp.arange(s)[None, None, :]
   return jnp.maximum(frames, start[:, :, None])
@@ -154,5 +170,7 @@ def stack_indices(last: jax.Array, index: jax.Array, head: jax.Array, *, length:
 
 def set_priorities(state: ReplayState, env: jax.Array, index: jax.Array, priority: jax.Array) -> ReplayState:
   t = state.priority.shape[1]
-  return state._replace(priority=state.priority.at[env, index % t].set(priority),
-                        max_priority=jnp.maximum(state.max_priority, jnp.max(priority)))
+  return state._replace(
+    priority=state.priority.at[env, index % t].set(priority),
+    max_priority=jnp.maximum(state.max_priority, jnp.max(priority)),
+  )

@@ -12,8 +12,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -27,8 +28,8 @@ CI = 0.95
 LABELS = {"mean": "Mean", "median": "Median", "iqm": "IQM", "optimality_gap": "Optimality gap"}
 # Published rows whose intervals need a warning next to them.
 BASELINE_NOTES = {
-    "EfficientZero": "one value per game (the paper's mean over 3 runs x 32 episodes), so its interval is a point",
-    "MuZero": "one value per game, origin not verified",
+  "EfficientZero": "one value per game (the paper's mean over 3 runs x 32 episodes), so its interval is a point",
+  "MuZero": "one value per game, origin not verified",
 }
 
 
@@ -68,8 +69,9 @@ def find_results(paths: Sequence[str | Path]) -> list[Path]:
     elif path.is_dir():
       files = sorted(p for p in path.rglob("result.json") if p.is_file())
       if not files:
-        raise ConfigError(f"no result.json found under {path}; give run directories (holding result.json) "
-                          f"or directories above them")
+        raise ConfigError(
+          f"no result.json found under {path}; give run directories (holding result.json) or directories above them"
+        )
     else:
       raise ConfigError(f"run path {path} does not exist")
     for f in files:
@@ -83,6 +85,25 @@ def _one_line(error: Exception) -> str:
 
 def _is_number(value: Any) -> bool:
   return type(value) in (int, float) and math.isfinite(value)
+
+
+def _check_scalars(data: dict[str, Any], bad) -> None:
+  """Raises bad(key, allowed) for the first scalar field of a result with the wrong type or range."""
+  for key in ("method", "game", "suite"):
+    if not isinstance(data[key], str) or not data[key]:
+      raise bad(key, "a non-empty string")
+  if type(data["seed"]) is not int:
+    raise bad("seed", "an integer")
+  if type(data["env_steps"]) is not int or data["env_steps"] < 0:
+    raise bad("env_steps", "a non-negative integer")
+  if not _is_number(data["final_score"]):
+    raise bad("final_score", "a finite number")
+  policy = data.get("final_score_policy")
+  if policy is not None and not _is_number(policy):
+    raise bad("final_score_policy", "a finite number or null")
+  commit = data.get("commit")
+  if commit is not None and not isinstance(commit, str):
+    raise bad("commit", "a string or null")
 
 
 def load_result(path: str | Path) -> Run:
@@ -105,24 +126,12 @@ def load_result(path: str | Path) -> Run:
     got = got if len(got) <= 80 else got[:77] + "..."
     return ConfigError(f"{path}: {key!r} must be {allowed}, got {got}")
 
-  for key in ("method", "game", "suite"):
-    if not isinstance(data[key], str) or not data[key]:
-      raise bad(key, "a non-empty string")
-  if type(data["seed"]) is not int:
-    raise bad("seed", "an integer")
-  if type(data["env_steps"]) is not int or data["env_steps"] < 0:
-    raise bad("env_steps", "a non-negative integer")
-  if not _is_number(data["final_score"]):
-    raise bad("final_score", "a finite number")
-  policy = data.get("final_score_policy")
-  if policy is not None and not _is_number(policy):
-    raise bad("final_score_policy", "a finite number or null")
-  commit = data.get("commit")
-  if commit is not None and not isinstance(commit, str):
-    raise bad("commit", "a string or null")
+  _check_scalars(data, bad)
+  policy, commit = data.get("final_score_policy"), data.get("commit")
   curve = data["eval_curve"]
   if not isinstance(curve, list) or not all(
-      isinstance(p, dict) and type(p.get("env_steps")) is int and _is_number(p.get("score")) for p in curve):
+    isinstance(p, dict) and type(p.get("env_steps")) is int and _is_number(p.get("score")) for p in curve
+  ):
     raise bad("eval_curve", 'a list of {"env_steps": int, "score": number, ...}')
   # An exact repeat of the previous point is dropped: a run's closing summary record can repeat its last eval.
   curve = [p for i, p in enumerate(curve) if i == 0 or p != curve[i - 1]]
@@ -133,10 +142,19 @@ def load_result(path: str | Path) -> Run:
     stats.random_human(data["game"])
   except ConfigError as e:
     raise ConfigError(f"{path}: {e}") from None
-  return Run(path=path, method=data["method"], game=data["game"], seed=data["seed"], suite=data["suite"],
-             final_score=float(data["final_score"]), final_score_policy=None if policy is None else float(policy),
-             env_steps=data["env_steps"], commit=commit, curve_steps=tuple(steps),
-             curve_scores=tuple(float(p["score"]) for p in curve))
+  return Run(
+    path=path,
+    method=data["method"],
+    game=data["game"],
+    seed=data["seed"],
+    suite=data["suite"],
+    final_score=float(data["final_score"]),
+    final_score_policy=None if policy is None else float(policy),
+    env_steps=data["env_steps"],
+    commit=commit,
+    curve_steps=tuple(steps),
+    curve_scores=tuple(float(p["score"]) for p in curve),
+  )
 
 
 def group_runs(runs: Sequence[Run]) -> dict[str, dict[str, list[Run]]]:
@@ -146,8 +164,10 @@ def group_runs(runs: Sequence[Run]) -> dict[str, dict[str, list[Run]]]:
   for r in runs:
     key = (r.method, r.game, r.seed)
     if key in seen:
-      raise ConfigError(f"duplicate run (method {r.method!r}, game {r.game}, seed {r.seed}) in {seen[key]} and "
-                        f"{r.path}; each method x game x seed must appear once")
+      raise ConfigError(
+        f"duplicate run (method {r.method!r}, game {r.game}, seed {r.seed}) in {seen[key]} and "
+        f"{r.path}; each method x game x seed must appear once"
+      )
     seen[key] = r.path
   order = {g: i for i, g in enumerate(stats.atari100k_games())}
   grouped: dict[str, dict[str, list[Run]]] = {}
@@ -187,32 +207,36 @@ def _curve(by_game: dict[str, list[Run]], games: Sequence[str], *, reps: int, se
   else:
     lo = max(r.curve_steps[0] for r in flat)
     hi = min(r.curve_steps[-1] for r in flat)
-    mode, grid = "interpolated", np.array(sorted({s for r in flat for s in r.curve_steps if lo <= s <= hi}),
-                                          dtype=np.float64)
+    mode, grid = (
+      "interpolated",
+      np.array(sorted({s for r in flat for s in r.curve_steps if lo <= s <= hi}), dtype=np.float64),
+    )
   # f64[runs_g, points] per game
-  hns = {g: np.stack([np.interp(grid, r.curve_steps, [stats.human_normalized(s, g) for s in r.curve_scores])
-                      for r in rs]) for g, rs in runs.items()}
+  hns = {
+    g: np.stack([np.interp(grid, r.curve_steps, [stats.human_normalized(s, g) for s in r.curve_scores]) for r in rs])
+    for g, rs in runs.items()
+  }
   iqms, cis = [], []
   for t in range(grid.size):
     scores = [h[:, t] for h in hns.values()]
     iqms.append(stats.iqm(scores))
-    cis.append(list(stats.bootstrap_ci(scores, rng=np.random.default_rng(seed), reps=reps, ci=CI,
-                                       names=("iqm",))["iqm"]))
+    cis.append(
+      list(stats.bootstrap_ci(scores, rng=np.random.default_rng(seed), reps=reps, ci=CI, names=("iqm",))["iqm"])
+    )
   return {"grid": mode, "games": list(runs), "env_steps": [int(s) for s in grid], "iqm": iqms, "ci": cis}
 
 
-def _method_summary(by_game: dict[str, list[Run]], games: Sequence[str], *, reps: int,
-                    seed: int) -> dict[str, Any]:
+def _method_summary(by_game: dict[str, list[Run]], games: Sequence[str], *, reps: int, seed: int) -> dict[str, Any]:
   per_game = {}
   for game, runs in by_game.items():
     scores = np.array([r.final_score for r in runs])
     policy = [r.final_score_policy for r in runs if r.final_score_policy is not None]
     per_game[game] = {
-        "seeds": [r.seed for r in runs],
-        "mean_score": float(scores.mean()),
-        "sd_score": float(scores.std(ddof=1)) if scores.size > 1 else None,  # sample sd over seeds
-        "hns": stats.human_normalized(float(scores.mean()), game),
-        "mean_score_policy": float(np.mean(policy)) if len(policy) == len(runs) else None,
+      "seeds": [r.seed for r in runs],
+      "mean_score": float(scores.mean()),
+      "sd_score": float(scores.std(ddof=1)) if scores.size > 1 else None,  # sample sd over seeds
+      "hns": stats.human_normalized(float(scores.mean()), game),
+      "mean_score_policy": float(np.mean(policy)) if len(policy) == len(runs) else None,
     }
 
   def hns(gs: Sequence[str]) -> list[np.ndarray]:
@@ -221,15 +245,15 @@ def _method_summary(by_game: dict[str, list[Run]], games: Sequence[str], *, reps
   all_runs = [r for runs in by_game.values() for r in runs]
   every_game = stats.atari100k_games()
   out = {
-      "games": list(by_game),
-      "runs": len(all_runs),
-      "runs_on_report_games": sum(len(by_game[g]) for g in games),
-      "aggregates": _aggregate_with_ci(hns(games), reps=reps, seed=seed),
-      "per_game": per_game,
-      "commits": sorted({r.commit or "unknown" for r in all_runs}),
-      "env_steps": sorted({r.env_steps for r in all_runs}),
-      "suites": sorted({r.suite for r in all_runs}),
-      "curve": _curve(by_game, games, reps=reps, seed=seed),
+    "games": list(by_game),
+    "runs": len(all_runs),
+    "runs_on_report_games": sum(len(by_game[g]) for g in games),
+    "aggregates": _aggregate_with_ci(hns(games), reps=reps, seed=seed),
+    "per_game": per_game,
+    "commits": sorted({r.commit or "unknown" for r in all_runs}),
+    "env_steps": sorted({r.env_steps for r in all_runs}),
+    "suites": sorted({r.suite for r in all_runs}),
+    "curve": _curve(by_game, games, reps=reps, seed=seed),
   }
   # A method that ran every game also gets all-game figures, comparable with the baselines' all-game rows.
   if len(games) < len(every_game) and len(by_game) == len(every_game):
@@ -237,17 +261,16 @@ def _method_summary(by_game: dict[str, list[Run]], games: Sequence[str], *, reps
   return out
 
 
-def _baseline_summary(name: str, games: Sequence[str], shown: Sequence[str], *, reps: int,
-                      seed: int) -> dict[str, Any]:
+def _baseline_summary(name: str, games: Sequence[str], shown: Sequence[str], *, reps: int, seed: int) -> dict[str, Any]:
   """A published method on the report's `games` (and on all 26 when those are fewer); per-game mean raw
   scores on the `shown` games (every game one of our methods ran)."""
   published = stats.published_scores(name)
   raw = stats.published_scores(name, normalized=False)
   out = {
-      "runs": sum(int(published[g].size) for g in games),
-      "runs_per_game": [int(published[g].size) for g in games],
-      "aggregates": _aggregate_with_ci([published[g] for g in games], reps=reps, seed=seed),
-      "mean_score": {g: float(raw[g].mean()) for g in shown},
+    "runs": sum(int(published[g].size) for g in games),
+    "runs_per_game": [int(published[g].size) for g in games],
+    "aggregates": _aggregate_with_ci([published[g] for g in games], reps=reps, seed=seed),
+    "mean_score": {g: float(raw[g].mean()) for g in shown},
   }
   if len(games) < len(stats.atari100k_games()):
     out["runs_all_games"] = sum(int(v.size) for v in published.values())
@@ -259,8 +282,14 @@ def _baseline_summary(name: str, games: Sequence[str], shown: Sequence[str], *, 
 # The report
 
 
-def write_report(paths: list[str | Path], out_dir: str | Path, *, reps: int = 2000, seed: int = 0,
-                 baselines: tuple[str, ...] | None = None) -> dict:
+def write_report(
+  paths: list[str | Path],
+  out_dir: str | Path,
+  *,
+  reps: int = 2000,
+  seed: int = 0,
+  baselines: tuple[str, ...] | None = None,
+) -> dict:
   """Writes report.md, aggregates.png, curves.png and summary.json into `out_dir`; returns the summary.
 
   `paths`: run directories holding result.json, or directories above them (searched recursively).
@@ -274,8 +303,9 @@ def write_report(paths: list[str | Path], out_dir: str | Path, *, reps: int = 20
     raise ConfigError(f"seed must be an integer, got {seed!r}")
   allowed = stats.published_methods()
   if isinstance(baselines, str):
-    raise ConfigError(f"baselines must be a tuple of names, got the string {baselines!r}; allowed names are "
-                      f"{', '.join(allowed)}")
+    raise ConfigError(
+      f"baselines must be a tuple of names, got the string {baselines!r}; allowed names are {', '.join(allowed)}"
+    )
   baselines = allowed if baselines is None else tuple(dict.fromkeys(baselines))
   for b in baselines:
     if b not in allowed:
@@ -284,8 +314,10 @@ def write_report(paths: list[str | Path], out_dir: str | Path, *, reps: int = 20
   out = Path(out_dir).resolve()
   for f in files:
     if out == f.parent or f.parent in out.parents:
-      raise ConfigError(f"output directory {out} lies in run directory {f.parent}; write the report elsewhere "
-                        f"(run directories are never written to)")
+      raise ConfigError(
+        f"output directory {out} lies in run directory {f.parent}; write the report elsewhere "
+        f"(run directories are never written to)"
+      )
   grouped = group_runs([load_result(f) for f in files])
 
   covered = {m: set(by_game) for m, by_game in grouped.items()}
@@ -293,18 +325,17 @@ def write_report(paths: list[str | Path], out_dir: str | Path, *, reps: int = 20
   shown = [g for g in stats.atari100k_games() if any(g in c for c in covered.values())]
   if not games:
     listing = "; ".join(f"{m}: {', '.join(sorted(c))}" for m, c in covered.items())
-    raise ConfigError(f"our methods share no game, so no aggregate compares them ({listing}); report them "
-                      f"separately")
+    raise ConfigError(f"our methods share no game, so no aggregate compares them ({listing}); report them separately")
 
   summary = {
-      "format": REPORT_FORMAT,
-      "reps": reps,
-      "seed": seed,
-      "ci": CI,
-      "games": games,
-      "result_files": [str(f) for f in files],
-      "methods": {m: _method_summary(by_game, games, reps=reps, seed=seed) for m, by_game in grouped.items()},
-      "baselines": {b: _baseline_summary(b, games, shown, reps=reps, seed=seed) for b in baselines},
+    "format": REPORT_FORMAT,
+    "reps": reps,
+    "seed": seed,
+    "ci": CI,
+    "games": games,
+    "result_files": [str(f) for f in files],
+    "methods": {m: _method_summary(by_game, games, reps=reps, seed=seed) for m, by_game in grouped.items()},
+    "baselines": {b: _baseline_summary(b, games, shown, reps=reps, seed=seed) for b in baselines},
   }
   out.mkdir(parents=True, exist_ok=True)
   (out / "report.md").write_text(_markdown(summary), encoding="utf-8")
@@ -325,8 +356,10 @@ def _fmt_runs(n_total: int, per_game: Sequence[int]) -> str:
 
 
 def _aggregate_table(rows: list[tuple[str, str, dict[str, Any]]]) -> list[str]:
-  lines = ["| Method | Runs | " + " | ".join(LABELS[a] for a in stats.AGGREGATES) + " |",
-           "| --- | --- | " + " | ".join("---" for _ in stats.AGGREGATES) + " |"]
+  lines = [
+    "| Method | Runs | " + " | ".join(LABELS[a] for a in stats.AGGREGATES) + " |",
+    "| --- | --- | " + " | ".join("---" for _ in stats.AGGREGATES) + " |",
+  ]
   for label, runs, aggs in rows:
     lines.append(f"| {label} | {runs} | " + " | ".join(_fmt_ci(aggs[a]) for a in stats.AGGREGATES) + " |")
   return lines
@@ -345,13 +378,20 @@ def _markdown(summary: dict[str, Any]) -> str:
   for name, m in methods.items():
     steps = ", ".join(str(s) for s in m["env_steps"])
     warn = " (runs differ in env steps)" if len(m["env_steps"]) > 1 else ""
-    lines.append(f"- **{name}**: {m['runs']} runs on {len(m['games'])} game(s); env steps {steps}{warn}; "
-                 f"commit(s) {', '.join(m['commits'])}; suite(s) {', '.join(m['suites'])}.")
-  lines += ["", "## Per-game scores", "",
-            "Raw game scores. Ours: final score acting with search, mean ± sample sd over seeds "
-            "(number of seeds), then the human-normalised score (HNS) of that mean, (score - random) / "
-            "(human - random), and the mean final score acting with the policy network alone. Baselines: mean of "
-            "their published runs.", ""]
+    lines.append(
+      f"- **{name}**: {m['runs']} runs on {len(m['games'])} game(s); env steps {steps}{warn}; "
+      f"commit(s) {', '.join(m['commits'])}; suite(s) {', '.join(m['suites'])}."
+    )
+  lines += [
+    "",
+    "## Per-game scores",
+    "",
+    "Raw game scores. Ours: final score acting with search, mean ± sample sd over seeds "
+    "(number of seeds), then the human-normalised score (HNS) of that mean, (score - random) / "
+    "(human - random), and the mean final score acting with the policy network alone. Baselines: mean of "
+    "their published runs.",
+    "",
+  ]
   head = ["Game", "Random", "Human"]
   for name in methods:
     head += [f"{name} score", f"{name} HNS", f"{name} policy-only"]
@@ -372,16 +412,20 @@ def _markdown(summary: dict[str, Any]) -> str:
     lines.append("| " + " | ".join(cells) + " |")
 
   cover = "our runs cover" if len(methods) == 1 else "every method of ours covers"
-  lines += ["", f"## Aggregates on the {len(games)} game(s) {cover}", "",
-            f"Games: {', '.join(games)}. Every row below, ours and published, is computed on these same "
-            f"{len(games)} of the {n_all} Atari 100k games, from human-normalised final scores. "
-            f"Brackets: 95% stratified-bootstrap percentile interval, {summary['reps']} replicates, seed "
-            f"{summary['seed']}.", ""]
+  lines += [
+    "",
+    f"## Aggregates on the {len(games)} game(s) {cover}",
+    "",
+    f"Games: {', '.join(games)}. Every row below, ours and published, is computed on these same "
+    f"{len(games)} of the {n_all} Atari 100k games, from human-normalised final scores. "
+    f"Brackets: 95% stratified-bootstrap percentile interval, {summary['reps']} replicates, seed "
+    f"{summary['seed']}.",
+    "",
+  ]
   for name, m in methods.items():
     if len(m["games"]) > len(games):
       extra = [g for g in m["games"] if g not in games]
-      lines += [f"- {name} also ran {', '.join(extra)}, left out here because not every method of ours ran it.",
-                ""]
+      lines += [f"- {name} also ran {', '.join(extra)}, left out here because not every method of ours ran it.", ""]
   rows = []
   for name, m in methods.items():
     per_game = [len(m["per_game"][g]["seeds"]) for g in games]
@@ -391,48 +435,65 @@ def _markdown(summary: dict[str, Any]) -> str:
   lines += _aggregate_table(rows)
   full = {name: m for name, m in methods.items() if "aggregates_all_games" in m}
   if len(games) < n_all and (baselines or full):
-    lines += ["", f"## All {n_all} games", "",
-              "For orientation only: these rows are not comparable with the table above, which covers fewer games"
-              + (" (our methods listed here ran all of them)." if full else "."), ""]
+    lines += [
+      "",
+      f"## All {n_all} games",
+      "",
+      "For orientation only: these rows are not comparable with the table above, which covers fewer games"
+      + (" (our methods listed here ran all of them)." if full else "."),
+      "",
+    ]
     lines += _aggregate_table(
-        [(f"**{name}** (ours)", str(m["runs"]), m["aggregates_all_games"]) for name, m in full.items()]
-        + [(_baseline_label(name), str(b["runs_all_games"]), b["aggregates_all_games"])
-           for name, b in baselines.items()])
+      [(f"**{name}** (ours)", str(m["runs"]), m["aggregates_all_games"]) for name, m in full.items()]
+      + [(_baseline_label(name), str(b["runs_all_games"]), b["aggregates_all_games"]) for name, b in baselines.items()]
+    )
   notes = [f"\\* {name}: {BASELINE_NOTES[name]}." for name in baselines if name in BASELINE_NOTES]
   if notes:
     lines += [""] + notes
 
-  lines += ["", "## Sample efficiency", "", "`curves.png`: first panel, IQM of human-normalised eval scores "
-            "(acting with search) over runs x games against env steps, with a 95% stratified-bootstrap band; "
-            "then raw score per seed for each game, with random (dotted) and human (dashed) scores where they "
-            "fall inside the plotted range."]
+  lines += [
+    "",
+    "## Sample efficiency",
+    "",
+    "`curves.png`: first panel, IQM of human-normalised eval scores "
+    "(acting with search) over runs x games against env steps, with a 95% stratified-bootstrap band; "
+    "then raw score per seed for each game, with random (dotted) and human (dashed) scores where they "
+    "fall inside the plotted range.",
+  ]
   for name, m in methods.items():
     c = m["curve"]
     if c["grid"] == "shared":
       how = "every run evaluated at the same env steps, used as they are"
     elif c["grid"] == "interpolated":
-      how = ("runs evaluated at different env steps: each run's curve is interpolated linearly onto every eval "
-             "step inside all runs' ranges (never extrapolated)")
+      how = (
+        "runs evaluated at different env steps: each run's curve is interpolated linearly onto every eval "
+        "step inside all runs' ranges (never extrapolated)"
+      )
     else:
       how = "no run has an eval curve"
     lines.append(f"- {name}: {how}; {len(c['env_steps'])} point(s) on {len(c['games'])} game(s).")
 
-  lines += ["", "## How to read these figures", "",
-            "- HNS 0 is a random agent and 1 is the human reference; Atari 100k allows 100k agent steps "
-            "(400k frames) per game.",
-            "- Mean is the mean over games of the per-game mean over runs; a few games with very large HNS can "
-            "dominate it. Median is the median of the per-game means and ignores how far the best and worst "
-            "games go. IQM (interquartile mean) pools all runs x games, drops the lowest and highest 25% "
-            "(rounded down, as scipy.stats.trim_mean) and averages the rest: robust to outliers, yet it uses "
-            "half the data, so its interval is tighter than the median's. "
-            "Optimality gap is the mean shortfall below HNS 1 (lower is better).",
-            "- Intervals come from the stratified bootstrap of Agarwal et al. 2021 (\"Deep RL at the Edge of the "
-            "Statistical Precipice\", rliable): runs are resampled with replacement within each game, the "
-            "aggregate recomputed, and the 2.5th and 97.5th percentiles reported. They reflect the spread over "
-            "runs only, not over games; with few runs per game they are themselves uncertain, and with one run "
-            "per game they collapse to a point.",
-            "- Overlapping intervals mean the data do not separate the methods; compare methods on the same "
-            "games only (as the aggregate table does).", ""]
+  lines += [
+    "",
+    "## How to read these figures",
+    "",
+    "- HNS 0 is a random agent and 1 is the human reference; Atari 100k allows 100k agent steps "
+    "(400k frames) per game.",
+    "- Mean is the mean over games of the per-game mean over runs; a few games with very large HNS can "
+    "dominate it. Median is the median of the per-game means and ignores how far the best and worst "
+    "games go. IQM (interquartile mean) pools all runs x games, drops the lowest and highest 25% "
+    "(rounded down, as scipy.stats.trim_mean) and averages the rest: robust to outliers, yet it uses "
+    "half the data, so its interval is tighter than the median's. "
+    "Optimality gap is the mean shortfall below HNS 1 (lower is better).",
+    '- Intervals come from the stratified bootstrap of Agarwal et al. 2021 ("Deep RL at the Edge of the '
+    'Statistical Precipice", rliable): runs are resampled with replacement within each game, the '
+    "aggregate recomputed, and the 2.5th and 97.5th percentiles reported. They reflect the spread over "
+    "runs only, not over games; with few runs per game they are themselves uncertain, and with one run "
+    "per game they collapse to a point.",
+    "- Overlapping intervals mean the data do not separate the methods; compare methods on the same "
+    "games only (as the aggregate table does).",
+    "",
+  ]
   return "\n".join(lines)
 
 
@@ -486,8 +547,14 @@ def _plot_curves(summary: dict[str, Any], grouped: dict[str, dict[str, list[Run]
     lines = 0
     for name, by_game in grouped.items():
       for i, r in enumerate(by_game.get(game, [])):
-        ax.plot(r.curve_steps, r.curve_scores, color=colors[name], linestyle=styles[i % len(styles)],
-                marker=".", label=f"{name} seed {r.seed}")
+        ax.plot(
+          r.curve_steps,
+          r.curve_scores,
+          color=colors[name],
+          linestyle=styles[i % len(styles)],
+          marker=".",
+          label=f"{name} seed {r.seed}",
+        )
         lines += 1
     # Reference lines must not set the scale (human Qbert would flatten every curve): keep the data's.
     ax.autoscale_view()
@@ -502,6 +569,6 @@ def _plot_curves(summary: dict[str, Any], grouped: dict[str, dict[str, list[Run]
     ax.set_ylabel("score")
     if 0 < lines <= 8:
       ax.legend(fontsize="x-small")
-  for ax in axes[1 + len(games):]:
+  for ax in axes[1 + len(games) :]:
     ax.set_visible(False)
   fig.savefig(path, format="png", dpi=80)

@@ -22,6 +22,7 @@ from dreamer.support import logits_to_scalar
 
 class Embedding(NamedTuple):
   """State of one search node: latent f32[B, D], lstm (f32[B, L] x2), prefix f32[B], depth i32[B]."""
+
   latent: jax.Array
   lstm: LSTMState
   prefix: jax.Array
@@ -30,6 +31,7 @@ class Embedding(NamedTuple):
 
 class SearchOutput(NamedTuple):
   """action i32[B]: action to take; policy f32[B, A]: search policy target; value f32[B]: root value."""
+
   action: jax.Array
   policy: jax.Array
   value: jax.Array
@@ -44,16 +46,18 @@ def root_from_latent(model: Model, params: Params, latent: jax.Array) -> mctx.Ro
   """A root at a latent state f32[B, ...] (real or imagined), with a fresh value-prefix LSTM."""
   logits, value_logits = model.predict(params, latent)
   batch = latent.shape[0]
-  embedding = Embedding(latent, zero_lstm_state(batch, model.lstm_dim), jnp.zeros((batch,)),
-                        jnp.zeros((batch,), jnp.int32))
+  embedding = Embedding(
+    latent, zero_lstm_state(batch, model.lstm_dim), jnp.zeros((batch,)), jnp.zeros((batch,), jnp.int32)
+  )
   return mctx.RootFnOutput(prior_logits=logits, value=logits_to_scalar(value_logits), embedding=embedding)
 
 
 def make_recurrent_fn(model: Model, *, discount: float, horizon: int) -> mctx.RecurrentFn:
   """The mctx recurrent function: one model step with value-prefix decoding and periodic reset."""
 
-  def recurrent_fn(params: Params, rng_key: chex.PRNGKey, action: jax.Array,
-                   embedding: Embedding) -> tuple[mctx.RecurrentFnOutput, Embedding]:
+  def recurrent_fn(
+    params: Params, rng_key: chex.PRNGKey, action: jax.Array, embedding: Embedding
+  ) -> tuple[mctx.RecurrentFnOutput, Embedding]:
     del rng_key  # the model is deterministic
     latent, lstm, prefix_logits = model.dynamics(params, embedding.latent, action, embedding.lstm)
     prefix = logits_to_scalar(prefix_logits)
@@ -63,15 +67,22 @@ def make_recurrent_fn(model: Model, *, discount: float, horizon: int) -> mctx.Re
     reset = (depth % horizon) == 0
     lstm = jax.tree.map(lambda x: jnp.where(reset[:, None], 0.0, x), lstm)
     child = Embedding(latent, lstm, jnp.where(reset, 0.0, prefix), depth)
-    out = mctx.RecurrentFnOutput(reward=reward, discount=jnp.full_like(reward, discount),
-                                 prior_logits=logits, value=logits_to_scalar(value_logits))
+    out = mctx.RecurrentFnOutput(
+      reward=reward, discount=jnp.full_like(reward, discount), prior_logits=logits, value=logits_to_scalar(value_logits)
+    )
     return out, child
 
   return recurrent_fn
 
 
-def qtransform_tree_minmax(tree: mctx.Tree, node_index: chex.Numeric, *, value_scale: float = 0.1,
-                           maxvisit_init: float = 50.0, epsilon: float = 1e-8) -> jax.Array:
+def qtransform_tree_minmax(
+  tree: mctx.Tree,
+  node_index: chex.Numeric,
+  *,
+  value_scale: float = 0.1,
+  maxvisit_init: float = 50.0,
+  epsilon: float = 1e-8,
+) -> jax.Array:
   """Gumbel's completed Q-values, min-max normalised over every visited edge of the tree (EfficientZero's
   normalisation) rather than over the node's own children.
 
@@ -102,9 +113,18 @@ def _mixed_value(raw_value: jax.Array, qvalues: jax.Array, visits: jax.Array, pr
   return (raw_value + total * weighted_q) / (total + 1)
 
 
-def run_search(model: Model, config: Config, params: Params, rng_key: chex.PRNGKey,
-               root: mctx.RootFnOutput, *, temperature: jax.Array | float, noise: jax.Array | bool,
-               num_simulations: int | None = None, value_scale: float = 0.1) -> SearchOutput:
+def run_search(
+  model: Model,
+  config: Config,
+  params: Params,
+  rng_key: chex.PRNGKey,
+  root: mctx.RootFnOutput,
+  *,
+  temperature: jax.Array | float,
+  noise: jax.Array | bool,
+  num_simulations: int | None = None,
+  value_scale: float = 0.1,
+) -> SearchOutput:
   """Searches from `root` with `num_simulations` (default `config.num_simulations`); the key is consumed.
 
   temperature: pUCT samples the action from visits**(1/temperature) (0: the most visited); Gumbel scales its
@@ -117,13 +137,26 @@ def run_search(model: Model, config: Config, params: Params, rng_key: chex.PRNGK
   if config.search == "gumbel":
     qtransform = qtransform_tree_minmax if config.q_normalization == "tree" else mctx.qtransform_completed_by_mix_value
     out = mctx.gumbel_muzero_policy(
-        params, rng_key, root, recurrent_fn, sims,
-        max_num_considered_actions=config.max_considered_actions, gumbel_scale=temperature,
-        qtransform=functools.partial(qtransform, value_scale=value_scale))
+      params,
+      rng_key,
+      root,
+      recurrent_fn,
+      sims,
+      max_num_considered_actions=config.max_considered_actions,
+      gumbel_scale=temperature,
+      qtransform=functools.partial(qtransform, value_scale=value_scale),
+    )
   else:
     out = mctx.muzero_policy(
-        params, rng_key, root, recurrent_fn, sims,
-        dirichlet_fraction=config.dirichlet_fraction * jnp.asarray(noise, jnp.float32),
-        dirichlet_alpha=config.dirichlet_alpha, pb_c_init=config.pb_c_init, pb_c_base=config.pb_c_base,
-        temperature=temperature)
+      params,
+      rng_key,
+      root,
+      recurrent_fn,
+      sims,
+      dirichlet_fraction=config.dirichlet_fraction * jnp.asarray(noise, jnp.float32),
+      dirichlet_alpha=config.dirichlet_alpha,
+      pb_c_init=config.pb_c_init,
+      pb_c_base=config.pb_c_base,
+      temperature=temperature,
+    )
   return SearchOutput(out.action.astype(jnp.int32), out.action_weights, out.search_tree.summary().value)

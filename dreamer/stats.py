@@ -12,8 +12,8 @@ import csv
 import difflib
 import functools
 import io
+from collections.abc import Sequence
 from importlib import resources
-from typing import Sequence
 
 import numpy as np
 
@@ -39,7 +39,7 @@ def _read_csv(name: str) -> list[dict[str, str]]:
   return list(csv.DictReader(io.StringIO(text)))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _random_human() -> dict[str, tuple[float, float]]:
   return {r["game"]: (float(r["random"]), float(r["human"])) for r in _read_csv("atari100k_random_human.csv")}
 
@@ -55,8 +55,7 @@ def random_human(game: str) -> tuple[float, float]:
   if game not in table:
     close = difflib.get_close_matches(str(game), list(table), n=1, cutoff=0.6)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
-    raise ConfigError(f"unknown Atari 100k game {game!r}{hint}: human-normalised scores need one of "
-                      f"{', '.join(table)}")
+    raise ConfigError(f"unknown Atari 100k game {game!r}{hint}: human-normalised scores need one of {', '.join(table)}")
   return table[game]
 
 
@@ -75,13 +74,14 @@ def human_normalized_matrix(scores: np.ndarray, games: Sequence[str]) -> np.ndar
   return (scores - lo) / (hi - lo)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _published() -> dict[str, dict[str, tuple[float, ...]]]:
   runs: dict[str, dict[str, dict[int, float]]] = {}
   for r in _read_csv("atari100k_published_runs.csv"):
     runs.setdefault(r["method"], {}).setdefault(r["game"], {})[int(r["run"])] = float(r["score"])
-  return {m: {g: tuple(v for _, v in sorted(by_run.items())) for g, by_run in by_game.items()}
-          for m, by_game in runs.items()}
+  return {
+    m: {g: tuple(v for _, v in sorted(by_run.items())) for g, by_run in by_game.items()} for m, by_game in runs.items()
+  }
 
 
 def published_methods() -> tuple[str, ...]:
@@ -141,7 +141,7 @@ def _aggregate_batch(games: list[np.ndarray], names: Sequence[str], gamma: float
       pooled = np.concatenate(games, axis=1)  # f64[B, runs x games]
       n = pooled.shape[1]
       cut = n // 4  # == scipy.stats.trim_mean's int(0.25 * n): floor, from each end
-      middle = np.partition(pooled, (cut, n - cut - 1), axis=1)[:, cut:n - cut]
+      middle = np.partition(pooled, (cut, n - cut - 1), axis=1)[:, cut : n - cut]
       out[name] = middle.mean(axis=1)
     elif name == "optimality_gap":
       gaps = np.stack([np.maximum(gamma - s, 0.0).mean(axis=1) for s in games], axis=1)
@@ -190,9 +190,15 @@ def optimality_gap(scores: ScoreSet, *, gamma: float = 1.0) -> float:
 # Stratified bootstrap
 
 
-def bootstrap_distribution(scores: ScoreSet, *, rng: np.random.Generator, reps: int = 2000,
-                           names: Sequence[str] = AGGREGATES, gamma: float = 1.0,
-                           chunk_reps: int | None = None) -> dict[str, np.ndarray]:
+def bootstrap_distribution(
+  scores: ScoreSet,
+  *,
+  rng: np.random.Generator,
+  reps: int = 2000,
+  names: Sequence[str] = AGGREGATES,
+  gamma: float = 1.0,
+  chunk_reps: int | None = None,
+) -> dict[str, np.ndarray]:
   """Stratified bootstrap replicates `{name: f64[reps]}` of the named aggregates.
 
   Each replicate resamples runs with replacement independently within each game (same run count per game as
@@ -211,13 +217,20 @@ def bootstrap_distribution(scores: ScoreSet, *, rng: np.random.Generator, reps: 
     m = min(chunk, reps - start)
     resampled = [s[child.integers(0, s.size, size=(m, s.size))] for s, child in zip(games, children)]
     for name, values in _aggregate_batch(resampled, names, gamma).items():
-      out[name][start:start + m] = values
+      out[name][start : start + m] = values
   return out
 
 
-def bootstrap_ci(scores: ScoreSet, *, rng: np.random.Generator, reps: int = 2000, ci: float = 0.95,
-                 names: Sequence[str] = AGGREGATES, gamma: float = 1.0,
-                 chunk_reps: int | None = None) -> dict[str, tuple[float, float]]:
+def bootstrap_ci(
+  scores: ScoreSet,
+  *,
+  rng: np.random.Generator,
+  reps: int = 2000,
+  ci: float = 0.95,
+  names: Sequence[str] = AGGREGATES,
+  gamma: float = 1.0,
+  chunk_reps: int | None = None,
+) -> dict[str, tuple[float, float]]:
   """Percentile `ci` intervals `{name: (low, high)}` of the stratified bootstrap (rliable's default
   'percentile' method: numpy's linearly interpolated 2.5th and 97.5th percentiles for ci = 0.95)."""
   if not 0.0 < ci < 1.0:
@@ -227,8 +240,9 @@ def bootstrap_ci(scores: ScoreSet, *, rng: np.random.Generator, reps: int = 2000
   return {name: tuple(float(v) for v in np.percentile(values, q)) for name, values in dist.items()}
 
 
-def mean_ci(values: np.ndarray, *, rng: np.random.Generator, reps: int = 2000,
-            ci: float = 0.95) -> tuple[float, float, float]:
+def mean_ci(
+  values: np.ndarray, *, rng: np.random.Generator, reps: int = 2000, ci: float = 0.95
+) -> tuple[float, float, float]:
   """(mean, low, high): the mean of one set of values (runs, seeds or episodes) and its percentile-bootstrap
   interval (the values resampled with replacement)."""
   values = np.asarray(values, np.float64)

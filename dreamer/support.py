@@ -37,8 +37,10 @@ def scalar_to_probs(x: jax.Array, size: int) -> jax.Array:
   low_index = (low + size).astype(jnp.int32)
   high_index = jnp.minimum(low_index + 1, 2 * size)
   num = 2 * size + 1
-  return (jax.nn.one_hot(low_index, num) * (1.0 - upper_weight)[..., None]
-          + jax.nn.one_hot(high_index, num) * upper_weight[..., None])
+  return (
+    jax.nn.one_hot(low_index, num) * (1.0 - upper_weight)[..., None]
+    + jax.nn.one_hot(high_index, num) * upper_weight[..., None]
+  )
 
 
 def logits_to_scalar(logits: jax.Array) -> jax.Array:

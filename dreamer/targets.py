@@ -20,13 +20,13 @@ from dreamer.replay import Rows
 
 
 class Targets(NamedTuple):
-  value: jax.Array          # f32[B, K+1]
-  value_mask: jax.Array     # f32[B, K+1]
-  prefix: jax.Array         # f32[B, K]    (unroll steps 1..K)
-  prefix_mask: jax.Array    # f32[B, K]
-  policy_mask: jax.Array    # f32[B, K+1]  a search policy exists for the row
-  obs_mask: jax.Array       # f32[B, K+1]  the row's observation belongs to the root's episode
-  td_steps: jax.Array       # i32[B]       n_eff
+  value: jax.Array  # f32[B, K+1]
+  value_mask: jax.Array  # f32[B, K+1]
+  prefix: jax.Array  # f32[B, K]    (unroll steps 1..K)
+  prefix_mask: jax.Array  # f32[B, K]
+  policy_mask: jax.Array  # f32[B, K+1]  a search policy exists for the row
+  obs_mask: jax.Array  # f32[B, K+1]  the row's observation belongs to the root's episode
+  td_steps: jax.Array  # i32[B]       n_eff
 
 
 def td_horizon(age: jax.Array, *, td_steps: int, td_age_steps: int) -> jax.Array:
@@ -41,7 +41,7 @@ def bootstrap_rows(last: jax.Array, known: jax.Array, n_eff: jax.Array, *, unrol
   k, newest written row). `last` must already be masked by `known`."""
   width = known.shape[1]
   j = jnp.arange(width)
-  newest = jnp.sum(known, axis=1) - 1                     # rows are known as a prefix
+  newest = jnp.sum(known, axis=1) - 1  # rows are known as a prefix
   rows = []
   for k in range(unroll_steps + 1):
     end = jnp.min(jnp.where(last & (j >= k), j, width + 1), axis=1)
@@ -49,8 +49,18 @@ def bootstrap_rows(last: jax.Array, known: jax.Array, n_eff: jax.Array, *, unrol
   return jnp.stack(rows, axis=1)
 
 
-def compute(window: Rows, known: jax.Array, bootstrap: jax.Array, age: jax.Array, *, unroll_steps: int,
-            td_steps: int, td_age_steps: int, discount: float, horizon: int) -> Targets:
+def compute(
+  window: Rows,
+  known: jax.Array,
+  bootstrap: jax.Array,
+  age: jax.Array,
+  *,
+  unroll_steps: int,
+  td_steps: int,
+  td_age_steps: int,
+  discount: float,
+  horizon: int,
+) -> Targets:
   """window leaves [B, W, ...], known bool[B, W], bootstrap V(o_j) f32[B, W] (read only at the rows given by
   `bootstrap_rows`), age i32[B] -> Targets."""
   k_max, width = unroll_steps, known.shape[1]
@@ -70,14 +80,14 @@ def compute(window: Rows, known: jax.Array, bootstrap: jax.Array, age: jax.Array
   for k in range(k_max + 1):
     h = rows[:, k]
     power = (j - k).astype(jnp.float32)
-    weights = jnp.where((j[None] >= k) & (j[None] < h[:, None]), discount ** power, 0.0)
+    weights = jnp.where((j[None] >= k) & (j[None] < h[:, None]), discount**power, 0.0)
     rewards = jnp.sum(weights * window.reward, axis=1)
     boot_row = jnp.take_along_axis(bootstrap, h[:, None], axis=1)[:, 0]
     boot_terminal = jnp.take_along_axis(last & window.terminal, h[:, None], axis=1)[:, 0]
     boot = jnp.where(boot_terminal, 0.0, discount ** (h - k).astype(jnp.float32) * boot_row)
     values.append(jnp.where(in_episode[:, k], rewards + boot, 0.0))
   value = jnp.stack(values, axis=1)
-  value_mask = (in_episode | terminal_before)[:, :k_max + 1]
+  value_mask = (in_episode | terminal_before)[:, : k_max + 1]
 
   # Rewards r_j exist for in-episode rows that are not `last`; past a terminal end they are 0.
   reward_known = (in_episode & ~last) | terminal_before | end_terminal
@@ -88,7 +98,11 @@ def compute(window: Rows, known: jax.Array, bootstrap: jax.Array, age: jax.Array
     prefixes.append(jnp.sum(reward[:, start:k], axis=1))
     prefix_masks.append(reward_known[:, k - 1])
   return Targets(
-      value=value, value_mask=value_mask.astype(jnp.float32),
-      prefix=jnp.stack(prefixes, axis=1), prefix_mask=jnp.stack(prefix_masks, axis=1).astype(jnp.float32),
-      policy_mask=(in_episode & ~last)[:, :k_max + 1].astype(jnp.float32),
-      obs_mask=in_episode[:, :k_max + 1].astype(jnp.float32), td_steps=n_eff)
+    value=value,
+    value_mask=value_mask.astype(jnp.float32),
+    prefix=jnp.stack(prefixes, axis=1),
+    prefix_mask=jnp.stack(prefix_masks, axis=1).astype(jnp.float32),
+    policy_mask=(in_episode & ~last)[:, : k_max + 1].astype(jnp.float32),
+    obs_mask=in_episode[:, : k_max + 1].astype(jnp.float32),
+    td_steps=n_eff,
+  )

@@ -33,8 +33,7 @@ import worlds
 from dreamer import actor as actor_lib
 from dreamer import checkpoint as ckpt_lib
 from dreamer import config as config_lib
-from dreamer import dreaming
-from dreamer import frames
+from dreamer import dreaming, frames
 from dreamer import learner as learner_lib
 from dreamer import replay as replay_lib
 from dreamer.config import Config
@@ -67,28 +66,31 @@ class Agent:
     init_key, train_key = jax.random.split(rng_key)
     params = init_params(self.net, init_key, self.obs_shape)
     state = learner_lib.init_state(params, self.optimizer, train_key)
-    rb = replay_lib.init(self.config.num_envs, self.config.replay_capacity, self.spec.obs_shape,
-                         self.spec.obs_dtype, self.spec.num_actions)
+    rb = replay_lib.init(
+      self.config.num_envs, self.config.replay_capacity, self.spec.obs_shape, self.spec.obs_dtype, self.spec.num_actions
+    )
     return state, rb
 
 
 @dataclasses.dataclass
 class Progress:
   """The host loop's counters: saved in every checkpoint's meta so a resumed run continues the schedule."""
+
   env_steps: int = 0
   updates: int = 0
   episodes: int = 0
-  owed: float = 0.0          # updates owed by the replay-ratio scheduler, not yet run
-  next_eval: int = 0         # env steps at which the next evaluation runs
-  next_checkpoint: int = 0   # updates at which the next periodic checkpoint is written (0: none)
-  wall_s: float = 0.0        # wall-clock seconds of the run up to the checkpoint, over all its segments
+  owed: float = 0.0  # updates owed by the replay-ratio scheduler, not yet run
+  next_eval: int = 0  # env steps at which the next evaluation runs
+  next_checkpoint: int = 0  # updates at which the next periodic checkpoint is written (0: none)
+  wall_s: float = 0.0  # wall-clock seconds of the run up to the checkpoint, over all its segments
   recent_returns: list[float] = dataclasses.field(default_factory=list)  # the last 20 training episodes
   dreams: dict[str, int] = dataclasses.field(default_factory=dict)  # model steps so far (dreaming.Dreams)
   last_eval: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
-def _device_state(state: learner_lib.TrainState, rb: replay_lib.ReplayState, key: jax.Array,
-                  obs: np.ndarray) -> dict[str, Any]:
+def _device_state(
+  state: learner_lib.TrainState, rb: replay_lib.ReplayState, key: jax.Array, obs: np.ndarray
+) -> dict[str, Any]:
   """Everything of a checkpoint's `state` item: all device arrays but the online parameters."""
   return {"learner": state._replace(params=None), "replay": rb, "key": key, "obs": obs}
 
@@ -103,8 +105,9 @@ def load_checkpoint(run_dir: str | Path, step: int | None = None) -> ckpt_lib.Sa
       raise ckpt_lib.CheckpointError(f"no checkpoint found in {str(ckpts.dir)!r}")
     step = steps[-1] if step is None else step
     meta = ckpts.read_meta(step)
-    spec = worlds.Spec(tuple(meta["spec"]["obs_shape"]), np.dtype(meta["spec"]["obs_dtype"]),
-                       meta["spec"]["num_actions"])
+    spec = worlds.Spec(
+      tuple(meta["spec"]["obs_shape"]), np.dtype(meta["spec"]["obs_dtype"]), meta["spec"]["num_actions"]
+    )
     config = config_lib.from_dict(meta["config"], ckpts.path(step))
     agent = Agent(config, spec)
     state, rb = jax.eval_shape(agent.init, jax.random.PRNGKey(0))
@@ -117,17 +120,30 @@ def load_checkpoint(run_dir: str | Path, step: int | None = None) -> ckpt_lib.Sa
 def check_network(config: Config, spec: worlds.Spec) -> None:
   """ConfigError unless the config's network and augmentations fit the world's observations."""
   image = len(spec.obs_shape) == 3
-  for ok, what in [(config.network != "resnet" or image, "network 'resnet'"), (not config.augment or image, "augment"),
-                   (not config.conv_channels or image, "conv_channels > 0")]:
+  for ok, what in [
+    (config.network != "resnet" or image, "network 'resnet'"),
+    (not config.augment or image, "augment"),
+    (not config.conv_channels or image, "conv_channels > 0"),
+  ]:
     if not ok:
-      raise config_lib.ConfigError(f"{what} needs image observations [H, W, C], but {config.world!r} gives "
-                                   f"{list(spec.obs_shape)}; use network 'mlp', augment false and conv_channels 0 for it")
+      raise config_lib.ConfigError(
+        f"{what} needs image observations [H, W, C], but {config.world!r} gives "
+        f"{list(spec.obs_shape)}; use network 'mlp', augment false and conv_channels 0 for it"
+      )
 
 
 def _eval_record(world, agent: Agent, params, rng_key, config: Config) -> dict[str, Any]:
   start = time.perf_counter()
-  res = actor_lib.evaluate(world, params, agent.act, agent.policy_act, rng_key, seed=config.seed + 10_000,
-                           max_steps=config.eval_max_steps, stack=config.frame_stack)
+  res = actor_lib.evaluate(
+    world,
+    params,
+    agent.act,
+    agent.policy_act,
+    rng_key,
+    seed=config.seed + 10_000,
+    max_steps=config.eval_max_steps,
+    stack=config.frame_stack,
+  )
   record = {"eval/seconds": time.perf_counter() - start}
   for name, r in res.items():
     record[f"eval/{name}_return"] = float(np.mean(r.returns))
@@ -143,6 +159,7 @@ def rss_bytes() -> int:
       return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
   except OSError:
     import resource
+
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
@@ -152,8 +169,10 @@ def prepare_run_dir(logdir: str | Path) -> Path:
   if run_dir.exists() and not run_dir.is_dir():
     raise config_lib.ConfigError(f"--logdir {str(run_dir)!r} is a file; give a directory")
   if run_dir.is_dir() and any(run_dir.iterdir()) and not (run_dir / "config.json").exists():
-    raise config_lib.ConfigError(f"--logdir {str(run_dir)!r} is a non-empty directory that holds no run; "
-                                 f"give a new or empty directory, or a run directory to resume")
+    raise config_lib.ConfigError(
+      f"--logdir {str(run_dir)!r} is a non-empty directory that holds no run; "
+      f"give a new or empty directory, or a run directory to resume"
+    )
   try:
     run_dir.mkdir(parents=True, exist_ok=True)
     probe = run_dir / ".write-probe"
@@ -187,8 +206,9 @@ class _Signals:
       signal.signal(sig, handler)
 
 
-def _check_finite(chunks: list[dict[str, np.ndarray]], progress: Progress, ckpts: ckpt_lib.Checkpoints,
-                  config: Config) -> None:
+def _check_finite(
+  chunks: list[dict[str, np.ndarray]], progress: Progress, ckpts: ckpt_lib.Checkpoints, config: Config
+) -> None:
   """Raises Diverged naming the first update (and every loss) that is not finite."""
   first = progress.updates - len(chunks) * config.updates_per_chunk
   for c, metrics in enumerate(chunks):
@@ -201,13 +221,21 @@ def _check_finite(chunks: list[dict[str, np.ndarray]], progress: Progress, ckpts
       ckpts.wait()
       done = ckpts.steps()
       good = f"the last good checkpoint is {ckpts.path(done[-1])!r}" if done else "no checkpoint was written yet"
-      raise Diverged(f"non-finite loss at update {first + c * config.updates_per_chunk + i + 1} "
-                     f"(env step {progress.env_steps}): {losses}; the run stopped without saving this state; "
-                     f"{good}")
+      raise Diverged(
+        f"non-finite loss at update {first + c * config.updates_per_chunk + i + 1} "
+        f"(env step {progress.env_steps}): {losses}; the run stopped without saving this state; "
+        f"{good}"
+      )
 
 
-def train(config: Config, logdir: str | Path, *, console: bool = True, resume: bool = True,
-          stop_after_updates: int | None = None) -> dict[str, Any]:
+def train(
+  config: Config,
+  logdir: str | Path,
+  *,
+  console: bool = True,
+  resume: bool = True,
+  stop_after_updates: int | None = None,
+) -> dict[str, Any]:
   """Trains in `logdir`, continuing the run there if it has one (unless `resume` is False, when an existing
   run is an error). Stops at `total_env_steps`, at `stop_return`, on SIGINT/SIGTERM, or once
   `stop_after_updates` updates are done (checkpointing first). Returns a summary, also the last record of
@@ -217,17 +245,24 @@ def train(config: Config, logdir: str | Path, *, console: bool = True, resume: b
   changed: dict[str, Any] = {}
   if (run_dir / "config.json").exists():
     if not resume:
-      raise config_lib.ConfigError(f"--logdir {str(run_dir)!r} already holds a run; resume it, or use --fresh "
-                                   f"to replace it, or choose a new directory")
+      raise config_lib.ConfigError(
+        f"--logdir {str(run_dir)!r} already holds a run; resume it, or use --fresh "
+        f"to replace it, or choose a new directory"
+      )
     saved = config_lib.from_dict(json.loads((run_dir / "config.json").read_text()), str(run_dir / "config.json"))
     changed = config_lib.check_resumable(saved, config, repr(str(run_dir)))
-  world = worlds.make(config.world, num_envs=config.num_envs, seed=config.seed,
-                      **config_lib.world_kwargs(config, train=True))
+  world = worlds.make(
+    config.world, num_envs=config.num_envs, seed=config.seed, **config_lib.world_kwargs(config, train=True)
+  )
   eval_world = log = ckpts = None
   try:
     check_network(config, world.spec)
-    eval_world = worlds.make(config.world, num_envs=config.eval_episodes, seed=config.seed + 10_000,
-                             **config_lib.world_kwargs(config, train=False))
+    eval_world = worlds.make(
+      config.world,
+      num_envs=config.eval_episodes,
+      seed=config.seed + 10_000,
+      **config_lib.world_kwargs(config, train=False),
+    )
     # Written before any long work: a directory with config.json is a run (a kill from here on leaves a
     # resumable one).
     tmp = run_dir / "config.json.tmp"
@@ -236,16 +271,30 @@ def train(config: Config, logdir: str | Path, *, console: bool = True, resume: b
     log = Logger(run_dir, total_env_steps=config.total_env_steps, console=console)
     ckpts = ckpt_lib.Checkpoints(run_dir, keep=config.checkpoints_kept)
     with _Signals() as signals:
-      return _run(config, run_dir, world, eval_world, log, ckpts, signals, changed, console=console,
-                  stop_after_updates=stop_after_updates)
+      return _run(
+        config,
+        run_dir,
+        world,
+        eval_world,
+        log,
+        ckpts,
+        signals,
+        changed,
+        console=console,
+        stop_after_updates=stop_after_updates,
+      )
   except OSError as e:
     if isinstance(e, ckpt_lib.StorageError):
       raise
     last = f"; {ckpts.last_complete()}" if ckpts else ""
     raise ckpt_lib.StorageError(f"cannot write to run directory {str(run_dir)!r}: {e.strerror or e}{last}") from None
   finally:
-    for close in (ckpts.close if ckpts else None, log.close if log else None, world.close,
-                  eval_world.close if eval_world else None):
+    for close in (
+      ckpts.close if ckpts else None,
+      log.close if log else None,
+      world.close,
+      eval_world.close if eval_world else None,
+    ):
       try:
         close and close()
       except Exception:  # noqa: BLE001 - the error that got here is the one to report
@@ -257,19 +306,34 @@ def _note(console: bool, text: str) -> None:
     print(f"dreamer: {text}", file=sys.stderr, flush=True)
 
 
-def _run(config: Config, run_dir: Path, world, eval_world, log: Logger, ckpts: ckpt_lib.Checkpoints,
-         signals: _Signals, changed: dict[str, Any], *, console: bool,
-         stop_after_updates: int | None) -> dict[str, Any]:
+def _run(
+  config: Config,
+  run_dir: Path,
+  world,
+  eval_world,
+  log: Logger,
+  ckpts: ckpt_lib.Checkpoints,
+  signals: _Signals,
+  changed: dict[str, Any],
+  *,
+  console: bool,
+  stop_after_updates: int | None,
+) -> dict[str, Any]:
   agent = Agent(config, world.spec)
   key = jax.random.PRNGKey(config.seed)
   key, init_key = jax.random.split(key)
   state, rb = agent.init(init_key)
   stack = config.frame_stack
   obs = frames.start(world.reset(config.seed), stack)  # [B, *agent.obs_shape]
-  progress = Progress(next_eval=config.eval_every if config.eval_every > 0 else config.total_env_steps,
-                      next_checkpoint=config.checkpoint_every_updates)
-  spec_dict = {"obs_shape": list(world.spec.obs_shape), "obs_dtype": np.dtype(world.spec.obs_dtype).name,
-               "num_actions": world.spec.num_actions}
+  progress = Progress(
+    next_eval=config.eval_every if config.eval_every > 0 else config.total_env_steps,
+    next_checkpoint=config.checkpoint_every_updates,
+  )
+  spec_dict = {
+    "obs_shape": list(world.spec.obs_shape),
+    "obs_dtype": np.dtype(world.spec.obs_dtype).name,
+    "num_actions": world.spec.num_actions,
+  }
 
   def unreadable(step: int, error: ckpt_lib.CheckpointError) -> None:
     _note(console, f"warning: {error}; trying the previous checkpoint")
@@ -280,8 +344,10 @@ def _run(config: Config, run_dir: Path, world, eval_world, log: Logger, ckpts: c
     saved = ckpts.restore_latest(state.params, _device_state(state, rb, key, obs), on_unreadable=unreadable)
     if saved is not None:
       if saved.meta["spec"] != spec_dict:
-        raise ckpt_lib.CheckpointError(f"checkpoint {ckpts.path(saved.step)!r} was trained on {saved.meta['spec']}, "
-                                       f"but {config.world!r} now gives {spec_dict}")
+        raise ckpt_lib.CheckpointError(
+          f"checkpoint {ckpts.path(saved.step)!r} was trained on {saved.meta['spec']}, "
+          f"but {config.world!r} now gives {spec_dict}"
+        )
       dev = jax.device_put(saved.state)
       state = dev["learner"]._replace(params=jax.device_put(saved.params))
       rb, key, obs = dev["replay"], dev["key"], np.asarray(saved.state["obs"])
@@ -291,23 +357,38 @@ def _run(config: Config, run_dir: Path, world, eval_world, log: Logger, ckpts: c
       else:  # this world cannot save its episodes: start new ones
         obs = frames.start(world.reset(config.seed + progress.env_steps), stack)
       if config.checkpoint_every_updates != saved.meta["config"]["checkpoint_every_updates"]:
-        progress.next_checkpoint = (progress.updates // max(config.checkpoint_every_updates, 1) + 1
-                                    ) * config.checkpoint_every_updates
+        progress.next_checkpoint = (
+          progress.updates // max(config.checkpoint_every_updates, 1) + 1
+        ) * config.checkpoint_every_updates
       resumed_from = saved.step
   if resumed_from is not None or changed or log.path.stat().st_size > 0:
-    log.write({"event": "resume", "env_steps": progress.env_steps, "updates": progress.updates,
-               "checkpoint": ckpts.path(resumed_from) if resumed_from is not None else None,
-               "changed": {k: list(v) for k, v in changed.items()} or None})
-    _note(console, f"resuming {str(run_dir)!r} at env step {progress.env_steps}, update {progress.updates}"
-                   + (f" with changes: {', '.join(f'{k} {a!r} -> {b!r}' for k, (a, b) in changed.items())}"
-                      if changed else ""))
+    log.write(
+      {
+        "event": "resume",
+        "env_steps": progress.env_steps,
+        "updates": progress.updates,
+        "checkpoint": ckpts.path(resumed_from) if resumed_from is not None else None,
+        "changed": {k: list(v) for k, v in changed.items()} or None,
+      }
+    )
+    _note(
+      console,
+      f"resuming {str(run_dir)!r} at env step {progress.env_steps}, update {progress.updates}"
+      + (f" with changes: {', '.join(f'{k} {a!r} -> {b!r}' for k, (a, b) in changed.items())}" if changed else ""),
+    )
 
   world_state_ok = True
-  dreams = (dreaming.Dreams(**progress.dreams) if progress.dreams or not progress.env_steps  # older checkpoints:
-            else dreaming.Dreams.rebuilt(config, progress.env_steps, progress.updates))  # rebuilt from counters
+  dreams = (
+    dreaming.Dreams(**progress.dreams)
+    if progress.dreams or not progress.env_steps  # older checkpoints:
+    else dreaming.Dreams.rebuilt(config, progress.env_steps, progress.updates)
+  )  # rebuilt from counters
   plan = dreaming.planned_ratio(config)
-  _note(console, f"dream ratio (imagined model steps per real env step) once learning: {plan['total']:.1f} = "
-                 + " + ".join(f"{plan[k]:.1f} {k}" for k in dreaming.KINDS))
+  _note(
+    console,
+    f"dream ratio (imagined model steps per real env step) once learning: {plan['total']:.1f} = "
+    + " + ".join(f"{plan[k]:.1f} {k}" for k in dreaming.KINDS),
+  )
   start = time.perf_counter() - progress.wall_s
   b = config.num_envs
   recent = collections.deque(progress.recent_returns, maxlen=20)
@@ -329,9 +410,17 @@ def _run(config: Config, run_dir: Path, world, eval_world, log: Logger, ckpts: c
       except worlds.WorldStateError as e:
         world_state_ok = False
         _note(console, f"warning: {e}; a resumed run will start new episodes")
-    ckpts.save(progress.env_steps, state.params, _device_state(state, rb, key, obs),
-               {"config": config.to_dict(), "spec": spec_dict, "progress": dataclasses.asdict(progress),
-                "world_state": world_state})
+    ckpts.save(
+      progress.env_steps,
+      state.params,
+      _device_state(state, rb, key, obs),
+      {
+        "config": config.to_dict(),
+        "spec": spec_dict,
+        "progress": dataclasses.asdict(progress),
+        "world_state": world_state,
+      },
+    )
     timers["checkpoint"] += time.perf_counter() - t
 
   while progress.env_steps < config.total_env_steps and not solved:
@@ -341,9 +430,16 @@ def _run(config: Config, run_dir: Path, world, eval_world, log: Logger, ckpts: c
     action = np.asarray(out.action)
     step = world.step(action)
     ended = step.terminated | step.truncated
-    row = replay_lib.Rows(obs=frames.newest(obs, stack), action=action, reward=step.reward, policy=out.policy, value=out.value,
-                          last=np.zeros(b, bool), terminal=np.zeros(b, bool),
-                          step=np.full(b, progress.env_steps, np.int32))
+    row = replay_lib.Rows(
+      obs=frames.newest(obs, stack),
+      action=action,
+      reward=step.reward,
+      policy=out.policy,
+      value=out.value,
+      last=np.zeros(b, bool),
+      terminal=np.zeros(b, bool),
+      step=np.full(b, progress.env_steps, np.int32),
+    )
     rb = agent.add(rb, row, step.final_obs, ended, step.terminated)
     obs = frames.push(obs, step.obs, ended, stack)
     progress.env_steps += b
@@ -369,17 +465,22 @@ def _run(config: Config, run_dir: Path, world, eval_world, log: Logger, ckpts: c
       try:
         _check_finite(chunks, progress, ckpts, config)
       except Diverged as e:
-        log.write({"event": "diverged", "env_steps": progress.env_steps, "updates": progress.updates,
-                   "error": str(e)})
+        log.write({"event": "diverged", "env_steps": progress.env_steps, "updates": progress.updates, "error": str(e)})
         raise
       now = time.perf_counter()
       dt = now - window["t"]
-      record = {"env_steps": progress.env_steps, "updates": progress.updates, "episodes": progress.episodes,
-                "wall_s": now - start, **{k: float(np.mean(v)) for k, v in chunks[-1].items()},
-                "speed/env_steps_per_s": (progress.env_steps - window["env_steps"]) / dt,
-                "speed/updates_per_s": (progress.updates - window["updates"]) / dt,
-                "replay/bytes": replay_lib.nbytes(rb), "sys/rss_bytes": rss_bytes(),
-                **dreams.record(progress.env_steps)}
+      record = {
+        "env_steps": progress.env_steps,
+        "updates": progress.updates,
+        "episodes": progress.episodes,
+        "wall_s": now - start,
+        **{k: float(np.mean(v)) for k, v in chunks[-1].items()},
+        "speed/env_steps_per_s": (progress.env_steps - window["env_steps"]) / dt,
+        "speed/updates_per_s": (progress.updates - window["updates"]) / dt,
+        "replay/bytes": replay_lib.nbytes(rb),
+        "sys/rss_bytes": rss_bytes(),
+        **dreams.record(progress.env_steps),
+      }
       if recent:
         record["train/episode_return"] = float(np.mean(recent))
       if dt > 2.0:
@@ -392,8 +493,14 @@ def _run(config: Config, run_dir: Path, world, eval_world, log: Logger, ckpts: c
       key, eval_key = jax.random.split(key)
       last_eval = _eval_record(eval_world, agent, state.params, eval_key, config)
       timers["eval"] += time.perf_counter() - t2
-      last_eval.update({"env_steps": progress.env_steps, "updates": progress.updates,
-                        "episodes": progress.episodes, "wall_s": time.perf_counter() - start})
+      last_eval.update(
+        {
+          "env_steps": progress.env_steps,
+          "updates": progress.updates,
+          "episodes": progress.episodes,
+          "wall_s": time.perf_counter() - start,
+        }
+      )
       progress.last_eval = last_eval
       log.write(last_eval)
       solved = last_eval["eval/search_return"] >= config.stop_return
@@ -411,12 +518,21 @@ def _run(config: Config, run_dir: Path, world, eval_world, log: Logger, ckpts: c
 
   save()
   ckpts.wait()
-  summary = {"summary": True, "env_steps": progress.env_steps, "updates": progress.updates,
-             "episodes": progress.episodes, "wall_s": time.perf_counter() - start, "solved": solved,
-             "stopped": stopped, "resumed_from": resumed_from, "checkpoint": ckpts.path(progress.env_steps),
-             "sys/rss_bytes": rss_bytes(), "replay/bytes": replay_lib.nbytes(rb),
-             **dreams.record(progress.env_steps),
-             **{f"time/{k}_s": v for k, v in timers.items()},
-             **{k: v for k, v in progress.last_eval.items() if k.startswith("eval/")}}
+  summary = {
+    "summary": True,
+    "env_steps": progress.env_steps,
+    "updates": progress.updates,
+    "episodes": progress.episodes,
+    "wall_s": time.perf_counter() - start,
+    "solved": solved,
+    "stopped": stopped,
+    "resumed_from": resumed_from,
+    "checkpoint": ckpts.path(progress.env_steps),
+    "sys/rss_bytes": rss_bytes(),
+    "replay/bytes": replay_lib.nbytes(rb),
+    **dreams.record(progress.env_steps),
+    **{f"time/{k}_s": v for k, v in timers.items()},
+    **{k: v for k, v in progress.last_eval.items() if k.startswith("eval/")},
+  }
   log.write(summary)
   return summary

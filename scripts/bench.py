@@ -29,8 +29,8 @@ import numpy as np  # noqa: E402
 import worlds  # noqa: E402
 from dreamer import config as config_lib  # noqa: E402
 from dreamer import frames  # noqa: E402
-from dreamer.bench import commit  # noqa: E402
 from dreamer import replay as replay_lib  # noqa: E402
+from dreamer.bench import commit  # noqa: E402
 from dreamer.train import Agent, train  # noqa: E402
 
 
@@ -53,8 +53,16 @@ def fill_replay(agent: Agent, world, rb, steps: int, seed: int):
     step = world.step(action)
     world_seconds.append(time.perf_counter() - t0)
     ended = step.terminated | step.truncated
-    row = replay_lib.Rows(frames.newest(obs, stack), action, step.reward, np.full((b, a), 1.0 / a, np.float32),
-                          np.zeros(b, np.float32), np.zeros(b, bool), np.zeros(b, bool), np.full(b, t * b, np.int32))
+    row = replay_lib.Rows(
+      frames.newest(obs, stack),
+      action,
+      step.reward,
+      np.full((b, a), 1.0 / a, np.float32),
+      np.zeros(b, np.float32),
+      np.zeros(b, bool),
+      np.zeros(b, bool),
+      np.full(b, t * b, np.int32),
+    )
     rb = agent.add(rb, row, step.final_obs, ended, step.terminated)
     obs = frames.push(obs, step.obs, ended, stack)
   return rb, obs, statistics.median(world_seconds)
@@ -69,8 +77,9 @@ def main() -> None:
   parser.add_argument("--no-train", action="store_true", help="skip the end-to-end training run")
   args = parser.parse_args()
   config = config_lib.load(args.config, args.overrides)
-  world = worlds.make(config.world, num_envs=config.num_envs, seed=config.seed,
-                      **config_lib.world_kwargs(config, train=True))
+  world = worlds.make(
+    config.world, num_envs=config.num_envs, seed=config.seed, **config_lib.world_kwargs(config, train=True)
+  )
   agent = Agent(config, world.spec)
   state, rb = agent.init(jax.random.PRNGKey(config.seed))
   rb, obs, world_s = fill_replay(agent, world, rb, max(200, config.learning_starts // config.num_envs), config.seed)
@@ -105,35 +114,50 @@ def main() -> None:
   updates_per_s = config.updates_per_chunk / statistics.median(chunk_seconds)
 
   result = {
-      "config": args.config, "overrides": args.overrides, "commit": commit(), "world": config.world,
-      "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
-      "batch_size": config.batch_size, "unroll_steps": config.unroll_steps, "num_envs": config.num_envs,
-      "num_simulations": config.num_simulations, "updates_per_chunk": config.updates_per_chunk,
-      "compile_s": {"act": act_compile_s, "train_chunk": chunk_compile_s, "total": act_compile_s + chunk_compile_s},
-      "learner_updates_per_s": updates_per_s,
-      "learner_chunk_s_median": statistics.median(chunk_seconds),
-      "act_search_s_median": act_s,
-      "search_nodes_per_s": config.num_envs * config.num_simulations / act_s,
-      "acting_env_steps_per_s_search_only": config.num_envs / act_s,
-      "world_env_steps_per_s": config.num_envs / world_s,
-      "acting_env_steps_per_s": config.num_envs / (act_s + world_s),
+    "config": args.config,
+    "overrides": args.overrides,
+    "commit": commit(),
+    "world": config.world,
+    "backend": jax.default_backend(),
+    "devices": [str(d) for d in jax.devices()],
+    "batch_size": config.batch_size,
+    "unroll_steps": config.unroll_steps,
+    "num_envs": config.num_envs,
+    "num_simulations": config.num_simulations,
+    "updates_per_chunk": config.updates_per_chunk,
+    "compile_s": {"act": act_compile_s, "train_chunk": chunk_compile_s, "total": act_compile_s + chunk_compile_s},
+    "learner_updates_per_s": updates_per_s,
+    "learner_chunk_s_median": statistics.median(chunk_seconds),
+    "act_search_s_median": act_s,
+    "search_nodes_per_s": config.num_envs * config.num_simulations / act_s,
+    "acting_env_steps_per_s_search_only": config.num_envs / act_s,
+    "world_env_steps_per_s": config.num_envs / world_s,
+    "acting_env_steps_per_s": config.num_envs / (act_s + world_s),
   }
   # A whole run: every env step is one batched search plus one world step; every update is paid in chunks.
   updates_total = max(config.total_env_steps - config.learning_starts, 0) * config.updates_per_env_step
   acting_total = config.total_env_steps / result["acting_env_steps_per_s"]
   learning_total = updates_total / updates_per_s
-  result["projected_run_s"] = {"acting": acting_total, "learning": learning_total,
-                               "total_without_eval": acting_total + learning_total,
-                               "total_env_steps": config.total_env_steps, "updates": updates_total}
+  result["projected_run_s"] = {
+    "acting": acting_total,
+    "learning": learning_total,
+    "total_without_eval": acting_total + learning_total,
+    "total_env_steps": config.total_env_steps,
+    "updates": updates_total,
+  }
   if not args.no_train:
     with tempfile.TemporaryDirectory() as tmp:
       summary = train(config, Path(tmp) / "run", console=False)
     result["train"] = {
-        "env_steps": summary["env_steps"], "updates": summary["updates"], "wall_s": summary["wall_s"],
-        "solved": summary["solved"], "eval_search_return": summary.get("eval/search_return"),
-        "eval_policy_return": summary.get("eval/policy_return"),
-        "env_steps_per_s_end_to_end": summary["env_steps"] / summary["wall_s"],
-        "time_split_s": {k[5:-2]: v for k, v in summary.items() if k.startswith("time/")}}
+      "env_steps": summary["env_steps"],
+      "updates": summary["updates"],
+      "wall_s": summary["wall_s"],
+      "solved": summary["solved"],
+      "eval_search_return": summary.get("eval/search_return"),
+      "eval_policy_return": summary.get("eval/policy_return"),
+      "env_steps_per_s_end_to_end": summary["env_steps"] / summary["wall_s"],
+      "time_split_s": {k[5:-2]: v for k, v in summary.items() if k.startswith("time/")},
+    }
   result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
   print(json.dumps(result, indent=2))
 

@@ -4,11 +4,11 @@ and compare with the compute-matched control; prints JSON.
 Per seed: `dreamer train` on A; `dreamer play` on A (the anchor) and on B; `dreamer dream` with the anchor, and
 the same with `--control` (real-data fine-tuning of the same model-step compute, no imagination). Then
 `dreamer eval` of the checkpoint and of both outputs (the accepted weights, or the original ones where the
-gate rejected) on B and A, on evaluation episodes the jobs never saw (and no two seeds share): the gate chose on its own episodes, so
-its figures are biased upward, and these are not. Across seeds, from those fresh episodes: the rise of B's
-policy-only return (dream and control), dream minus control, and the fraction of A's policy-only return
-kept, each with a 95% percentile-bootstrap CI over seeds; the gate's own figures are listed beside them.
-Every step skips what a previous invocation finished, so the command can be re-issued.
+gate rejected) on B and A, on evaluation episodes the jobs never saw (and no two seeds share): the gate chose
+on its own episodes, so its figures are biased upward, and these are not. Across seeds, from those fresh
+episodes: the rise of B's policy-only return (dream and control), dream minus control, and the fraction of
+A's policy-only return kept, each with a 95% percentile-bootstrap CI over seeds; the gate's own figures are
+listed beside them. Every step skips what a previous invocation finished, so the command can be re-issued.
 
   python scripts/dream_e2e.py --logdir runs/e2e --task-b cartpole:heavy-pole --seeds 0 1 2 --jobs 2
 """
@@ -54,9 +54,24 @@ def kept(after: float, before: float) -> float:
 def evaluate(checkpoint: Path, world: str, seed: int, a: argparse.Namespace, out: Path) -> dict:
   """`dreamer eval` JSON (search_return, policy_return, ...) on `a.eval_episodes` fresh episodes, cached."""
   if not out.exists():
-    res = subprocess.run([sys.executable, "-m", "dreamer.cli", "eval", "--checkpoint", str(checkpoint), "--world",
-                          world, "--episodes", str(a.eval_episodes), "--seed", str(eval_seed(seed, a))],
-                         capture_output=True, text=True)
+    res = subprocess.run(
+      [
+        sys.executable,
+        "-m",
+        "dreamer.cli",
+        "eval",
+        "--checkpoint",
+        str(checkpoint),
+        "--world",
+        world,
+        "--episodes",
+        str(a.eval_episodes),
+        "--seed",
+        str(eval_seed(seed, a)),
+      ],
+      capture_output=True,
+      text=True,
+    )
     if res.returncode != 0:
       raise SystemExit(f"dreamer eval of {checkpoint} on {world} failed: {res.stderr[-2000:]}")
     out.write_text(res.stdout.strip().splitlines()[-1] + "\n")
@@ -69,25 +84,68 @@ def one_seed(seed: int, a: argparse.Namespace) -> dict:
   for d in (run.parent, rec.parent):
     d.mkdir(parents=True, exist_ok=True)
   # A finished run is a no-op for dreamer train (a stopped one resumes), so training always runs.
-  sh(["train", "--config", a.config, "--seed", str(seed), "--logdir", str(run), "--quiet", "--set",
-      f"world={a.task_a}"], root / f"train-seed{seed}.log", root / "never")
-  sh(["play", "--checkpoint", str(run), "--steps", str(a.steps), "--seed", str(seed), "--out", str(anchor)],
-     root / f"play-A-seed{seed}.log", anchor / "experience.json")
-  sh(["play", "--checkpoint", str(run), "--world", a.task_b, "--steps", str(a.steps), "--seed", str(seed),
-      "--out", str(rec)], root / f"play-B-seed{seed}.log", rec / "experience.json")
+  sh(
+    ["train", "--config", a.config, "--seed", str(seed), "--logdir", str(run), "--quiet", "--set", f"world={a.task_a}"],
+    root / f"train-seed{seed}.log",
+    root / "never",
+  )
+  sh(
+    ["play", "--checkpoint", str(run), "--steps", str(a.steps), "--seed", str(seed), "--out", str(anchor)],
+    root / f"play-A-seed{seed}.log",
+    anchor / "experience.json",
+  )
+  sh(
+    [
+      "play",
+      "--checkpoint",
+      str(run),
+      "--world",
+      a.task_b,
+      "--steps",
+      str(a.steps),
+      "--seed",
+      str(seed),
+      "--out",
+      str(rec),
+    ],
+    root / f"play-B-seed{seed}.log",
+    rec / "experience.json",
+  )
   out = {}
   for mode in ("dream", "control"):
     d = root / mode / f"seed{seed}"
     d.parent.mkdir(parents=True, exist_ok=True)
     extra = ["--control"] if mode == "control" else []
     sets = [x for s in a.set for x in ("--set", s)]
-    sh(["dream", "--checkpoint", str(run), "--experience", str(rec), "--anchor", str(anchor), "--budget",
-        str(a.budget), "--seed", str(seed), "--out", str(d), "--quiet", *extra, *sets],
-       root / f"{mode}-seed{seed}.log", d / "report.json")
+    sh(
+      [
+        "dream",
+        "--checkpoint",
+        str(run),
+        "--experience",
+        str(rec),
+        "--anchor",
+        str(anchor),
+        "--budget",
+        str(a.budget),
+        "--seed",
+        str(seed),
+        "--out",
+        str(d),
+        "--quiet",
+        *extra,
+        *sets,
+      ],
+      root / f"{mode}-seed{seed}.log",
+      d / "report.json",
+    )
     out[mode] = json.loads((d / "report.json").read_text())
   fresh = {}
-  for name, ckpt in (("checkpoint", run), ("dream", root / "dream" / f"seed{seed}"),
-                     ("control", root / "control" / f"seed{seed}")):
+  for name, ckpt in (
+    ("checkpoint", run),
+    ("dream", root / "dream" / f"seed{seed}"),
+    ("control", root / "control" / f"seed{seed}"),
+  ):
     for task, world in (("B", a.task_b), ("A", a.task_a)):
       # The file name holds what the evaluation depends on, so a changed --eval-* is never served from cache.
       cache = root / f"eval-{name}-{task}-seed{seed}-{a.eval_episodes}x{eval_seed(seed, a)}.json"
@@ -111,8 +169,12 @@ def main() -> None:
   p.add_argument("--budget", type=float, default=1000.0, help="imagined model steps per real recorded step")
   p.add_argument("--set", action="append", default=[], help="a dream setting for both modes (repeatable)")
   p.add_argument("--eval-episodes", type=int, default=100, help="fresh evaluation episodes per world and mode")
-  p.add_argument("--eval-seed", type=int, default=50_000,
-                 help="fresh evaluation seeds are this + seed x eval-episodes (disjoint episodes per seed)")
+  p.add_argument(
+    "--eval-seed",
+    type=int,
+    default=50_000,
+    help="fresh evaluation seeds are this + seed x eval-episodes (disjoint episodes per seed)",
+  )
   p.add_argument("--jobs", type=int, default=2)
   a = p.parse_args()
   Path(a.logdir).mkdir(parents=True, exist_ok=True)
@@ -121,33 +183,52 @@ def main() -> None:
   rows = {}
   for seed, r in results.items():
     f = {k: v["policy_return"] for k, v in r["fresh"].items()}
-    row = {"checkpoint": {"B_policy": f["checkpoint_B"], "A_policy": f["checkpoint_A"],
-                          "B_search": r["fresh"]["checkpoint_B"]["search_return"],
-                          "A_search": r["fresh"]["checkpoint_A"]["search_return"]}}
+    row = {
+      "checkpoint": {
+        "B_policy": f["checkpoint_B"],
+        "A_policy": f["checkpoint_A"],
+        "B_search": r["fresh"]["checkpoint_B"]["search_return"],
+        "A_search": r["fresh"]["checkpoint_A"]["search_return"],
+      }
+    }
     for mode, rep in r["reports"].items():
       b, an = rep["returns"]["experience"]["policy"], rep["returns"]["anchor"]["policy"]
-      row[mode] = {"B_after": f[f"{mode}_B"], "B_rise": f[f"{mode}_B"] - f["checkpoint_B"],
-                   "A_after": f[f"{mode}_A"],
-                   "A_kept": kept(f[f"{mode}_A"], f["checkpoint_A"]),
-                   "B_search_after": r["fresh"][f"{mode}_B"]["search_return"],
-                   "A_search_after": r["fresh"][f"{mode}_A"]["search_return"],
-                   "gate": {"B_before": b["before"][0], "B_after": b["after"][0], "A_before": an["before"][0],
-                            "A_after": an["after"][0]},
-                   "accepted": rep["accepted"], "model_steps": sum(v["model_steps"] for k, v in rep["compute"].items()
-                                                                   if isinstance(v, dict)),
-                   "seconds": sum(v["seconds"] for k, v in rep["compute"].items() if isinstance(v, dict))}
+      row[mode] = {
+        "B_after": f[f"{mode}_B"],
+        "B_rise": f[f"{mode}_B"] - f["checkpoint_B"],
+        "A_after": f[f"{mode}_A"],
+        "A_kept": kept(f[f"{mode}_A"], f["checkpoint_A"]),
+        "B_search_after": r["fresh"][f"{mode}_B"]["search_return"],
+        "A_search_after": r["fresh"][f"{mode}_A"]["search_return"],
+        "gate": {
+          "B_before": b["before"][0],
+          "B_after": b["after"][0],
+          "A_before": an["before"][0],
+          "A_after": an["after"][0],
+        },
+        "accepted": rep["accepted"],
+        "model_steps": sum(v["model_steps"] for k, v in rep["compute"].items() if isinstance(v, dict)),
+        "seconds": sum(v["seconds"] for k, v in rep["compute"].items() if isinstance(v, dict)),
+      }
     rows[seed] = row
   seeds = list(rows)
   summary = {
-      "commit": commit(), "task_a": a.task_a, "task_b": a.task_b, "steps": a.steps, "budget": a.budget,
-      "settings": a.set, "eval_episodes": a.eval_episodes, "per_seed": rows,
-      "dream_B_rise": ci([rows[s]["dream"]["B_rise"] for s in seeds]),
-      "control_B_rise": ci([rows[s]["control"]["B_rise"] for s in seeds]),
-      "dream_minus_control_B": ci([rows[s]["dream"]["B_after"] - rows[s]["control"]["B_after"] for s in seeds]),
-      "dream_A_kept": ci([rows[s]["dream"]["A_kept"] for s in seeds]),
-      "control_A_kept": ci([rows[s]["control"]["A_kept"] for s in seeds]),
-      "gate_dream_B_rise": ci([rows[s]["dream"]["gate"]["B_after"] - rows[s]["dream"]["gate"]["B_before"]
-                               for s in seeds]),
+    "commit": commit(),
+    "task_a": a.task_a,
+    "task_b": a.task_b,
+    "steps": a.steps,
+    "budget": a.budget,
+    "settings": a.set,
+    "eval_episodes": a.eval_episodes,
+    "per_seed": rows,
+    "dream_B_rise": ci([rows[s]["dream"]["B_rise"] for s in seeds]),
+    "control_B_rise": ci([rows[s]["control"]["B_rise"] for s in seeds]),
+    "dream_minus_control_B": ci([rows[s]["dream"]["B_after"] - rows[s]["control"]["B_after"] for s in seeds]),
+    "dream_A_kept": ci([rows[s]["dream"]["A_kept"] for s in seeds]),
+    "control_A_kept": ci([rows[s]["control"]["A_kept"] for s in seeds]),
+    "gate_dream_B_rise": ci(
+      [rows[s]["dream"]["gate"]["B_after"] - rows[s]["dream"]["gate"]["B_before"] for s in seeds]
+    ),
   }
   print(json.dumps(summary, indent=1))
 

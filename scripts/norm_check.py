@@ -69,16 +69,28 @@ def collect(game: str, envs: int, steps: int, discount: float, seed: int):
     ret[t] = running
   tail = 150  # discount^150 < 0.17: the unfinished part of a return matters little after this
   keep = slice(0, steps - tail)
-  return {k: np.stack(v)[keep].swapaxes(0, 1) for k, v in
-          [("before", before), ("after", after), ("action", actions), ("ret", ret), ("end", ends)]}
+  return {
+    k: np.stack(v)[keep].swapaxes(0, 1)
+    for k, v in [("before", before), ("after", after), ("action", actions), ("ret", ret), ("end", ends)]
+  }
 
 
 def run(norm: str, seed: int, data, args) -> dict:
   (train_x, train_y), (test_x, test_y) = data
   inverse = args.task == "inverse"
-  make = functools.partial(MuZeroResNet, num_actions=3 if inverse else 6, channels=args.channels, blocks=1,
-                           head_channels=16, head_hidden=32, lstm_dim=64, proj_dim=64, value_atoms=601,
-                           reward_atoms=601, norm=norm)
+  make = functools.partial(
+    MuZeroResNet,
+    num_actions=3 if inverse else 6,
+    channels=args.channels,
+    blocks=1,
+    head_channels=16,
+    head_hidden=32,
+    lstm_dim=64,
+    proj_dim=64,
+    value_atoms=601,
+    reward_atoms=601,
+    norm=norm,
+  )
   net, net_eval = make(train=True), make(train=False)
   variables = net.init(jax.random.PRNGKey(seed), train_x[:2], jnp.zeros(2, jnp.int32))
   params, stats = variables["params"], variables.get("batch_stats", {})
@@ -87,24 +99,30 @@ def run(norm: str, seed: int, data, args) -> dict:
   head = 0 if inverse else 1  # predict() returns (policy logits, value logits)
 
   def logits_of(module, params, stats, obs, mutable):
-    out = module.apply({"params": params, "batch_stats": stats}, obs,
-                       method=lambda m, o: m.predict(m.represent(o))[head],
-                       mutable=["batch_stats"] if mutable else False)
+    out = module.apply(
+      {"params": params, "batch_stats": stats},
+      obs,
+      method=lambda m, o: m.predict(m.represent(o))[head],
+      mutable=["batch_stats"] if mutable else False,
+    )
     return out if mutable else (out, {"batch_stats": stats})
 
   def losses(logits, y):
     """(cross-entropy f32[B], score f32[B]: correct (inverse) or squared error (value))."""
     if inverse:
-      return -jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], -1)[:, 0], \
-          (jnp.argmax(logits, -1) == y).astype(jnp.float32)
-    return -jnp.sum(support.scalar_to_probs(y, 300) * jax.nn.log_softmax(logits), -1), \
-        (support.logits_to_scalar(logits) - y) ** 2
+      return -jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], -1)[:, 0], (
+        jnp.argmax(logits, -1) == y
+      ).astype(jnp.float32)
+    return -jnp.sum(support.scalar_to_probs(y, 300) * jax.nn.log_softmax(logits), -1), (
+      support.logits_to_scalar(logits) - y
+    ) ** 2
 
   @jax.jit
   def update(params, stats, opt_state, obs, y):
     def loss(p):
       logits, new = logits_of(net, p, stats, obs, norm == "batch")
       return jnp.mean(losses(logits, y)[0]), new
+
     (value, new), grads = jax.value_and_grad(loss, has_aux=True)(params)
     updates, opt_state = opt.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), new["batch_stats"], opt_state, value
@@ -115,8 +133,10 @@ def run(norm: str, seed: int, data, args) -> dict:
     return [jnp.mean(v) for v in losses(logits, y)]
 
   def test(module, x=test_x, y=test_y):
-    parts = [evaluate(module, params, stats, x[j:j + args.batch], y[j:j + args.batch])
-             for j in range(0, len(x) - args.batch + 1, args.batch)]
+    parts = [
+      evaluate(module, params, stats, x[j : j + args.batch], y[j : j + args.batch])
+      for j in range(0, len(x) - args.batch + 1, args.batch)
+    ]
     return [float(np.mean([p[k] for p in parts])) for k in (0, 1)]
 
   score = "accuracy" if inverse else "mse"
@@ -134,9 +154,15 @@ def run(norm: str, seed: int, data, args) -> dict:
       print(f"{norm} seed {seed} update {n}: test {score} {curve[-1][1]:.4f}", file=sys.stderr, flush=True)
 
   ce, final = test(net_eval)
-  out = {"norm": norm, "seed": seed, "test_ce": ce, f"test_{score}": final,
-         f"train_{score}": test(net_eval, train_x[:len(test_x)], train_y[:len(test_y)])[1],
-         f"test_{score}_curve": curve, "update_ms_median": 1000 * statistics.median(seconds[1:])}
+  out = {
+    "norm": norm,
+    "seed": seed,
+    "test_ce": ce,
+    f"test_{score}": final,
+    f"train_{score}": test(net_eval, train_x[: len(test_x)], train_y[: len(test_y)])[1],
+    f"test_{score}_curve": curve,
+    "update_ms_median": 1000 * statistics.median(seconds[1:]),
+  }
   if norm == "batch":
     out[f"test_{score}_batch_statistics"] = test(net)[1]
   return out
@@ -152,7 +178,7 @@ def main() -> None:
   parser.add_argument("--batch", type=int, default=32)
   parser.add_argument("--channels", type=int, default=32)
   parser.add_argument("--lr", type=float, default=3e-3)
-  parser.add_argument("--discount", type=float, default=0.997 ** 4, help="value: of the return-to-go")
+  parser.add_argument("--discount", type=float, default=0.997**4, help="value: of the return-to-go")
   parser.add_argument("--evals", type=int, default=6, help="held-out evaluations along training")
   parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
   args = parser.parse_args()
@@ -169,17 +195,36 @@ def main() -> None:
   summary = {}
   for norm in ("layer", "batch"):
     mine = [r for r in runs if r["norm"] == norm]
-    summary[norm] = {k: statistics.median(r[k] for r in mine) for k in mine[0]
-                     if k not in ("norm", "seed") and not k.endswith("_curve")}
+    summary[norm] = {
+      k: statistics.median(r[k] for r in mine)
+      for k in mine[0]
+      if k not in ("norm", "seed") and not k.endswith("_curve")
+    }
   train_y, test_y = data[0][1], data[1][1]
   if args.task == "inverse":
     base = {"test_accuracy_of_majority_class": float(np.mean(test_y == np.bincount(train_y).argmax()))}
   else:
-    base = {"test_return_variance": float(np.var(test_y)),
-            "test_mse_of_train_mean": float(np.mean((test_y - np.mean(train_y)) ** 2))}
-  print(json.dumps({"task": args.task, "game": args.game, "commit": commit(), "backend": jax.default_backend(),
-                    "args": vars(args), "train_frames": len(train_y), "test_frames": len(test_y), **base,
-                    "median_over_seeds": summary, "runs": runs}, indent=1))
+    base = {
+      "test_return_variance": float(np.var(test_y)),
+      "test_mse_of_train_mean": float(np.mean((test_y - np.mean(train_y)) ** 2)),
+    }
+  print(
+    json.dumps(
+      {
+        "task": args.task,
+        "game": args.game,
+        "commit": commit(),
+        "backend": jax.default_backend(),
+        "args": vars(args),
+        "train_frames": len(train_y),
+        "test_frames": len(test_y),
+        **base,
+        "median_over_seeds": summary,
+        "runs": runs,
+      },
+      indent=1,
+    )
+  )
 
 
 if __name__ == "__main__":

@@ -29,9 +29,16 @@ def first_reach(run_dir: Path, threshold: float) -> dict:
   curve = [(r["env_steps"], r["eval/search_return"], r["eval/policy_return"]) for r in evals]
   for r in evals:
     if r["eval/search_return"] >= threshold:
-      return {"run": str(run_dir), "reached": True, "env_steps": r["env_steps"], "wall_s": r["wall_s"],
-              "updates": r["updates"], "search_return": r["eval/search_return"],
-              "policy_return": r["eval/policy_return"], "curve": curve}
+      return {
+        "run": str(run_dir),
+        "reached": True,
+        "env_steps": r["env_steps"],
+        "wall_s": r["wall_s"],
+        "updates": r["updates"],
+        "search_return": r["eval/search_return"],
+        "policy_return": r["eval/policy_return"],
+        "curve": curve,
+      }
   return {"run": str(run_dir), "reached": False, "curve": curve}
 
 
@@ -44,8 +51,9 @@ def main() -> None:
   parser.add_argument("--logdir", help="keep the runs here (default: a temporary directory)")
   parser.add_argument("--runs", nargs="+", help="read these finished run directories instead of training")
   args = parser.parse_args()
-  commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent.parent,
-                          capture_output=True, text=True).stdout.strip()
+  commit = subprocess.run(
+    ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True
+  ).stdout.strip()
   results = []
   if args.runs:
     results = [first_reach(Path(r), args.threshold) for r in args.runs]
@@ -54,13 +62,30 @@ def main() -> None:
       root = Path(args.logdir or tmp)
       for seed in args.seeds:
         run_dir = root / f"{Path(args.config).stem}-seed{seed}"
-        cmd = [sys.executable, "-m", "dreamer.cli", "train", "--config", args.config, "--seed", str(seed),
-               "--logdir", str(run_dir), "--quiet"] + [f"--set={o}" for o in args.overrides]
+        cmd = [
+          sys.executable,
+          "-m",
+          "dreamer.cli",
+          "train",
+          "--config",
+          args.config,
+          "--seed",
+          str(seed),
+          "--logdir",
+          str(run_dir),
+          "--quiet",
+        ] + [f"--set={o}" for o in args.overrides]
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
         results.append({"seed": seed, **first_reach(run_dir, args.threshold)})
   reached = [r for r in results if r["reached"]]
-  summary = {"config": args.config, "overrides": args.overrides, "threshold": args.threshold, "commit": commit,
-             "reached": f"{len(reached)}/{len(results)}", "runs": results}
+  summary = {
+    "config": args.config,
+    "overrides": args.overrides,
+    "threshold": args.threshold,
+    "commit": commit,
+    "reached": f"{len(reached)}/{len(results)}",
+    "runs": results,
+  }
   if reached:
     summary["median_env_steps"] = statistics.median(r["env_steps"] for r in reached)
     summary["median_wall_s"] = statistics.median(r["wall_s"] for r in reached)

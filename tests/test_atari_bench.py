@@ -8,27 +8,53 @@ import sys
 
 import numpy as np
 
-from dreamer import bench, config as config_lib, replay
+from dreamer import bench, replay
+from dreamer import config as config_lib
 from dreamer.logger import read_metrics
 from dreamer.train import load_checkpoint
 
-TINY = ["channels=8", "head_channels=2", "head_hidden=8", "lstm_dim=16", "proj_dim=16", "batch_size=8",
-        "num_simulations=4", "replay_capacity=1200", "total_env_steps=240", "learning_starts=80",
-        "updates_per_env_step=0.25", "updates_per_chunk=4", "eval_every=120", "eval_episodes=2",
-        "eval_max_steps=40", "checkpoint_every_updates=0"]
+TINY = [
+  "channels=8",
+  "head_channels=2",
+  "head_hidden=8",
+  "lstm_dim=16",
+  "proj_dim=16",
+  "batch_size=8",
+  "num_simulations=4",
+  "replay_capacity=1200",
+  "total_env_steps=240",
+  "learning_starts=80",
+  "updates_per_env_step=0.25",
+  "updates_per_chunk=4",
+  "eval_every=120",
+  "eval_episodes=2",
+  "eval_max_steps=40",
+  "checkpoint_every_updates=0",
+]
 
 
 def test_atari100k_preset_smoke_run_produces_a_report(tmp_path):
   runs = tmp_path / "runs"
-  paths, stopped = bench.run_suite("atari100k", games=["Pong"], seeds=[0], logdir=runs, preset="atari100k",
-                                   overrides=TINY, console=False)
+  paths, stopped = bench.run_suite(
+    "atari100k", games=["Pong"], seeds=[0], logdir=runs, preset="atari100k", overrides=TINY, console=False
+  )
   assert paths == [runs / "Pong" / "seed0" / "result.json"] and stopped is None
   res = json.loads(paths[0].read_text())
   config = config_lib.from_dict(res["config"], "result")
   # the faithful preset is what ran, only the network and the schedule were made tiny
   preset = config_lib.load("atari100k")
-  for key in ("frame_stack", "atari_frame_size", "atari_grayscale", "network", "search", "discount", "augment",
-              "reanalyze_fraction", "optimizer", "value_support"):
+  for key in (
+    "frame_stack",
+    "atari_frame_size",
+    "atari_grayscale",
+    "network",
+    "search",
+    "discount",
+    "augment",
+    "reanalyze_fraction",
+    "optimizer",
+    "value_support",
+  ):
     assert getattr(config, key) == getattr(preset, key), key
   assert res["world"] == "atari:Pong" and res["seed"] == 0 and res["env_steps"] == 240
   assert [p["env_steps"] for p in res["eval_curve"]] == [120, 240]
@@ -47,20 +73,29 @@ def test_atari100k_preset_smoke_run_produces_a_report(tmp_path):
 
   # re-issuing the suite skips the finished run
   mtime = paths[0].stat().st_mtime_ns
-  assert bench.run_suite("atari100k", games=["Pong"], seeds=[0], logdir=runs, preset="atari100k",
-                         overrides=TINY, console=False) == (paths, None)
+  assert bench.run_suite(
+    "atari100k", games=["Pong"], seeds=[0], logdir=runs, preset="atari100k", overrides=TINY, console=False
+  ) == (paths, None)
   assert paths[0].stat().st_mtime_ns == mtime
 
   # the checkpoint evaluates through the CLI on whole games with stacked frames
-  proc = subprocess.run([sys.executable, "-m", "dreamer.cli", "eval", "--checkpoint", str(runs / "Pong" / "seed0"),
-                         "--episodes", "2"], capture_output=True, text=True, timeout=300)
+  proc = subprocess.run(
+    [sys.executable, "-m", "dreamer.cli", "eval", "--checkpoint", str(runs / "Pong" / "seed0"), "--episodes", "2"],
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert proc.returncode == 0, proc.stderr[-2000:]
   ev = json.loads(proc.stdout)
   assert ev["world"] == "atari:Pong" and -21 <= ev["search_return"] <= 0
 
   out = tmp_path / "report"
-  proc = subprocess.run([sys.executable, "-m", "dreamer.cli", "report", str(runs), "--out", str(out),
-                         "--reps", "200"], capture_output=True, text=True, timeout=300)
+  proc = subprocess.run(
+    [sys.executable, "-m", "dreamer.cli", "report", str(runs), "--out", str(out), "--reps", "200"],
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert proc.returncode == 0, proc.stderr[-2000:]
   text = (out / "report.md").read_text()
   assert "Pong" in text and "EfficientZero" in text and "IQM" in text

@@ -59,8 +59,16 @@ def places(tmp_path_factory):
   shutil.copytree(run, future)
   meta = next((future / "checkpoints").glob("*/meta/metadata"))
   meta.write_text(json.dumps({**json.loads(meta.read_text()), "format_version": 99}))
-  return {"RUN": run, "EXP": root / "exp", "FILE": root / "file", "OTHER": root / "other", "BADTOML": root / "bad.toml",
-          "KEYTOML": root / "key.toml", "CORRUPT": corrupt, "FUTURE": future}
+  return {
+    "RUN": run,
+    "EXP": root / "exp",
+    "FILE": root / "file",
+    "OTHER": root / "other",
+    "BADTOML": root / "bad.toml",
+    "KEYTOML": root / "key.toml",
+    "CORRUPT": corrupt,
+    "FUTURE": future,
+  }
 
 
 def _fill(text: str, places: dict[str, Path]) -> str:

@@ -7,7 +7,8 @@ import sys
 import numpy as np
 import pytest
 
-from dreamer import compare, config as config_lib
+from dreamer import compare
+from dreamer import config as config_lib
 from dreamer.logger import read_metrics
 
 
@@ -19,8 +20,15 @@ def fake_run(path, *, seed, sims, evals, total=400, stop_return=6.5, dream=None)
   (path / "config.json").write_text(json.dumps(config.to_dict()))
   lines = [{"env_steps": s, "wall_s": w, "eval/search_return": r, "eval/policy_return": p} for s, w, r, p in evals]
   last = evals[-1]
-  summary = {"summary": True, "env_steps": last[0], "updates": 0, "wall_s": last[1] + 1.0, "stopped": None,
-             "solved": last[2] >= stop_return, **(dream or {})}
+  summary = {
+    "summary": True,
+    "env_steps": last[0],
+    "updates": 0,
+    "wall_s": last[1] + 1.0,
+    "stopped": None,
+    "solved": last[2] >= stop_return,
+    **(dream or {}),
+  }
   (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines + [summary]))
   return path
 
@@ -33,12 +41,15 @@ def test_step_values_carry_the_last_evaluation_forward():
 
 def test_summary_of_hand_made_runs(tmp_path):
   # Two configurations (num_simulations 4 and 8) x two seeds; the sims-8 seed-1 run stopped early at 400.
-  a0 = fake_run(tmp_path / "a0", seed=0, sims=4, evals=[(200, 10, 1.0, 0.5), (400, 20, 3.0, 1.0), (600, 30, 5.0, 2.0)],
-                total=600)
-  a1 = fake_run(tmp_path / "a1", seed=1, sims=4, evals=[(200, 12, 2.0, 1.0), (400, 22, 4.0, 2.0), (600, 35, 4.0, 3.0)],
-                total=600)
-  b0 = fake_run(tmp_path / "b0", seed=0, sims=8, evals=[(200, 15, 4.0, 1.0), (400, 30, 6.0, 2.0), (600, 45, 7.0, 4.0)],
-                total=600)
+  a0 = fake_run(
+    tmp_path / "a0", seed=0, sims=4, evals=[(200, 10, 1.0, 0.5), (400, 20, 3.0, 1.0), (600, 30, 5.0, 2.0)], total=600
+  )
+  a1 = fake_run(
+    tmp_path / "a1", seed=1, sims=4, evals=[(200, 12, 2.0, 1.0), (400, 22, 4.0, 2.0), (600, 35, 4.0, 3.0)], total=600
+  )
+  b0 = fake_run(
+    tmp_path / "b0", seed=0, sims=8, evals=[(200, 15, 4.0, 1.0), (400, 30, 6.0, 2.0), (600, 45, 7.0, 4.0)], total=600
+  )
   b1 = fake_run(tmp_path / "b1", seed=1, sims=8, evals=[(200, 14, 2.0, 1.0), (400, 29, 6.5, 2.0)], total=600)
   runs = [compare.load_run(p) for p in (a0, a1, b0, b1)]
   assert compare.labels(runs) == ["num_simulations=4"] * 2 + ["num_simulations=8"] * 2
@@ -88,9 +99,29 @@ def test_bad_input_is_one_clear_line(tmp_path):
 def test_grid_end_to_end(tmp_path):
   """A grid of two configurations of the debug preset run as subprocesses, two at a time; then re-issued
   (nothing reruns)."""
-  cmd = [sys.executable, "-m", "dreamer.cli", "compare", "--config", "debug", "--grid", "num_simulations=2,4",
-         "--seeds", "3", "--logdir", str(tmp_path / "cmp"), "--jobs", "2", "--threshold", "1.0", "--quiet",
-         "--set", "eval_episodes=4", "--reps", "200"]
+  cmd = [
+    sys.executable,
+    "-m",
+    "dreamer.cli",
+    "compare",
+    "--config",
+    "debug",
+    "--grid",
+    "num_simulations=2,4",
+    "--seeds",
+    "3",
+    "--logdir",
+    str(tmp_path / "cmp"),
+    "--jobs",
+    "2",
+    "--threshold",
+    "1.0",
+    "--quiet",
+    "--set",
+    "eval_episodes=4",
+    "--reps",
+    "200",
+  ]
   done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
   assert done.returncode == 0, done.stderr
   out = tmp_path / "cmp" / "report"

@@ -55,8 +55,16 @@ def test_recording_holds_what_the_world_did_and_replays_as_training_inserts():
   for t, a in enumerate(script):
     step = world.step(a)
     ended = step.terminated | step.truncated
-    row = replay_lib.Rows(obs, a, step.reward, np.eye(2, dtype=np.float32)[a], np.full(2, 0.5, np.float32),
-                          np.zeros(2, bool), np.zeros(2, bool), np.full(2, 2 * t, np.int32))
+    row = replay_lib.Rows(
+      obs,
+      a,
+      step.reward,
+      np.eye(2, dtype=np.float32)[a],
+      np.full(2, 0.5, np.float32),
+      np.zeros(2, bool),
+      np.zeros(2, bool),
+      np.full(2, 2 * t, np.int32),
+    )
     want = agent.add(want, row, step.final_obs, ended, step.terminated)
     obs = step.obs
   for x, y in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
@@ -125,8 +133,9 @@ def test_perfect_model_distils_the_search_return_into_the_policy(reset_run, caps
 
 def test_corrupted_dynamics_is_rejected_by_the_gate(reset_run):
   root, run, rec = reset_run
-  report = dream.run(str(run), str(rec), root / "bad", settings=dream.dream_config(SMALL + ["corrupt_dynamics=30"]),
-                     console=False)
+  report = dream.run(
+    str(run), str(rec), root / "bad", settings=dream.dream_config(SMALL + ["corrupt_dynamics=30"]), console=False
+  )
   assert not report["accepted"]
   # The spoilt model wrecks search; the distilled policy alone may still happen to rise on the chain (any
   # consistent preference for 'right' is optimal there), so the gate's search check is what must catch it.
@@ -150,8 +159,18 @@ def test_without_the_search_bonus_the_teacher_is_the_prior_and_the_weights_barel
 
   def gap(params, bonus):
     """max |teacher target - student prior| on imagined states, teacher = student = params."""
-    reh = distil.rehearse(params, params, obs, jax.random.PRNGKey(1), model=job.model, config=job.config,
-                          horizon=3, num_simulations=8, search_bonus=bonus, guard=0.5)
+    reh = distil.rehearse(
+      params,
+      params,
+      obs,
+      jax.random.PRNGKey(1),
+      model=job.model,
+      config=job.config,
+      horizon=3,
+      num_simulations=8,
+      search_bonus=bonus,
+      guard=0.5,
+    )
     logits, _ = distil.student_outputs(params, obs, reh.action, model=job.model, config=job.config)
     return float(jnp.max(jnp.abs(reh.policy - jax.nn.softmax(logits))))
 
@@ -164,12 +183,14 @@ def test_without_the_search_bonus_the_teacher_is_the_prior_and_the_weights_barel
     dc = dream.dream_config(SMALL + [f"search_bonus={bonus}", "value_weight=0", "horizon=3"])
     optimizer = distil.make_optimizer(learning_rate=dc.distil_learning_rate, train="all", params=job.base)
     chunk = distil.make_distil_chunk(job.model, job.config, optimizer, dc, anchor=False)
-    state = distil.DistilState(jax.tree.map(jnp.copy, job.base), optimizer.init(job.base), jax.random.PRNGKey(2),
-                               jnp.int32(0))
+    state = distil.DistilState(
+      jax.tree.map(jnp.copy, job.base), optimizer.init(job.base), jax.random.PRNGKey(2), jnp.int32(0)
+    )
     for _ in range(4):  # 20 updates
       state, _ = chunk(state, job.base, job.base, job.rb_exp, job.rb_exp)
-    moved[bonus] = max(float(jnp.max(jnp.abs(a - b))) for a, b in
-                       zip(jax.tree.leaves(state.params), jax.tree.leaves(job.base)))
+    moved[bonus] = max(
+      float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(job.base))
+    )
   # The bound: 20 SGD steps (learning rate 0.05, momentum 0.9) on a float-noise gradient move no weight by
   # 1e-5; with the bonus on, the same steps move weights by more than 1e-3.
   assert moved[0.0] < 1e-5, moved
@@ -182,8 +203,9 @@ def test_padded_rings_keep_every_row_in_write_order():
   rb = replay_lib.init(2, 8, (1,), np.float32, 2)
   obs = np.array([[4, 5, 6, 3], [0, 1, 0, 0]], np.float32)[..., None]
   priority = np.array([[1, 1, 1, 1], [1, 1, 0, 0]], np.float32)
-  rb = rb._replace(rows=rb.rows._replace(obs=jnp.asarray(obs)), priority=jnp.asarray(priority),
-                   head=jnp.array([7, 2], jnp.int32))
+  rb = rb._replace(
+    rows=rb.rows._replace(obs=jnp.asarray(obs)), priority=jnp.asarray(priority), head=jnp.array([7, 2], jnp.int32)
+  )
   out = dream._pad_rings(rb, 6)
   assert out.priority.shape == (2, 6)
   np.testing.assert_array_equal(np.asarray(out.rows.obs[..., 0]), [[3, 4, 5, 6, 0, 0], [0, 1, 0, 0, 0, 0]])
@@ -194,6 +216,7 @@ def test_padded_rings_keep_every_row_in_write_order():
 @pytest.mark.parametrize("train", ["policy", "heads", "all"])
 def test_distil_optimizer_moves_only_its_parts_and_its_rate_decays_to_zero(train):
   from dreamer.networks import init_params, make_network
+
   config = dream.config_lib.load("debug", [])
   params = init_params(make_network(config, 2, np.float32), jax.random.PRNGKey(0), (6,))
   steps = 4
@@ -205,8 +228,11 @@ def test_distil_optimizer_moves_only_its_parts_and_its_rate_decays_to_zero(train
     updates, state = optimizer.update(grads, state, params)
     moves.append(updates)
   flat = ckpt_lib.flatten(moves[0])
-  prefix = {"policy": ("params_policy_head",), "heads": tuple(f"params_{p}" for p in distil.PREDICTION_PARTS),
-            "all": ("params_",)}[train]
+  prefix = {
+    "policy": ("params_policy_head",),
+    "heads": tuple(f"params_{p}" for p in distil.PREDICTION_PARTS),
+    "all": ("params_",),
+  }[train]
   moved = {k for k, v in flat.items() if np.any(np.asarray(v) != 0)}
   assert moved and moved == {k for k in flat if k.startswith(prefix)}, sorted(moved)
   # Cosine decay: the first step is the full rate (momentum trace = gradient, clipped to global norm 5), and
@@ -220,15 +246,17 @@ def test_gate_reads_each_return_against_its_own_allowance():
   base = {"experience": {"policy": [100.0], "search": [200.0]}, "anchor": {"policy": [-20.0], "search": [50.0]}}
 
   def decide(exp_policy, exp_search, anchor_policy, anchor_search):
-    after = {"experience": {"policy": [exp_policy], "search": [exp_search]},
-             "anchor": {"policy": [anchor_policy], "search": [anchor_search]}}
+    after = {
+      "experience": {"policy": [exp_policy], "search": [exp_search]},
+      "anchor": {"policy": [anchor_policy], "search": [anchor_search]},
+    }
     return dream.gate(job, base, after)["accepted"]
 
-  assert decide(101, 181, -20.9, 45.5)          # search may lose 10%, the anchor's policy 5% of |-20| = 1
-  assert not decide(100, 200, -20, 50)          # the experience world's policy alone must rise
-  assert not decide(101, 179, -20, 50)          # experience search lost 10.5%
-  assert not decide(101, 200, -21.1, 50)        # anchor policy lost 5.5% of |-20|
-  assert not decide(101, 200, -20, 44)          # anchor search lost 12%
+  assert decide(101, 181, -20.9, 45.5)  # search may lose 10%, the anchor's policy 5% of |-20| = 1
+  assert not decide(100, 200, -20, 50)  # the experience world's policy alone must rise
+  assert not decide(101, 179, -20, 50)  # experience search lost 10.5%
+  assert not decide(101, 200, -21.1, 50)  # anchor policy lost 5.5% of |-20|
+  assert not decide(101, 200, -20, 44)  # anchor search lost 12%
   # Without an anchor only the experience world is read.
   alone = {"experience": base["experience"]}
   assert dream.gate(job, alone, {"experience": {"policy": [101.0], "search": [181.0]}})["accepted"]
@@ -238,18 +266,26 @@ def test_gate_reads_each_return_against_its_own_allowance():
 def test_value_target_chooses_what_the_value_head_is_pulled_toward():
   from dreamer import support
   from dreamer.networks import Model, init_params, make_network
+
   config = dream.config_lib.load("debug", [])
   net = make_network(config, 2, np.float32)
   model, params = Model(net), init_params(net, jax.random.PRNGKey(0), (6,))
   obs = jax.random.normal(jax.random.PRNGKey(1), (4, 6))
-  reh = distil.Rehearsal(jnp.zeros((4, 0), jnp.int32), jnp.full((4, 1, 2), 0.5), jnp.full((4, 1), 5.0),
-                         jnp.full((4, 1), -3.0), jnp.ones((4, 1), bool))
+  reh = distil.Rehearsal(
+    jnp.zeros((4, 0), jnp.int32),
+    jnp.full((4, 1, 2), 0.5),
+    jnp.full((4, 1), 5.0),
+    jnp.full((4, 1), -3.0),
+    jnp.ones((4, 1), bool),
+  )
   _, value_logits = model.predict(params, model.represent(params, obs))
   for target, scalar in (("search", 5.0), ("teacher", -3.0)):
-    _, aux = distil.loss_fn(params, obs, reh, None, None, model=model, config=config, value_weight=1.0,
-                            kl_weight=0.0, value_target=target)
-    want = -jnp.sum(support.scalar_to_probs(jnp.full((4,), scalar), config.value_support)
-                    * jax.nn.log_softmax(value_logits), -1).mean()
+    _, aux = distil.loss_fn(
+      params, obs, reh, None, None, model=model, config=config, value_weight=1.0, kl_weight=0.0, value_target=target
+    )
+    want = -jnp.sum(
+      support.scalar_to_probs(jnp.full((4,), scalar), config.value_support) * jax.nn.log_softmax(value_logits), -1
+    ).mean()
     assert float(aux["distil/value_ce"]) == pytest.approx(float(want), rel=1e-5)
 
 
@@ -257,8 +293,9 @@ def test_value_target_chooses_what_the_value_head_is_pulled_toward():
 def test_control_fine_tunes_on_real_data_for_the_distil_phase_compute(reset_run):
   root, run, rec = reset_run
   dc = dream.dream_config(SMALL)
-  report = dream.run(str(run), str(rec), root / "control", settings=dream.dream_config(SMALL + ["control=true"]),
-                     console=False)
+  report = dream.run(
+    str(run), str(rec), root / "control", settings=dream.dream_config(SMALL + ["control=true"]), console=False
+  )
   job = dream.Job(str(run), str(rec), None, dc)
   updates, _ = dream.distil_updates(job)
   budget = updates * distil.forward_steps_per_update(job.dc)  # forward-pass equivalents of the distil phase

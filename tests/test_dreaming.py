@@ -4,16 +4,35 @@ import jax
 import pytest
 
 from dreamer import config as config_lib
-from dreamer import dreaming, train as train_lib
+from dreamer import dreaming
+from dreamer import train as train_lib
 from dreamer.logger import read_metrics
 from dreamer.networks import Model
 
 # A toy run small enough to count by hand: 2 envs, 20 acting steps (40 env steps), learning from env step 8,
 # 0.5 updates per env step paid in chunks of 2.
-SETTINGS = dict(world="toy:chain", num_envs=2, total_env_steps=40, num_simulations=4, max_considered_actions=2,
-                batch_size=8, unroll_steps=3, td_steps=2, reanalyze_fraction=0.5, updates_per_env_step=0.5,
-                updates_per_chunk=2, learning_starts=8, replay_capacity=64, eval_every=0, eval_episodes=2,
-                checkpoint_every_updates=0, latent_dim=8, hidden_dim=16, lstm_dim=8, proj_dim=8)
+SETTINGS = dict(
+  world="toy:chain",
+  num_envs=2,
+  total_env_steps=40,
+  num_simulations=4,
+  max_considered_actions=2,
+  batch_size=8,
+  unroll_steps=3,
+  td_steps=2,
+  reanalyze_fraction=0.5,
+  updates_per_env_step=0.5,
+  updates_per_chunk=2,
+  learning_starts=8,
+  replay_capacity=64,
+  eval_every=0,
+  eval_episodes=2,
+  checkpoint_every_updates=0,
+  latent_dim=8,
+  hidden_dim=16,
+  lstm_dim=8,
+  proj_dim=8,
+)
 
 
 def test_planned_ratio_by_hand():
@@ -25,8 +44,9 @@ def test_planned_ratio_by_hand():
   assert dreaming.planned_ratio(none) == {"act": 0.0, "reanalyse": 0.0, "unroll": 12.0, "total": 12.0}
 
 
-@pytest.mark.parametrize("search", ["gumbel", pytest.param("puct", marks=pytest.mark.slow),
-                                    pytest.param("none", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+  "search", ["gumbel", pytest.param("puct", marks=pytest.mark.slow), pytest.param("none", marks=pytest.mark.slow)]
+)
 def test_logged_dreams_equal_a_hand_count_and_the_dynamics_calls_made(search, tmp_path, monkeypatch):
   made = []  # samples passed through the dynamics network, counted when the compiled code runs
   call = Model.call  # every network call of search, acting and learning passes here

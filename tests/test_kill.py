@@ -9,11 +9,11 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import assert_same_state
 
 from dreamer import config as config_lib
 from dreamer.logger import read_metrics
 from dreamer.train import load_checkpoint, train
-from helpers import assert_same_state
 
 OVERRIDES = ["stop_return=inf", "total_env_steps=2400", "checkpoint_every_updates=16", "checkpoints_kept=3"]
 TIMING = ("wall_s", "eval/seconds", "speed/env_steps_per_s", "speed/updates_per_s", "sys/rss_bytes")
@@ -21,8 +21,9 @@ TIMING = ("wall_s", "eval/seconds", "speed/env_steps_per_s", "speed/updates_per_
 
 def _start(run_dir: Path) -> subprocess.Popen:
   args = ["train", "--config", "debug", "--logdir", str(run_dir), "--quiet"] + [f"--set={o}" for o in OVERRIDES]
-  return subprocess.Popen([sys.executable, "-m", "dreamer.cli", *args], stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True)
+  return subprocess.Popen(
+    [sys.executable, "-m", "dreamer.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+  )
 
 
 def _complete(run_dir: Path) -> list[int]:
@@ -97,7 +98,7 @@ def test_sigkill_at_several_points_then_resume_ends_where_an_unkilled_run_ends(s
   raw = read_metrics(run, raw=True)
   events = [r for r in raw if r.get("event") == "resume"]
   got = [None if e["checkpoint"] is None else int(Path(e["checkpoint"]).name) for e in events]
-  assert got[-len(resumes) + 1:] == resumes[1:] and len(got) in (len(resumes) - 1, len(resumes)), (got, resumes)
+  assert got[-len(resumes) + 1 :] == resumes[1:] and len(got) in (len(resumes) - 1, len(resumes)), (got, resumes)
   for e in events:
     assert e["env_steps"] == (0 if e["checkpoint"] is None else int(Path(e["checkpoint"]).name))
 

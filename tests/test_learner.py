@@ -14,10 +14,27 @@ from dreamer import learner, replay
 from dreamer import targets as targets_lib
 from dreamer.train import Agent
 
-SMALL = dict(world="toy:chain", num_envs=4, latent_dim=16, hidden_dim=32, lstm_dim=16, proj_dim=16,
-             value_support=5, reward_support=3, num_simulations=4, max_considered_actions=2, batch_size=16,
-             replay_capacity=400, unroll_steps=3, td_steps=3, value_prefix_horizon=2, updates_per_chunk=2,
-             target_update_interval=3, total_env_steps=1000, discount=0.9)
+SMALL = dict(
+  world="toy:chain",
+  num_envs=4,
+  latent_dim=16,
+  hidden_dim=32,
+  lstm_dim=16,
+  proj_dim=16,
+  value_support=5,
+  reward_support=3,
+  num_simulations=4,
+  max_considered_actions=2,
+  batch_size=16,
+  replay_capacity=400,
+  unroll_steps=3,
+  td_steps=3,
+  value_prefix_horizon=2,
+  updates_per_chunk=2,
+  target_update_interval=3,
+  total_env_steps=1000,
+  discount=0.9,
+)
 
 
 def _filled(config, steps=60, seed=0):
@@ -32,9 +49,16 @@ def _filled(config, steps=60, seed=0):
     action = rng.integers(0, a, config.num_envs)
     step = world.step(action)
     policy = np.eye(a, dtype=np.float32)[rng.integers(0, a, config.num_envs)]  # one-hot: CE can reach 0
-    row = replay.Rows(obs, action, step.reward, policy, np.zeros(config.num_envs, np.float32),
-                      np.zeros(config.num_envs, bool), np.zeros(config.num_envs, bool),
-                      np.full(config.num_envs, t * config.num_envs, np.int32))
+    row = replay.Rows(
+      obs,
+      action,
+      step.reward,
+      policy,
+      np.zeros(config.num_envs, np.float32),
+      np.zeros(config.num_envs, bool),
+      np.zeros(config.num_envs, bool),
+      np.full(config.num_envs, t * config.num_envs, np.int32),
+    )
     rb = agent.add(rb, row, step.final_obs, step.terminated | step.truncated, step.terminated)
     obs = step.obs
   return agent, state, rb
@@ -42,8 +66,9 @@ def _filled(config, steps=60, seed=0):
 
 @pytest.mark.slow
 def test_jitted_update_equals_unjitted():
-  config = config_lib.Config(**{**SMALL, "batch_size": 4, "num_simulations": 2}, reanalyze_fraction=0.5,
-                             td_age_steps=50)
+  config = config_lib.Config(
+    **{**SMALL, "batch_size": 4, "num_simulations": 2}, reanalyze_fraction=0.5, td_age_steps=50
+  )
   agent, state, rb = _filled(config)
   step = functools.partial(learner.update, model=agent.model, config=config, optimizer=agent.optimizer)
   env_step = jnp.int32(240)
@@ -56,8 +81,10 @@ def test_jitted_update_equals_unjitted():
   for key in fast_aux:
     np.testing.assert_allclose(fast_aux[key], slow_aux[key], rtol=2e-4, atol=1e-5)
   # The update changed something: parameters moved and sampled priorities were rewritten.
-  moved = [np.abs(np.asarray(a) - np.asarray(b)).max()
-           for a, b in zip(jax.tree.leaves(fast_state.params), jax.tree.leaves(state.params))]
+  moved = [
+    np.abs(np.asarray(a) - np.asarray(b)).max()
+    for a, b in zip(jax.tree.leaves(fast_state.params), jax.tree.leaves(state.params))
+  ]
   assert max(moved) > 1e-4
   assert not np.array_equal(np.asarray(fast_rb.priority), np.asarray(rb.priority))
 
@@ -82,14 +109,16 @@ def test_losses_fall_when_overfitting_one_batch():
   config = config_lib.Config(**SMALL)
   agent, state, rb = _filled(config)
   batch, _ = jax.jit(functools.partial(learner.make_batch, model=agent.model, config=config))(
-      state, rb, jax.random.PRNGKey(1), jnp.int32(240))
+    state, rb, jax.random.PRNGKey(1), jnp.int32(240)
+  )
   opt = optax.adam(3e-3)
   loss = jax.jit(functools.partial(learner.loss_fn, model=agent.model, config=config))
 
   @jax.jit
   def fit(params, opt_state):
     grads, _ = jax.grad(functools.partial(learner.loss_fn, model=agent.model, config=config), has_aux=True)(
-        params, batch)
+      params, batch
+    )
     updates, opt_state = opt.update(grads, opt_state)
     return optax.apply_updates(params, updates), opt_state
 
@@ -129,14 +158,23 @@ def test_batch_targets_equal_targets_from_every_rows_bootstrap():
   agent, state, rb = _filled(config)
   key, env_step = jax.random.PRNGKey(5), jnp.int32(240)
   batch, smp = jax.jit(functools.partial(learner.make_batch, model=agent.model, config=config))(
-      state, rb, key, env_step)
+    state, rb, key, env_step
+  )
   window, known = replay.gather(rb, smp.env, smp.index, config.unroll_steps + config.td_steps + 1)
   m, tp = agent.model, state.target_params
   obs = window.obs.reshape(-1, *window.obs.shape[2:])
   every = support.logits_to_scalar(m.predict(tp, m.represent(tp, obs))[1]).reshape(known.shape)
-  ref = targets.compute(window, known, every, env_step - window.step[:, 0], unroll_steps=config.unroll_steps,
-                        td_steps=config.td_steps, td_age_steps=config.td_age_steps, discount=config.discount,
-                        horizon=config.value_prefix_horizon)
+  ref = targets.compute(
+    window,
+    known,
+    every,
+    env_step - window.step[:, 0],
+    unroll_steps=config.unroll_steps,
+    td_steps=config.td_steps,
+    td_age_steps=config.td_age_steps,
+    discount=config.discount,
+    horizon=config.value_prefix_horizon,
+  )
   np.testing.assert_allclose(batch.targets.value, ref.value, rtol=1e-5, atol=1e-6)
   assert float(jnp.abs(ref.value).max()) > 0.1  # bootstraps matter in this batch
 
@@ -153,10 +191,18 @@ def test_awr_policy_loss_equals_a_plain_reference():
   value = rng.normal(size=(b, k + 1)).astype(np.float32) * 3
   policy_mask = np.array([[1, 1, 1], [1, 0, 0], [1, 1, 0]], np.float32)
   value_mask = np.array([[1, 1, 1], [1, 1, 0], [0, 1, 1]], np.float32)
-  tg = targets_lib.Targets(value=jnp.asarray(value), value_mask=jnp.asarray(value_mask), prefix=None,
-                           prefix_mask=None, policy_mask=jnp.asarray(policy_mask), obs_mask=None, td_steps=None)
-  got = np.asarray(learner._awr_loss(jnp.asarray(policy_logits), jnp.asarray(value_logits), jnp.asarray(action),
-                                     tg, config))
+  tg = targets_lib.Targets(
+    value=jnp.asarray(value),
+    value_mask=jnp.asarray(value_mask),
+    prefix=None,
+    prefix_mask=None,
+    policy_mask=jnp.asarray(policy_mask),
+    obs_mask=None,
+    td_steps=None,
+  )
+  got = np.asarray(
+    learner._awr_loss(jnp.asarray(policy_logits), jnp.asarray(value_logits), jnp.asarray(action), tg, config)
+  )
   atoms = np.arange(-2, 3, dtype=np.float64)
   inv = lambda y: np.sign(y) * (((np.sqrt(1 + 4 * 0.001 * (np.abs(y) + 1 + 0.001)) - 1) / (2 * 0.001)) ** 2 - 1)  # noqa: E731
   adv, mask = np.zeros((b, k)), np.zeros((b, k))
@@ -166,7 +212,7 @@ def test_awr_policy_loss_equals_a_plain_reference():
       probs /= probs.sum()
       adv[i, j] = value[i, j] - inv(probs @ atoms)
       mask[i, j] = policy_mask[i, j] * value_mask[i, j]
-  rms = np.sqrt((mask * adv ** 2).sum() / mask.sum())
+  rms = np.sqrt((mask * adv**2).sum() / mask.sum())
   want = np.zeros((b, k + 1))
   for i in range(b):
     for j in range(k):
@@ -192,16 +238,23 @@ def test_batchnorm_update_keeps_the_forward_pass_running_averages_untouched_by_t
   # The same batch and forward pass, by hand.
   _, batch_key = jax.random.split(state.rng_key)
   batch, _ = jax.jit(functools.partial(learner.make_batch, model=agent.model, config=config))(
-      state, rb, batch_key, env_step)
+    state, rb, batch_key, env_step
+  )
   _, aux = jax.jit(functools.partial(learner.loss_fn, model=agent.model, config=config))(state.params, batch)
   stats = jax.tree.leaves(_bn_state(new))
-  for got, want, init in zip(stats, jax.tree.leaves(aux["moved"]), jax.tree.leaves(_bn_state(state))):
+  for got, want in zip(stats, jax.tree.leaves(aux["moved"])):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
   # They moved (means start at 0, variances at 1), and so did the learned parameters.
-  assert max(np.abs(np.asarray(a) - np.asarray(b)).max()
-             for a, b in zip(stats, jax.tree.leaves(_bn_state(state)))) > 1e-3
-  assert max(np.abs(np.asarray(a) - np.asarray(b)).max() for a, b in
-             zip(jax.tree.leaves(new.params["params"]), jax.tree.leaves(state.params["params"]))) > 1e-4
+  assert (
+    max(np.abs(np.asarray(a) - np.asarray(b)).max() for a, b in zip(stats, jax.tree.leaves(_bn_state(state)))) > 1e-3
+  )
+  assert (
+    max(
+      np.abs(np.asarray(a) - np.asarray(b)).max()
+      for a, b in zip(jax.tree.leaves(new.params["params"]), jax.tree.leaves(state.params["params"]))
+    )
+    > 1e-4
+  )
 
 
 def test_batchnorm_running_average_follows_pytorch_momentum():
@@ -215,10 +268,12 @@ def test_batchnorm_running_average_follows_pytorch_momentum():
   # The first norm of the representation MLP reads Dense_0(obs): its batch mean is the reference.
   dense = params["params"]["repr_net"]["Dense_0"]
   pre = np.asarray(obs) @ np.asarray(dense["kernel"]) + np.asarray(dense["bias"])
-  np.testing.assert_allclose(moved["batch_stats"]["repr_net"]["BatchNorm_0"]["mean"], 0.1 * pre.mean(0),
-                             rtol=1e-4, atol=1e-5)
-  np.testing.assert_allclose(moved["batch_stats"]["repr_net"]["BatchNorm_0"]["var"],
-                             0.9 + 0.1 * pre.var(0), rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(
+    moved["batch_stats"]["repr_net"]["BatchNorm_0"]["mean"], 0.1 * pre.mean(0), rtol=1e-4, atol=1e-5
+  )
+  np.testing.assert_allclose(
+    moved["batch_stats"]["repr_net"]["BatchNorm_0"]["var"], 0.9 + 0.1 * pre.var(0), rtol=1e-4, atol=1e-5
+  )
   alone = model.represent(moved, obs[:1])
   np.testing.assert_allclose(alone, model.represent(moved, obs)[:1], rtol=1e-5, atol=1e-6)
   train_alone, _ = model.call(moved, "represent", obs[:2], train=True)

@@ -5,11 +5,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dreamer import augment, config as config_lib
+from dreamer import augment
+from dreamer import config as config_lib
 from dreamer.networks import Model, init_params, make_network, zero_lstm_state
 
-TINY = dict(network="resnet", channels=8, head_channels=2, head_hidden=4, lstm_dim=8, proj_dim=8,
-            value_support=3, reward_support=2)
+TINY = dict(
+  network="resnet",
+  channels=8,
+  head_channels=2,
+  head_hidden=4,
+  lstm_dim=8,
+  proj_dim=8,
+  value_support=3,
+  reward_support=2,
+)
 
 
 def test_resnet_shapes_from_96_pixel_stacks():
@@ -29,8 +38,9 @@ def test_resnet_shapes_from_96_pixel_stacks():
   folded = jnp.concatenate([obs[:, s] for s in range(4)], axis=-1)
   np.testing.assert_allclose(np.asarray(model.represent(params, folded)), np.asarray(latent), rtol=1e-6)
   # different actions lead to different next latents (the action plane reaches the dynamics)
-  assert not np.allclose(np.asarray(nxt[0]), np.asarray(model.dynamics(params, latent, jnp.array([4, 4]),
-                                                                         zero_lstm_state(2, 8))[0][0]))
+  assert not np.allclose(
+    np.asarray(nxt[0]), np.asarray(model.dynamics(params, latent, jnp.array([4, 4]), zero_lstm_state(2, 8))[0][0])
+  )
 
 
 def test_state_norm_scales_each_latent_to_unit_range():
@@ -47,7 +57,7 @@ def reference_shift(img: np.ndarray, dy: int, dx: int) -> np.ndarray:
   """Replicate-pad by 4 and crop at offset (4 + dy, 4 + dx): out[i, j] = img[clip(i + dy), clip(j + dx)]."""
   padded = np.pad(img, ((4, 4), (4, 4), (0, 0)), mode="edge")
   h, w = img.shape[:2]
-  return padded[4 + dy:4 + dy + h, 4 + dx:4 + dx + w]
+  return padded[4 + dy : 4 + dy + h, 4 + dx : 4 + dx + w]
 
 
 def test_shift_equals_replicate_pad_and_crop_with_one_offset_per_sample():
@@ -78,7 +88,8 @@ def test_minatar_networks_keep_the_frame_and_read_bools_as_they_are():
   latent = Model(net).represent(params, obs)
   assert latent.shape == (2, 10, 10, 8)
   as_pixels = Model(make_network(config, num_actions=6, obs_dtype=np.uint8)).represent(
-      params, obs.astype(jnp.uint8) * 255)
+    params, obs.astype(jnp.uint8) * 255
+  )
   np.testing.assert_allclose(np.asarray(as_pixels), np.asarray(latent), rtol=1e-5, atol=1e-6)
   mlp = config_lib.load(conv_channels=16, latent_dim=12, hidden_dim=16)
   net = make_network(mlp, num_actions=6, obs_dtype=np.bool_)

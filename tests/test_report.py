@@ -18,21 +18,18 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 # (mean, median, IQM) of human-normalised scores over all 26 games, as listed in the reference README.
 PUBLISHED = {
-    "SimPLe": (0.332, 0.134, 0.130),
-    "DrQ(eps)": (0.465, 0.313, 0.280),
-    "SPR": (0.616, 0.396, 0.337),
-    "IRIS": (1.046, 0.289, 0.501),
-    "STORM": (1.222, 0.425, 0.561),
-    "DIAMOND": (1.459, 0.373, 0.641),
-    "EfficientZero": (1.943, 1.090, 1.047),  # IQM over game means: one value per game
+  "SimPLe": (0.332, 0.134, 0.130),
+  "DrQ(eps)": (0.465, 0.313, 0.280),
+  "SPR": (0.616, 0.396, 0.337),
+  "IRIS": (1.046, 0.289, 0.501),
+  "STORM": (1.222, 0.425, 0.561),
+  "DIAMOND": (1.459, 0.373, 0.641),
+  "EfficientZero": (1.943, 1.090, 1.047),  # IQM over game means: one value per game
 }
 
 # Fixed small cases (never random): 3 runs x 4 games with ties, and uneven runs (1, 2, 3, 5 per game).
-MATRIX = np.array([[0.10, 1.50, -0.20, 0.90],
-                   [0.40, 0.70, 0.00, 0.90],
-                   [0.25, 2.10, 0.30, 1.30]])
-UNEVEN = [np.array([0.5]), np.array([1.2, -0.1]), np.array([0.3, 0.3, 0.8]),
-          np.array([2.0, 0.0, 0.6, 1.1, 0.9])]
+MATRIX = np.array([[0.10, 1.50, -0.20, 0.90], [0.40, 0.70, 0.00, 0.90], [0.25, 2.10, 0.30, 1.30]])
+UNEVEN = [np.array([0.5]), np.array([1.2, -0.1]), np.array([0.3, 0.3, 0.8]), np.array([2.0, 0.0, 0.6, 1.1, 0.9])]
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -58,7 +55,7 @@ def slow_median(games):
 def slow_iqm(games):
   pooled = sorted(x for g in games for x in g)
   cut = int(0.25 * len(pooled))  # scipy.stats.trim_mean
-  kept = pooled[cut:len(pooled) - cut]
+  kept = pooled[cut : len(pooled) - cut]
   return math.fsum(kept) / len(kept)
 
 
@@ -167,6 +164,7 @@ def test_bootstrap_matches_slow_reference(scores):
 def test_bootstrap_seeding():
   def ci(seed):
     return stats.bootstrap_ci(UNEVEN, rng=np.random.default_rng(seed), reps=200)
+
   assert ci(0) == ci(0)
   assert ci(0) != ci(1)
   assert all(lo < hi for lo, hi in ci(0).values())
@@ -181,16 +179,33 @@ def test_bootstrap_one_run_per_game_is_a_point():
 # --------------------------------------------------------------------------------------------------------
 # Report end to end
 
-GAMES = {"Pong": ([-5.0, -2.0], [-8.0, -6.0]), "Breakout": ([10.0, 14.0], [9.0, 11.0]),
-         "MsPacman": ([800.0, 1300.0], [700.0, 900.0])}  # game: (final scores, policy-only scores) per seed
+GAMES = {
+  "Pong": ([-5.0, -2.0], [-8.0, -6.0]),
+  "Breakout": ([10.0, 14.0], [9.0, 11.0]),
+  "MsPacman": ([800.0, 1300.0], [700.0, 900.0]),
+}  # game: (final scores, policy-only scores) per seed
 
 
 def result(game, seed, score, policy, *, method="dreamer", steps=(20000, 60000, 100000), **extra):
   curve = [{"env_steps": s, "score": score * s / 100000, "score_policy": policy * s / 100000} for s in steps]
-  return {"format": "dreamer-bench-result/1", "suite": "atari100k", "method": method, "game": game,
-          "world": f"atari:{game}", "seed": seed, "final_score": score, "final_score_policy": policy,
-          "eval_curve": curve, "env_steps": 100000, "updates": 50000, "wall_s": 12.5, "config": {},
-          "commit": "abc1234", "eval_episodes": 32, **extra}
+  return {
+    "format": "dreamer-bench-result/1",
+    "suite": "atari100k",
+    "method": method,
+    "game": game,
+    "world": f"atari:{game}",
+    "seed": seed,
+    "final_score": score,
+    "final_score_policy": policy,
+    "eval_curve": curve,
+    "env_steps": 100000,
+    "updates": 50000,
+    "wall_s": 12.5,
+    "config": {},
+    "commit": "abc1234",
+    "eval_episodes": 32,
+    **extra,
+  }
 
 
 def write_runs(root, results):
@@ -224,8 +239,9 @@ def test_report_end_to_end(tmp_path):
 
   table = csv_random_human()
   published = {}  # (method, game) -> raw scores, read here straight from the shipped CSV
-  for r in csv.DictReader(io.StringIO(resources.files("dreamer.data").joinpath(
-      "atari100k_published_runs.csv").read_text())):
+  for r in csv.DictReader(
+    io.StringIO(resources.files("dreamer.data").joinpath("atari100k_published_runs.csv").read_text())
+  ):
     published.setdefault((r["method"], r["game"]), []).append(float(r["score"]))
   methods = list(dict.fromkeys(m for m, _ in published))
   hns = {}
@@ -234,8 +250,10 @@ def test_report_end_to_end(tmp_path):
     m, sd = sum(scores) / 2, math.sqrt(sum((s - sum(scores) / 2) ** 2 for s in scores))  # ddof=1, n=2
     hns[game] = [(s - lo) / (hi - lo) for s in scores]
     baseline_cells = " | ".join(f"{math.fsum(published[b, game]) / len(published[b, game]):.1f}" for b in methods)
-    row = (f"| {game} | {lo:.1f} | {hi:.1f} | {m:.1f} ± {sd:.1f} (2) | {(m - lo) / (hi - lo):.3f} | "
-           f"{sum(policy) / 2:.1f} | {baseline_cells} |")
+    row = (
+      f"| {game} | {lo:.1f} | {hi:.1f} | {m:.1f} ± {sd:.1f} (2) | {(m - lo) / (hi - lo):.3f} | "
+      f"{sum(policy) / 2:.1f} | {baseline_cells} |"
+    )
     assert row in md, row
 
   games = list(hns.values())
@@ -243,9 +261,15 @@ def test_report_end_to_end(tmp_path):
   assert ours["runs"] == 6 and summary["games"] == ["Breakout", "MsPacman", "Pong"]
   for name, fn in SLOW.items():
     assert ours["aggregates"][name]["value"] == pytest.approx(fn(games), abs=1e-12)
-  agg_row = "| **dreamer** (ours) | 6 (2 per game) | " + " | ".join(
+  agg_row = (
+    "| **dreamer** (ours) | 6 (2 per game) | "
+    + " | ".join(
       f"{ours['aggregates'][a]['value']:.3f} [{ours['aggregates'][a]['ci'][0]:.3f}, "
-      f"{ours['aggregates'][a]['ci'][1]:.3f}]" for a in stats.AGGREGATES) + " |"
+      f"{ours['aggregates'][a]['ci'][1]:.3f}]"
+      for a in stats.AGGREGATES
+    )
+    + " |"
+  )
   assert agg_row in md
   assert f"{slow_mean(games):.3f} [" in agg_row and f"{slow_iqm(games):.3f} [" in agg_row
   assert "## Aggregates on the 3 game(s) our runs cover" in md
@@ -268,12 +292,16 @@ def test_report_uneven_curves_and_baseline_choice(tmp_path):
   runs = tmp_path / "runs"
   repeated = result("Pong", 0, -3.0, -4.0, steps=(10000, 50000, 100000))
   repeated["eval_curve"].append(dict(repeated["eval_curve"][-1]))  # as a closing summary record repeats it
-  write_runs(runs, [repeated,
-                    result("Pong", 1, -1.0, -2.0, steps=(20000, 60000, 90000)),
-                    result("Pong", 2, 0.0, -1.0, steps=(20000, 60000, 90000))])
+  write_runs(
+    runs,
+    [
+      repeated,
+      result("Pong", 1, -1.0, -2.0, steps=(20000, 60000, 90000)),
+      result("Pong", 2, 0.0, -1.0, steps=(20000, 60000, 90000)),
+    ],
+  )
   out = tmp_path / "report"
-  summary = report.write_report([runs / "dreamer" / "Pong-seed0", runs / "dreamer"], out, reps=50,
-                                baselines=("SPR",))
+  summary = report.write_report([runs / "dreamer" / "Pong-seed0", runs / "dreamer"], out, reps=50, baselines=("SPR",))
   assert summary["methods"]["dreamer"]["runs"] == 3  # a run given twice counts once
   assert list(summary["baselines"]) == ["SPR"]
   curve = summary["methods"]["dreamer"]["curve"]
@@ -301,8 +329,7 @@ def test_report_two_methods_compare_on_shared_games(tmp_path):
   assert "## Aggregates on the 1 game(s) every method of ours covers" in md and "- wide also ran Alien" in md
   assert "| **wide** (ours) | 26 |" in md
 
-  write_runs(tmp_path / "apart", [result("Pong", 0, 1.0, 0.0, method="a"),
-                                  result("Qbert", 0, 1.0, 0.0, method="b")])
+  write_runs(tmp_path / "apart", [result("Pong", 0, 1.0, 0.0, method="a"), result("Qbert", 0, 1.0, 0.0, method="b")])
   with pytest.raises(ConfigError, match="share no game") as info:
     report.write_report([tmp_path / "apart"], tmp_path / "apart-report", reps=10)
   assert "\n" not in str(info.value)
@@ -326,24 +353,34 @@ def bad_cases(tmp_path):
   (dup / "copy").mkdir()
   (dup / "copy" / "result.json").write_text(json.dumps(good))
   return [
-      ("no result", dict(paths=[tmp_path / "empty"]), "no result.json found under"),
-      ("missing path", dict(paths=[tmp_path / "nowhere"]), "does not exist"),
-      ("not json", dict(paths=[run_dir("garbled", "{not json")]), "cannot read"),
-      ("not an object", dict(paths=[run_dir("list", [1, 2])]), "must hold a JSON object"),
-      ("missing key", dict(paths=[run_dir("missing", missing)]), "lacks key(s) final_score"),
-      ("wrong format", dict(paths=[run_dir("format", {**good, "format": "dreamer-bench-result/0"})]),
-       "only 'dreamer-bench-result/1' is allowed"),
-      ("bad score", dict(paths=[run_dir("score", {**good, "final_score": "high"})]), "'final_score' must be"),
-      ("curve order", dict(paths=[run_dir("order", result("Pong", 0, 1.0, 1.0, steps=(9, 5)))]),
-       "strictly increasing"),
-      ("curve clash", dict(paths=[run_dir("clash", {**good, "eval_curve": [{"env_steps": 5, "score": 1.0},
-                                                                           {"env_steps": 5, "score": 2.0}]})]),
-       "strictly increasing"),
-      ("unknown game", dict(paths=[run_dir("game", {**good, "game": "Pongg"})]),
-       "unknown Atari 100k game 'Pongg'"),
-      ("unknown baseline", dict(paths=[run_dir("base", good)], baselines=("Rainbow",)),
-       "unknown baseline 'Rainbow': allowed are SimPLe, DrQ(eps), SPR"),
-      ("duplicate", dict(paths=[dup]), "duplicate run"),
+    ("no result", dict(paths=[tmp_path / "empty"]), "no result.json found under"),
+    ("missing path", dict(paths=[tmp_path / "nowhere"]), "does not exist"),
+    ("not json", dict(paths=[run_dir("garbled", "{not json")]), "cannot read"),
+    ("not an object", dict(paths=[run_dir("list", [1, 2])]), "must hold a JSON object"),
+    ("missing key", dict(paths=[run_dir("missing", missing)]), "lacks key(s) final_score"),
+    (
+      "wrong format",
+      dict(paths=[run_dir("format", {**good, "format": "dreamer-bench-result/0"})]),
+      "only 'dreamer-bench-result/1' is allowed",
+    ),
+    ("bad score", dict(paths=[run_dir("score", {**good, "final_score": "high"})]), "'final_score' must be"),
+    ("curve order", dict(paths=[run_dir("order", result("Pong", 0, 1.0, 1.0, steps=(9, 5)))]), "strictly increasing"),
+    (
+      "curve clash",
+      dict(
+        paths=[
+          run_dir("clash", {**good, "eval_curve": [{"env_steps": 5, "score": 1.0}, {"env_steps": 5, "score": 2.0}]})
+        ]
+      ),
+      "strictly increasing",
+    ),
+    ("unknown game", dict(paths=[run_dir("game", {**good, "game": "Pongg"})]), "unknown Atari 100k game 'Pongg'"),
+    (
+      "unknown baseline",
+      dict(paths=[run_dir("base", good)], baselines=("Rainbow",)),
+      "unknown baseline 'Rainbow': allowed are SimPLe, DrQ(eps), SPR",
+    ),
+    ("duplicate", dict(paths=[dup]), "duplicate run"),
   ]
 
 

@@ -9,12 +9,12 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from helpers import assert_same_state
 
 from dreamer import checkpoint as ckpt_lib
 from dreamer import config as config_lib
 from dreamer.logger import read_metrics
 from dreamer.train import Diverged, load_checkpoint, train
-from helpers import assert_same_state
 
 # The debug preset, run to its end (no early stop), checkpointing every 16 updates: ~150 updates in all.
 OVERRIDES = ["stop_return=inf", "total_env_steps=800", "checkpoint_every_updates=16", "checkpoints_kept=3"]
@@ -63,11 +63,14 @@ def _delete_meta(step_dir: Path) -> None:
   shutil.rmtree(step_dir / "meta")
 
 
-@pytest.mark.parametrize("damage, message", [
+@pytest.mark.parametrize(
+  "damage, message",
+  [
     (_flip_state_byte, "is corrupt: its state arrays do not match the checksums"),
     (_truncate_params, "cannot be read"),
     (_delete_meta, "cannot be read"),
-])
+  ],
+)
 def test_unreadable_newest_checkpoint_is_reported_and_the_previous_one_used(straight, tmp_path, damage, message):
   run_dir, summary = straight
   copy = tmp_path / "run"
@@ -121,8 +124,10 @@ def test_resume_refuses_a_change_of_world_or_network_shape(straight):
 
 def _mount_tmpfs(where: Path, size: str) -> bool:
   where.mkdir()
-  ok = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
-                      capture_output=True).returncode == 0
+  ok = (
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True).returncode
+    == 0
+  )
   return ok
 
 
@@ -134,9 +139,9 @@ def test_full_disk_is_a_clear_error_that_corrupts_nothing(tmp_path):
   try:
     run = disk / "run"
     args = ["train", "--config", "debug", "--logdir", str(run), "--quiet"] + [
-        f"--set={o}" for o in OVERRIDES + ["replay_capacity=1600", "checkpoints_kept=10"]]
-    proc = subprocess.run([sys.executable, "-m", "dreamer.cli", *args], capture_output=True, text=True,
-                          timeout=300)
+      f"--set={o}" for o in OVERRIDES + ["replay_capacity=1600", "checkpoints_kept=10"]
+    ]
+    proc = subprocess.run([sys.executable, "-m", "dreamer.cli", *args], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1, proc.stderr[-2000:]
     err = proc.stderr.strip()
     assert "\n" not in err and err.startswith("dreamer: error:"), err[-2000:]

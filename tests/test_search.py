@@ -71,9 +71,9 @@ def test_recurrent_fn_prefix_resets_every_horizon_steps():
   model = TreeModel()
   fn = search.make_recurrent_fn(model, discount=1.0, horizon=2)
   emb = search.make_root(model, None, jnp.zeros((1, 1))).embedding
-  _, emb = fn(None, None, jnp.asarray([0]), emb)   # depth 1: prefix kept
+  _, emb = fn(None, None, jnp.asarray([0]), emb)  # depth 1: prefix kept
   assert float(emb.prefix[0]) == pytest.approx(1.0, abs=1e-4)
-  _, emb = fn(None, None, jnp.asarray([0]), emb)   # depth 2: reset
+  _, emb = fn(None, None, jnp.asarray([0]), emb)  # depth 2: reset
   assert float(emb.prefix[0]) == 0.0 and float(jnp.abs(emb.lstm.c).sum()) == 0.0
 
 
@@ -84,7 +84,8 @@ def test_search_picks_the_known_best_action(kind):
   obs = jnp.zeros((4, 1))
   root = search.make_root(model, None, obs)
   out = jax.jit(lambda k: search.run_search(model, config, None, k, root, temperature=0.0, noise=False))(
-      jax.random.PRNGKey(3))
+    jax.random.PRNGKey(3)
+  )
   np.testing.assert_array_equal(out.action, [1, 1, 1, 1])
   assert np.all(np.asarray(out.policy)[:, 1] > 0.5)
   # The root value is a visit-weighted mix of returns 3 and 1 and the root's own estimate 0.

@@ -1,9 +1,9 @@
 """Batched environments ("worlds") behind one numpy interface; see `worlds.base`.
 
-    world = worlds.make("toy:chain", num_envs=8, seed=0)   # or "gym:CartPole-v1", "atari:Pong", "minatar:Breakout"
-                                                            # related tasks: "toy:chain-mirror", "cartpole:long-pole"
-    obs = world.reset()              # [B, *spec.obs_shape]
-    step = world.step(actions)       # actions: int[B]
+world = worlds.make("toy:chain", num_envs=8, seed=0)   # or "gym:CartPole-v1", "atari:Pong", "minatar:Breakout"
+                                                        # related tasks: "toy:chain-mirror", "cartpole:long-pole"
+obs = world.reset()              # [B, *spec.obs_shape]
+step = world.step(actions)       # actions: int[B]
 """
 
 from worlds.atari import ATARI100K_GAMES, AtariWorld

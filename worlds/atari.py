@@ -66,322 +66,317 @@ _LUMA = np.array([9798, 19235, 3735], np.uint32)
 
 
 def _import_ale():
-    try:
-        import ale_py
-    except ImportError:
-        raise ImportError("atari worlds need ale-py: pip install ale-py") from None
-    return ale_py
+  try:
+    import ale_py
+  except ImportError:
+    raise ImportError("atari worlds need ale-py: pip install ale-py") from None
+  return ale_py
 
 
 def game_roms() -> dict[str, str]:
-    """CamelCase game name -> ale-py ROM id, for every single-player ROM ale-py ships
-    (e.g. 'MsPacman' -> 'ms_pacman', 'UpNDown' -> 'up_n_down')."""
-    roms = _import_ale().roms
-    # ale-py's own naming (ale_py.registration.rom_id_to_name), so names match gymnasium's ALE ids.
-    ids = [r for r in roms.get_all_rom_ids() if r not in _TWO_PLAYER_ROMS]
-    return {r.title().replace("_", ""): r for r in ids}
+  """CamelCase game name -> ale-py ROM id, for every single-player ROM ale-py ships
+  (e.g. 'MsPacman' -> 'ms_pacman', 'UpNDown' -> 'up_n_down')."""
+  roms = _import_ale().roms
+  # ale-py's own naming (ale_py.registration.rom_id_to_name), so names match gymnasium's ALE ids.
+  ids = [r for r in roms.get_all_rom_ids() if r not in _TWO_PLAYER_ROMS]
+  return {r.title().replace("_", ""): r for r in ids}
 
 
 def close_games(name: str, names: Any) -> list[str]:
-    """Up to 3 of `names` like `name`, ignoring case ('pong' finds 'Pong')."""
-    by_lower = {n.lower(): n for n in names}
-    return [by_lower[c] for c in difflib.get_close_matches(name.lower(), by_lower, n=3, cutoff=0.7)]
+  """Up to 3 of `names` like `name`, ignoring case ('pong' finds 'Pong')."""
+  by_lower = {n.lower(): n for n in names}
+  return [by_lower[c] for c in difflib.get_close_matches(name.lower(), by_lower, n=3, cutoff=0.7)]
 
 
 # ---------------------------------------------------------------- frames
 
 
 def area_matrix(n_out: int, n_in: int) -> np.ndarray:
-    """f64[n_out, n_in]: how much of output cell j each input pixel covers, rows summing
-    to 1. Shrinking n_in -> n_out pixels by area averaging is `out = R @ in`."""
-    lo = np.arange(n_out)[:, None] * (n_in / n_out)  # output cell j spans [lo_j, lo_j + n_in/n_out)
-    hi = lo + n_in / n_out
-    p = np.arange(n_in)[None, :]  # input pixel p spans [p, p+1)
-    return np.clip(np.minimum(hi, p + 1) - np.maximum(lo, p), 0.0, None) * (n_out / n_in)
+  """f64[n_out, n_in]: how much of output cell j each input pixel covers, rows summing
+  to 1. Shrinking n_in -> n_out pixels by area averaging is `out = R @ in`."""
+  lo = np.arange(n_out)[:, None] * (n_in / n_out)  # output cell j spans [lo_j, lo_j + n_in/n_out)
+  hi = lo + n_in / n_out
+  p = np.arange(n_in)[None, :]  # input pixel p spans [p, p+1)
+  return np.clip(np.minimum(hi, p + 1) - np.maximum(lo, p), 0.0, None) * (n_out / n_in)
 
 
 class AreaResize(NamedTuple):
-    """Separable area resize (cv2.INTER_AREA when shrinking) of uint8[H, W, C] to [S, S, C],
-    in exact integer arithmetic.
+  """Separable area resize (cv2.INTER_AREA when shrinking) of uint8[H, W, C] to [S, S, C],
+  in exact integer arithmetic.
 
-    Area matrices are block diagonal (every H/g input rows map to S/g output rows,
-    g = gcd(H, S)) and their weights in a block are multiples of g/H, so one integer
-    block per axis holds them. Applied tap by tap with numpy ufuncs, not matmul: BLAS
-    threads stall 10-300x when other processes hold the cores, and integers make the
-    result exact and machine independent.
-    """
+  Area matrices are block diagonal (every H/g input rows map to S/g output rows,
+  g = gcd(H, S)) and their weights in a block are multiples of g/H, so one integer
+  block per axis holds them. Applied tap by tap with numpy ufuncs, not matmul: BLAS
+  threads stall 10-300x when other processes hold the cores, and integers make the
+  result exact and machine independent.
+  """
 
-    ry: np.ndarray  # i64[S/gy, H/gy]  a diagonal block of area_matrix(S, H) * (H/gy)
-    rx: np.ndarray  # i64[S/gx, W/gx]  a diagonal block of area_matrix(S, W) * (W/gx)
-    size: int  # S
+  ry: np.ndarray  # i64[S/gy, H/gy]  a diagonal block of area_matrix(S, H) * (H/gy)
+  rx: np.ndarray  # i64[S/gx, W/gx]  a diagonal block of area_matrix(S, W) * (W/gx)
+  size: int  # S
 
 
 def make_area_resize(height: int, width: int, size: int) -> AreaResize:
-    def block(n_in: int) -> np.ndarray:
-        b_in = n_in // math.gcd(n_in, size)
-        r = area_matrix(size, n_in)[: size * b_in // n_in, :b_in] * b_in
-        return np.rint(r).astype(np.int64)  # exact: overlaps are multiples of 1/b_out
+  def block(n_in: int) -> np.ndarray:
+    b_in = n_in // math.gcd(n_in, size)
+    r = area_matrix(size, n_in)[: size * b_in // n_in, :b_in] * b_in
+    return np.rint(r).astype(np.int64)  # exact: overlaps are multiples of 1/b_out
 
-    return AreaResize(block(height), block(width), size)
+  return AreaResize(block(height), block(width), size)
 
 
 def area_resize(frames: np.ndarray, r: AreaResize) -> np.ndarray:
-    """uint8[N, H, W, C] -> uint8[N, S, S, C], the exact area average rounded to nearest,
-    ties to even (as cv2's cvRound; at 210x160 -> 96 or 64 there are no ties)."""
-    n, h, w, c = frames.shape
-    (sy, by), (sx, bx), s = r.ry.shape, r.rx.shape, r.size
-    d = by * bx  # outputs are (sum of integer-weighted pixels) / d; d = 175 at 96
-    dtype = np.uint16 if 255 * d + d // 2 < 2**16 else np.uint32
-    rows = _taps(frames.reshape(n, h // by, by, w * c), r.ry, dtype)  # [N, H/by, sy, W*C]
-    out = _taps(rows.reshape(n, s, w // bx, bx, c), r.rx, dtype)  # [N, S, W/bx, sx, C]
-    if d % 2:  # odd d: no ties
-        out += d // 2
-        out //= d
-    else:
-        q = out // d
-        twice_rem = 2 * (out - q * d)
-        q += (twice_rem > d) | ((twice_rem == d) & (q % 2 == 1))
-        out = q
-    return out.reshape(n, s, s, c).astype(np.uint8)
+  """uint8[N, H, W, C] -> uint8[N, S, S, C], the exact area average rounded to nearest,
+  ties to even (as cv2's cvRound; at 210x160 -> 96 or 64 there are no ties)."""
+  n, h, w, c = frames.shape
+  (_, by), (_, bx), s = r.ry.shape, r.rx.shape, r.size
+  d = by * bx  # outputs are (sum of integer-weighted pixels) / d; d = 175 at 96
+  dtype = np.uint16 if 255 * d + d // 2 < 2**16 else np.uint32
+  rows = _taps(frames.reshape(n, h // by, by, w * c), r.ry, dtype)  # [N, H/by, sy, W*C]
+  out = _taps(rows.reshape(n, s, w // bx, bx, c), r.rx, dtype)  # [N, S, W/bx, sx, C]
+  if d % 2:  # odd d: no ties
+    out += d // 2
+    out //= d
+  else:
+    q = out // d
+    twice_rem = 2 * (out - q * d)
+    q += (twice_rem > d) | ((twice_rem == d) & (q % 2 == 1))
+    out = q
+  return out.reshape(n, s, s, c).astype(np.uint8)
 
 
 def _taps(x: np.ndarray, m: np.ndarray, dtype: type) -> np.ndarray:
-    """x[..., b_in, K], m int[b_out, b_in] -> dtype[..., b_out, K], sum_i m[j, i] * x[..., i, :]."""
-    out = np.empty((*x.shape[:-2], m.shape[0], x.shape[-1]), dtype)
-    tmp = np.empty((*x.shape[:-2], x.shape[-1]), dtype)
-    for j, row in enumerate(m):
-        first, *rest = np.flatnonzero(row)
-        np.multiply(x[..., first, :], dtype(row[first]), out=out[..., j, :])
-        for i in rest:
-            np.multiply(x[..., i, :], dtype(row[i]), out=tmp)
-            out[..., j, :] += tmp
-    return out
+  """x[..., b_in, K], m int[b_out, b_in] -> dtype[..., b_out, K], sum_i m[j, i] * x[..., i, :]."""
+  out = np.empty((*x.shape[:-2], m.shape[0], x.shape[-1]), dtype)
+  tmp = np.empty((*x.shape[:-2], x.shape[-1]), dtype)
+  for j, row in enumerate(m):
+    first, *rest = np.flatnonzero(row)
+    np.multiply(x[..., first, :], dtype(row[first]), out=out[..., j, :])
+    for i in rest:
+      np.multiply(x[..., i, :], dtype(row[i]), out=tmp)
+      out[..., j, :] += tmp
+  return out
 
 
 def luma(frames: np.ndarray) -> np.ndarray:
-    """uint8[..., 3] RGB -> uint8[..., 1] grey, exactly as cv2.cvtColor(COLOR_RGB2GRAY)."""
-    y = (frames.astype(np.uint32) @ _LUMA + (1 << 14)) >> 15
-    return y.astype(np.uint8)[..., None]
+  """uint8[..., 3] RGB -> uint8[..., 1] grey, exactly as cv2.cvtColor(COLOR_RGB2GRAY)."""
+  y = (frames.astype(np.uint32) @ _LUMA + (1 << 14)) >> 15
+  return y.astype(np.uint8)[..., None]
 
 
 # ---------------------------------------------------------------- world
 
 
 class AtariWorld(World):
-    """B Atari games, one `ale_py.ALEInterface` each; see the module docstring.
+  """B Atari games, one `ale_py.ALEInterface` each; see the module docstring.
 
-    Observations uint8[B, frame_size, frame_size, C]; actions index the minimal
-    action set (or all 18 with `full_action_set`). `_step_all` reports the true
-    score and game ends, so Step.episode_return is the game score in both modes.
-    """
+  Observations uint8[B, frame_size, frame_size, C]; actions index the minimal
+  action set (or all 18 with `full_action_set`). `_step_all` reports the true
+  score and game ends, so Step.episode_return is the game score in both modes.
+  """
 
-    def __init__(
-        self,
-        game: str,
-        num_envs: int,
-        seed: int = 0,
-        *,
-        frame_skip: int = 4,
-        noop_max: int = 30,
-        sticky_actions: float = 0.0,
-        full_action_set: bool = False,
-        mode: str = "train",
-        max_steps: int = 27_000,
-        frame_size: int = 96,
-        grayscale: bool = False,
-    ) -> None:
-        super().__init__(num_envs, seed)
-        _check_int("frame_skip", frame_skip, 1)
-        _check_int("noop_max", noop_max, 0)
-        _check_int("max_steps", max_steps, 1)
-        shrink = " (area resizing only shrinks the 210x160 screen)"
-        _check_int("frame_size", frame_size, 8, 160, shrink)
-        p = sticky_actions
-        if isinstance(p, bool) or not isinstance(p, (int, float, np.number)) or not 0.0 <= p <= 1.0:
-            raise ValueError(f"sticky_actions must be a probability in [0, 1], got {p!r}")
-        if mode not in _MODES:
-            raise ValueError(f"mode must be 'train' or 'eval', got {mode!r}")
-        for name, v in (("full_action_set", full_action_set), ("grayscale", grayscale)):
-            if not isinstance(v, (bool, np.bool_)):
-                raise ValueError(f"{name} must be True or False, got {v!r}")
-        roms = game_roms()
-        if game not in roms:
-            close = close_games(game, roms)
-            hint = f"did you mean {' or '.join(map(repr, close))}?" if close else "e.g. 'Pong'"
-            raise ValueError(f"unknown Atari game {game!r} (CamelCase ale-py ROM names): {hint}")
+  def __init__(
+    self,
+    game: str,
+    num_envs: int,
+    seed: int = 0,
+    *,
+    frame_skip: int = 4,
+    noop_max: int = 30,
+    sticky_actions: float = 0.0,
+    full_action_set: bool = False,
+    mode: str = "train",
+    max_steps: int = 27_000,
+    frame_size: int = 96,
+    grayscale: bool = False,
+  ) -> None:
+    super().__init__(num_envs, seed)
+    _check_int("frame_skip", frame_skip, 1)
+    _check_int("noop_max", noop_max, 0)
+    _check_int("max_steps", max_steps, 1)
+    shrink = " (area resizing only shrinks the 210x160 screen)"
+    _check_int("frame_size", frame_size, 8, 160, shrink)
+    p = sticky_actions
+    if isinstance(p, bool) or not isinstance(p, (int, float, np.number)) or not 0.0 <= p <= 1.0:
+      raise ValueError(f"sticky_actions must be a probability in [0, 1], got {p!r}")
+    if mode not in _MODES:
+      raise ValueError(f"mode must be 'train' or 'eval', got {mode!r}")
+    for name, v in (("full_action_set", full_action_set), ("grayscale", grayscale)):
+      if not isinstance(v, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False, got {v!r}")
+    roms = game_roms()
+    if game not in roms:
+      close = close_games(game, roms)
+      hint = f"did you mean {' or '.join(map(repr, close))}?" if close else "e.g. 'Pong'"
+      raise ValueError(f"unknown Atari game {game!r} (CamelCase ale-py ROM names): {hint}")
 
-        self.game, self.rom = game, roms[game]
-        self.frame_skip, self.noop_max = int(frame_skip), int(noop_max)
-        self.sticky_actions, self.full_action_set = float(sticky_actions), bool(full_action_set)
-        self.mode, self.max_steps = mode, int(max_steps)
-        self.frame_size, self.grayscale = int(frame_size), bool(grayscale)
+    self.game, self.rom = game, roms[game]
+    self.frame_skip, self.noop_max = int(frame_skip), int(noop_max)
+    self.sticky_actions, self.full_action_set = float(sticky_actions), bool(full_action_set)
+    self.mode, self.max_steps = mode, int(max_steps)
+    self.frame_size, self.grayscale = int(frame_size), bool(grayscale)
 
-        B, ale_py = self.num_envs, _import_ale()
-        # Process-wide; set before the first ALEInterface, which would print a banner.
-        ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)
-        self._rom_path = str(ale_py.roms.get_rom_path(self.rom))
-        self._ales = [ale_py.ALEInterface() for _ in range(B)]
-        self._loaded = [False] * B  # ROMs load on reset/set_state (~0.1 s each)
-        self._load(0, self.seed)  # the first env tells the action set and screen size
-        first = self._ales[0]
-        acts = first.getLegalActionSet() if self.full_action_set else first.getMinimalActionSet()
-        self._actions = [a.value for a in acts]  # agent action k -> ALE action id
-        h, w = first.getScreenDims()
-        shape = (self.frame_size, self.frame_size, 1 if self.grayscale else 3)
-        self._resize = make_area_resize(h, w, self.frame_size)
-        self._spec = Spec(shape, np.dtype(np.uint8), len(acts))
+    B, ale_py = self.num_envs, _import_ale()
+    # Process-wide; set before the first ALEInterface, which would print a banner.
+    ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)
+    self._rom_path = str(ale_py.roms.get_rom_path(self.rom))
+    self._ales = [ale_py.ALEInterface() for _ in range(B)]
+    self._loaded = [False] * B  # ROMs load on reset/set_state (~0.1 s each)
+    self._load(0, self.seed)  # the first env tells the action set and screen size
+    first = self._ales[0]
+    acts = first.getLegalActionSet() if self.full_action_set else first.getMinimalActionSet()
+    self._actions = [a.value for a in acts]  # agent action k -> ALE action id
+    h, w = first.getScreenDims()
+    shape = (self.frame_size, self.frame_size, 1 if self.grayscale else 3)
+    self._resize = make_area_resize(h, w, self.frame_size)
+    self._spec = Spec(shape, np.dtype(np.uint8), len(acts))
 
-        self._rngs = [np.random.default_rng(_env_seed(self.seed, i)) for i in range(B)]  # no-ops
-        self._sticky_rngs = [np.random.default_rng([_env_seed(self.seed, i), 1]) for i in range(B)]
-        self._last_action = np.zeros(B, np.int64)  # [B] ALE action id of the last frame
-        self._frames = np.zeros((B, 2, h, w, 3), np.uint8)  # [B, 2, H, W, 3] two latest RGB screens
-        self._newest = np.zeros(B, np.int64)  # [B] which of the two is the latest
-        self._lives = np.zeros(B, np.int64)  # [B] lives at the last step (train mode)
-        self._t = np.zeros(B, np.int64)  # [B] steps into the current game
-        self._game_over = np.zeros(B, bool)  # [B] set by _step_all for _reset_done
+    self._rngs = [np.random.default_rng(_env_seed(self.seed, i)) for i in range(B)]  # no-ops
+    self._sticky_rngs = [np.random.default_rng([_env_seed(self.seed, i), 1]) for i in range(B)]
+    self._last_action = np.zeros(B, np.int64)  # [B] ALE action id of the last frame
+    self._frames = np.zeros((B, 2, h, w, 3), np.uint8)  # [B, 2, H, W, 3] two latest RGB screens
+    self._newest = np.zeros(B, np.int64)  # [B] which of the two is the latest
+    self._lives = np.zeros(B, np.int64)  # [B] lives at the last step (train mode)
+    self._t = np.zeros(B, np.int64)  # [B] steps into the current game
+    self._game_over = np.zeros(B, bool)  # [B] set by _step_all for _reset_done
 
-    @property
-    def spec(self) -> Spec:
-        return self._spec
+  @property
+  def spec(self) -> Spec:
+    return self._spec
 
-    def __repr__(self) -> str:
-        return (
-            f"AtariWorld({self.game!r}, num_envs={self.num_envs}, mode={self.mode!r}, "
-            f"spec={self.spec})"
-        )
+  def __repr__(self) -> str:
+    return f"AtariWorld({self.game!r}, num_envs={self.num_envs}, mode={self.mode!r}, spec={self.spec})"
 
-    # ------------------------------------------------------------ emulator
+  # ------------------------------------------------------------ emulator
 
-    def _load(self, i: int, seed: int) -> None:
-        ale = self._ales[i]
-        ale.setInt("random_seed", _env_seed(seed, i))  # settings are read by loadROM
-        ale.setFloat("repeat_action_probability", 0.0)  # we make actions sticky ourselves
-        ale.loadROM(self._rom_path)
-        self._loaded[i] = True
+  def _load(self, i: int, seed: int) -> None:
+    ale = self._ales[i]
+    ale.setInt("random_seed", _env_seed(seed, i))  # settings are read by loadROM
+    ale.setFloat("repeat_action_probability", 0.0)  # we make actions sticky ourselves
+    ale.loadROM(self._rom_path)
+    self._loaded[i] = True
 
-    def _emulate(self, i: int, action: int) -> tuple[float, bool]:
-        """`frame_skip` frames of ALE action id `action` in env i -> (summed reward, game over)."""
-        ale, frames, k = self._ales[i], self._frames[i], int(self._newest[i])
-        p, rng, last = self.sticky_actions, self._sticky_rngs[i], int(self._last_action[i])
-        total = 0.0
-        for _ in range(self.frame_skip):
-            if p == 0.0 or rng.random() >= p:  # else repeat the previous frame's action
-                last = action
-            total += ale.act(last)
-            k ^= 1
-            ale.getScreenRGB(frames[k])
-            if ale.game_over():
-                break
-        self._newest[i], self._last_action[i] = k, last
-        return total, ale.game_over()
+  def _emulate(self, i: int, action: int) -> tuple[float, bool]:
+    """`frame_skip` frames of ALE action id `action` in env i -> (summed reward, game over)."""
+    ale, frames, k = self._ales[i], self._frames[i], int(self._newest[i])
+    p, rng, last = self.sticky_actions, self._sticky_rngs[i], int(self._last_action[i])
+    total = 0.0
+    for _ in range(self.frame_skip):
+      if p == 0.0 or rng.random() >= p:  # else repeat the previous frame's action
+        last = action
+      total += ale.act(last)
+      k ^= 1
+      ale.getScreenRGB(frames[k])
+      if ale.game_over():
+        break
+    self._newest[i], self._last_action[i] = k, last
+    return total, ale.game_over()
 
-    def _new_game(self, i: int) -> None:
-        ale = self._ales[i]
+  def _new_game(self, i: int) -> None:
+    ale = self._ales[i]
+    ale.reset_game()
+    self._last_action[i] = _NOOP  # also the no-ops' effective action, sticky or not
+    n = int(self._rngs[i].integers(1, self.noop_max + 1)) if self.noop_max > 0 else 0
+    for _ in range(n):
+      ale.act(_NOOP)
+      if ale.game_over():
         ale.reset_game()
-        self._last_action[i] = _NOOP  # also the no-ops' effective action, sticky or not
-        n = int(self._rngs[i].integers(1, self.noop_max + 1)) if self.noop_max > 0 else 0
-        for _ in range(n):
-            ale.act(_NOOP)
-            if ale.game_over():
-                ale.reset_game()
-        ale.getScreenRGB(self._frames[i, 0])
-        self._frames[i, 1] = self._frames[i, 0]  # so the max-pooled obs is this screen
-        self._lives[i] = ale.lives()
-        self._t[i] = 0
+    ale.getScreenRGB(self._frames[i, 0])
+    self._frames[i, 1] = self._frames[i, 0]  # so the max-pooled obs is this screen
+    self._lives[i] = ale.lives()
+    self._t[i] = 0
 
-    def _observe(self, envs: np.ndarray | slice) -> np.ndarray:
-        """uint8[N, S, S, C] observations of `envs` from their two latest screens."""
-        frames = np.maximum(self._frames[envs, 0], self._frames[envs, 1])  # [N, H, W, 3]
-        if self.grayscale:
-            frames = luma(frames)
-        return area_resize(frames, self._resize)
+  def _observe(self, envs: np.ndarray | slice) -> np.ndarray:
+    """uint8[N, S, S, C] observations of `envs` from their two latest screens."""
+    frames = np.maximum(self._frames[envs, 0], self._frames[envs, 1])  # [N, H, W, 3]
+    if self.grayscale:
+      frames = luma(frames)
+    return area_resize(frames, self._resize)
 
-    # ------------------------------------------------------------ hooks
+  # ------------------------------------------------------------ hooks
 
-    def _reset_all(self, seed: int) -> np.ndarray:
-        for i in range(self.num_envs):
-            self._load(i, seed)
-            self._rngs[i] = np.random.default_rng(_env_seed(seed, i))
-            self._sticky_rngs[i] = np.random.default_rng([_env_seed(seed, i), 1])
-            self._new_game(i)
-        return self._observe(slice(None))
+  def _reset_all(self, seed: int) -> np.ndarray:
+    for i in range(self.num_envs):
+      self._load(i, seed)
+      self._rngs[i] = np.random.default_rng(_env_seed(seed, i))
+      self._sticky_rngs[i] = np.random.default_rng([_env_seed(seed, i), 1])
+      self._new_game(i)
+    return self._observe(slice(None))
 
-    def _step_all(self, action: np.ndarray):
-        B, train = self.num_envs, self.mode == "train"
-        raw = np.zeros(B, np.float64)  # [B] summed reward of the agent's action
-        over = np.zeros(B, bool)  # [B] ALE says the game is over
-        for i in range(B):
-            raw[i], over[i] = self._emulate(i, self._actions[action[i]])
-        self._t += 1
-        obs = self._observe(slice(None))
+  def _step_all(self, action: np.ndarray):
+    B, train = self.num_envs, self.mode == "train"
+    raw = np.zeros(B, np.float64)  # [B] summed reward of the agent's action
+    over = np.zeros(B, bool)  # [B] ALE says the game is over
+    for i in range(B):
+      raw[i], over[i] = self._emulate(i, self._actions[action[i]])
+    self._t += 1
+    obs = self._observe(slice(None))
 
-        lives = np.array([ale.lives() for ale in self._ales], np.int64)
-        life_lost = train & (lives < self._lives) & (lives > 0)  # EpisodicLifeEnv's test
-        self._lives = lives
-        score = raw.copy()
-        for i in np.flatnonzero(life_lost & ~over & (self._t < self.max_steps)):
-            # The next episode's first step (EpisodicLifeEnv.reset's step(0)); see the docstring.
-            r, over[i] = self._emulate(i, _NOOP)
-            score[i] += r
-            self._t[i] += 1
-            self._lives[i] = self._ales[i].lives()
-        out_of_time = self._t >= self.max_steps
-        terminated = over | life_lost
-        truncated = out_of_time & ~terminated
-        self._game_over = over | out_of_time
-        reward = np.sign(raw) if train else raw
-        reward, score = reward.astype(np.float32), score.astype(np.float32)
-        return obs, reward, terminated, truncated, score, self._game_over.copy()
+    lives = np.array([ale.lives() for ale in self._ales], np.int64)
+    life_lost = train & (lives < self._lives) & (lives > 0)  # EpisodicLifeEnv's test
+    self._lives = lives
+    score = raw.copy()
+    for i in np.flatnonzero(life_lost & ~over & (self._t < self.max_steps)):
+      # The next episode's first step (EpisodicLifeEnv.reset's step(0)); see the docstring.
+      r, over[i] = self._emulate(i, _NOOP)
+      score[i] += r
+      self._t[i] += 1
+      self._lives[i] = self._ales[i].lives()
+    out_of_time = self._t >= self.max_steps
+    terminated = over | life_lost
+    truncated = out_of_time & ~terminated
+    self._game_over = over | out_of_time
+    reward = np.sign(raw) if train else raw
+    reward, score = reward.astype(np.float32), score.astype(np.float32)
+    return obs, reward, terminated, truncated, score, self._game_over.copy()
 
-    def _reset_done(self, done: np.ndarray) -> np.ndarray:
-        envs = np.flatnonzero(done)
-        for i in envs:
-            if self._game_over[i]:
-                self._new_game(i)
-            # else: a lost life; its no-op step already ran and its screens are the latest
-        return self._observe(envs)
+  def _reset_done(self, done: np.ndarray) -> np.ndarray:
+    envs = np.flatnonzero(done)
+    for i in envs:
+      if self._game_over[i]:
+        self._new_game(i)
+      # else: a lost life; its no-op step already ran and its screens are the latest
+    return self._observe(envs)
 
-    # ------------------------------------------------------------ state
+  # ------------------------------------------------------------ state
 
-    def _get_state(self) -> dict[str, Any]:
-        return {
-            "game": self.game,
-            "ale": [ale.cloneState(include_rng=True).serialize() for ale in self._ales],
-            "rng": [g.bit_generator.state for g in self._rngs],
-            "sticky_rng": [g.bit_generator.state for g in self._sticky_rngs],
-            "last_action": self._last_action.copy(),
-            "frames": self._frames.copy(),
-            "newest": self._newest.copy(),
-            "lives": self._lives.copy(),
-            "t": self._t.copy(),
-        }
+  def _get_state(self) -> dict[str, Any]:
+    return {
+      "game": self.game,
+      "ale": [ale.cloneState(include_rng=True).serialize() for ale in self._ales],
+      "rng": [g.bit_generator.state for g in self._rngs],
+      "sticky_rng": [g.bit_generator.state for g in self._sticky_rngs],
+      "last_action": self._last_action.copy(),
+      "frames": self._frames.copy(),
+      "newest": self._newest.copy(),
+      "lives": self._lives.copy(),
+      "t": self._t.copy(),
+    }
 
-    def _set_state(self, state: dict[str, Any]) -> None:
-        if state["game"] != self.game:
-            raise WorldStateError(
-                f"saved world state is for atari:{state['game']}, this world is atari:{self.game}"
-            )
-        ale_py = _import_ale()
-        for i, (ale, blob) in enumerate(zip(self._ales, state["ale"])):
-            if not self._loaded[i]:
-                self._load(i, self.seed)  # restoreState needs the ROM; the RNG comes from the state
-            ale.restoreState(ale_py.ALEState(blob))  # ALEState(bytes) inverts .serialize()
-        for g, s in zip(self._rngs + self._sticky_rngs, state["rng"] + state["sticky_rng"]):
-            g.bit_generator.state = s
-        self._last_action[:] = state["last_action"]
-        self._frames[:] = state["frames"]
-        self._newest[:], self._lives[:], self._t[:] = state["newest"], state["lives"], state["t"]
+  def _set_state(self, state: dict[str, Any]) -> None:
+    if state["game"] != self.game:
+      raise WorldStateError(f"saved world state is for atari:{state['game']}, this world is atari:{self.game}")
+    ale_py = _import_ale()
+    for i, (ale, blob) in enumerate(zip(self._ales, state["ale"])):
+      if not self._loaded[i]:
+        self._load(i, self.seed)  # restoreState needs the ROM; the RNG comes from the state
+      ale.restoreState(ale_py.ALEState(blob))  # ALEState(bytes) inverts .serialize()
+    for g, s in zip(self._rngs + self._sticky_rngs, state["rng"] + state["sticky_rng"]):
+      g.bit_generator.state = s
+    self._last_action[:] = state["last_action"]
+    self._frames[:] = state["frames"]
+    self._newest[:], self._lives[:], self._t[:] = state["newest"], state["lives"], state["t"]
 
-    def close(self) -> None:
-        self._ales = []  # ALEInterface frees its emulator when collected
+  def close(self) -> None:
+    self._ales = []  # ALEInterface frees its emulator when collected
 
 
 def _env_seed(seed: int, i: int) -> int:
-    return (seed + i) % 2**31  # ALE's random_seed is a C int
+  return (seed + i) % 2**31  # ALE's random_seed is a C int
 
 
 def _check_int(name: str, v: Any, lo: int, hi: int | None = None, why: str = "") -> None:
-    is_int = isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-    if not is_int or v < lo or (hi is not None and v > hi):
-        allowed = f"an integer >= {lo}" if hi is None else f"an integer in [{lo}, {hi}]"
-        raise ValueError(f"{name} must be {allowed}{why}, got {v!r}")
+  is_int = isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+  if not is_int or v < lo or (hi is not None and v > hi):
+    allowed = f"an integer >= {lo}" if hi is None else f"an integer in [{lo}, {hi}]"
+    raise ValueError(f"{name} must be {allowed}{why}, got {v!r}")

@@ -41,208 +41,204 @@ import numpy as np
 
 
 def check_num_envs(num_envs: Any) -> None:
-    """Raise a clear ValueError unless num_envs is an integer >= 1."""
-    ok = isinstance(num_envs, (int, np.integer)) and not isinstance(num_envs, bool)
-    if not ok or num_envs < 1:
-        raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
+  """Raise a clear ValueError unless num_envs is an integer >= 1."""
+  ok = isinstance(num_envs, (int, np.integer)) and not isinstance(num_envs, bool)
+  if not ok or num_envs < 1:
+    raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
 
 
 class WorldStateError(RuntimeError):
-    """This world cannot capture or restore its state (e.g. an unpicklable gymnasium env)."""
+  """This world cannot capture or restore its state (e.g. an unpicklable gymnasium env)."""
 
 
 class Spec(NamedTuple):
-    """Static description of a world's observations and actions."""
+  """Static description of a world's observations and actions."""
 
-    obs_shape: tuple[int, ...]  # shape of ONE env's observation
-    obs_dtype: np.dtype  # e.g. np.float32 (vectors) or np.uint8 (pixels)
-    num_actions: int  # actions are 0 .. num_actions-1
+  obs_shape: tuple[int, ...]  # shape of ONE env's observation
+  obs_dtype: np.dtype  # e.g. np.float32 (vectors) or np.uint8 (pixels)
+  num_actions: int  # actions are 0 .. num_actions-1
 
 
 class Step(NamedTuple):
-    """Result of `World.step` for all B envs."""
+  """Result of `World.step` for all B envs."""
 
-    obs: np.ndarray  # [B, *obs_shape]  obs to act on next (post auto-reset)
-    reward: np.ndarray  # f32[B]
-    terminated: np.ndarray  # bool[B]  the MDP reached a terminal state
-    truncated: np.ndarray  # bool[B]  cut off (time limit); do bootstrap
-    final_obs: np.ndarray  # [B, *obs_shape]  last obs of the ended episode; == obs where none ended
-    # Per GAME (see module docstring), not per episode: equal unless the world
-    # reports game_over separately (Atari train mode: lives are episodes).
-    episode_return: np.ndarray  # f32[B]  summed score of the game that ended, NaN where none ended
-    episode_length: np.ndarray  # i32[B]  agent steps of the game that ended, 0 where none ended
+  obs: np.ndarray  # [B, *obs_shape]  obs to act on next (post auto-reset)
+  reward: np.ndarray  # f32[B]
+  terminated: np.ndarray  # bool[B]  the MDP reached a terminal state
+  truncated: np.ndarray  # bool[B]  cut off (time limit); do bootstrap
+  final_obs: np.ndarray  # [B, *obs_shape]  last obs of the ended episode; == obs where none ended
+  # Per GAME (see module docstring), not per episode: equal unless the world
+  # reports game_over separately (Atari train mode: lives are episodes).
+  episode_return: np.ndarray  # f32[B]  summed score of the game that ended, NaN where none ended
+  episode_length: np.ndarray  # i32[B]  agent steps of the game that ended, 0 where none ended
 
 
 class World(abc.ABC):
-    """B environments stepped in lockstep with auto-reset.
+  """B environments stepped in lockstep with auto-reset.
 
-    `seed` given to the constructor is only the default for `reset()`; nothing
-    is random before `reset` is called.
+  `seed` given to the constructor is only the default for `reset()`; nothing
+  is random before `reset` is called.
+  """
+
+  num_envs: int
+  # Best achievable undiscounted episode return when known (toy worlds), else
+  # None, so `getattr(world, "optimal_return", None)` works for any world.
+  optimal_return: float | None = None
+
+  def __init__(self, num_envs: int, seed: int = 0) -> None:
+    check_num_envs(num_envs)
+    self.num_envs = int(num_envs)
+    self.seed = int(seed)
+    self._ep_return = np.zeros(self.num_envs, np.float64)  # f64 so long sums don't drift
+    self._ep_length = np.zeros(self.num_envs, np.int32)
+    self._needs_reset = True
+
+  # ------------------------------------------------------------------ API
+
+  @property
+  @abc.abstractmethod
+  def spec(self) -> Spec:
+    """Observation shape/dtype and number of actions."""
+
+  def reset(self, seed: int | None = None) -> np.ndarray:
+    """Start fresh episodes in all envs; returns obs [B, *obs_shape].
+
+    Env i is seeded from `seed + i` (defaults to the constructor's seed), so
+    the same seed and the same actions reproduce the same trajectories.
+    """
+    seed = self.seed if seed is None else int(seed)
+    obs = self._check_obs(self._reset_all(seed), "_reset_all")
+    self._ep_return[:] = 0.0
+    self._ep_length[:] = 0
+    self._needs_reset = False
+    return obs.copy()  # callers may keep it; never alias internal buffers
+
+  def step(self, action: np.ndarray) -> Step:
+    """Advance every env by one step with `action` int[B]; auto-resets ended envs."""
+    if self._needs_reset:
+      raise RuntimeError(f"{type(self).__name__}.step() called before reset()")
+    action = self._check_action(action)
+    out = self._step_all(action)
+    name = type(self).__name__
+    if len(out) not in (4, 6):
+      raise TypeError(f"{name}._step_all returned {len(out)} values, expected 4 or 6")
+    B = self.num_envs
+    next_obs = self._check_obs(out[0], "_step_all")
+    reward = np.asarray(out[1], np.float32).reshape(B)
+    terminated = np.asarray(out[2], bool).reshape(B)
+    truncated = np.asarray(out[3], bool).reshape(B)
+    done = terminated | truncated
+    if len(out) == 6:
+      score = np.asarray(out[4], np.float32).reshape(B)
+      game_over = np.asarray(out[5], bool).reshape(B)
+      if (game_over & ~done).any():  # a game can only end where its episode ends
+        i = int(np.argmax(game_over & ~done))
+        raise TypeError(f"{name}._step_all ended env {i}'s game but not its episode")
+    else:
+      score, game_over = reward, done
+
+    self._ep_return += score
+    self._ep_length += 1
+    episode_return = np.where(game_over, self._ep_return, np.nan).astype(np.float32)
+    episode_length = np.where(game_over, self._ep_length, 0).astype(np.int32)
+    self._ep_return[game_over] = 0.0
+    self._ep_length[game_over] = 0
+
+    final_obs = next_obs.copy()
+    obs = next_obs.copy()
+    if done.any():
+      obs[done] = self._check_obs(self._reset_done(done), "_reset_done", int(done.sum()))
+    return Step(obs, reward, terminated, truncated, final_obs, episode_return, episode_length)
+
+  def get_state(self) -> bytes:
+    """Everything needed to continue the current episodes exactly, as bytes.
+
+    Raises WorldStateError if this world cannot be captured.
+    """
+    try:
+      return pickle.dumps(
+        (self._ep_return, self._ep_length, self._needs_reset, self._get_state()),
+        protocol=pickle.HIGHEST_PROTOCOL,
+      )
+    except Exception as e:  # pickling errors come in many types
+      raise WorldStateError(f"{type(self).__name__} cannot save its state: {e}") from None
+
+  def set_state(self, state: bytes) -> None:
+    """Restore what `get_state` captured (from a world built with the same arguments)."""
+    try:
+      ep_return, ep_length, needs_reset, own = pickle.loads(state)
+    except Exception as e:
+      raise WorldStateError(f"{type(self).__name__} cannot read a saved state: {e}") from None
+    if ep_return.shape != self._ep_return.shape:
+      raise WorldStateError(f"saved world state holds {ep_return.shape[0]} envs, this world has {self.num_envs}")
+    self._ep_return[:], self._ep_length[:] = ep_return, ep_length
+    self._needs_reset = bool(needs_reset)
+    self._set_state(own)
+
+  def close(self) -> None:  # noqa: B027 - an optional hook: most worlds hold nothing to release
+    """Release resources (subprocesses, emulators, windows). Idempotent."""
+
+  def __enter__(self) -> World:
+    return self
+
+  def __exit__(self, *exc: Any) -> None:
+    self.close()
+
+  def __repr__(self) -> str:
+    return f"{type(self).__name__}(num_envs={self.num_envs}, spec={self.spec})"
+
+  # ---------------------------------------------------------- subclass hooks
+
+  @abc.abstractmethod
+  def _reset_all(self, seed: int) -> np.ndarray:
+    """Reset all envs, env i seeded from `seed + i`; returns obs [B, *obs_shape]."""
+
+  @abc.abstractmethod
+  def _step_all(self, action: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Step all envs WITHOUT resetting; action is a validated int64[B].
+
+    Returns (obs [B, *obs_shape], reward [B], terminated bool[B], truncated bool[B])
+    or those plus (score f32[B], game_over bool[B]) for worlds whose games
+    outlast episodes (see the module docstring); obs[i] is the last
+    observation of env i's episode if it just ended.
     """
 
-    num_envs: int
-    # Best achievable undiscounted episode return when known (toy worlds), else
-    # None, so `getattr(world, "optimal_return", None)` works for any world.
-    optimal_return: float | None = None
+  @abc.abstractmethod
+  def _reset_done(self, done: np.ndarray) -> np.ndarray:
+    """Start new episodes in envs where `done` (bool[B]) without reseeding
+    (the envs' RNG continues, keeping runs deterministic given the reset seed).
+    A new episode need not be a new game (Atari after a lost life continues it).
+    Returns first obs [done.sum(), *obs_shape] in env order."""
 
-    def __init__(self, num_envs: int, seed: int = 0) -> None:
-        check_num_envs(num_envs)
-        self.num_envs = int(num_envs)
-        self.seed = int(seed)
-        self._ep_return = np.zeros(self.num_envs, np.float64)  # f64 so long sums don't drift
-        self._ep_length = np.zeros(self.num_envs, np.int32)
-        self._needs_reset = True
+  def _get_state(self) -> Any:
+    """The subclass's own picklable state (default: none)."""
+    return None
 
-    # ------------------------------------------------------------------ API
+  def _set_state(self, state: Any) -> None:  # noqa: B027 - an optional hook, as _get_state
+    """Restore what `_get_state` returned."""
 
-    @property
-    @abc.abstractmethod
-    def spec(self) -> Spec:
-        """Observation shape/dtype and number of actions."""
+  # ---------------------------------------------------------------- checks
 
-    def reset(self, seed: int | None = None) -> np.ndarray:
-        """Start fresh episodes in all envs; returns obs [B, *obs_shape].
+  def _check_action(self, action: Any) -> np.ndarray:
+    a = np.asarray(action)
+    if a.shape != (self.num_envs,):
+      raise ValueError(f"action must have shape ({self.num_envs},) (one per env), got shape {a.shape}")
+    if not np.issubdtype(a.dtype, np.integer):
+      raise ValueError(f"action must be an integer array, got dtype {a.dtype}")
+    n = self.spec.num_actions
+    bad = (a < 0) | (a >= n)
+    if bad.any():
+      i = int(np.argmax(bad))
+      raise ValueError(f"action out of range [0, {n}): env {i} got {a[i]}")
+    return a.astype(np.int64)
 
-        Env i is seeded from `seed + i` (defaults to the constructor's seed), so
-        the same seed and the same actions reproduce the same trajectories.
-        """
-        seed = self.seed if seed is None else int(seed)
-        obs = self._check_obs(self._reset_all(seed), "_reset_all")
-        self._ep_return[:] = 0.0
-        self._ep_length[:] = 0
-        self._needs_reset = False
-        return obs.copy()  # callers may keep it; never alias internal buffers
-
-    def step(self, action: np.ndarray) -> Step:
-        """Advance every env by one step with `action` int[B]; auto-resets ended envs."""
-        if self._needs_reset:
-            raise RuntimeError(f"{type(self).__name__}.step() called before reset()")
-        action = self._check_action(action)
-        out = self._step_all(action)
-        name = type(self).__name__
-        if len(out) not in (4, 6):
-            raise TypeError(f"{name}._step_all returned {len(out)} values, expected 4 or 6")
-        B = self.num_envs
-        next_obs = self._check_obs(out[0], "_step_all")
-        reward = np.asarray(out[1], np.float32).reshape(B)
-        terminated = np.asarray(out[2], bool).reshape(B)
-        truncated = np.asarray(out[3], bool).reshape(B)
-        done = terminated | truncated
-        if len(out) == 6:
-            score = np.asarray(out[4], np.float32).reshape(B)
-            game_over = np.asarray(out[5], bool).reshape(B)
-            if (game_over & ~done).any():  # a game can only end where its episode ends
-                i = int(np.argmax(game_over & ~done))
-                raise TypeError(f"{name}._step_all ended env {i}'s game but not its episode")
-        else:
-            score, game_over = reward, done
-
-        self._ep_return += score
-        self._ep_length += 1
-        episode_return = np.where(game_over, self._ep_return, np.nan).astype(np.float32)
-        episode_length = np.where(game_over, self._ep_length, 0).astype(np.int32)
-        self._ep_return[game_over] = 0.0
-        self._ep_length[game_over] = 0
-
-        final_obs = next_obs.copy()
-        obs = next_obs.copy()
-        if done.any():
-            obs[done] = self._check_obs(self._reset_done(done), "_reset_done", int(done.sum()))
-        return Step(obs, reward, terminated, truncated, final_obs, episode_return, episode_length)
-
-    def get_state(self) -> bytes:
-        """Everything needed to continue the current episodes exactly, as bytes.
-
-        Raises WorldStateError if this world cannot be captured.
-        """
-        try:
-            return pickle.dumps(
-                (self._ep_return, self._ep_length, self._needs_reset, self._get_state()),
-                protocol=pickle.HIGHEST_PROTOCOL,
-            )
-        except Exception as e:  # pickling errors come in many types
-            raise WorldStateError(f"{type(self).__name__} cannot save its state: {e}") from None
-
-    def set_state(self, state: bytes) -> None:
-        """Restore what `get_state` captured (from a world built with the same arguments)."""
-        try:
-            ep_return, ep_length, needs_reset, own = pickle.loads(state)
-        except Exception as e:
-            raise WorldStateError(f"{type(self).__name__} cannot read a saved state: {e}") from None
-        if ep_return.shape != self._ep_return.shape:
-            raise WorldStateError(
-                f"saved world state holds {ep_return.shape[0]} envs, this world has {self.num_envs}"
-            )
-        self._ep_return[:], self._ep_length[:] = ep_return, ep_length
-        self._needs_reset = bool(needs_reset)
-        self._set_state(own)
-
-    def close(self) -> None:
-        """Release resources (subprocesses, emulators, windows). Idempotent."""
-
-    def __enter__(self) -> World:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(num_envs={self.num_envs}, spec={self.spec})"
-
-    # ---------------------------------------------------------- subclass hooks
-
-    @abc.abstractmethod
-    def _reset_all(self, seed: int) -> np.ndarray:
-        """Reset all envs, env i seeded from `seed + i`; returns obs [B, *obs_shape]."""
-
-    @abc.abstractmethod
-    def _step_all(self, action: np.ndarray) -> tuple[np.ndarray, ...]:
-        """Step all envs WITHOUT resetting; action is a validated int64[B].
-
-        Returns (obs [B, *obs_shape], reward [B], terminated bool[B], truncated bool[B])
-        or those plus (score f32[B], game_over bool[B]) for worlds whose games
-        outlast episodes (see the module docstring); obs[i] is the last
-        observation of env i's episode if it just ended.
-        """
-
-    @abc.abstractmethod
-    def _reset_done(self, done: np.ndarray) -> np.ndarray:
-        """Start new episodes in envs where `done` (bool[B]) without reseeding
-        (the envs' RNG continues, keeping runs deterministic given the reset seed).
-        A new episode need not be a new game (Atari after a lost life continues it).
-        Returns first obs [done.sum(), *obs_shape] in env order."""
-
-    def _get_state(self) -> Any:
-        """The subclass's own picklable state (default: none)."""
-        return None
-
-    def _set_state(self, state: Any) -> None:
-        """Restore what `_get_state` returned."""
-
-    # ---------------------------------------------------------------- checks
-
-    def _check_action(self, action: Any) -> np.ndarray:
-        a = np.asarray(action)
-        if a.shape != (self.num_envs,):
-            raise ValueError(
-                f"action must have shape ({self.num_envs},) (one per env), got shape {a.shape}"
-            )
-        if not np.issubdtype(a.dtype, np.integer):
-            raise ValueError(f"action must be an integer array, got dtype {a.dtype}")
-        n = self.spec.num_actions
-        bad = (a < 0) | (a >= n)
-        if bad.any():
-            i = int(np.argmax(bad))
-            raise ValueError(f"action out of range [0, {n}): env {i} got {a[i]}")
-        return a.astype(np.int64)
-
-    def _check_obs(self, obs: np.ndarray, where: str, rows: int | None = None) -> np.ndarray:
-        # Catches subclass bugs (wrong batch/shape/dtype) at the boundary, not deep in a learner.
-        spec = self.spec
-        want = (self.num_envs if rows is None else rows, *spec.obs_shape)
-        if obs.shape != want or obs.dtype != spec.obs_dtype:
-            raise TypeError(
-                f"{type(self).__name__}.{where} returned {obs.dtype}{list(obs.shape)}, "
-                f"expected {np.dtype(spec.obs_dtype)}{list(want)}"
-            )
-        return obs
+  def _check_obs(self, obs: np.ndarray, where: str, rows: int | None = None) -> np.ndarray:
+    # Catches subclass bugs (wrong batch/shape/dtype) at the boundary, not deep in a learner.
+    spec = self.spec
+    want = (self.num_envs if rows is None else rows, *spec.obs_shape)
+    if obs.shape != want or obs.dtype != spec.obs_dtype:
+      raise TypeError(
+        f"{type(self).__name__}.{where} returned {obs.dtype}{list(obs.shape)}, "
+        f"expected {np.dtype(spec.obs_dtype)}{list(want)}"
+      )
+    return obs

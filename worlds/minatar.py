@@ -20,8 +20,13 @@ import numpy as np
 from worlds.base import Spec, World
 
 # id -> the package's module name; the five games of the MinAtar paper.
-MINATAR_GAMES = {"Breakout": "breakout", "Asterix": "asterix", "Freeway": "freeway",
-                 "SpaceInvaders": "space_invaders", "Seaquest": "seaquest"}
+MINATAR_GAMES = {
+  "Breakout": "breakout",
+  "Asterix": "asterix",
+  "Freeway": "freeway",
+  "SpaceInvaders": "space_invaders",
+  "Seaquest": "seaquest",
+}
 
 
 def close_games(name: str) -> list[str]:
@@ -34,8 +39,17 @@ def close_games(name: str) -> list[str]:
 class MinAtarWorld(World):
   """B MinAtar games of one kind, stepped in a Python loop (a step is microseconds)."""
 
-  def __init__(self, game: str, num_envs: int, seed: int = 0, *, sticky_actions: float = 0.1,
-               full_action_set: bool = True, ramping: bool = True, max_steps: int = 100_000) -> None:
+  def __init__(
+    self,
+    game: str,
+    num_envs: int,
+    seed: int = 0,
+    *,
+    sticky_actions: float = 0.1,
+    full_action_set: bool = True,
+    ramping: bool = True,
+    max_steps: int = 100_000,
+  ) -> None:
     super().__init__(num_envs, seed)
     if game not in MINATAR_GAMES:
       raise ValueError(f"unknown MinAtar game {game!r}; the games are {', '.join(MINATAR_GAMES)}")
@@ -46,11 +60,14 @@ class MinAtarWorld(World):
     from minatar import Environment as environment  # imports matplotlib and seaborn: only when used
 
     self.game, self.max_steps = game, int(max_steps)
-    self._envs = [environment(MINATAR_GAMES[game], sticky_action_prob=sticky_actions, difficulty_ramping=ramping)
-                  for _ in range(self.num_envs)]
+    self._envs = [
+      environment(MINATAR_GAMES[game], sticky_action_prob=sticky_actions, difficulty_ramping=ramping)
+      for _ in range(self.num_envs)
+    ]
     first = self._envs[0]
-    self._actions = np.asarray(list(range(first.num_actions())) if full_action_set
-                               else first.minimal_action_set(), np.int64)
+    self._actions = np.asarray(
+      list(range(first.num_actions())) if full_action_set else first.minimal_action_set(), np.int64
+    )
     self._spec = Spec(tuple(first.state_shape()), np.dtype(bool), len(self._actions))
     self._steps = np.zeros(self.num_envs, np.int64)  # agent steps into each env's game
 
