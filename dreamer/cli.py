@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import json
 import logging
 import signal
@@ -266,22 +265,9 @@ def _parser() -> argparse.ArgumentParser:
   return parser
 
 
-def check_world(world_id: str, what: str, **kwargs):
-  """The spec of world `world_id` (built with `kwargs`), or ConfigError (one line, prefixed by `what`) if it
-  cannot be built; run before any work starts."""
-  import worlds
-
-  try:
-    with worlds.make(world_id, num_envs=1, seed=0, **kwargs) as world:
-      return world.spec
-  except ValueError as e:
-    raise config_lib.ConfigError(f"{what}: {e}") from None
-  except ImportError as e:  # e.g. ale-py missing from this environment
-    raise config_lib.ConfigError(f"{what}: {world_id!r} needs a package that is not installed: {e}") from None
-
-
 def _train(args: argparse.Namespace) -> int:
-  from dreamer import train as train_lib  # heavy imports only when needed
+  from dreamer import agent  # heavy imports only when needed
+  from dreamer import train as train_lib
 
   if args.stop_after_updates is not None and args.stop_after_updates < 1:
     raise config_lib.ConfigError(f"--stop-after-updates must be >= 1, got {args.stop_after_updates}")
@@ -312,8 +298,8 @@ def _train(args: argparse.Namespace) -> int:
     raise config_lib.ConfigError(
       f"--logdir {str(logdir)!r} holds no run to resume; give --config PRESET_OR_PATH to start one"
     )
-  spec = check_world(config.world, "config key 'world'", **config_lib.world_kwargs(config, train=True))
-  train_lib.check_network(config, spec)
+  spec = agent.check_world(config.world, "config key 'world'", **config_lib.world_kwargs(config, train=True))
+  agent.check_network(config, spec)
   summary = train_lib.train(config, logdir, console=not args.quiet, stop_after_updates=args.stop_after_updates)
   print(json.dumps({"logdir": str(logdir), **summary}))
   if summary["stopped"] in ("SIGINT", "SIGTERM"):
@@ -327,9 +313,9 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-  from dreamer import bench
+  from dreamer import suites
 
-  paths, stopped = bench.run_suite(
+  paths, stopped = suites.run_suite(
     args.suite,
     games=args.games,
     seeds=args.seeds,
@@ -399,74 +385,17 @@ def _compare(args: argparse.Namespace) -> int:
   return 0
 
 
-def _acting_checkpoint(path: str, world_id: str | None, *, num_envs: int, seed: int, train: bool):
-  """(config, world, net, params, checkpoint path) of a checkpoint path (a run directory: its newest readable
-  checkpoint) with the world `world_id` (default: the checkpoint's) built for acting; ConfigError or
-  CheckpointError (one line) when either cannot be used."""
-  import jax
-
-  import worlds
-  from dreamer import checkpoint, frames
-  from dreamer.networks import init_params, make_network
-
-  run_dir, step = checkpoint.locate(path)
-  ckpts = checkpoint.Checkpoints(run_dir, writable=False)
-  steps = ckpts.steps()
-  if not steps or (step is not None and step not in steps):
-    raise checkpoint.CheckpointError(
-      f"no checkpoint found at {path!r}: {str(ckpts.dir)!r} holds "
-      f"{'steps ' + str(steps) if steps else 'no complete checkpoint'}"
-    )
-  errors: list[str] = []
-  world = None
-  for candidate in [step] if step is not None else steps[::-1]:  # a run directory: newest readable first
-    try:
-      meta = ckpts.read_meta(candidate)
-      config = config_lib.from_dict(meta["config"], f"checkpoint {ckpts.path(candidate)!r}")
-      saved, world_id = meta["spec"], world_id or config.world
-      check_world(world_id, "--world")
-      world = worlds.make(
-        world_id,
-        num_envs=num_envs,
-        seed=seed,
-        **config_lib.world_kwargs(dataclasses.replace(config, world=world_id), train=train),
-      )
-      spec = world.spec
-      if list(spec.obs_shape) != saved["obs_shape"] or spec.num_actions != saved["num_actions"]:
-        world.close()
-        raise config_lib.ConfigError(
-          f"checkpoint {ckpts.path(candidate)!r} was trained on observations {saved['obs_shape']} with "
-          f"{saved['num_actions']} actions, but {world_id!r} has {list(spec.obs_shape)} with {spec.num_actions}"
-        )
-      net = make_network(config, spec.num_actions, spec.obs_dtype)
-      obs_shape = frames.obs_shape(spec.obs_shape, config.frame_stack)
-      abstract = jax.eval_shape(functools.partial(init_params, net, jax.random.PRNGKey(0), obs_shape))
-      restored = ckpts.restore(candidate, abstract)
-      break
-    except checkpoint.CheckpointError as e:
-      if world is not None:
-        world.close()
-      if step is not None:
-        raise
-      errors.append(str(e))
-  else:
-    raise checkpoint.CheckpointError(f"no checkpoint in {str(ckpts.dir)!r} can be read: {'; '.join(errors)}")
-  for error in errors:
-    print(f"dreamer: warning: {error}; used the previous checkpoint", file=sys.stderr)
-  ckpts.close()
-  return config, world, world_id, net, jax.device_put(restored.params), ckpts.path(restored.step)
-
-
 def _eval(args: argparse.Namespace) -> int:
   import jax
   import numpy as np
 
   from dreamer import actor as actor_lib
+  from dreamer import agent
   from dreamer.networks import Model
 
   if args.episodes < 1:
     raise config_lib.ConfigError(f"--episodes must be >= 1, got {args.episodes}")
-  config, world, world_id, net, params, path = _acting_checkpoint(
+  config, world, world_id, net, params, path = agent.load_acting(
     args.checkpoint, args.world, num_envs=args.episodes, seed=args.seed, train=False
   )
   model = Model(net)
@@ -494,7 +423,7 @@ def _play(args: argparse.Namespace) -> int:
   import numpy as np
 
   from dreamer import actor as actor_lib
-  from dreamer import experience
+  from dreamer import agent, experience
   from dreamer.networks import Model
 
   for name, value, low in (("--steps", args.steps, 1), ("--envs", args.envs, 1)):
@@ -507,7 +436,7 @@ def _play(args: argparse.Namespace) -> int:
     raise config_lib.ConfigError(
       f"--out {args.out!r} already exists and is not an empty directory; recordings are never overwritten"
     )
-  config, world, world_id, net, params, path = _acting_checkpoint(
+  config, world, world_id, net, params, path = agent.load_acting(
     args.checkpoint, args.world, num_envs=args.envs, seed=args.seed, train=True
   )
   model = Model(net)

@@ -11,7 +11,7 @@ configuration being the set of config keys in which runs differ (seed aside). Fo
 evaluation return (acting with search) against real env steps and against wall-clock seconds, with 95%
 percentile-bootstrap bands over seeds; the final returns (with search and with the policy network alone) with
 95% CIs; the env steps and seconds to reach `--threshold`; and the dream ratio (imagined model steps per real
-env step, `dreamer/dreaming.py`). A run that stopped early at its `stop_return` keeps its last evaluation in
+env step, `dreamer/dream_ratio.py`). A run that stopped early at its `stop_return` keeps its last evaluation in
 the curves from there on (it was stopped because it had solved the task), and the report says so.
 """
 
@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from dreamer import config as config_lib
-from dreamer import dreaming, stats
+from dreamer import dream_ratio, stats
 from dreamer.logger import read_metrics
 
 CI = 0.95
@@ -71,7 +71,7 @@ def parse_grid(items: Sequence[str]) -> list[tuple[str, list[Any]]]:
       raise config_lib.ConfigError(f"--grid {item!r} has an empty value; write key=v1,v2,...")
     values = [config_lib.parse_override(f"{key}={t.strip()}")[1] for t in texts]
     for v in values:
-      config_lib._coerce(key, v, "--grid")
+      config_lib.coerce(key, v, "--grid")
     grid.append((key, values))
   return grid
 
@@ -262,9 +262,9 @@ def load_run(run_dir: str | Path) -> RunData:
       f"with: dreamer train --logdir {run_dir}"
     )
   if "dream/ratio" in summary:
-    dream = {k: summary[k] for k in ("dream/ratio", *(f"dream/{k}_ratio" for k in dreaming.KINDS))}
+    dream = {k: summary[k] for k in ("dream/ratio", *(f"dream/{k}_ratio" for k in dream_ratio.KINDS))}
   else:  # a run from before the count: the same count, rebuilt from its counters
-    dreams = dreaming.Dreams.rebuilt(
+    dreams = dream_ratio.Dreams.rebuilt(
       config_lib.from_dict(config, str(run_dir / "config.json")), summary["env_steps"], summary["updates"]
     )
     dream = {k: v for k, v in dreams.record(summary["env_steps"]).items() if k != "dream/model_steps"}
@@ -360,7 +360,7 @@ def summarize(runs: Sequence[RunData], *, threshold: float | None, reps: int = 2
         "env_steps": [r.env_steps for r in members],
         "wall_s": [r.wall_s for r in members],
         "dream_ratio": float(np.mean([r.dream["dream/ratio"] for r in members])),
-        "dream_by_kind": {k: float(np.mean([r.dream[f"dream/{k}_ratio"] for r in members])) for k in dreaming.KINDS},
+        "dream_by_kind": {k: float(np.mean([r.dream[f"dream/{k}_ratio"] for r in members])) for k in dream_ratio.KINDS},
         "stopped_early": [r.stopped_early for r in members],
         "curve_steps": {"x": steps_grid.tolist(), **_band(by_steps, rng, reps)},
         "curve_wall": {"x": wall_grid.tolist(), **_band(by_wall, rng, reps)},
@@ -412,7 +412,7 @@ def markdown(summary: dict[str, Any]) -> str:
       rule += " --- | --- | --- |"
     lines += [head, rule]
     for name, e in entries.items():
-      kinds = " + ".join(_fmt(e["dream_by_kind"][k]) for k in dreaming.KINDS)
+      kinds = " + ".join(_fmt(e["dream_by_kind"][k]) for k in dream_ratio.KINDS)
       row = (
         f"| {name} | {len(e['seeds'])} | {e['dream_ratio']:.1f} ({kinds}) | {_fmt_ci(e['final_search'])} | "
         f"{_fmt_ci(e['final_policy'])} |"
@@ -544,8 +544,7 @@ def compare(
 
 def _check_worlds(planned: Sequence[Planned], preset: str, overrides: Sequence[str]) -> None:
   """Every world builds and fits the network, before any run starts (ConfigError)."""
-  from dreamer.cli import check_world
-  from dreamer.train import check_network
+  from dreamer.agent import check_network, check_world
 
   for world in dict.fromkeys(p.world for p in planned):
     config = config_lib.load(preset, list(overrides) + [f"world={json.dumps(world)}"])

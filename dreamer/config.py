@@ -312,7 +312,7 @@ def _nearest(key: str, cls: type = Config) -> str:
   return f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
 
 
-def _coerce(key: str, value: Any, source: str, cls: type = Config) -> Any:
+def coerce(key: str, value: Any, source: str, cls: type = Config) -> Any:
   """Checks `value` against the type of field `key` of the dataclass `cls`; converts ints to floats and lists
   to tuples."""
   if key not in field_names(cls):
@@ -374,21 +374,21 @@ def load(preset: str | None = None, overrides: list[str] | None = None, **kwargs
   if preset is not None:
     table, source = _load_toml(preset)
     for key, value in table.items():
-      values[key] = _coerce(key, value, source)
+      values[key] = coerce(key, value, source)
   for item in overrides or []:
     key, value = parse_override(item)
-    values[key] = _coerce(key, value, "--set")
+    values[key] = coerce(key, value, "--set")
   for key, value in kwargs.items():
-    values[key] = _coerce(key, value, "arguments")
+    values[key] = coerce(key, value, "arguments")
   return Config(**values)
 
 
 def from_dict(table: dict[str, Any], source: str, overrides: list[str] | None = None, *, cls: type = Config) -> Any:
   """Rebuilds a saved config of dataclass `cls` strictly (checkpoints, resumed runs), then applies overrides."""
-  values = {k: _coerce(k, v, source, cls) for k, v in table.items()}
+  values = {k: coerce(k, v, source, cls) for k, v in table.items()}
   for item in overrides or []:
     key, value = parse_override(item)
-    values[key] = _coerce(key, value, "--set", cls)
+    values[key] = coerce(key, value, "--set", cls)
   return cls(**values)
 
 

@@ -146,13 +146,13 @@ def rehearse(
   )
 
 
-def _kl(p_logits: jax.Array, q_logits: jax.Array) -> jax.Array:
+def kl(p_logits: jax.Array, q_logits: jax.Array) -> jax.Array:
   """KL(p || q) f32[...] between categorical distributions given by logits [..., A]."""
   logp, logq = jax.nn.log_softmax(p_logits), jax.nn.log_softmax(q_logits)
   return jnp.sum(jnp.exp(logp) * (logp - logq), axis=-1)
 
 
-def _kl_probs(p: jax.Array, q_logits: jax.Array) -> jax.Array:
+def kl_probs(p: jax.Array, q_logits: jax.Array) -> jax.Array:
   """KL(p || q) with p given as probabilities (zeros allowed)."""
   logq = jax.nn.log_softmax(q_logits)
   return jnp.sum(jnp.where(p > 0, p * (jnp.log(jnp.where(p > 0, p, 1.0)) - logq), 0.0), axis=-1)
@@ -202,14 +202,14 @@ def loss_fn(
   value_ce = -jnp.sum(support.scalar_to_probs(target, config.value_support) * jax.nn.log_softmax(value_logits), -1)
   loss = jnp.sum(keep * (ce + value_weight * value_ce)) / kept
   aux = {
-    "distil/teacher_kl": jnp.sum(keep * _kl_probs(reh.policy, policy_logits)) / kept,
+    "distil/teacher_kl": jnp.sum(keep * kl_probs(reh.policy, policy_logits)) / kept,
     "distil/value_ce": jnp.sum(keep * value_ce) / kept,
     "distil/kept": jnp.mean(keep),
     "distil/search_minus_predicted": jnp.sum(keep * (reh.value - reh.predicted)) / kept,
   }
   if anchor_obs is not None:
     student_logits, _ = model.predict(params, model.represent(params, anchor_obs))
-    drift = jnp.mean(_kl(base_logits, student_logits))
+    drift = jnp.mean(kl(base_logits, student_logits))
     loss = loss + kl_weight * drift
     aux["distil/anchor_drift"] = drift
   aux["distil/loss"] = loss

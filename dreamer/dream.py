@@ -41,12 +41,12 @@ from dreamer import actor as actor_lib
 from dreamer import checkpoint as ckpt_lib
 from dreamer import config as config_lib
 from dreamer import distil as distil_lib
-from dreamer import dreaming, support
+from dreamer import dream_ratio, support
 from dreamer import experience as exp_lib
 from dreamer import learner as learner_lib
 from dreamer import replay as replay_lib
+from dreamer.agent import Agent, load_checkpoint
 from dreamer.config import Config, ConfigError
-from dreamer.train import Agent, load_checkpoint
 
 VERSION = 1
 PHASES = ("baseline", "adapt", "distil", "gate", "write")
@@ -178,9 +178,9 @@ def dream_config(overrides: list[str] | None = None, **kwargs: Any) -> DreamConf
   values: dict[str, Any] = {}
   for item in overrides or []:
     key, value = config_lib.parse_override(item)
-    values[key] = config_lib._coerce(key, value, "--set", DreamConfig)
+    values[key] = config_lib.coerce(key, value, "--set", DreamConfig)
   for key, value in kwargs.items():
-    values[key] = config_lib._coerce(key, value, "arguments", DreamConfig)
+    values[key] = config_lib.coerce(key, value, "arguments", DreamConfig)
   return DreamConfig(**values)
 
 
@@ -472,7 +472,7 @@ def adapt(job: Job, out: Path, *, console: bool) -> dict[str, Any]:
       "checkpoint": model_fit(job, job.base, anchor_held),
       "teacher": model_fit(job, teacher, anchor_held),
     }
-  per_update = sum(dreaming.update_steps(job.learn_config).values())
+  per_update = sum(dream_ratio.update_steps(job.learn_config).values())
   return {
     "updates": progress["updates"],
     "best_at": progress["best_at"],
@@ -531,7 +531,7 @@ def _measure(student, teacher, base, rb_exp, rb_anchor, *, model, config: Config
   logits, _ = distil_lib.student_outputs(student, obs, reh.action, model=model, config=config)
   keep = reh.valid.astype(jnp.float32)
   out = {
-    "teacher_kl": jnp.sum(keep * distil_lib._kl_probs(reh.policy, logits)) / jnp.maximum(jnp.sum(keep), 1.0),
+    "teacher_kl": jnp.sum(keep * distil_lib.kl_probs(reh.policy, logits)) / jnp.maximum(jnp.sum(keep), 1.0),
     "kept": jnp.mean(keep),
   }
   for name, rb in (("experience", rb_exp), ("anchor", rb_anchor)):
@@ -540,7 +540,7 @@ def _measure(student, teacher, base, rb_exp, rb_anchor, *, model, config: Config
     states = distil_lib.sample_roots(rb, jax.random.fold_in(key, 2), 256, config.frame_stack)
     base_logits, _ = model.predict(base, model.represent(base, states))
     now, _ = model.predict(student, model.represent(student, states))
-    out[f"drift_{name}"] = jnp.mean(distil_lib._kl(base_logits, now))
+    out[f"drift_{name}"] = jnp.mean(distil_lib.kl(base_logits, now))
   return out
 
 
@@ -555,7 +555,7 @@ def distil(job: Job, out: Path, *, console: bool) -> dict[str, Any]:
   start = time.perf_counter()
   snap = out / "phases" / "distil.npz"
   if dc.control:
-    steps = dreaming.update_steps(job.learn_config)
+    steps = dream_ratio.update_steps(job.learn_config)
     per_learner = sum(steps.values())
     forward_learner = 3 * steps["unroll"] + steps["reanalyse"]  # the unroll is backpropagated; search is not
     total = max(1, round(updates * distil_lib.forward_steps_per_update(dc) / forward_learner))

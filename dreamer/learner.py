@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import optax
 
 from dreamer import augment as augment_lib
-from dreamer import dreaming, support
+from dreamer import dream_ratio, support
 from dreamer import replay as replay_lib
 from dreamer import search as search_lib
 from dreamer import targets as targets_lib
@@ -252,7 +252,7 @@ def make_batch(
     horizon=config.value_prefix_horizon,
   )
   policy = window.policy[:, : k_max + 1]
-  num_re = dreaming.reanalysed_samples(config)
+  num_re = dream_ratio.reanalysed_samples(config)
   if num_re > 0:
     obs = window.obs[:num_re, : k_max + 1].reshape(-1, *window.obs.shape[2:])
     root = search_lib.make_root(model, state.params, obs)

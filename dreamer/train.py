@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import collections
 import dataclasses
-import functools
 import json
 import os
 import signal
@@ -33,43 +32,17 @@ import worlds
 from dreamer import actor as actor_lib
 from dreamer import checkpoint as ckpt_lib
 from dreamer import config as config_lib
-from dreamer import dreaming, frames
-from dreamer import learner as learner_lib
+from dreamer import dream_ratio, frames
 from dreamer import replay as replay_lib
+from dreamer.agent import Agent, check_network, checkpoint_state
 from dreamer.config import Config
 from dreamer.logger import Logger
-from dreamer.networks import Model, init_params, make_network
 
 LOSS_KEYS = ("loss/total", "loss/value", "loss/policy", "loss/value_prefix", "loss/consistency")
 
 
 class Diverged(RuntimeError):
   """A loss became NaN or infinite; the message names which, when, and the last good checkpoint."""
-
-
-class Agent:
-  """Everything built from a config and a world spec: the model and its jitted functions."""
-
-  def __init__(self, config: Config, spec: worlds.Spec):
-    self.config = config
-    self.spec = spec
-    self.net = make_network(config, spec.num_actions, spec.obs_dtype)
-    self.model = Model(self.net)
-    self.optimizer = learner_lib.make_optimizer(config)
-    self.act = actor_lib.make_act(self.model, config)
-    self.policy_act = actor_lib.make_policy_act(self.model)
-    self.train_chunk = learner_lib.make_train_chunk(self.model, config, self.optimizer)
-    self.obs_shape = frames.obs_shape(spec.obs_shape, config.frame_stack)  # what the networks see
-    self.add = jax.jit(functools.partial(replay_lib.add, stack=config.frame_stack), donate_argnums=0)
-
-  def init(self, rng_key: jax.Array) -> tuple[learner_lib.TrainState, replay_lib.ReplayState]:
-    init_key, train_key = jax.random.split(rng_key)
-    params = init_params(self.net, init_key, self.obs_shape)
-    state = learner_lib.init_state(params, self.optimizer, train_key)
-    rb = replay_lib.init(
-      self.config.num_envs, self.config.replay_capacity, self.spec.obs_shape, self.spec.obs_dtype, self.spec.num_actions
-    )
-    return state, rb
 
 
 @dataclasses.dataclass
@@ -84,52 +57,8 @@ class Progress:
   next_checkpoint: int = 0  # updates at which the next periodic checkpoint is written (0: none)
   wall_s: float = 0.0  # wall-clock seconds of the run up to the checkpoint, over all its segments
   recent_returns: list[float] = dataclasses.field(default_factory=list)  # the last 20 training episodes
-  dreams: dict[str, int] = dataclasses.field(default_factory=dict)  # model steps so far (dreaming.Dreams)
+  dreams: dict[str, int] = dataclasses.field(default_factory=dict)  # model steps so far (dream_ratio.Dreams)
   last_eval: dict[str, Any] = dataclasses.field(default_factory=dict)
-
-
-def _device_state(
-  state: learner_lib.TrainState, rb: replay_lib.ReplayState, key: jax.Array, obs: np.ndarray
-) -> dict[str, Any]:
-  """Everything of a checkpoint's `state` item: all device arrays but the online parameters."""
-  return {"learner": state._replace(params=None), "replay": rb, "key": key, "obs": obs}
-
-
-def load_checkpoint(run_dir: str | Path, step: int | None = None) -> ckpt_lib.Saved:
-  """The full saved state of checkpoint `step` of a run (its newest if None): params and the `state` item
-  (learner, replay, key, obs) as numpy trees, and the meta. CheckpointError if it cannot be read."""
-  ckpts = ckpt_lib.Checkpoints(run_dir, writable=False)
-  try:
-    steps = ckpts.steps()
-    if not steps:
-      raise ckpt_lib.CheckpointError(f"no checkpoint found in {str(ckpts.dir)!r}")
-    step = steps[-1] if step is None else step
-    meta = ckpts.read_meta(step)
-    spec = worlds.Spec(
-      tuple(meta["spec"]["obs_shape"]), np.dtype(meta["spec"]["obs_dtype"]), meta["spec"]["num_actions"]
-    )
-    config = config_lib.from_dict(meta["config"], ckpts.path(step))
-    agent = Agent(config, spec)
-    state, rb = jax.eval_shape(agent.init, jax.random.PRNGKey(0))
-    obs = jax.ShapeDtypeStruct((config.num_envs, *agent.obs_shape), spec.obs_dtype)
-    return ckpts.restore(step, state.params, _device_state(state, rb, jax.random.PRNGKey(0), obs))
-  finally:
-    ckpts.close()
-
-
-def check_network(config: Config, spec: worlds.Spec) -> None:
-  """ConfigError unless the config's network and augmentations fit the world's observations."""
-  image = len(spec.obs_shape) == 3
-  for ok, what in [
-    (config.network != "resnet" or image, "network 'resnet'"),
-    (not config.augment or image, "augment"),
-    (not config.conv_channels or image, "conv_channels > 0"),
-  ]:
-    if not ok:
-      raise config_lib.ConfigError(
-        f"{what} needs image observations [H, W, C], but {config.world!r} gives "
-        f"{list(spec.obs_shape)}; use network 'mlp', augment false and conv_channels 0 for it"
-      )
 
 
 def _eval_record(world, agent: Agent, params, rng_key, config: Config) -> dict[str, Any]:
@@ -341,7 +270,7 @@ def _run(
 
   resumed_from = None
   if ckpts.steps():
-    saved = ckpts.restore_latest(state.params, _device_state(state, rb, key, obs), on_unreadable=unreadable)
+    saved = ckpts.restore_latest(state.params, checkpoint_state(state, rb, key, obs), on_unreadable=unreadable)
     if saved is not None:
       if saved.meta["spec"] != spec_dict:
         raise ckpt_lib.CheckpointError(
@@ -379,15 +308,15 @@ def _run(
 
   world_state_ok = True
   dreams = (
-    dreaming.Dreams(**progress.dreams)
+    dream_ratio.Dreams(**progress.dreams)
     if progress.dreams or not progress.env_steps  # older checkpoints:
-    else dreaming.Dreams.rebuilt(config, progress.env_steps, progress.updates)
+    else dream_ratio.Dreams.rebuilt(config, progress.env_steps, progress.updates)
   )  # rebuilt from counters
-  plan = dreaming.planned_ratio(config)
+  plan = dream_ratio.planned_ratio(config)
   _note(
     console,
     f"dream ratio (imagined model steps per real env step) once learning: {plan['total']:.1f} = "
-    + " + ".join(f"{plan[k]:.1f} {k}" for k in dreaming.KINDS),
+    + " + ".join(f"{plan[k]:.1f} {k}" for k in dream_ratio.KINDS),
   )
   start = time.perf_counter() - progress.wall_s
   b = config.num_envs
@@ -413,7 +342,7 @@ def _run(
     ckpts.save(
       progress.env_steps,
       state.params,
-      _device_state(state, rb, key, obs),
+      checkpoint_state(state, rb, key, obs),
       {
         "config": config.to_dict(),
         "spec": spec_dict,

@@ -8,10 +8,10 @@ import sys
 
 import numpy as np
 
-from dreamer import bench, replay
 from dreamer import config as config_lib
+from dreamer import replay, suites
+from dreamer.agent import load_checkpoint
 from dreamer.logger import read_metrics
-from dreamer.train import load_checkpoint
 
 TINY = [
   "channels=8",
@@ -35,7 +35,7 @@ TINY = [
 
 def test_atari100k_preset_smoke_run_produces_a_report(tmp_path):
   runs = tmp_path / "runs"
-  paths, stopped = bench.run_suite(
+  paths, stopped = suites.run_suite(
     "atari100k", games=["Pong"], seeds=[0], logdir=runs, preset="atari100k", overrides=TINY, console=False
   )
   assert paths == [runs / "Pong" / "seed0" / "result.json"] and stopped is None
@@ -73,7 +73,7 @@ def test_atari100k_preset_smoke_run_produces_a_report(tmp_path):
 
   # re-issuing the suite skips the finished run
   mtime = paths[0].stat().st_mtime_ns
-  assert bench.run_suite(
+  assert suites.run_suite(
     "atari100k", games=["Pong"], seeds=[0], logdir=runs, preset="atari100k", overrides=TINY, console=False
   ) == (paths, None)
   assert paths[0].stat().st_mtime_ns == mtime

@@ -161,5 +161,5 @@ def test_runs_before_the_count_get_it_rebuilt_from_their_counters(tmp_path):
   run = compare.load_run(fake_run(tmp_path / "r", seed=0, sims=4, evals=[(400, 1, 0.0, 0.0)]))
   config = config_lib.Config(num_simulations=4, total_env_steps=400, stop_return=6.5)
   # 400 env steps / 8 envs x (8 envs x 4 simulations) = 1600 act; the summary reports no updates (0).
-  assert run.dream["dream/act_ratio"] == 1600 / 400 == compare.dreaming.act_steps(config) / config.num_envs
+  assert run.dream["dream/act_ratio"] == 1600 / 400 == compare.dream_ratio.act_steps(config) / config.num_envs
   assert run.dream["dream/unroll_ratio"] == 0.0

@@ -14,7 +14,7 @@ from dreamer import checkpoint as ckpt_lib
 from dreamer import cli, distil, dream
 from dreamer import experience as exp_lib
 from dreamer import replay as replay_lib
-from dreamer.train import Agent, load_checkpoint
+from dreamer.agent import Agent, load_checkpoint
 
 
 def test_recording_holds_what_the_world_did_and_replays_as_training_inserts():

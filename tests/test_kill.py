@@ -12,8 +12,9 @@ import pytest
 from helpers import assert_same_state
 
 from dreamer import config as config_lib
+from dreamer.agent import load_checkpoint
 from dreamer.logger import read_metrics
-from dreamer.train import load_checkpoint, train
+from dreamer.train import train
 
 OVERRIDES = ["stop_return=inf", "total_env_steps=2400", "checkpoint_every_updates=16", "checkpoints_kept=3"]
 TIMING = ("wall_s", "eval/seconds", "speed/env_steps_per_s", "speed/updates_per_s", "sys/rss_bytes")

@@ -12,7 +12,7 @@ import worlds
 from dreamer import config as config_lib
 from dreamer import learner, replay
 from dreamer import targets as targets_lib
-from dreamer.train import Agent
+from dreamer.agent import Agent
 
 SMALL = dict(
   world="toy:chain",

@@ -13,8 +13,9 @@ from helpers import assert_same_state
 
 from dreamer import checkpoint as ckpt_lib
 from dreamer import config as config_lib
+from dreamer.agent import load_checkpoint
 from dreamer.logger import read_metrics
-from dreamer.train import Diverged, load_checkpoint, train
+from dreamer.train import Diverged, train
 
 # The debug preset, run to its end (no early stop), checkpointing every 16 updates: ~150 updates in all.
 OVERRIDES = ["stop_return=inf", "total_env_steps=800", "checkpoint_every_updates=16", "checkpoints_kept=3"]

@@ -6,7 +6,7 @@ unless --no-train, one full training run's end-to-end env steps/s and time to it
 wall-clock of a whole run (acting + world + learner, evaluation excluded) from the medians. Records peak RSS
 and the git commit.
 
-  python scripts/bench.py [--config cartpole] [--set key=value ...] [--chunks 20] [--no-train]
+  python scripts/throughput.py [--config cartpole] [--set key=value ...] [--chunks 20] [--no-train]
 """
 
 from __future__ import annotations
@@ -30,8 +30,9 @@ import worlds  # noqa: E402
 from dreamer import config as config_lib  # noqa: E402
 from dreamer import frames  # noqa: E402
 from dreamer import replay as replay_lib  # noqa: E402
+from dreamer.agent import Agent  # noqa: E402
 from dreamer.bench import commit  # noqa: E402
-from dreamer.train import Agent, train  # noqa: E402
+from dreamer.train import train  # noqa: E402
 
 
 def progress(phase: str, **values) -> None:

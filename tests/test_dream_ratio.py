@@ -4,7 +4,7 @@ import jax
 import pytest
 
 from dreamer import config as config_lib
-from dreamer import dreaming
+from dreamer import dream_ratio
 from dreamer import train as train_lib
 from dreamer.logger import read_metrics
 from dreamer.networks import Model
@@ -39,9 +39,9 @@ def test_planned_ratio_by_hand():
   config = config_lib.Config(**SETTINGS)
   # act: 4 simulations per env step; reanalyse: round(0.5 * 8) = 4 samples x (3 + 1) roots x 4 simulations
   # = 64 per update, x 0.5 updates per env step = 32; unroll: 8 samples x 3 steps = 24 per update -> 12.
-  assert dreaming.planned_ratio(config) == {"act": 4.0, "reanalyse": 32.0, "unroll": 12.0, "total": 48.0}
+  assert dream_ratio.planned_ratio(config) == {"act": 4.0, "reanalyse": 32.0, "unroll": 12.0, "total": 48.0}
   none = config_lib.Config(**{**SETTINGS, "search": "none"})
-  assert dreaming.planned_ratio(none) == {"act": 0.0, "reanalyse": 0.0, "unroll": 12.0, "total": 12.0}
+  assert dream_ratio.planned_ratio(none) == {"act": 0.0, "reanalyse": 0.0, "unroll": 12.0, "total": 12.0}
 
 
 @pytest.mark.parametrize(

@@ -103,7 +103,7 @@ def run_suite(
   The config is `preset` with `overrides`, then world = '<family>:<game>' and seed = N per run. ConfigError
   for an unknown suite, game, config key or world, before any run starts."""
   from dreamer import train as train_lib  # heavy imports only when a suite really runs
-  from dreamer.cli import check_world
+  from dreamer.agent import check_network, check_world
 
   games = check_games(suite, games)
   if not seeds:
@@ -118,7 +118,7 @@ def run_suite(
     )
   kwargs = config_lib.world_kwargs(dataclasses.replace(base, world=f"{family}:{games[0]}"), train=True)
   for game in games:
-    train_lib.check_network(base, check_world(f"{family}:{game}", f"suite {suite!r}", **kwargs))
+    check_network(base, check_world(f"{family}:{game}", f"suite {suite!r}", **kwargs))
   paths = []
   for game in games:
     for seed in seeds:

@@ -1,0 +1,207 @@
+"""The agent: what is built from a config and a world spec (networks, jitted acting and learning, init), the
+checks that a config fits a world, and loading a checkpoint back (whole, or just enough to act).
+
+Jobs (`train`, `dream`, `suites`, `compare`, `cli`) build on this module; it imports none of them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+
+import worlds
+from dreamer import actor as actor_lib
+from dreamer import checkpoint as ckpt_lib
+from dreamer import config as config_lib
+from dreamer import frames
+from dreamer import learner as learner_lib
+from dreamer import replay as replay_lib
+from dreamer.config import Config
+from dreamer.networks import Model, Params, init_params, make_network
+
+
+class Agent:
+  """Everything built from a config and a world spec: the model and its jitted functions.
+
+  act(params, obs [B, *obs_shape], key, temperature) -> actor output; policy_act(params, obs) -> action;
+  train_chunk(state, replay, env_step) -> (state, replay, metrics f32[updates_per_chunk] each);
+  add(replay, rows, final_obs, ended, terminated) -> replay (donates the replay)."""
+
+  def __init__(self, config: Config, spec: worlds.Spec):
+    self.config = config
+    self.spec = spec
+    self.net = make_network(config, spec.num_actions, spec.obs_dtype)
+    self.model = Model(self.net)
+    self.optimizer = learner_lib.make_optimizer(config)
+    self.act = actor_lib.make_act(self.model, config)
+    self.policy_act = actor_lib.make_policy_act(self.model)
+    self.train_chunk = learner_lib.make_train_chunk(self.model, config, self.optimizer)
+    self.obs_shape = frames.obs_shape(spec.obs_shape, config.frame_stack)  # what the networks see
+    self.add = jax.jit(functools.partial(replay_lib.add, stack=config.frame_stack), donate_argnums=0)
+
+  def init(self, rng_key: jax.Array) -> tuple[learner_lib.TrainState, replay_lib.ReplayState]:
+    init_key, train_key = jax.random.split(rng_key)
+    params = init_params(self.net, init_key, self.obs_shape)
+    state = learner_lib.init_state(params, self.optimizer, train_key)
+    rb = replay_lib.init(
+      self.config.num_envs,
+      self.config.replay_capacity,
+      self.spec.obs_shape,
+      self.spec.obs_dtype,
+      self.spec.num_actions,
+    )
+    return state, rb
+
+
+def spec_dict(spec: worlds.Spec) -> dict[str, Any]:
+  """A world spec as the JSON a checkpoint's meta holds."""
+  return {
+    "obs_shape": list(spec.obs_shape),
+    "obs_dtype": np.dtype(spec.obs_dtype).name,
+    "num_actions": spec.num_actions,
+  }
+
+
+def checkpoint_state(
+  state: learner_lib.TrainState, rb: replay_lib.ReplayState, key: jax.Array, obs: Any
+) -> dict[str, Any]:
+  """Everything of a checkpoint's `state` item: all device arrays but the online parameters (saved apart)."""
+  return {"learner": state._replace(params=None), "replay": rb, "key": key, "obs": obs}
+
+
+def check_world(world_id: str, what: str, **kwargs) -> worlds.Spec:
+  """The spec of world `world_id` (built with `kwargs`), or ConfigError (one line, prefixed by `what`) if it
+  cannot be built; run before any work starts."""
+  try:
+    with worlds.make(world_id, num_envs=1, seed=0, **kwargs) as world:
+      return world.spec
+  except ValueError as e:
+    raise config_lib.ConfigError(f"{what}: {e}") from None
+  except ImportError as e:  # e.g. ale-py missing from this environment
+    raise config_lib.ConfigError(f"{what}: {world_id!r} needs a package that is not installed: {e}") from None
+
+
+def check_network(config: Config, spec: worlds.Spec) -> None:
+  """ConfigError unless the config's network and augmentations fit the world's observations."""
+  image = len(spec.obs_shape) == 3
+  for ok, what in [
+    (config.network != "resnet" or image, "network 'resnet'"),
+    (not config.augment or image, "augment"),
+    (not config.conv_channels or image, "conv_channels > 0"),
+  ]:
+    if not ok:
+      raise config_lib.ConfigError(
+        f"{what} needs image observations [H, W, C], but {config.world!r} gives "
+        f"{list(spec.obs_shape)}; use network 'mlp', augment false and conv_channels 0 for it"
+      )
+
+
+def warn(text: str) -> None:
+  print(f"dreamer: warning: {text}", file=sys.stderr, flush=True)
+
+
+def newest_readable(
+  ckpts: ckpt_lib.Checkpoints, step: int | None, read: Callable[[int], Any], *, warn: Callable[[str], None] = warn
+) -> Any:
+  """read(step) of checkpoint `step`, or with step None of the newest checkpoint that reads: each newer one
+  that raises CheckpointError is reported through `warn` once an older one has read. CheckpointError naming
+  every failure when none reads (or `step`'s own error)."""
+  steps = ckpts.steps()
+  if not steps or (step is not None and step not in steps):
+    held = f"steps {steps}" if steps else "no complete checkpoint"
+    raise ckpt_lib.CheckpointError(f"no checkpoint found in {str(ckpts.dir)!r} (step {step}): it holds {held}")
+  if step is not None:
+    return read(step)
+  errors: list[str] = []
+  for candidate in reversed(steps):
+    try:
+      out = read(candidate)
+    except ckpt_lib.CheckpointError as e:
+      errors.append(str(e))
+      continue
+    for error in errors:
+      warn(f"{error}; used the previous checkpoint")
+    return out
+  raise ckpt_lib.CheckpointError(f"no checkpoint in {str(ckpts.dir)!r} can be read: {'; '.join(errors)}")
+
+
+def _restore_whole(ckpts: ckpt_lib.Checkpoints, step: int) -> ckpt_lib.Saved:
+  meta = ckpts.read_meta(step)
+  s = meta["spec"]
+  spec = worlds.Spec(tuple(s["obs_shape"]), np.dtype(s["obs_dtype"]), s["num_actions"])
+  config = config_lib.from_dict(meta["config"], ckpts.path(step))
+  agent = Agent(config, spec)
+  state, rb = jax.eval_shape(agent.init, jax.random.PRNGKey(0))
+  obs = jax.ShapeDtypeStruct((config.num_envs, *agent.obs_shape), spec.obs_dtype)
+  return ckpts.restore(step, state.params, checkpoint_state(state, rb, jax.random.PRNGKey(0), obs))
+
+
+def load_checkpoint(
+  run_dir: str | Path, step: int | None = None, *, warn: Callable[[str], None] = warn
+) -> ckpt_lib.Saved:
+  """The full saved state of checkpoint `step` of a run (None: its newest readable one, reporting the newer
+  unreadable ones through `warn`): params and the `state` item (learner, replay, key, obs) as numpy trees,
+  and the meta. CheckpointError if it cannot be read."""
+  ckpts = ckpt_lib.Checkpoints(run_dir, writable=False)
+  try:
+    return newest_readable(ckpts, step, functools.partial(_restore_whole, ckpts), warn=warn)
+  finally:
+    ckpts.close()
+
+
+class Acting(NamedTuple):
+  """A checkpoint loaded to act in a world: its config, the world built for acting (the caller closes it),
+  the world's id, the network, the parameters (on the device) and the checkpoint's path."""
+
+  config: Config
+  world: worlds.World
+  world_id: str
+  net: Any
+  params: Params
+  path: str
+
+
+def _open_acting(
+  ckpts: ckpt_lib.Checkpoints, step: int, world_id: str | None, *, num_envs: int, seed: int, train: bool
+) -> Acting:
+  meta = ckpts.read_meta(step)
+  config = config_lib.from_dict(meta["config"], f"checkpoint {ckpts.path(step)!r}")
+  saved, world_id = meta["spec"], world_id or config.world
+  check_world(world_id, "--world")
+  kwargs = config_lib.world_kwargs(dataclasses.replace(config, world=world_id), train=train)
+  world = worlds.make(world_id, num_envs=num_envs, seed=seed, **kwargs)
+  try:
+    spec = world.spec
+    if list(spec.obs_shape) != saved["obs_shape"] or spec.num_actions != saved["num_actions"]:
+      raise config_lib.ConfigError(
+        f"checkpoint {ckpts.path(step)!r} was trained on observations {saved['obs_shape']} with "
+        f"{saved['num_actions']} actions, but {world_id!r} has {list(spec.obs_shape)} with {spec.num_actions}"
+      )
+    net = make_network(config, spec.num_actions, spec.obs_dtype)
+    obs_shape = frames.obs_shape(spec.obs_shape, config.frame_stack)
+    abstract = jax.eval_shape(functools.partial(init_params, net, jax.random.PRNGKey(0), obs_shape))
+    restored = ckpts.restore(step, abstract)
+  except BaseException:
+    world.close()
+    raise
+  return Acting(config, world, world_id, net, jax.device_put(restored.params), ckpts.path(restored.step))
+
+
+def load_acting(path: str | Path, world_id: str | None, *, num_envs: int, seed: int, train: bool) -> Acting:
+  """A checkpoint path (a run directory: its newest readable checkpoint, or one `checkpoints/<step>`) loaded to
+  act in world `world_id` (default: the checkpoint's), built with `num_envs` envs for training or evaluation;
+  ConfigError or CheckpointError (one line) when either cannot be used."""
+  run_dir, step = ckpt_lib.locate(path)
+  ckpts = ckpt_lib.Checkpoints(run_dir, writable=False)
+  try:
+    open_one = functools.partial(_open_acting, ckpts, world_id=world_id, num_envs=num_envs, seed=seed, train=train)
+    return newest_readable(ckpts, step, open_one)
+  finally:
+    ckpts.close()
