@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -58,6 +59,22 @@ class Agent:
       self.spec.num_actions,
     )
     return state, rb
+
+  def evaluate(self, world: worlds.World, params: Params, rng_key: jax.Array) -> dict[str, float]:
+    """One episode per env of `world`, acting with search (greedy) and with the policy network alone: the
+    mean, std and length of the returns of each as `eval/...` metrics, and the seconds it took."""
+    start = time.perf_counter()
+    c = self.config
+    res = actor_lib.evaluate(
+      world, params, self.act, self.policy_act, rng_key, seed=c.seed + 10_000, max_steps=c.eval_max_steps,
+      stack=c.frame_stack,
+    )  # fmt: skip
+    record = {"eval/seconds": time.perf_counter() - start}
+    for name, r in res.items():
+      record[f"eval/{name}_return"] = float(np.mean(r.returns))
+      record[f"eval/{name}_return_std"] = float(np.std(r.returns))
+      record[f"eval/{name}_length"] = float(np.mean(r.lengths))
+    return record
 
 
 def spec_dict(spec: worlds.Spec) -> dict[str, Any]:

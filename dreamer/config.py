@@ -206,7 +206,15 @@ class Config:
   """The newest this many checkpoints are kept; older ones are deleted."""
 
   def __post_init__(self) -> None:
-    checks = [
+    # Every condition is evaluated, then the first that fails is reported.
+    checks = self._world_checks() + self._model_checks() + self._learning_checks() + self._schedule_checks()
+    for ok, message in checks:
+      if not ok:
+        raise ConfigError(f"invalid config: {message}")
+
+  def _world_checks(self) -> list[tuple[bool, str]]:
+    """(ok, message) of the run size, the world settings and the observation pipeline."""
+    return [
       (self.num_envs >= 1, "num_envs must be >= 1"),
       (self.total_env_steps >= 1, "total_env_steps must be >= 1"),
       (self.network in ("mlp", "resnet"), f"network must be 'mlp' or 'resnet', got {self.network!r}"),
@@ -218,6 +226,11 @@ class Config:
       (self.conv_channels >= 0, "conv_channels must be >= 0"),
       (0.0 <= self.minatar_sticky_actions <= 1.0, "minatar_sticky_actions must be in [0, 1]"),
       (self.minatar_max_steps >= 1, "minatar_max_steps must be >= 1"),
+    ]
+
+  def _model_checks(self) -> list[tuple[bool, str]]:
+    """(ok, message) of the network's shape and the tree search."""
+    return [
       (
         min(self.channels, self.res_blocks + 1, self.head_channels, self.head_hidden) >= 1 and self.channels % 2 == 0,
         "channels must be even and >= 2, res_blocks >= 0, head sizes >= 1",
@@ -232,6 +245,11 @@ class Config:
       (self.optimizer in ("adam", "sgd"), f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}"),
       (self.num_simulations >= 2, "num_simulations must be >= 2"),
       (self.max_considered_actions >= 1, "max_considered_actions must be >= 1"),
+    ]
+
+  def _learning_checks(self) -> list[tuple[bool, str]]:
+    """(ok, message) of the targets, the replay buffer and the optimiser."""
+    return [
       (0.0 < self.discount <= 1.0, "discount must be in (0, 1]"),
       (self.td_steps >= 1, "td_steps must be >= 1"),
       (self.td_age_steps >= 0, "td_age_steps must be >= 0"),
@@ -252,6 +270,11 @@ class Config:
       (self.updates_per_env_step > 0.0, "updates_per_env_step must be > 0"),
       (self.updates_per_chunk >= 1, "updates_per_chunk must be >= 1"),
       (self.learning_starts >= 0, "learning_starts must be >= 0"),
+    ]
+
+  def _schedule_checks(self) -> list[tuple[bool, str]]:
+    """(ok, message) of evaluation, checkpoints, acting temperatures and layer sizes."""
+    return [
       (self.eval_every >= 0, "eval_every must be >= 0"),
       (self.eval_episodes >= 1, "eval_episodes must be >= 1"),
       (self.eval_max_steps >= 1, "eval_max_steps must be >= 1"),
@@ -266,9 +289,6 @@ class Config:
       (min(self.latent_dim, self.hidden_dim, self.lstm_dim, self.proj_dim) >= 1, "layer widths must be >= 1"),
       (self.value_support >= 1 and self.reward_support >= 1, "supports must be >= 1"),
     ]
-    for ok, message in checks:
-      if not ok:
-        raise ConfigError(f"invalid config: {message}")
 
   def to_dict(self) -> dict[str, Any]:
     return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}

@@ -1,8 +1,11 @@
 """The training loop: a thin host loop around jitted acting, replay insertion and chunks of learner updates.
 
-Per iteration the actor runs one batched search for all envs and steps them; the replay-ratio scheduler
-owes `updates_per_env_step` updates per env step and pays them in jitted chunks of `updates_per_chunk`.
-Evaluation (with search and with the policy network alone) runs every `eval_every` env steps.
+One iteration is a few steps with one job each (`act`, `learn`, `record`, `evaluate_if_due`, `save_if_due`)
+over the run's fixed `Parts` (config, agent, worlds, logger, checkpoints) and its changing `Carry` (learner
+and replay state, rng key, observations, counters). Per iteration the actor runs one batched search for all
+envs and steps them; the replay-ratio clock owes `updates_per_env_step` updates per env step and pays them in
+jitted chunks of `updates_per_chunk`. Evaluation (with search and with the policy network alone) runs every
+`eval_every` env steps and at the end.
 
 A run survives being stopped. The full state (learner, replay, host counters and rng, the worlds' episodes in
 progress) is checkpointed every `checkpoint_every_updates` updates, at the end, and on SIGINT/SIGTERM, and
@@ -32,9 +35,9 @@ import worlds
 from dreamer import actor as actor_lib
 from dreamer import checkpoint as ckpt_lib
 from dreamer import config as config_lib
-from dreamer import dream_ratio, frames
+from dreamer import dream_ratio, frames, schedule
 from dreamer import replay as replay_lib
-from dreamer.agent import Agent, check_network, checkpoint_state
+from dreamer.agent import Agent, check_network, checkpoint_state, spec_dict
 from dreamer.config import Config
 from dreamer.logger import Logger
 
@@ -59,26 +62,6 @@ class Progress:
   recent_returns: list[float] = dataclasses.field(default_factory=list)  # the last 20 training episodes
   dreams: dict[str, int] = dataclasses.field(default_factory=dict)  # model steps so far (dream_ratio.Dreams)
   last_eval: dict[str, Any] = dataclasses.field(default_factory=dict)
-
-
-def _eval_record(world, agent: Agent, params, rng_key, config: Config) -> dict[str, Any]:
-  start = time.perf_counter()
-  res = actor_lib.evaluate(
-    world,
-    params,
-    agent.act,
-    agent.policy_act,
-    rng_key,
-    seed=config.seed + 10_000,
-    max_steps=config.eval_max_steps,
-    stack=config.frame_stack,
-  )
-  record = {"eval/seconds": time.perf_counter() - start}
-  for name, r in res.items():
-    record[f"eval/{name}_return"] = float(np.mean(r.returns))
-    record[f"eval/{name}_return_std"] = float(np.std(r.returns))
-    record[f"eval/{name}_length"] = float(np.mean(r.lengths))
-  return record
 
 
 def rss_bytes() -> int:
@@ -135,26 +118,45 @@ class _Signals:
       signal.signal(sig, handler)
 
 
-def _check_finite(
-  chunks: list[dict[str, np.ndarray]], progress: Progress, ckpts: ckpt_lib.Checkpoints, config: Config
-) -> None:
-  """Raises Diverged naming the first update (and every loss) that is not finite."""
-  first = progress.updates - len(chunks) * config.updates_per_chunk
+def first_non_finite(chunks: list[dict[str, np.ndarray]]) -> tuple[int, str] | None:
+  """(index among the chunks' updates, the non-finite losses named) of the first update whose loss is NaN or
+  infinite, or None. chunks: metrics of consecutive chunks, f32[updates_per_chunk] each."""
   for c, metrics in enumerate(chunks):
-    bad = np.zeros(config.updates_per_chunk, bool)
+    bad = np.zeros(len(metrics[LOSS_KEYS[0]]), bool)
     for k in LOSS_KEYS:
       bad |= ~np.isfinite(metrics[k])
     if bad.any():
       i = int(np.argmax(bad))
       losses = ", ".join(f"{k}={metrics[k][i]:.4g}" for k in LOSS_KEYS if not np.isfinite(metrics[k][i]))
-      ckpts.wait()
-      done = ckpts.steps()
-      good = f"the last good checkpoint is {ckpts.path(done[-1])!r}" if done else "no checkpoint was written yet"
-      raise Diverged(
-        f"non-finite loss at update {first + c * config.updates_per_chunk + i + 1} "
-        f"(env step {progress.env_steps}): {losses}; the run stopped without saving this state; "
-        f"{good}"
-      )
+      return c * len(bad) + i, losses
+  return None
+
+
+def _note(console: bool, text: str) -> None:
+  if console:
+    print(f"dreamer: {text}", file=sys.stderr, flush=True)
+
+
+def _check_run_dir(run_dir: Path, config: Config, *, resume: bool) -> dict[str, Any]:
+  """The changes `config` makes to the run already in `run_dir` ({} for a new run); ConfigError when there is
+  a run and `resume` is False, or when the changes would change what the run is."""
+  if not (run_dir / "config.json").exists():
+    return {}
+  if not resume:
+    raise config_lib.ConfigError(
+      f"--logdir {str(run_dir)!r} already holds a run; resume it, or use --fresh to replace it, or choose a new "
+      f"directory"
+    )
+  saved = config_lib.from_dict(json.loads((run_dir / "config.json").read_text()), str(run_dir / "config.json"))
+  return config_lib.check_resumable(saved, config, repr(str(run_dir)))
+
+
+def _write_config(run_dir: Path, config: Config) -> None:
+  # Written before any long work: a directory with config.json is a run (a kill from here on leaves a
+  # resumable one). Atomic: never a torn config.
+  tmp = run_dir / "config.json.tmp"
+  tmp.write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+  os.replace(tmp, run_dir / "config.json")
 
 
 def train(
@@ -171,15 +173,7 @@ def train(
   metrics.jsonl. Raises ConfigError (a resume that would change the run's meaning), CheckpointError,
   StorageError (the run directory cannot be written) and Diverged."""
   run_dir = prepare_run_dir(logdir)
-  changed: dict[str, Any] = {}
-  if (run_dir / "config.json").exists():
-    if not resume:
-      raise config_lib.ConfigError(
-        f"--logdir {str(run_dir)!r} already holds a run; resume it, or use --fresh "
-        f"to replace it, or choose a new directory"
-      )
-    saved = config_lib.from_dict(json.loads((run_dir / "config.json").read_text()), str(run_dir / "config.json"))
-    changed = config_lib.check_resumable(saved, config, repr(str(run_dir)))
+  changed = _check_run_dir(run_dir, config, resume=resume)
   world = worlds.make(
     config.world, num_envs=config.num_envs, seed=config.seed, **config_lib.world_kwargs(config, train=True)
   )
@@ -192,276 +186,341 @@ def train(
       seed=config.seed + 10_000,
       **config_lib.world_kwargs(config, train=False),
     )
-    # Written before any long work: a directory with config.json is a run (a kill from here on leaves a
-    # resumable one).
-    tmp = run_dir / "config.json.tmp"
-    tmp.write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-    os.replace(tmp, run_dir / "config.json")  # atomic: never a torn config
+    _write_config(run_dir, config)
     log = Logger(run_dir, total_env_steps=config.total_env_steps, console=console)
     ckpts = ckpt_lib.Checkpoints(run_dir, keep=config.checkpoints_kept)
+    parts = Parts(config, Agent(config, world.spec), world, eval_world, log, ckpts, run_dir, console)
     with _Signals() as signals:
-      return _run(
-        config,
-        run_dir,
-        world,
-        eval_world,
-        log,
-        ckpts,
-        signals,
-        changed,
-        console=console,
-        stop_after_updates=stop_after_updates,
-      )
+      return run_loop(parts, changed=changed, signals=signals, stop_after_updates=stop_after_updates)
   except OSError as e:
     if isinstance(e, ckpt_lib.StorageError):
       raise
     last = f"; {ckpts.last_complete()}" if ckpts else ""
     raise ckpt_lib.StorageError(f"cannot write to run directory {str(run_dir)!r}: {e.strerror or e}{last}") from None
   finally:
-    for close in (
-      ckpts.close if ckpts else None,
-      log.close if log else None,
-      world.close,
-      eval_world.close if eval_world else None,
-    ):
+    closers = (ckpts and ckpts.close, log and log.close, world.close, eval_world and eval_world.close)
+    for close in closers:
       try:
         close and close()
       except Exception:  # noqa: BLE001 - the error that got here is the one to report
         pass
 
 
-def _note(console: bool, text: str) -> None:
-  if console:
-    print(f"dreamer: {text}", file=sys.stderr, flush=True)
+@dataclasses.dataclass(frozen=True)
+class Parts:
+  """What a run is made of and never replaces: built once, read by every step of the loop."""
+
+  config: Config
+  agent: Agent  # or anything with its init / act / add / train_chunk / evaluate
+  world: worlds.World  # num_envs envs, training mode
+  eval_world: worlds.World  # eval_episodes envs, evaluation mode
+  log: Logger  # or anything with write(record)
+  ckpts: ckpt_lib.Checkpoints
+  run_dir: Path
+  console: bool = True
 
 
-def _run(
-  config: Config,
-  run_dir: Path,
-  world,
-  eval_world,
-  log: Logger,
-  ckpts: ckpt_lib.Checkpoints,
-  signals: _Signals,
-  changed: dict[str, Any],
-  *,
-  console: bool,
-  stop_after_updates: int | None,
-) -> dict[str, Any]:
-  agent = Agent(config, world.spec)
+@dataclasses.dataclass
+class Carry:
+  """What the loop changes: device state, the observations it acts on, the counters, and host timers."""
+
+  state: Any  # learner.TrainState
+  rb: Any  # replay.ReplayState
+  key: jax.Array
+  obs: np.ndarray  # [B, *agent.obs_shape]
+  progress: Progress
+  dreams: dream_ratio.Dreams
+  recent: collections.deque  # returns of the last 20 training episodes
+  start: float  # perf_counter() at which the run's wall-clock (over all its segments) began
+  window: dict[str, float]  # the speed window: its start time and counters then
+  timers: dict[str, float] = dataclasses.field(
+    default_factory=lambda: {"act": 0.0, "learn": 0.0, "eval": 0.0, "checkpoint": 0.0}
+  )
+  world_state_ok: bool = True  # False once the world said it cannot save its episodes
+  solved: bool = False
+  resumed_from: int | None = None
+
+
+def clocks(config: Config) -> tuple[schedule.Every, schedule.Every, schedule.Ratio]:
+  """The loop's schedules: evaluation (env steps), periodic checkpoints (updates), updates owed."""
+  return (
+    schedule.Every(config.eval_every),
+    schedule.Every(config.checkpoint_every_updates),
+    schedule.Ratio(config.updates_per_env_step, config.updates_per_chunk, start=config.learning_starts),
+  )
+
+
+def start(p: Parts) -> Carry:
+  """A new run's carry, or the newest readable checkpoint's when the run directory has one."""
+  config = p.config
   key = jax.random.PRNGKey(config.seed)
   key, init_key = jax.random.split(key)
-  state, rb = agent.init(init_key)
-  stack = config.frame_stack
-  obs = frames.start(world.reset(config.seed), stack)  # [B, *agent.obs_shape]
-  progress = Progress(
-    next_eval=config.eval_every if config.eval_every > 0 else config.total_env_steps,
-    next_checkpoint=config.checkpoint_every_updates,
-  )
-  spec_dict = {
-    "obs_shape": list(world.spec.obs_shape),
-    "obs_dtype": np.dtype(world.spec.obs_dtype).name,
-    "num_actions": world.spec.num_actions,
-  }
+  state, rb = p.agent.init(init_key)
+  obs = frames.start(p.world.reset(config.seed), config.frame_stack)
+  evals, saves, _ = clocks(config)
+  progress = Progress(next_eval=evals.first(), next_checkpoint=saves.first())
+  carry = Carry(state, rb, key, obs, progress, dream_ratio.Dreams(), collections.deque(maxlen=20), 0.0, {})
+  if p.ckpts.steps():
+    carry = restore(p, carry)
+  progress = carry.progress
+  carry.start = time.perf_counter() - progress.wall_s
+  carry.window = {"t": time.perf_counter(), "env_steps": progress.env_steps, "updates": progress.updates}
+  carry.recent.extend(progress.recent_returns)
+  carry.solved = bool(progress.last_eval) and progress.last_eval["eval/search_return"] >= config.stop_return
+  if progress.dreams or not progress.env_steps:
+    carry.dreams = dream_ratio.Dreams(**progress.dreams)
+  else:  # older checkpoints: rebuilt from the counters
+    carry.dreams = dream_ratio.Dreams.rebuilt(config, progress.env_steps, progress.updates)
+  return carry
+
+
+def restore(p: Parts, c: Carry) -> Carry:
+  """`c` with the state of the newest readable checkpoint (unreadable newer ones are reported and set aside);
+  `c` as it is when none reads."""
 
   def unreadable(step: int, error: ckpt_lib.CheckpointError) -> None:
-    _note(console, f"warning: {error}; trying the previous checkpoint")
-    log.write({"event": "checkpoint_unreadable", "step": step, "error": str(error)})
+    _note(p.console, f"warning: {error}; trying the previous checkpoint")
+    p.log.write({"event": "checkpoint_unreadable", "step": step, "error": str(error)})
 
-  resumed_from = None
-  if ckpts.steps():
-    saved = ckpts.restore_latest(state.params, checkpoint_state(state, rb, key, obs), on_unreadable=unreadable)
-    if saved is not None:
-      if saved.meta["spec"] != spec_dict:
-        raise ckpt_lib.CheckpointError(
-          f"checkpoint {ckpts.path(saved.step)!r} was trained on {saved.meta['spec']}, "
-          f"but {config.world!r} now gives {spec_dict}"
-        )
-      dev = jax.device_put(saved.state)
-      state = dev["learner"]._replace(params=jax.device_put(saved.params))
-      rb, key, obs = dev["replay"], dev["key"], np.asarray(saved.state["obs"])
-      progress = Progress(**saved.meta["progress"])
-      if saved.meta["world_state"] is not None:
-        world.set_state(base64.b64decode(saved.meta["world_state"]))
-      else:  # this world cannot save its episodes: start new ones
-        obs = frames.start(world.reset(config.seed + progress.env_steps), stack)
-      if config.checkpoint_every_updates != saved.meta["config"]["checkpoint_every_updates"]:
-        progress.next_checkpoint = (
-          progress.updates // max(config.checkpoint_every_updates, 1) + 1
-        ) * config.checkpoint_every_updates
-      resumed_from = saved.step
-  if resumed_from is not None or changed or log.path.stat().st_size > 0:
-    log.write(
-      {
-        "event": "resume",
-        "env_steps": progress.env_steps,
-        "updates": progress.updates,
-        "checkpoint": ckpts.path(resumed_from) if resumed_from is not None else None,
-        "changed": {k: list(v) for k, v in changed.items()} or None,
-      }
+  abstract = checkpoint_state(c.state, c.rb, c.key, c.obs)
+  saved = p.ckpts.restore_latest(c.state.params, abstract, on_unreadable=unreadable)
+  if saved is None:
+    return c
+  spec = spec_dict(p.world.spec)
+  if saved.meta["spec"] != spec:
+    raise ckpt_lib.CheckpointError(
+      f"checkpoint {p.ckpts.path(saved.step)!r} was trained on {saved.meta['spec']}, but {p.config.world!r} now "
+      f"gives {spec}"
     )
+  dev = jax.device_put(saved.state)
+  c.state = dev["learner"]._replace(params=jax.device_put(saved.params))
+  c.rb, c.key, c.obs = dev["replay"], dev["key"], np.asarray(saved.state["obs"])
+  c.progress = Progress(**saved.meta["progress"])
+  if saved.meta["world_state"] is not None:
+    p.world.set_state(base64.b64decode(saved.meta["world_state"]))
+  else:  # this world cannot save its episodes: start new ones
+    c.obs = frames.start(p.world.reset(p.config.seed + c.progress.env_steps), p.config.frame_stack)
+  if p.config.checkpoint_every_updates != saved.meta["config"]["checkpoint_every_updates"]:
+    c.progress.next_checkpoint = clocks(p.config)[1].following(c.progress.updates)
+  c.resumed_from = saved.step
+  return c
+
+
+def announce(p: Parts, c: Carry, changed: dict[str, Any]) -> None:
+  """Marks a resume in metrics.jsonl (so readers drop what it supersedes) and prints the planned dream ratio."""
+  progress = c.progress
+  if c.resumed_from is not None or changed or p.log.path.stat().st_size > 0:
+    p.log.write({
+      "event": "resume",
+      "env_steps": progress.env_steps,
+      "updates": progress.updates,
+      "checkpoint": p.ckpts.path(c.resumed_from) if c.resumed_from is not None else None,
+      "changed": {k: list(v) for k, v in changed.items()} or None,
+    })  # fmt: skip
+    changes = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items())
     _note(
-      console,
-      f"resuming {str(run_dir)!r} at env step {progress.env_steps}, update {progress.updates}"
-      + (f" with changes: {', '.join(f'{k} {a!r} -> {b!r}' for k, (a, b) in changed.items())}" if changed else ""),
+      p.console,
+      f"resuming {str(p.run_dir)!r} at env step {progress.env_steps}, update {progress.updates}"
+      + (f" with changes: {changes}" if changed else ""),
     )
-
-  world_state_ok = True
-  dreams = (
-    dream_ratio.Dreams(**progress.dreams)
-    if progress.dreams or not progress.env_steps  # older checkpoints:
-    else dream_ratio.Dreams.rebuilt(config, progress.env_steps, progress.updates)
-  )  # rebuilt from counters
-  plan = dream_ratio.planned_ratio(config)
+  plan = dream_ratio.planned_ratio(p.config)
   _note(
-    console,
+    p.console,
     f"dream ratio (imagined model steps per real env step) once learning: {plan['total']:.1f} = "
     + " + ".join(f"{plan[k]:.1f} {k}" for k in dream_ratio.KINDS),
   )
-  start = time.perf_counter() - progress.wall_s
-  b = config.num_envs
-  recent = collections.deque(progress.recent_returns, maxlen=20)
-  solved = bool(progress.last_eval) and progress.last_eval["eval/search_return"] >= config.stop_return
-  timers = {"act": 0.0, "learn": 0.0, "eval": 0.0, "checkpoint": 0.0}
-  window = {"t": time.perf_counter(), "env_steps": progress.env_steps, "updates": progress.updates}
+
+
+def act(p: Parts, c: Carry) -> None:
+  """One acting step of every env: search, step the worlds, add the rows to the replay."""
+  t = time.perf_counter()
+  config, b, stack = p.config, p.config.num_envs, p.config.frame_stack
+  c.key, act_key = jax.random.split(c.key)
+  out = p.agent.act(c.state.params, c.obs, act_key, actor_lib.temperature(config, c.progress.env_steps))
+  action = np.asarray(out.action)
+  step = p.world.step(action)
+  ended = step.terminated | step.truncated
+  row = replay_lib.Rows(
+    obs=frames.newest(c.obs, stack),
+    action=action,
+    reward=step.reward,
+    policy=out.policy,
+    value=out.value,
+    last=np.zeros(b, bool),
+    terminal=np.zeros(b, bool),
+    step=np.full(b, c.progress.env_steps, np.int32),
+  )
+  c.rb = p.agent.add(c.rb, row, step.final_obs, ended, step.terminated)
+  c.obs = frames.push(c.obs, step.obs, ended, stack)
+  c.progress.env_steps += b
+  c.dreams.acted(config)
+  for r in step.episode_return[~np.isnan(step.episode_return)]:  # whole games, true scores
+    c.recent.append(float(r))
+    c.progress.episodes += 1
+  c.timers["act"] += time.perf_counter() - t
+
+
+def learn(p: Parts, c: Carry) -> list[dict[str, np.ndarray]]:
+  """Pays the updates owed in whole chunks; returns each chunk's metrics (on the host). Diverged, logged
+  first, when a loss is not finite."""
+  t = time.perf_counter()
+  config, progress = p.config, c.progress
+  ratio = clocks(config)[2]
+  progress.owed = ratio.owe(progress.owed, config.num_envs, done=progress.env_steps)
+  due, progress.owed = ratio.pay(progress.owed)
+  chunks = []
+  for _ in range(due):
+    c.state, c.rb, metrics = p.agent.train_chunk(c.state, c.rb, jnp.int32(progress.env_steps))
+    chunks.append(metrics)
+    progress.updates += config.updates_per_chunk
+    c.dreams.updated(config, config.updates_per_chunk)
+  chunks = [{k: np.asarray(v) for k, v in m.items()} for m in chunks]  # waits, so the timer below is true
+  c.timers["learn"] += time.perf_counter() - t
+  bad = first_non_finite(chunks)
+  if bad is not None:
+    first = progress.updates - len(chunks) * config.updates_per_chunk
+    error = diverged(p, progress, update=first + bad[0] + 1, losses=bad[1])
+    p.log.write(
+      {"event": "diverged", "env_steps": progress.env_steps, "updates": progress.updates, "error": str(error)}
+    )
+    raise error
+  return chunks
+
+
+def diverged(p: Parts, progress: Progress, *, update: int, losses: str) -> Diverged:
+  p.ckpts.wait()
+  done = p.ckpts.steps()
+  good = f"the last good checkpoint is {p.ckpts.path(done[-1])!r}" if done else "no checkpoint was written yet"
+  return Diverged(
+    f"non-finite loss at update {update} (env step {progress.env_steps}): {losses}; the run stopped without "
+    f"saving this state; {good}"
+  )
+
+
+def record(p: Parts, c: Carry, chunks: list[dict[str, np.ndarray]]) -> None:
+  """Writes a training record (the last chunk's mean metrics, speeds, memory, dreams) after updates."""
+  if not chunks:
+    return
+  progress, now = c.progress, time.perf_counter()
+  dt = now - c.window["t"]
+  rec = {
+    "env_steps": progress.env_steps,
+    "updates": progress.updates,
+    "episodes": progress.episodes,
+    "wall_s": now - c.start,
+    **{k: float(np.mean(v)) for k, v in chunks[-1].items()},
+    "speed/env_steps_per_s": (progress.env_steps - c.window["env_steps"]) / dt,
+    "speed/updates_per_s": (progress.updates - c.window["updates"]) / dt,
+    "replay/bytes": replay_lib.nbytes(c.rb),
+    "sys/rss_bytes": rss_bytes(),
+    **c.dreams.record(progress.env_steps),
+  }
+  if c.recent:
+    rec["train/episode_return"] = float(np.mean(c.recent))
+  if dt > 2.0:
+    c.window = {"t": now, "env_steps": progress.env_steps, "updates": progress.updates}
+  p.log.write(rec)
+
+
+def evaluate_if_due(p: Parts, c: Carry) -> None:
+  """Evaluates every `eval_every` env steps and at the last one; a search return of `stop_return` solves."""
+  progress, config = c.progress, p.config
+  evals = clocks(config)[0]
+  final = progress.env_steps >= config.total_env_steps
+  if not (evals.due(progress.env_steps, progress.next_eval) or final):
+    return
+  progress.next_eval = evals.following(progress.env_steps)
+  t = time.perf_counter()
+  c.key, eval_key = jax.random.split(c.key)
+  last_eval = p.agent.evaluate(p.eval_world, c.state.params, eval_key)
+  c.timers["eval"] += time.perf_counter() - t
+  last_eval.update({
+    "env_steps": progress.env_steps,
+    "updates": progress.updates,
+    "episodes": progress.episodes,
+    "wall_s": time.perf_counter() - c.start,
+  })  # fmt: skip
+  progress.last_eval = last_eval
+  p.log.write(last_eval)
+  c.solved = last_eval["eval/search_return"] >= config.stop_return
+
+
+def save_if_due(p: Parts, c: Carry) -> None:
+  saves = clocks(p.config)[1]
+  if saves.due(c.progress.updates, c.progress.next_checkpoint):
+    c.progress.next_checkpoint = saves.following(c.progress.updates)
+    save(p, c)
+
+
+def save(p: Parts, c: Carry) -> None:
+  """Starts writing the whole state as checkpoint `env_steps` (the world's episodes too, where it can)."""
+  t = time.perf_counter()
+  progress = c.progress
+  progress.wall_s = t - c.start
+  progress.recent_returns = list(c.recent)
+  progress.dreams = dataclasses.asdict(c.dreams)
+  world_state = None
+  if c.world_state_ok:
+    try:
+      world_state = base64.b64encode(p.world.get_state()).decode()
+    except worlds.WorldStateError as e:
+      c.world_state_ok = False
+      _note(p.console, f"warning: {e}; a resumed run will start new episodes")
+  meta = {
+    "config": p.config.to_dict(),
+    "spec": spec_dict(p.world.spec),
+    "progress": dataclasses.asdict(progress),
+    "world_state": world_state,
+  }
+  p.ckpts.save(progress.env_steps, c.state.params, checkpoint_state(c.state, c.rb, c.key, c.obs), meta)
+  c.timers["checkpoint"] += time.perf_counter() - t
+
+
+def stop_reason(c: Carry, signals: _Signals, stop_after_updates: int | None) -> str | None:
+  if signals.received:
+    return signals.received
+  if stop_after_updates is not None and c.progress.updates >= stop_after_updates:
+    return "stop_after_updates"
+  return None
+
+
+def run_loop(
+  p: Parts, *, changed: dict[str, Any], signals: _Signals, stop_after_updates: int | None = None
+) -> dict[str, Any]:
+  """Runs the loop until the run is done, solved or stopped; saves; returns (and logs) the summary."""
+  c = start(p)
+  announce(p, c, changed)
   stopped = None
-
-  def save() -> None:
-    nonlocal world_state_ok
-    t = time.perf_counter()
-    progress.wall_s = t - start
-    progress.recent_returns = list(recent)
-    progress.dreams = dataclasses.asdict(dreams)
-    world_state = None
-    if world_state_ok:
-      try:
-        world_state = base64.b64encode(world.get_state()).decode()
-      except worlds.WorldStateError as e:
-        world_state_ok = False
-        _note(console, f"warning: {e}; a resumed run will start new episodes")
-    ckpts.save(
-      progress.env_steps,
-      state.params,
-      checkpoint_state(state, rb, key, obs),
-      {
-        "config": config.to_dict(),
-        "spec": spec_dict,
-        "progress": dataclasses.asdict(progress),
-        "world_state": world_state,
-      },
-    )
-    timers["checkpoint"] += time.perf_counter() - t
-
-  while progress.env_steps < config.total_env_steps and not solved:
-    t0 = time.perf_counter()
-    key, act_key = jax.random.split(key)
-    out = agent.act(state.params, obs, act_key, actor_lib.temperature(config, progress.env_steps))
-    action = np.asarray(out.action)
-    step = world.step(action)
-    ended = step.terminated | step.truncated
-    row = replay_lib.Rows(
-      obs=frames.newest(obs, stack),
-      action=action,
-      reward=step.reward,
-      policy=out.policy,
-      value=out.value,
-      last=np.zeros(b, bool),
-      terminal=np.zeros(b, bool),
-      step=np.full(b, progress.env_steps, np.int32),
-    )
-    rb = agent.add(rb, row, step.final_obs, ended, step.terminated)
-    obs = frames.push(obs, step.obs, ended, stack)
-    progress.env_steps += b
-    dreams.acted(config)
-    for r in step.episode_return[~np.isnan(step.episode_return)]:  # whole games, true scores
-      recent.append(float(r))
-      progress.episodes += 1
-    t1 = time.perf_counter()
-    timers["act"] += t1 - t0
-
-    if progress.env_steps >= config.learning_starts:
-      progress.owed += b * config.updates_per_env_step
-    chunks = []
-    while progress.owed >= config.updates_per_chunk:
-      state, rb, metrics = agent.train_chunk(state, rb, jnp.int32(progress.env_steps))
-      chunks.append(metrics)
-      progress.owed -= config.updates_per_chunk
-      progress.updates += config.updates_per_chunk
-      dreams.updated(config, config.updates_per_chunk)
-    chunks = [{k: np.asarray(v) for k, v in m.items()} for m in chunks]  # waits, so the timer below is true
-    timers["learn"] += time.perf_counter() - t1
-    if chunks:
-      try:
-        _check_finite(chunks, progress, ckpts, config)
-      except Diverged as e:
-        log.write({"event": "diverged", "env_steps": progress.env_steps, "updates": progress.updates, "error": str(e)})
-        raise
-      now = time.perf_counter()
-      dt = now - window["t"]
-      record = {
-        "env_steps": progress.env_steps,
-        "updates": progress.updates,
-        "episodes": progress.episodes,
-        "wall_s": now - start,
-        **{k: float(np.mean(v)) for k, v in chunks[-1].items()},
-        "speed/env_steps_per_s": (progress.env_steps - window["env_steps"]) / dt,
-        "speed/updates_per_s": (progress.updates - window["updates"]) / dt,
-        "replay/bytes": replay_lib.nbytes(rb),
-        "sys/rss_bytes": rss_bytes(),
-        **dreams.record(progress.env_steps),
-      }
-      if recent:
-        record["train/episode_return"] = float(np.mean(recent))
-      if dt > 2.0:
-        window = {"t": now, "env_steps": progress.env_steps, "updates": progress.updates}
-      log.write(record)
-
-    if progress.env_steps >= progress.next_eval or progress.env_steps >= config.total_env_steps:
-      progress.next_eval += config.eval_every if config.eval_every > 0 else config.total_env_steps
-      t2 = time.perf_counter()
-      key, eval_key = jax.random.split(key)
-      last_eval = _eval_record(eval_world, agent, state.params, eval_key, config)
-      timers["eval"] += time.perf_counter() - t2
-      last_eval.update(
-        {
-          "env_steps": progress.env_steps,
-          "updates": progress.updates,
-          "episodes": progress.episodes,
-          "wall_s": time.perf_counter() - start,
-        }
-      )
-      progress.last_eval = last_eval
-      log.write(last_eval)
-      solved = last_eval["eval/search_return"] >= config.stop_return
-
-    every = config.checkpoint_every_updates
-    if every > 0 and progress.updates >= progress.next_checkpoint:
-      progress.next_checkpoint = (progress.updates // every + 1) * every
-      save()
-    if signals.received:
-      stopped = signals.received
-    elif stop_after_updates is not None and progress.updates >= stop_after_updates:
-      stopped = "stop_after_updates"
+  while c.progress.env_steps < p.config.total_env_steps and not c.solved:
+    act(p, c)
+    record(p, c, learn(p, c))
+    evaluate_if_due(p, c)
+    save_if_due(p, c)
+    stopped = stop_reason(c, signals, stop_after_updates)
     if stopped:
       break
+  save(p, c)
+  p.ckpts.wait()
+  return summarize(p, c, stopped)
 
-  save()
-  ckpts.wait()
+
+def summarize(p: Parts, c: Carry, stopped: str | None) -> dict[str, Any]:
+  progress = c.progress
   summary = {
     "summary": True,
     "env_steps": progress.env_steps,
     "updates": progress.updates,
     "episodes": progress.episodes,
-    "wall_s": time.perf_counter() - start,
-    "solved": solved,
+    "wall_s": time.perf_counter() - c.start,
+    "solved": c.solved,
     "stopped": stopped,
-    "resumed_from": resumed_from,
-    "checkpoint": ckpts.path(progress.env_steps),
+    "resumed_from": c.resumed_from,
+    "checkpoint": p.ckpts.path(progress.env_steps),
     "sys/rss_bytes": rss_bytes(),
-    "replay/bytes": replay_lib.nbytes(rb),
-    **dreams.record(progress.env_steps),
-    **{f"time/{k}_s": v for k, v in timers.items()},
+    "replay/bytes": replay_lib.nbytes(c.rb),
+    **c.dreams.record(progress.env_steps),
+    **{f"time/{k}_s": v for k, v in c.timers.items()},
     **{k: v for k, v in progress.last_eval.items() if k.startswith("eval/")},
   }
-  log.write(summary)
+  p.log.write(summary)
   return summary

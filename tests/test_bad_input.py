@@ -1,5 +1,5 @@
-"""Every row of the README's bad-input table, run as written: one line on stderr, the documented message,
-exit code 2, and nothing already saved is touched."""
+"""Every row of the bad-input table (docs/checkpoints.md, section 'Bad input'), run as written: one line on
+stderr, the documented message, exit code 2, and nothing already saved is touched."""
 
 import hashlib
 import json
@@ -14,12 +14,15 @@ from dreamer import cli
 from dreamer import config as config_lib
 from dreamer.train import train
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+TABLE_PAGE = Path(__file__).resolve().parent.parent / "docs" / "checkpoints.md"
 
 
 def _table() -> list[tuple[str, str, str]]:
-  """(bad input, command, message) for each row of the README table under '### Bad input'."""
-  text = README.read_text().split("### Bad input", 1)[1]
+  """(bad input, command, message) for each row of the table under the 'Bad input' heading of TABLE_PAGE."""
+  page = TABLE_PAGE.read_text()
+  heading = re.search(r"^#+ Bad input[ \t]*$", page, re.MULTILINE)
+  assert heading, f"no 'Bad input' heading in {TABLE_PAGE}"
+  text = page[heading.end() :]
   rows = []
   for line in text.splitlines():
     m = re.fullmatch(r"\| (.+?) \| `(dreamer[^`]*)` \| `(.+)` \|", line.strip())

@@ -6,6 +6,7 @@ import pytest
 from dreamer import config as config_lib
 from dreamer import dream_ratio
 from dreamer import train as train_lib
+from dreamer.agent import Agent
 from dreamer.logger import read_metrics
 from dreamer.networks import Model
 
@@ -59,7 +60,7 @@ def test_logged_dreams_equal_a_hand_count_and_the_dynamics_calls_made(search, tm
 
   monkeypatch.setattr(Model, "call", counted)
   # Evaluation searches are not training's dreams: leave them out of the count.
-  monkeypatch.setattr(train_lib, "_eval_record", lambda *a, **k: {"eval/search_return": 0.0})
+  monkeypatch.setattr(Agent, "evaluate", lambda *a, **k: {"eval/search_return": 0.0})
   config = config_lib.Config(**{**SETTINGS, "search": search})
   summary = train_lib.train(config, tmp_path / "run", console=False)
   jax.effects_barrier()

@@ -1,11 +1,22 @@
-"""MinAtar worlds against the `minatar` package driven directly, on scripted actions."""
+"""MinAtar worlds against the `minatar` package driven directly, on scripted actions; and the one-line error
+when that optional package is not installed."""
+
+import subprocess
+import sys
 
 import numpy as np
 import pytest
-from minatar import Environment
 
 import worlds
-from worlds.minatar import MINATAR_GAMES
+from worlds.minatar import MINATAR_GAMES, MissingPackageError
+
+try:
+  from minatar import Environment
+except ImportError:  # the optional extra is not installed: only the tests of its absence run
+  Environment = None
+
+needs_minatar = pytest.mark.skipif(Environment is None, reason="needs the optional package minatar (dreamer[minatar])")
+MISSING = 'minatar:Breakout needs the optional package minatar: pip install "dreamer[minatar]"'
 
 
 def reference(game: str, seed: int, actions: np.ndarray, *, sticky: float, action_set=None, max_steps=10**9):
@@ -29,6 +40,7 @@ def reference(game: str, seed: int, actions: np.ndarray, *, sticky: float, actio
   return np.stack(obs), np.array(rewards, np.float32), np.array(terms), np.array(truncs), np.array(returns)
 
 
+@needs_minatar
 @pytest.mark.parametrize("game", list(MINATAR_GAMES))
 def test_world_matches_the_package(game):
   steps, envs, seed = 400, 3, 11
@@ -50,6 +62,7 @@ def test_world_matches_the_package(game):
   assert ended > 0  # the comparison crossed game ends
 
 
+@needs_minatar
 def test_minimal_action_set_maps_to_the_games_actions():
   world = worlds.make("minatar:Breakout", num_envs=1, seed=3, full_action_set=False, sticky_actions=0.0)
   world.reset()
@@ -62,6 +75,7 @@ def test_minimal_action_set_maps_to_the_games_actions():
   np.testing.assert_array_equal(np.array([s.reward[0] for s in got]), rew)
 
 
+@needs_minatar
 def test_state_round_trip_continues_bit_identically():
   world = worlds.make("minatar:Seaquest", num_envs=2, seed=5)
   world.reset()
@@ -80,8 +94,52 @@ def test_state_round_trip_continues_bit_identically():
       np.testing.assert_array_equal(x, y)
 
 
-def test_bad_arguments_are_clear_errors():
+def test_bad_arguments_are_clear_errors():  # told before the package is imported: runs without it
   with pytest.raises(ValueError, match="did you mean 'minatar:SpaceInvaders'"):
     worlds.make("minatar:spaceinvaders", num_envs=1)
   with pytest.raises(ValueError, match="sticky_actions must be in"):
     worlds.make("minatar:Breakout", num_envs=1, sticky_actions=1.5)
+
+
+@pytest.fixture
+def no_minatar(monkeypatch):
+  """The package made unimportable, as if the extra were not installed (None in sys.modules stops an import)."""
+  for name in [n for n in sys.modules if n == "minatar" or n.startswith("minatar.")]:
+    monkeypatch.delitem(sys.modules, name)
+  for name in ["minatar", "minatar.environment", "minatar.environments"]:
+    monkeypatch.setitem(sys.modules, name, None)
+
+
+def test_a_missing_package_is_one_line_naming_the_extra(no_minatar):
+  with pytest.raises(MissingPackageError) as caught:
+    worlds.make("minatar:Breakout", num_envs=1)
+  assert str(caught.value) == MISSING and "\n" not in str(caught.value)
+  assert isinstance(caught.value, ImportError) and isinstance(caught.value, ValueError)
+  assert caught.value.__cause__ is None and caught.value.__suppress_context__
+  with pytest.raises(ValueError, match="did you mean 'minatar:Breakout'"):  # bad ids are still told first
+    worlds.make("minatar:breakout", num_envs=1)
+
+
+def test_a_missing_package_reaches_the_cli_as_that_line(no_minatar, tmp_path, capsys):
+  from dreamer import cli
+
+  assert cli.main(["train", "--config", "minatar", "--logdir", str(tmp_path / "run"), "--quiet"]) == 2
+  err = capsys.readouterr().err
+  assert err == f"dreamer: error: config key 'world': {MISSING}\n"
+
+
+def test_worlds_imports_without_the_package():
+  code = (
+    "import sys\n"
+    "for name in ('minatar', 'minatar.environment', 'minatar.environments'): sys.modules[name] = None\n"
+    "import worlds\n"
+    "assert 'minatar:Breakout' in worlds.available()\n"
+    "worlds.make('toy:chain', num_envs=2).reset()\n"
+    "try:\n"
+    "  worlds.make('minatar:Breakout', num_envs=1)\n"
+    "except ImportError as e:\n"
+    "  print(e)\n"
+  )
+  done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+  assert done.returncode == 0, done.stderr
+  assert done.stdout == MISSING + "\n"

@@ -1,4 +1,5 @@
-"""Batched environments ("worlds") behind one numpy interface; see `worlds.base`.
+"""Batched environments ("worlds") behind one numpy interface; see `worlds.base`. Optional packages (minatar)
+are imported only when their worlds are built.
 
 world = worlds.make("toy:chain", num_envs=8, seed=0)   # or "gym:CartPole-v1", "atari:Pong", "minatar:Breakout"
                                                         # related tasks: "toy:chain-mirror", "cartpole:long-pole"
@@ -10,12 +11,12 @@ from worlds.atari import ATARI100K_GAMES, AtariWorld
 from worlds.base import Spec, Step, World, WorldStateError
 from worlds.cartpole import CARTPOLE_VARIANTS, CartPoleWorld
 from worlds.gym import GymWorld
-from worlds.minatar import MINATAR_GAMES, MinAtarWorld
+from worlds.minatar import MINATAR_GAMES, MinAtarWorld, MissingPackageError
 from worlds.registry import available, make, register
 from worlds.toy import ChainWorld, MirrorChainWorld
 
 __all__ = [
     "World", "Spec", "Step", "WorldStateError", "make", "available", "register",
     "ChainWorld", "MirrorChainWorld", "GymWorld", "CartPoleWorld", "CARTPOLE_VARIANTS",
-    "AtariWorld", "ATARI100K_GAMES", "MinAtarWorld", "MINATAR_GAMES",
+    "AtariWorld", "ATARI100K_GAMES", "MinAtarWorld", "MINATAR_GAMES", "MissingPackageError",
 ]  # fmt: skip

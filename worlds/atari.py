@@ -191,31 +191,26 @@ class AtariWorld(World):
     grayscale: bool = False,
   ) -> None:
     super().__init__(num_envs, seed)
-    _check_int("frame_skip", frame_skip, 1)
-    _check_int("noop_max", noop_max, 0)
-    _check_int("max_steps", max_steps, 1)
-    shrink = " (area resizing only shrinks the 210x160 screen)"
-    _check_int("frame_size", frame_size, 8, 160, shrink)
-    p = sticky_actions
-    if isinstance(p, bool) or not isinstance(p, (int, float, np.number)) or not 0.0 <= p <= 1.0:
-      raise ValueError(f"sticky_actions must be a probability in [0, 1], got {p!r}")
-    if mode not in _MODES:
-      raise ValueError(f"mode must be 'train' or 'eval', got {mode!r}")
-    for name, v in (("full_action_set", full_action_set), ("grayscale", grayscale)):
-      if not isinstance(v, (bool, np.bool_)):
-        raise ValueError(f"{name} must be True or False, got {v!r}")
-    roms = game_roms()
-    if game not in roms:
-      close = close_games(game, roms)
-      hint = f"did you mean {' or '.join(map(repr, close))}?" if close else "e.g. 'Pong'"
-      raise ValueError(f"unknown Atari game {game!r} (CamelCase ale-py ROM names): {hint}")
-
-    self.game, self.rom = game, roms[game]
+    _check_settings(
+      frame_skip=frame_skip,
+      noop_max=noop_max,
+      max_steps=max_steps,
+      frame_size=frame_size,
+      sticky_actions=sticky_actions,
+      mode=mode,
+      full_action_set=full_action_set,
+      grayscale=grayscale,
+    )
+    self.game, self.rom = game, _rom_id(game)
     self.frame_skip, self.noop_max = int(frame_skip), int(noop_max)
     self.sticky_actions, self.full_action_set = float(sticky_actions), bool(full_action_set)
     self.mode, self.max_steps = mode, int(max_steps)
     self.frame_size, self.grayscale = int(frame_size), bool(grayscale)
+    h, w = self._open_emulators()
+    self._init_buffers(h, w)
 
+  def _open_emulators(self) -> tuple[int, int]:
+    """One ALEInterface per env, the first loaded to tell the action set, spec and resize: its screen (h, w)."""
     B, ale_py = self.num_envs, _import_ale()
     # Process-wide; set before the first ALEInterface, which would print a banner.
     ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)
@@ -230,7 +225,11 @@ class AtariWorld(World):
     shape = (self.frame_size, self.frame_size, 1 if self.grayscale else 3)
     self._resize = make_area_resize(h, w, self.frame_size)
     self._spec = Spec(shape, np.dtype(np.uint8), len(acts))
+    return h, w
 
+  def _init_buffers(self, h: int, w: int) -> None:
+    """Each env's random streams and the per-env arrays the steps keep, for screens of h x w."""
+    B = self.num_envs
     self._rngs = [np.random.default_rng(_env_seed(self.seed, i)) for i in range(B)]  # no-ops
     self._sticky_rngs = [np.random.default_rng([_env_seed(self.seed, i), 1]) for i in range(B)]
     self._last_action = np.zeros(B, np.int64)  # [B] ALE action id of the last frame
@@ -373,6 +372,43 @@ class AtariWorld(World):
 
 def _env_seed(seed: int, i: int) -> int:
   return (seed + i) % 2**31  # ALE's random_seed is a C int
+
+
+def _check_settings(
+  *,
+  frame_skip: Any,
+  noop_max: Any,
+  max_steps: Any,
+  frame_size: Any,
+  sticky_actions: Any,
+  mode: Any,
+  full_action_set: Any,
+  grayscale: Any,
+) -> None:
+  """ValueError (one line) naming the first AtariWorld setting that is out of range or of the wrong type."""
+  _check_int("frame_skip", frame_skip, 1)
+  _check_int("noop_max", noop_max, 0)
+  _check_int("max_steps", max_steps, 1)
+  shrink = " (area resizing only shrinks the 210x160 screen)"
+  _check_int("frame_size", frame_size, 8, 160, shrink)
+  p = sticky_actions
+  if isinstance(p, bool) or not isinstance(p, (int, float, np.number)) or not 0.0 <= p <= 1.0:
+    raise ValueError(f"sticky_actions must be a probability in [0, 1], got {p!r}")
+  if mode not in _MODES:
+    raise ValueError(f"mode must be 'train' or 'eval', got {mode!r}")
+  for name, v in (("full_action_set", full_action_set), ("grayscale", grayscale)):
+    if not isinstance(v, (bool, np.bool_)):
+      raise ValueError(f"{name} must be True or False, got {v!r}")
+
+
+def _rom_id(game: str) -> str:
+  """ale-py's ROM id of CamelCase `game`, or ValueError suggesting the closest names."""
+  roms = game_roms()
+  if game not in roms:
+    close = close_games(game, roms)
+    hint = f"did you mean {' or '.join(map(repr, close))}?" if close else "e.g. 'Pong'"
+    raise ValueError(f"unknown Atari game {game!r} (CamelCase ale-py ROM names): {hint}")
+  return roms[game]
 
 
 def _check_int(name: str, v: Any, lo: int, hi: int | None = None, why: str = "") -> None:

@@ -8,6 +8,9 @@ Env i is seeded from `seed + i`. The package keeps ONE numpy RandomState per env
 draw and the game's own randomness (`Environment.seed` shares it), so every env is reproducible from its
 seed and its actions; a game reset does not reseed (the stream continues, like gymnasium's envs).
 Games are cut off (truncated) at `max_steps` agent steps.
+
+The package is an optional extra (`pip install "dreamer[minatar]"`): it is imported only when a world is built,
+so `import worlds` works without it, and a world asked for without it is a one-line `MissingPackageError`.
 """
 
 from __future__ import annotations
@@ -27,6 +30,24 @@ MINATAR_GAMES = {
   "SpaceInvaders": "space_invaders",
   "Seaquest": "seaquest",
 }
+
+
+class MissingPackageError(ImportError, ValueError):
+  """A world needs an optional package that is not installed. An ImportError, and a ValueError too, so that
+  callers reporting worlds that cannot be built (`dreamer.agent.check_world`) show its one line as it is."""
+
+
+def environment_class(game: str) -> type:
+  """The package's `Environment`; MissingPackageError naming the extra when the package is not installed."""
+  try:
+    from minatar import Environment  # the package's environment module imports matplotlib and seaborn
+  except ImportError as e:
+    if e.name != "minatar" and not (e.name or "").startswith("minatar."):
+      raise  # the package is there but something it imports is not: that error says more
+    raise MissingPackageError(
+      f'minatar:{game} needs the optional package minatar: pip install "dreamer[minatar]"', name="minatar"
+    ) from None
+  return Environment
 
 
 def close_games(name: str) -> list[str]:
@@ -57,8 +78,7 @@ class MinAtarWorld(World):
       raise ValueError(f"sticky_actions must be in [0, 1], got {sticky_actions!r}")
     if max_steps < 1:
       raise ValueError(f"max_steps must be >= 1, got {max_steps!r}")
-    from minatar import Environment as environment  # imports matplotlib and seaborn: only when used
-
+    environment = environment_class(game)
     self.game, self.max_steps = game, int(max_steps)
     self._envs = [
       environment(MINATAR_GAMES[game], sticky_action_prob=sticky_actions, difficulty_ramping=ramping)
