@@ -18,6 +18,7 @@ the curves from there on (it was stopped because it had solved the task), and th
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import json
 import math
@@ -27,14 +28,14 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from dreamer import config as config_lib
-from dreamer import dream_ratio, stats
+from dreamer import dream_ratio, plots, stats
 from dreamer.logger import read_metrics
 
 CI = 0.95
@@ -152,6 +153,42 @@ def finished(run_dir: Path) -> bool:
   return bool(records) and bool(records[-1].get("summary")) and records[-1].get("stopped") is None
 
 
+def _train_command(run: Planned, preset: str) -> list[str]:
+  """The `dreamer train` command line of one planned run."""
+  cmd = [
+    sys.executable,
+    "-m",
+    "dreamer.cli",
+    "train",
+    "--config",
+    preset,
+    "--logdir",
+    str(run.run_dir),
+    "--seed",
+    str(run.seed),
+    "--quiet",
+    "--set",
+    f"world={json.dumps(run.world)}",
+  ]
+  for item in run.overrides:
+    cmd += ["--set", item]
+  return cmd
+
+
+@contextlib.contextmanager
+def _signals_to(handler) -> Iterator[None]:
+  """SIGINT and SIGTERM go to `handler` inside the block (when it runs in the main thread, where Python allows
+  handlers), and back to their previous handlers after it."""
+  previous = {}
+  if threading.current_thread() is threading.main_thread():
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+  try:
+    yield
+  finally:
+    for s, h in previous.items():
+      signal.signal(s, h)
+
+
 def execute(runs: Sequence[Planned], *, preset: str, jobs: int, console: bool = True) -> dict[str, Any]:
   """Trains every unfinished run, `jobs` at a time, as `dreamer train` subprocesses. SIGINT/SIGTERM are
   passed to the running trainings (which checkpoint and stop) and no new run starts. Returns
@@ -166,23 +203,6 @@ def execute(runs: Sequence[Planned], *, preset: str, jobs: int, console: bool = 
       if state["stopped"] or state["error"]:
         return
       log = run.run_dir.parent / f"{run.run_dir.name}.log"
-      cmd = [
-        sys.executable,
-        "-m",
-        "dreamer.cli",
-        "train",
-        "--config",
-        preset,
-        "--logdir",
-        str(run.run_dir),
-        "--seed",
-        str(run.seed),
-        "--quiet",
-        "--set",
-        f"world={json.dumps(run.world)}",
-      ]
-      for item in run.overrides:
-        cmd += ["--set", item]
       if console:
         print(
           f"dreamer: compare: {run.world} {run.label} seed {run.seed} -> {run.run_dir}", file=sys.stderr, flush=True
@@ -190,7 +210,9 @@ def execute(runs: Sequence[Planned], *, preset: str, jobs: int, console: bool = 
       try:
         run.run_dir.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "a") as out:
-          proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+          proc = subprocess.Popen(
+            _train_command(run, preset), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+          )
       except OSError as e:
         state["error"] = f"cannot start run {str(run.run_dir)!r}: {e.strerror or e}"
         return
@@ -207,15 +229,8 @@ def execute(runs: Sequence[Planned], *, preset: str, jobs: int, console: bool = 
       for p in procs:
         p.send_signal(signal.SIGTERM)
 
-  previous = {}
-  if threading.current_thread() is threading.main_thread():
-    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
-  try:
-    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
-      list(pool.map(one, todo))
-  finally:
-    for s, h in previous.items():
-      signal.signal(s, h)
+  with _signals_to(forward), concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+    list(pool.map(one, todo))
   error = state.pop("error")
   if error:
     from dreamer.checkpoint import StorageError
@@ -253,7 +268,7 @@ def load_run(run_dir: str | Path) -> RunData:
     raise config_lib.ConfigError(
       f"{str(run_dir)!r} is not a readable run directory (config.json and metrics.jsonl): {e}"
     ) from None
-  evals = [r for r in records if "eval/search_return" in r and not r.get("summary")]
+  evals = evaluations(records)
   summary = next((r for r in reversed(records) if r.get("summary")), None)
   if summary is None or not evals or summary.get("stopped") is not None:
     raise config_lib.ConfigError(
@@ -280,6 +295,18 @@ def load_run(run_dir: str | Path) -> RunData:
     dream,
     bool(summary.get("solved")) and summary["env_steps"] < config["total_env_steps"],
   )
+
+
+def evaluations(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+  """The evaluation records among a run's metrics (`read_metrics`), in order; the closing summary left out."""
+  return [r for r in records if "eval/search_return" in r and not r.get("summary")]
+
+
+def first_reach(returns: Sequence[float] | np.ndarray, threshold: float) -> int | None:
+  """Index of the first evaluation whose return (acting with search) is at or above `threshold`; None when
+  none is (NaN never reaches)."""
+  hit = np.flatnonzero(np.asarray(returns, np.float64) >= threshold)
+  return int(hit[0]) if hit.size else None
 
 
 def labels(runs: Sequence[RunData]) -> list[str]:
@@ -320,9 +347,10 @@ def _band(per_run: np.ndarray, rng: np.random.Generator, reps: int) -> dict[str,
   return {"mean": mean, "low": low, "high": high}
 
 
-def _first_reach(run: RunData, threshold: float) -> tuple[int | None, float | None]:
-  hit = np.flatnonzero(run.search >= threshold)
-  return (int(run.steps[hit[0]]), float(run.wall[hit[0]])) if hit.size else (None, None)
+def _steps_and_seconds_to(run: RunData, threshold: float) -> tuple[int | None, float | None]:
+  """(env steps, seconds) at the run's first evaluation at or above `threshold`; (None, None) when none is."""
+  i = first_reach(run.search, threshold)
+  return (None, None) if i is None else (int(run.steps[i]), float(run.wall[i]))
 
 
 def summarize(runs: Sequence[RunData], *, threshold: float | None, reps: int = 2000, seed: int = 0) -> dict:
@@ -366,7 +394,7 @@ def summarize(runs: Sequence[RunData], *, threshold: float | None, reps: int = 2
         "curve_wall": {"x": wall_grid.tolist(), **_band(by_wall, rng, reps)},
       }
       if threshold is not None:
-        reach = [_first_reach(r, threshold) for r in members]
+        reach = [_steps_and_seconds_to(r, threshold) for r in members]
         entry["steps_to_threshold"] = [s for s, _ in reach]
         entry["seconds_to_threshold"] = [w for _, w in reach]
       entries[name] = entry
@@ -376,10 +404,6 @@ def summarize(runs: Sequence[RunData], *, threshold: float | None, reps: int = 2
 
 def _fmt(value: float | None, digits: int = 1) -> str:
   return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
-
-
-def _fmt_ci(triple: Sequence[float]) -> str:
-  return f"{triple[0]:.1f} [{triple[1]:.1f}, {triple[2]:.1f}]"
 
 
 def _median_reached(values: Sequence[float | None]) -> str:
@@ -414,8 +438,8 @@ def markdown(summary: dict[str, Any]) -> str:
     for name, e in entries.items():
       kinds = " + ".join(_fmt(e["dream_by_kind"][k]) for k in dream_ratio.KINDS)
       row = (
-        f"| {name} | {len(e['seeds'])} | {e['dream_ratio']:.1f} ({kinds}) | {_fmt_ci(e['final_search'])} | "
-        f"{_fmt_ci(e['final_policy'])} |"
+        f"| {name} | {len(e['seeds'])} | {e['dream_ratio']:.1f} ({kinds}) | {stats.format_ci(e['final_search'])} | "
+        f"{stats.format_ci(e['final_policy'])} |"
       )
       if threshold is not None:
         per_seed = ", ".join("—" if s is None else str(s) for s in e["steps_to_threshold"])
@@ -440,30 +464,30 @@ def markdown(summary: dict[str, Any]) -> str:
 
 
 def plot(summary: dict[str, Any], path: Path) -> None:
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
+  """curves.png: per world, the mean eval return (search) with its band against env steps and wall-clock s."""
   worlds = list(summary["worlds"])
-  fig, axes = plt.subplots(len(worlds), 2, figsize=(12, 4 * len(worlds)), squeeze=False)
-  for row, world in zip(axes, worlds):
-    for ax, key, xlabel in [(row[0], "curve_steps", "real env steps"), (row[1], "curve_wall", "wall-clock s")]:
-      for name, e in summary["worlds"][world].items():
-        c = e[key]
-        ok = [i for i, m in enumerate(c["mean"]) if m is not None]
-        x = np.array(c["x"], float)[ok]
-        (line,) = ax.plot(x, [c["mean"][i] for i in ok], label=f"{name} (dream {e['dream_ratio']:.0f})")
-        ax.fill_between(x, [c["low"][i] for i in ok], [c["high"][i] for i in ok], color=line.get_color(), alpha=0.2)
-      if summary["threshold"] is not None:
-        ax.axhline(summary["threshold"], color="grey", lw=0.8, ls="--")
-      ax.set_xlabel(xlabel)
-      ax.set_ylabel("eval return (search)")
-      ax.set_title(world)
-      ax.legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  with plots.png(path, dpi=110, figsize=(12, 4 * len(worlds))) as fig:
+    axes = fig.subplots(len(worlds), 2, squeeze=False)
+    for row, world in zip(axes, worlds):
+      _plot_world(row, summary["worlds"][world], title=world, threshold=summary["threshold"])
+    fig.tight_layout()
+
+
+def _plot_world(row, entries: dict[str, Any], *, title: str, threshold: float | None) -> None:
+  """One world's two panels (`row`: its two axes): every configuration's curve against steps, then seconds."""
+  for ax, key, xlabel in [(row[0], "curve_steps", "real env steps"), (row[1], "curve_wall", "wall-clock s")]:
+    for name, e in entries.items():
+      c = e[key]
+      ok = [i for i, m in enumerate(c["mean"]) if m is not None]
+      x = np.array(c["x"], float)[ok]
+      (line,) = ax.plot(x, [c["mean"][i] for i in ok], label=f"{name} (dream {e['dream_ratio']:.0f})")
+      ax.fill_between(x, [c["low"][i] for i in ok], [c["high"][i] for i in ok], color=line.get_color(), alpha=0.2)
+    if threshold is not None:
+      ax.axhline(threshold, color="grey", lw=0.8, ls="--")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("eval return (search)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
 
 
 def write_report(
@@ -471,6 +495,18 @@ def write_report(
 ) -> dict[str, Any]:
   """Reads the finished runs (run directories, or directories holding them), writes report.md, curves.png and
   summary.json to `out`, and returns the summary. ConfigError when no finished run is found."""
+  summary = summarize(_finished_runs(run_dirs), threshold=threshold, reps=reps, seed=seed)
+  out = Path(out)
+  out.mkdir(parents=True, exist_ok=True)
+  (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+  (out / "report.md").write_text(markdown(summary))
+  plot(summary, out / "curves.png")
+  return summary
+
+
+def _finished_runs(run_dirs: Sequence[str | Path]) -> list[RunData]:
+  """The runs named in `run_dirs` (any named directly, where an unfinished one is an error) and the finished
+  ones found under them (an unfinished one is skipped with a note); ConfigError when there are none."""
   found: dict[Path, bool] = {}  # resolved run directory -> named directly (not found by searching)
   for d in run_dirs:
     d = Path(d)
@@ -490,13 +526,7 @@ def write_report(
       print(f"dreamer: compare: skipping unfinished run {str(path)!r}", file=sys.stderr)
   if not runs:
     raise config_lib.ConfigError(f"no finished run under {[str(d) for d in run_dirs]}")
-  summary = summarize(runs, threshold=threshold, reps=reps, seed=seed)
-  out = Path(out)
-  out.mkdir(parents=True, exist_ok=True)
-  (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-  (out / "report.md").write_text(markdown(summary))
-  plot(summary, out / "curves.png")
-  return summary
+  return runs
 
 
 def compare(

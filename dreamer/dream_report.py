@@ -7,17 +7,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from dreamer import stats  # noqa: E402
+from dreamer import plots, stats
 
 
-def _mean_ci(values) -> list[float]:
-  """[mean, low, high]: the mean of per-episode returns and its 95% percentile-bootstrap interval."""
+def _returns_ci(values) -> list[float]:
+  """[mean, low, high]: the mean of per-episode returns and its 95% percentile-bootstrap interval (the
+  resamples drawn from a fresh `default_rng(0)`, so every figure is reproducible on its own)."""
   return list(stats.mean_ci(values, rng=np.random.default_rng(0)))
 
 
@@ -33,7 +30,7 @@ def summary(job, state: dict[str, Any]) -> dict[str, Any]:
     for mode in ("search", "policy"):
       b, a = np.asarray(base[name][mode]), np.asarray(after[name][mode])
       # Episodes are paired: the same evaluation seeds start the same games before and after.
-      returns[name][mode] = {"before": _mean_ci(b), "after": _mean_ci(a), "change": _mean_ci(a - b)}
+      returns[name][mode] = {"before": _returns_ci(b), "after": _returns_ci(a), "change": _returns_ci(a - b)}
   adapt, dist = done["adapt"], done["distil"]
   real = job.exp.meta["env_steps"]
   return {
@@ -64,12 +61,20 @@ def summary(job, state: dict[str, Any]) -> dict[str, Any]:
   }
 
 
-def _ci(triple) -> str:
-  return f"{triple[0]:.2f} [{triple[1]:.2f}, {triple[2]:.2f}]"
-
-
 def markdown(s: dict[str, Any]) -> str:
-  lines = [
+  """report.md of a job's summary `s`."""
+  lines = _verdict_lines(s)
+  lines += _returns_lines(s["returns"])
+  lines += _compute_lines(s["compute"])
+  lines += _fit_lines(s["fit"], teacher_from_update=s["teacher_from_update"])
+  lines += _distil_lines(s["distil"])
+  lines += ["", "## Settings", "", "```json", json.dumps(s["settings"], indent=1), "```", ""]
+  return "\n".join(lines)
+
+
+def _verdict_lines(s: dict[str, Any]) -> list[str]:
+  """The gate's verdict and reasons, then the job's inputs and outputs."""
+  return [
     "# Dream report",
     "",
     f"**{'ACCEPTED' if s['accepted'] else 'REJECTED'}**: " + "; ".join(s["reasons"]) + ".",
@@ -86,21 +91,28 @@ def markdown(s: dict[str, Any]) -> str:
       else "rehearse + distil"
     ),
     "",
+  ]
+
+
+def _returns_lines(returns: dict[str, Any]) -> list[str]:
+  """Returns before and after, and their paired change, per world and way of acting."""
+  lines = [
     "## Returns (mean over evaluation episodes, 95% bootstrap CI; change is paired by episode)",
     "",
     "| world | acting | before | after | change |",
     "| --- | --- | --- | --- | --- |",
   ]
-  for name, r in s["returns"].items():
+  for name, r in returns.items():
     for mode in ("policy", "search"):
-      m = r[mode]
-      lines.append(
-        f"| {name} `{r['world']}` | {'policy alone' if mode == 'policy' else 'with search'} | "
-        f"{_ci(m['before'])} | {_ci(m['after'])} | {_ci(m['change'])} |"
-      )
-  c = s["compute"]
+      cis = " | ".join(stats.format_ci(r[mode][when], digits=2) for when in ("before", "after", "change"))
+      lines.append(f"| {name} `{r['world']}` | {'policy alone' if mode == 'policy' else 'with search'} | {cis} |")
+  return lines
+
+
+def _compute_lines(c: dict[str, Any]) -> list[str]:
+  """Updates, model steps and seconds of each phase, and the imagined steps per real one."""
   phase = "control" if "control" in c else "distil"
-  lines += [
+  return [
     "",
     "## Compute",
     "",
@@ -116,12 +128,18 @@ def markdown(s: dict[str, Any]) -> str:
     f"Imagined model steps of rehearsal per real recorded env step: **{c['imagined_per_real_step']:.1f}**; "
     f"all model steps (adapt unroll included) per real recorded step: {c['model_steps_per_real_step']:.1f}.",
     "",
+  ]
+
+
+def _fit_lines(fits: dict[str, Any], *, teacher_from_update: int) -> list[str]:
+  """Per world with held-out data, the checkpoint's and the teacher's errors at each unroll depth."""
+  lines = [
     "## Model fit on held-out recorded data, by unroll depth",
     "",
-    f"The teacher is the adapted model after update {s['teacher_from_update']}. |error| is in return units.",
+    f"The teacher is the adapted model after update {teacher_from_update}. |error| is in return units.",
     "",
   ]
-  for name, fit in s["fit"].items():
+  for name, fit in fits.items():
     ck, te = fit["checkpoint"], fit["teacher"]
     if not ck:
       continue
@@ -137,8 +155,12 @@ def markdown(s: dict[str, Any]) -> str:
       val = "-" if ck["value_abs"][k] is None else f"{ck['value_abs'][k]:.3f} -> {te['value_abs'][k]:.3f}"
       lines.append(f"| {k} | {pre} | {val} | {cos} |")
     lines.append("")
-  d = s["distil"]
-  lines += [
+  return lines
+
+
+def _distil_lines(d: dict[str, Any]) -> list[str]:
+  """Teacher KL, guard keep rate and policy drift before and after phase 3."""
+  lines = [
     "## Distillation",
     "",
     "| measure | before phase 3 | after |",
@@ -154,67 +176,67 @@ def markdown(s: dict[str, Any]) -> str:
         f"| policy drift KL(checkpoint \\|\\| student) on {name} states | {d['before'][key]:.4f} "
         f"(the teacher) | {d['after'][key]:.4f} |"
       )
-  lines += ["", "## Settings", "", "```json", json.dumps(s["settings"], indent=1), "```", ""]
-  return "\n".join(lines)
+  return lines
 
 
 def _plot_returns(s: dict[str, Any], path: Path) -> None:
-  fig, ax = plt.subplots(figsize=(7, 3.5))
-  labels, x = [], 0
-  for name, r in s["returns"].items():
-    for mode in ("policy", "search"):
-      for i, when in enumerate(("before", "after")):
-        m, lo, hi = r[mode][when]
-        ax.bar(
-          x + 0.4 * i,
-          m,
-          0.4,
-          yerr=[[m - lo], [hi - m]],
-          color=("#999" if when == "before" else "#37c"),
-          label=when if x == 0 else None,
-          capsize=3,
-        )
-      labels.append(f"{name}\n{mode}")
-      x += 1
-  ax.set_xticks(np.arange(x) + 0.2, labels)
-  ax.set_ylabel("return")
-  ax.legend()
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+  """Bars of the mean return before and after, with their CIs, per world and way of acting."""
+  with plots.png(path, dpi=100, figsize=(7, 3.5)) as fig:
+    ax = fig.subplots()
+    labels, x = [], 0
+    for name, r in s["returns"].items():
+      for mode in ("policy", "search"):
+        for i, when in enumerate(("before", "after")):
+          m, lo, hi = r[mode][when]
+          ax.bar(
+            x + 0.4 * i,
+            m,
+            0.4,
+            yerr=[[m - lo], [hi - m]],
+            color=("#999" if when == "before" else "#37c"),
+            label=when if x == 0 else None,
+            capsize=3,
+          )
+        labels.append(f"{name}\n{mode}")
+        x += 1
+    ax.set_xticks(np.arange(x) + 0.2, labels)
+    ax.set_ylabel("return")
+    ax.legend()
+    fig.tight_layout()
 
 
 def _plot_fit(s: dict[str, Any], path: Path) -> None:
-  fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
-  for name, fit in s["fit"].items():
-    for ax, key in zip(axes, ("prefix_abs", "value_abs")):
-      for who, style in (("checkpoint", "--"), ("teacher", "-")):
-        ys = [np.nan if v is None else v for v in fit[who].get(key, [])]
-        ax.plot(range(len(ys)), ys, style, marker="o", label=f"{name}, {who}")
-      ax.set_xlabel("unroll depth")
-      ax.set_title({"prefix_abs": "reward (value prefix) |error|", "value_abs": "value |error|"}[key])
-  axes[0].legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+  """The checkpoint's and the teacher's reward and value errors against unroll depth."""
+  with plots.png(path, dpi=100, figsize=(8, 3.2)) as fig:
+    axes = fig.subplots(1, 2)
+    for name, fit in s["fit"].items():
+      for ax, key in zip(axes, ("prefix_abs", "value_abs")):
+        for who, style in (("checkpoint", "--"), ("teacher", "-")):
+          ys = [np.nan if v is None else v for v in fit[who].get(key, [])]
+          ax.plot(range(len(ys)), ys, style, marker="o", label=f"{name}, {who}")
+        ax.set_xlabel("unroll depth")
+        ax.set_title({"prefix_abs": "reward (value prefix) |error|", "value_abs": "value |error|"}[key])
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
 
 
 def _plot_distil(s: dict[str, Any], path: Path) -> None:
+  """Phase 3's history: teacher KL, anchor drift, keep rate and loss against updates."""
   hist = s["distil"]["history"]
-  fig, ax = plt.subplots(figsize=(6, 3.2))
-  if hist:
-    xs = [h["updates"] for h in hist]
-    for key in ("teacher_kl", "anchor_drift", "kept", "loss"):
-      if key in hist[0]:
-        ax.plot(xs, [h[key] for h in hist], label=key)
-  ax.set_xlabel(f"{s['distil']['mode']} updates")
-  ax.legend()
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+  with plots.png(path, dpi=100, figsize=(6, 3.2)) as fig:
+    ax = fig.subplots()
+    if hist:
+      xs = [h["updates"] for h in hist]
+      for key in ("teacher_kl", "anchor_drift", "kept", "loss"):
+        if key in hist[0]:
+          ax.plot(xs, [h[key] for h in hist], label=key)
+    ax.set_xlabel(f"{s['distil']['mode']} updates")
+    ax.legend()
+    fig.tight_layout()
 
 
 def write(out: Path, job, state: dict[str, Any]) -> dict[str, Any]:
+  """Writes the report of a finished job into `out` (report.md and report.json atomically); returns the summary."""
   s = summary(job, state)
   for name, text in (("report.md", markdown(s)), ("report.json", json.dumps(s, indent=1) + "\n")):
     tmp = out / f"{name}.tmp"

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from dreamer import stats
+from dreamer import plots, stats
 from dreamer.config import ConfigError
 
 RESULT_FORMAT = "dreamer-bench-result/1"
@@ -297,36 +297,12 @@ def write_report(
   Aggregates use the games that every one of our methods covers; intervals are percentile 95% stratified
   bootstraps with `reps` replicates seeded by `seed`. Bad input raises a one-line ConfigError before
   anything is written."""
-  if type(reps) is not int or reps < 1:
-    raise ConfigError(f"reps must be a positive integer, got {reps!r}")
-  if type(seed) is not int:
-    raise ConfigError(f"seed must be an integer, got {seed!r}")
-  allowed = stats.published_methods()
-  if isinstance(baselines, str):
-    raise ConfigError(
-      f"baselines must be a tuple of names, got the string {baselines!r}; allowed names are {', '.join(allowed)}"
-    )
-  baselines = allowed if baselines is None else tuple(dict.fromkeys(baselines))
-  for b in baselines:
-    if b not in allowed:
-      raise ConfigError(f"unknown baseline {b!r}: allowed are {', '.join(allowed)}")
+  baselines = _checked_options(reps=reps, seed=seed, baselines=baselines)
   files = find_results(paths)
   out = Path(out_dir).resolve()
-  for f in files:
-    if out == f.parent or f.parent in out.parents:
-      raise ConfigError(
-        f"output directory {out} lies in run directory {f.parent}; write the report elsewhere "
-        f"(run directories are never written to)"
-      )
+  _check_out_dir(out, files)
   grouped = group_runs([load_result(f) for f in files])
-
-  covered = {m: set(by_game) for m, by_game in grouped.items()}
-  games = [g for g in stats.atari100k_games() if all(g in c for c in covered.values())]
-  shown = [g for g in stats.atari100k_games() if any(g in c for c in covered.values())]
-  if not games:
-    listing = "; ".join(f"{m}: {', '.join(sorted(c))}" for m, c in covered.items())
-    raise ConfigError(f"our methods share no game, so no aggregate compares them ({listing}); report them separately")
-
+  games, shown = _report_games(grouped)
   summary = {
     "format": REPORT_FORMAT,
     "reps": reps,
@@ -345,14 +321,58 @@ def write_report(
   return summary
 
 
-def _fmt_ci(entry: dict[str, Any]) -> str:
-  lo, hi = entry["ci"]
-  return f"{entry['value']:.3f} [{lo:.3f}, {hi:.3f}]"
+def _checked_options(*, reps: Any, seed: Any, baselines: Any) -> tuple[str, ...]:
+  """Checks `write_report`'s options (ConfigError); returns the baselines to show, repeats dropped."""
+  if type(reps) is not int or reps < 1:
+    raise ConfigError(f"reps must be a positive integer, got {reps!r}")
+  if type(seed) is not int:
+    raise ConfigError(f"seed must be an integer, got {seed!r}")
+  allowed = stats.published_methods()
+  if isinstance(baselines, str):
+    raise ConfigError(
+      f"baselines must be a tuple of names, got the string {baselines!r}; allowed names are {', '.join(allowed)}"
+    )
+  baselines = allowed if baselines is None else tuple(dict.fromkeys(baselines))
+  for b in baselines:
+    if b not in allowed:
+      raise ConfigError(f"unknown baseline {b!r}: allowed are {', '.join(allowed)}")
+  return baselines
+
+
+def _check_out_dir(out: Path, files: Sequence[Path]) -> None:
+  """ConfigError when the (resolved) output directory `out` lies inside a run directory."""
+  for f in files:
+    if out == f.parent or f.parent in out.parents:
+      raise ConfigError(
+        f"output directory {out} lies in run directory {f.parent}; write the report elsewhere "
+        f"(run directories are never written to)"
+      )
+
+
+def _report_games(grouped: dict[str, dict[str, list[Run]]]) -> tuple[list[str], list[str]]:
+  """(games every method of ours ran: the aggregates' games, games any of them ran: the per-game table's),
+  both in the shipped table's order; ConfigError when the methods share no game."""
+  covered = {m: set(by_game) for m, by_game in grouped.items()}
+  games = [g for g in stats.atari100k_games() if all(g in c for c in covered.values())]
+  shown = [g for g in stats.atari100k_games() if any(g in c for c in covered.values())]
+  if not games:
+    listing = "; ".join(f"{m}: {', '.join(sorted(c))}" for m, c in covered.items())
+    raise ConfigError(f"our methods share no game, so no aggregate compares them ({listing}); report them separately")
+  return games, shown
+
+
+# --------------------------------------------------------------------------------------------------------
+# report.md
 
 
 def _fmt_runs(n_total: int, per_game: Sequence[int]) -> str:
   lo, hi = min(per_game), max(per_game)
   return f"{n_total} ({lo} per game)" if lo == hi else f"{n_total} ({lo}-{hi} per game)"
+
+
+def _fmt_aggregate(entry: dict[str, Any]) -> str:
+  """An aggregate `{"value": v, "ci": [low, high]}` as 'v [low, high]', three decimals."""
+  return stats.format_ci((entry["value"], *entry["ci"]), digits=3)
 
 
 def _aggregate_table(rows: list[tuple[str, str, dict[str, Any]]]) -> list[str]:
@@ -361,7 +381,7 @@ def _aggregate_table(rows: list[tuple[str, str, dict[str, Any]]]) -> list[str]:
     "| --- | --- | " + " | ".join("---" for _ in stats.AGGREGATES) + " |",
   ]
   for label, runs, aggs in rows:
-    lines.append(f"| {label} | {runs} | " + " | ".join(_fmt_ci(aggs[a]) for a in stats.AGGREGATES) + " |")
+    lines.append(f"| {label} | {runs} | " + " | ".join(_fmt_aggregate(aggs[a]) for a in stats.AGGREGATES) + " |")
   return lines
 
 
@@ -370,11 +390,21 @@ def _baseline_label(name: str) -> str:
 
 
 def _markdown(summary: dict[str, Any]) -> str:
-  methods, baselines, games = summary["methods"], summary["baselines"], summary["games"]
-  n_all = len(stats.atari100k_games())
+  methods, baselines = summary["methods"], summary["baselines"]
   lines = ["# Atari 100k report", ""]
-  n_files = len(summary["result_files"])
-  lines.append(f"{n_files} result file(s), {len(methods)} method(s) of ours.")
+  lines += _inputs_lines(methods, n_files=len(summary["result_files"]))
+  lines += _per_game_lines(methods, baselines)
+  lines += _aggregate_lines(summary)
+  lines += _all_games_lines(methods, baselines, summary["games"])
+  lines += _baseline_notes(baselines)
+  lines += _sample_efficiency_lines(methods)
+  lines += HOW_TO_READ
+  return "\n".join(lines)
+
+
+def _inputs_lines(methods: dict[str, Any], *, n_files: int) -> list[str]:
+  """What the report read: result files, and per method its runs, env steps, commits and suites."""
+  lines = [f"{n_files} result file(s), {len(methods)} method(s) of ours."]
   for name, m in methods.items():
     steps = ", ".join(str(s) for s in m["env_steps"])
     warn = " (runs differ in env steps)" if len(m["env_steps"]) > 1 else ""
@@ -382,7 +412,12 @@ def _markdown(summary: dict[str, Any]) -> str:
       f"- **{name}**: {m['runs']} runs on {len(m['games'])} game(s); env steps {steps}{warn}; "
       f"commit(s) {', '.join(m['commits'])}; suite(s) {', '.join(m['suites'])}."
     )
-  lines += [
+  return lines
+
+
+def _per_game_lines(methods: dict[str, Any], baselines: dict[str, Any]) -> list[str]:
+  """The per-game table of raw scores, on every game one of our methods ran."""
+  lines = [
     "",
     "## Per-game scores",
     "",
@@ -401,23 +436,31 @@ def _markdown(summary: dict[str, Any]) -> str:
     lo, hi = stats.random_human(game)
     cells = [game, f"{lo:.1f}", f"{hi:.1f}"]
     for m in methods.values():
-      pg = m["per_game"].get(game)
-      if pg is None:
-        cells += ["-", "-", "-"]
-        continue
-      sd = f" ± {pg['sd_score']:.1f}" if pg["sd_score"] is not None else ""
-      policy = "-" if pg["mean_score_policy"] is None else f"{pg['mean_score_policy']:.1f}"
-      cells += [f"{pg['mean_score']:.1f}{sd} ({len(pg['seeds'])})", f"{pg['hns']:.3f}", policy]
+      cells += _per_game_cells(m["per_game"].get(game))
     cells += [f"{b['mean_score'][game]:.1f}" for b in baselines.values()]
     lines.append("| " + " | ".join(cells) + " |")
+  return lines
 
+
+def _per_game_cells(pg: dict[str, Any] | None) -> list[str]:
+  """One method's three cells of a per-game row (score ± sd (seeds), HNS, policy-only); '-' where it did not run."""
+  if pg is None:
+    return ["-", "-", "-"]
+  sd = f" ± {pg['sd_score']:.1f}" if pg["sd_score"] is not None else ""
+  policy = "-" if pg["mean_score_policy"] is None else f"{pg['mean_score_policy']:.1f}"
+  return [f"{pg['mean_score']:.1f}{sd} ({len(pg['seeds'])})", f"{pg['hns']:.3f}", policy]
+
+
+def _aggregate_lines(summary: dict[str, Any]) -> list[str]:
+  """The aggregate table of ours and the baselines, on the games every method of ours covers."""
+  methods, baselines, games = summary["methods"], summary["baselines"], summary["games"]
   cover = "our runs cover" if len(methods) == 1 else "every method of ours covers"
-  lines += [
+  lines = [
     "",
     f"## Aggregates on the {len(games)} game(s) {cover}",
     "",
     f"Games: {', '.join(games)}. Every row below, ours and published, is computed on these same "
-    f"{len(games)} of the {n_all} Atari 100k games, from human-normalised final scores. "
+    f"{len(games)} of the {len(stats.atari100k_games())} Atari 100k games, from human-normalised final scores. "
     f"Brackets: 95% stratified-bootstrap percentile interval, {summary['reps']} replicates, seed "
     f"{summary['seed']}.",
     "",
@@ -432,26 +475,39 @@ def _markdown(summary: dict[str, Any]) -> str:
     rows.append((f"**{name}** (ours)", _fmt_runs(m["runs_on_report_games"], per_game), m["aggregates"]))
   for name, b in baselines.items():
     rows.append((_baseline_label(name), _fmt_runs(b["runs"], b["runs_per_game"]), b["aggregates"]))
-  lines += _aggregate_table(rows)
-  full = {name: m for name, m in methods.items() if "aggregates_all_games" in m}
-  if len(games) < n_all and (baselines or full):
-    lines += [
-      "",
-      f"## All {n_all} games",
-      "",
-      "For orientation only: these rows are not comparable with the table above, which covers fewer games"
-      + (" (our methods listed here ran all of them)." if full else "."),
-      "",
-    ]
-    lines += _aggregate_table(
-      [(f"**{name}** (ours)", str(m["runs"]), m["aggregates_all_games"]) for name, m in full.items()]
-      + [(_baseline_label(name), str(b["runs_all_games"]), b["aggregates_all_games"]) for name, b in baselines.items()]
-    )
-  notes = [f"\\* {name}: {BASELINE_NOTES[name]}." for name in baselines if name in BASELINE_NOTES]
-  if notes:
-    lines += [""] + notes
+  return lines + _aggregate_table(rows)
 
-  lines += [
+
+def _all_games_lines(methods: dict[str, Any], baselines: dict[str, Any], games: Sequence[str]) -> list[str]:
+  """When the report covers fewer than all games: the all-game aggregates of the baselines and of our methods
+  that ran every game (nothing otherwise)."""
+  n_all = len(stats.atari100k_games())
+  full = {name: m for name, m in methods.items() if "aggregates_all_games" in m}
+  if len(games) >= n_all or not (baselines or full):
+    return []
+  lines = [
+    "",
+    f"## All {n_all} games",
+    "",
+    "For orientation only: these rows are not comparable with the table above, which covers fewer games"
+    + (" (our methods listed here ran all of them)." if full else "."),
+    "",
+  ]
+  return lines + _aggregate_table(
+    [(f"**{name}** (ours)", str(m["runs"]), m["aggregates_all_games"]) for name, m in full.items()]
+    + [(_baseline_label(name), str(b["runs_all_games"]), b["aggregates_all_games"]) for name, b in baselines.items()]
+  )
+
+
+def _baseline_notes(baselines: dict[str, Any]) -> list[str]:
+  """The footnotes of the starred baseline rows (nothing when none is shown)."""
+  notes = [f"\\* {name}: {BASELINE_NOTES[name]}." for name in baselines if name in BASELINE_NOTES]
+  return [""] + notes if notes else []
+
+
+def _sample_efficiency_lines(methods: dict[str, Any]) -> list[str]:
+  """What curves.png shows, and per method how its curve's grid was made."""
+  lines = [
     "",
     "## Sample efficiency",
     "",
@@ -472,68 +528,72 @@ def _markdown(summary: dict[str, Any]) -> str:
     else:
       how = "no run has an eval curve"
     lines.append(f"- {name}: {how}; {len(c['env_steps'])} point(s) on {len(c['games'])} game(s).")
+  return lines
 
-  lines += [
-    "",
-    "## How to read these figures",
-    "",
-    "- HNS 0 is a random agent and 1 is the human reference; Atari 100k allows 100k agent steps "
-    "(400k frames) per game.",
-    "- Mean is the mean over games of the per-game mean over runs; a few games with very large HNS can "
-    "dominate it. Median is the median of the per-game means and ignores how far the best and worst "
-    "games go. IQM (interquartile mean) pools all runs x games, drops the lowest and highest 25% "
-    "(rounded down, as scipy.stats.trim_mean) and averages the rest: robust to outliers, yet it uses "
-    "half the data, so its interval is tighter than the median's. "
-    "Optimality gap is the mean shortfall below HNS 1 (lower is better).",
-    '- Intervals come from the stratified bootstrap of Agarwal et al. 2021 ("Deep RL at the Edge of the '
-    'Statistical Precipice", rliable): runs are resampled with replacement within each game, the '
-    "aggregate recomputed, and the 2.5th and 97.5th percentiles reported. They reflect the spread over "
-    "runs only, not over games; with few runs per game they are themselves uncertain, and with one run "
-    "per game they collapse to a point.",
-    "- Overlapping intervals mean the data do not separate the methods; compare methods on the same "
-    "games only (as the aggregate table does).",
-    "",
-  ]
-  return "\n".join(lines)
+
+HOW_TO_READ = [
+  "",
+  "## How to read these figures",
+  "",
+  "- HNS 0 is a random agent and 1 is the human reference; Atari 100k allows 100k agent steps (400k frames) per game.",
+  "- Mean is the mean over games of the per-game mean over runs; a few games with very large HNS can "
+  "dominate it. Median is the median of the per-game means and ignores how far the best and worst "
+  "games go. IQM (interquartile mean) pools all runs x games, drops the lowest and highest 25% "
+  "(rounded down, as scipy.stats.trim_mean) and averages the rest: robust to outliers, yet it uses "
+  "half the data, so its interval is tighter than the median's. "
+  "Optimality gap is the mean shortfall below HNS 1 (lower is better).",
+  '- Intervals come from the stratified bootstrap of Agarwal et al. 2021 ("Deep RL at the Edge of the '
+  'Statistical Precipice", rliable): runs are resampled with replacement within each game, the '
+  "aggregate recomputed, and the 2.5th and 97.5th percentiles reported. They reflect the spread over "
+  "runs only, not over games; with few runs per game they are themselves uncertain, and with one run "
+  "per game they collapse to a point.",
+  "- Overlapping intervals mean the data do not separate the methods; compare methods on the same "
+  "games only (as the aggregate table does).",
+  "",
+]
+"""The closing section of report.md: how to read the aggregates and their intervals."""
+
+
+# --------------------------------------------------------------------------------------------------------
+# Figures
 
 
 def _plot_aggregates(summary: dict[str, Any], path: Path) -> None:
   """Point and 95% interval of each aggregate, one panel per aggregate, one row per method."""
-  from matplotlib.backends.backend_agg import FigureCanvasAgg
-  from matplotlib.figure import Figure
-
   rows = [(f"{n} (ours)", m["aggregates"], "tab:red") for n, m in summary["methods"].items()]
   rows += [(n, b["aggregates"], "tab:blue") for n, b in summary["baselines"].items()]
-  fig = Figure(figsize=(14, 1.0 + 0.35 * len(rows)), layout="constrained")
-  FigureCanvasAgg(fig)
-  axes = fig.subplots(1, len(stats.AGGREGATES), sharey=True)
-  y = np.arange(len(rows))[::-1]
-  for ax, name in zip(axes, stats.AGGREGATES):
-    for yi, (_, aggs, color) in zip(y, rows):
-      v, (lo, hi) = aggs[name]["value"], aggs[name]["ci"]
-      ax.errorbar([v], [yi], xerr=[[v - lo], [hi - v]], fmt="o", color=color, capsize=3)
-    ax.set_title(LABELS[name] + (" (lower is better)" if name == "optimality_gap" else ""))
-    ax.set_xlabel("human-normalised score")
-    ax.grid(axis="x", alpha=0.3)
-  axes[0].set_yticks(y, [label for label, _, _ in rows])
-  fig.suptitle(f"Atari 100k aggregates on {len(summary['games'])} game(s), 95% stratified-bootstrap CIs")
-  fig.savefig(path, format="png", dpi=100)
+  with plots.png(path, dpi=100, figsize=(14, 1.0 + 0.35 * len(rows)), layout="constrained") as fig:
+    axes = fig.subplots(1, len(stats.AGGREGATES), sharey=True)
+    y = np.arange(len(rows))[::-1]
+    for ax, name in zip(axes, stats.AGGREGATES):
+      for yi, (_, aggs, color) in zip(y, rows):
+        v, (lo, hi) = aggs[name]["value"], aggs[name]["ci"]
+        ax.errorbar([v], [yi], xerr=[[v - lo], [hi - v]], fmt="o", color=color, capsize=3)
+      ax.set_title(LABELS[name] + (" (lower is better)" if name == "optimality_gap" else ""))
+      ax.set_xlabel("human-normalised score")
+      ax.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(y, [label for label, _, _ in rows])
+    fig.suptitle(f"Atari 100k aggregates on {len(summary['games'])} game(s), 95% stratified-bootstrap CIs")
 
 
 def _plot_curves(summary: dict[str, Any], grouped: dict[str, dict[str, list[Run]]], path: Path) -> None:
   """IQM-of-HNS curve per method with its band, then raw score vs env steps per seed for every game."""
-  from matplotlib.backends.backend_agg import FigureCanvasAgg
-  from matplotlib.figure import Figure
-
   games = [g for g in stats.atari100k_games() if any(g in by_game for by_game in grouped.values())]
   ncols = min(4, 1 + len(games))
   nrows = math.ceil((1 + len(games)) / ncols)
-  fig = Figure(figsize=(4 * ncols, 3 * nrows), layout="constrained")
-  FigureCanvasAgg(fig)
-  axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
-  colors = {m: f"C{i}" for i, m in enumerate(grouped)}
-  ax = axes[0]
-  for name, m in summary["methods"].items():
+  with plots.png(path, dpi=80, figsize=(4 * ncols, 3 * nrows), layout="constrained") as fig:
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+    colors = {m: f"C{i}" for i, m in enumerate(grouped)}
+    _plot_iqm_curves(axes[0], summary["methods"], colors)
+    for ax, game in zip(axes[1:], games):
+      _plot_game(ax, game, {name: by_game.get(game, []) for name, by_game in grouped.items()}, colors)
+    for ax in axes[1 + len(games) :]:
+      ax.set_visible(False)
+
+
+def _plot_iqm_curves(ax, methods: dict[str, Any], colors: dict[str, str]) -> None:
+  """Each method's IQM-of-HNS curve against env steps, with its 95% band."""
+  for name, m in methods.items():
     c = m["curve"]
     if c["env_steps"]:
       ci = np.array(c["ci"]).reshape(-1, 2)
@@ -542,33 +602,34 @@ def _plot_curves(summary: dict[str, Any], grouped: dict[str, dict[str, list[Run]
   ax.set_title("IQM human-normalised score (95% CI)")
   ax.set_xlabel("env steps")
   ax.legend(fontsize="small")
+
+
+def _plot_game(ax, game: str, runs: dict[str, list[Run]], colors: dict[str, str]) -> None:
+  """Raw score against env steps of every run (`{method: runs on game}`) on one game, with its random
+  (dotted) and human (dashed) scores where they fall inside the data's range."""
   styles = ["-", "--", ":", "-."]
-  for ax, game in zip(axes[1:], games):
-    lines = 0
-    for name, by_game in grouped.items():
-      for i, r in enumerate(by_game.get(game, [])):
-        ax.plot(
-          r.curve_steps,
-          r.curve_scores,
-          color=colors[name],
-          linestyle=styles[i % len(styles)],
-          marker=".",
-          label=f"{name} seed {r.seed}",
-        )
-        lines += 1
-    # Reference lines must not set the scale (human Qbert would flatten every curve): keep the data's.
-    ax.autoscale_view()
-    ylim = ax.get_ylim()
-    lo, hi = stats.random_human(game)
-    ax.axhline(lo, color="gray", linestyle=":", linewidth=1)
-    ax.axhline(hi, color="gray", linestyle="--", linewidth=1)
-    if lines:
-      ax.set_ylim(ylim)
-    ax.set_title(f"{game} (random {lo:g}, human {hi:g})", fontsize="medium")
-    ax.set_xlabel("env steps")
-    ax.set_ylabel("score")
-    if 0 < lines <= 8:
-      ax.legend(fontsize="x-small")
-  for ax in axes[1 + len(games) :]:
-    ax.set_visible(False)
-  fig.savefig(path, format="png", dpi=80)
+  lines = 0
+  for name, game_runs in runs.items():
+    for i, r in enumerate(game_runs):
+      ax.plot(
+        r.curve_steps,
+        r.curve_scores,
+        color=colors[name],
+        linestyle=styles[i % len(styles)],
+        marker=".",
+        label=f"{name} seed {r.seed}",
+      )
+      lines += 1
+  # Reference lines must not set the scale (human Qbert would flatten every curve): keep the data's.
+  ax.autoscale_view()
+  ylim = ax.get_ylim()
+  lo, hi = stats.random_human(game)
+  ax.axhline(lo, color="gray", linestyle=":", linewidth=1)
+  ax.axhline(hi, color="gray", linestyle="--", linewidth=1)
+  if lines:
+    ax.set_ylim(ylim)
+  ax.set_title(f"{game} (random {lo:g}, human {hi:g})", fontsize="medium")
+  ax.set_xlabel("env steps")
+  ax.set_ylabel("score")
+  if 0 < lines <= 8:
+    ax.legend(fontsize="x-small")

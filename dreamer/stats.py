@@ -248,3 +248,9 @@ def mean_ci(
   values = np.asarray(values, np.float64)
   low, high = bootstrap_ci([values], rng=rng, reps=reps, ci=ci, names=("mean",))["mean"]
   return float(values.mean()), low, high
+
+
+def format_ci(value: Sequence[float], *, digits: int = 1) -> str:
+  """A (mean, low, high) triple as text, every number with `digits` decimals: (4.5, 4, 5) -> '4.5 [4.0, 5.0]'."""
+  mean, low, high = value
+  return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"

@@ -27,7 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dreamer import stats  # noqa: E402
-from dreamer.bench import commit  # noqa: E402
+from dreamer.suites import commit  # noqa: E402
 
 
 def sh(args: list[str], log: Path, done: Path) -> None:
@@ -79,6 +79,26 @@ def evaluate(checkpoint: Path, world: str, seed: int, a: argparse.Namespace, out
 
 
 def one_seed(seed: int, a: argparse.Namespace) -> dict:
+  """Every step of one seed (each skipped when a previous invocation finished it): the jobs' reports and the
+  fresh evaluations of the checkpoint and of both outputs."""
+  root = Path(a.logdir)
+  run, anchor, rec = train_and_record(seed, a)
+  out = {mode: dream(mode, seed, a, checkpoint=run, experience=rec, anchor=anchor) for mode in ("dream", "control")}
+  fresh = {}
+  for name, ckpt in (
+    ("checkpoint", run),
+    ("dream", root / "dream" / f"seed{seed}"),
+    ("control", root / "control" / f"seed{seed}"),
+  ):
+    for task, world in (("B", a.task_b), ("A", a.task_a)):
+      # The file name holds what the evaluation depends on, so a changed --eval-* is never served from cache.
+      cache = root / f"eval-{name}-{task}-seed{seed}-{a.eval_episodes}x{eval_seed(seed, a)}.json"
+      fresh[f"{name}_{task}"] = evaluate(ckpt, world, seed, a, cache)
+  return {"reports": out, "fresh": fresh}
+
+
+def train_and_record(seed: int, a: argparse.Namespace) -> tuple[Path, Path, Path]:
+  """`dreamer train` on A, then `dreamer play` on A (the anchor) and on B; (run, anchor, B recording) dirs."""
   root = Path(a.logdir)
   run, anchor, rec = root / "A" / f"seed{seed}", root / "rec" / f"A-seed{seed}", root / "rec" / f"B-seed{seed}"
   for d in (run.parent, rec.parent):
@@ -111,54 +131,91 @@ def one_seed(seed: int, a: argparse.Namespace) -> dict:
     root / f"play-B-seed{seed}.log",
     rec / "experience.json",
   )
-  out = {}
-  for mode in ("dream", "control"):
-    d = root / mode / f"seed{seed}"
-    d.parent.mkdir(parents=True, exist_ok=True)
-    extra = ["--control"] if mode == "control" else []
-    sets = [x for s in a.set for x in ("--set", s)]
-    sh(
-      [
-        "dream",
-        "--checkpoint",
-        str(run),
-        "--experience",
-        str(rec),
-        "--anchor",
-        str(anchor),
-        "--budget",
-        str(a.budget),
-        "--seed",
-        str(seed),
-        "--out",
-        str(d),
-        "--quiet",
-        *extra,
-        *sets,
-      ],
-      root / f"{mode}-seed{seed}.log",
-      d / "report.json",
-    )
-    out[mode] = json.loads((d / "report.json").read_text())
-  fresh = {}
-  for name, ckpt in (
-    ("checkpoint", run),
-    ("dream", root / "dream" / f"seed{seed}"),
-    ("control", root / "control" / f"seed{seed}"),
-  ):
-    for task, world in (("B", a.task_b), ("A", a.task_a)):
-      # The file name holds what the evaluation depends on, so a changed --eval-* is never served from cache.
-      cache = root / f"eval-{name}-{task}-seed{seed}-{a.eval_episodes}x{eval_seed(seed, a)}.json"
-      fresh[f"{name}_{task}"] = evaluate(ckpt, world, seed, a, cache)
-  return {"reports": out, "fresh": fresh}
+  return run, anchor, rec
 
 
-def ci(values: list[float]) -> list[float]:
-  """[mean, low, high] over seeds, 95% percentile bootstrap."""
-  return list(stats.mean_ci(values, rng=np.random.default_rng(0)))
+def dream(mode: str, seed: int, a: argparse.Namespace, *, checkpoint: Path, experience: Path, anchor: Path) -> dict:
+  """`dreamer dream` (mode 'dream') or its `--control` (mode 'control') of one seed; its report.json."""
+  root = Path(a.logdir)
+  d = root / mode / f"seed{seed}"
+  d.parent.mkdir(parents=True, exist_ok=True)
+  extra = ["--control"] if mode == "control" else []
+  sets = [x for s in a.set for x in ("--set", s)]
+  sh(
+    [
+      "dream",
+      "--checkpoint",
+      str(checkpoint),
+      "--experience",
+      str(experience),
+      "--anchor",
+      str(anchor),
+      "--budget",
+      str(a.budget),
+      "--seed",
+      str(seed),
+      "--out",
+      str(d),
+      "--quiet",
+      *extra,
+      *sets,
+    ],
+    root / f"{mode}-seed{seed}.log",
+    d / "report.json",
+  )
+  return json.loads((d / "report.json").read_text())
 
 
-def main() -> None:
+def seed_row(r: dict) -> dict:
+  """One seed's figures: the checkpoint's fresh returns, and per mode its fresh returns, their rise on B and
+  the fraction kept on A, beside the gate's own figures and the job's compute."""
+  f = {k: v["policy_return"] for k, v in r["fresh"].items()}
+  row = {
+    "checkpoint": {
+      "B_policy": f["checkpoint_B"],
+      "A_policy": f["checkpoint_A"],
+      "B_search": r["fresh"]["checkpoint_B"]["search_return"],
+      "A_search": r["fresh"]["checkpoint_A"]["search_return"],
+    }
+  }
+  for mode, rep in r["reports"].items():
+    b, an = rep["returns"]["experience"]["policy"], rep["returns"]["anchor"]["policy"]
+    row[mode] = {
+      "B_after": f[f"{mode}_B"],
+      "B_rise": f[f"{mode}_B"] - f["checkpoint_B"],
+      "A_after": f[f"{mode}_A"],
+      "A_kept": kept(f[f"{mode}_A"], f["checkpoint_A"]),
+      "B_search_after": r["fresh"][f"{mode}_B"]["search_return"],
+      "A_search_after": r["fresh"][f"{mode}_A"]["search_return"],
+      "gate": {
+        "B_before": b["before"][0],
+        "B_after": b["after"][0],
+        "A_before": an["before"][0],
+        "A_after": an["after"][0],
+      },
+      "accepted": rep["accepted"],
+      "model_steps": sum(v["model_steps"] for k, v in rep["compute"].items() if isinstance(v, dict)),
+      "seconds": sum(v["seconds"] for k, v in rep["compute"].items() if isinstance(v, dict)),
+    }
+  return row
+
+
+def across_seeds(rows: dict[int, dict]) -> dict[str, list[float]]:
+  """[mean, low, high] over seeds (95% percentile bootstrap, a fresh `default_rng(0)` each) of every figure
+  the summary compares."""
+  seeds = list(rows)
+  per_seed = {
+    "dream_B_rise": [rows[s]["dream"]["B_rise"] for s in seeds],
+    "control_B_rise": [rows[s]["control"]["B_rise"] for s in seeds],
+    "dream_minus_control_B": [rows[s]["dream"]["B_after"] - rows[s]["control"]["B_after"] for s in seeds],
+    "dream_A_kept": [rows[s]["dream"]["A_kept"] for s in seeds],
+    "control_A_kept": [rows[s]["control"]["A_kept"] for s in seeds],
+    "gate_dream_B_rise": [rows[s]["dream"]["gate"]["B_after"] - rows[s]["dream"]["gate"]["B_before"] for s in seeds],
+  }
+  return {name: list(stats.mean_ci(v, rng=np.random.default_rng(0))) for name, v in per_seed.items()}
+
+
+def parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--logdir", required=True)
   p.add_argument("--config", default="cartpole", help="preset that trains task A (default: cartpole)")
@@ -176,42 +233,15 @@ def main() -> None:
     help="fresh evaluation seeds are this + seed x eval-episodes (disjoint episodes per seed)",
   )
   p.add_argument("--jobs", type=int, default=2)
-  a = p.parse_args()
+  return p
+
+
+def main() -> None:
+  a = parser().parse_args()
   Path(a.logdir).mkdir(parents=True, exist_ok=True)
   with concurrent.futures.ThreadPoolExecutor(a.jobs) as pool:
     results = dict(zip(a.seeds, pool.map(lambda s: one_seed(s, a), a.seeds)))
-  rows = {}
-  for seed, r in results.items():
-    f = {k: v["policy_return"] for k, v in r["fresh"].items()}
-    row = {
-      "checkpoint": {
-        "B_policy": f["checkpoint_B"],
-        "A_policy": f["checkpoint_A"],
-        "B_search": r["fresh"]["checkpoint_B"]["search_return"],
-        "A_search": r["fresh"]["checkpoint_A"]["search_return"],
-      }
-    }
-    for mode, rep in r["reports"].items():
-      b, an = rep["returns"]["experience"]["policy"], rep["returns"]["anchor"]["policy"]
-      row[mode] = {
-        "B_after": f[f"{mode}_B"],
-        "B_rise": f[f"{mode}_B"] - f["checkpoint_B"],
-        "A_after": f[f"{mode}_A"],
-        "A_kept": kept(f[f"{mode}_A"], f["checkpoint_A"]),
-        "B_search_after": r["fresh"][f"{mode}_B"]["search_return"],
-        "A_search_after": r["fresh"][f"{mode}_A"]["search_return"],
-        "gate": {
-          "B_before": b["before"][0],
-          "B_after": b["after"][0],
-          "A_before": an["before"][0],
-          "A_after": an["after"][0],
-        },
-        "accepted": rep["accepted"],
-        "model_steps": sum(v["model_steps"] for k, v in rep["compute"].items() if isinstance(v, dict)),
-        "seconds": sum(v["seconds"] for k, v in rep["compute"].items() if isinstance(v, dict)),
-      }
-    rows[seed] = row
-  seeds = list(rows)
+  rows = {seed: seed_row(r) for seed, r in results.items()}
   summary = {
     "commit": commit(),
     "task_a": a.task_a,
@@ -221,14 +251,7 @@ def main() -> None:
     "settings": a.set,
     "eval_episodes": a.eval_episodes,
     "per_seed": rows,
-    "dream_B_rise": ci([rows[s]["dream"]["B_rise"] for s in seeds]),
-    "control_B_rise": ci([rows[s]["control"]["B_rise"] for s in seeds]),
-    "dream_minus_control_B": ci([rows[s]["dream"]["B_after"] - rows[s]["control"]["B_after"] for s in seeds]),
-    "dream_A_kept": ci([rows[s]["dream"]["A_kept"] for s in seeds]),
-    "control_A_kept": ci([rows[s]["control"]["A_kept"] for s in seeds]),
-    "gate_dream_B_rise": ci(
-      [rows[s]["dream"]["gate"]["B_after"] - rows[s]["dream"]["gate"]["B_before"] for s in seeds]
-    ),
+    **across_seeds(rows),
   }
   print(json.dumps(summary, indent=1))
 

@@ -20,26 +20,28 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from dreamer.compare import evaluations, first_reach  # noqa: E402
 from dreamer.logger import read_metrics  # noqa: E402
 
 
-def first_reach(run_dir: Path, threshold: float) -> dict:
-  records = read_metrics(run_dir)
-  evals = [r for r in records if "eval/search_return" in r and not r.get("summary")]
+def reach_of_run(run_dir: Path, threshold: float) -> dict:
+  """The run's first evaluation whose return acting with search was >= `threshold`, and its eval curve."""
+  evals = evaluations(read_metrics(run_dir))
   curve = [(r["env_steps"], r["eval/search_return"], r["eval/policy_return"]) for r in evals]
-  for r in evals:
-    if r["eval/search_return"] >= threshold:
-      return {
-        "run": str(run_dir),
-        "reached": True,
-        "env_steps": r["env_steps"],
-        "wall_s": r["wall_s"],
-        "updates": r["updates"],
-        "search_return": r["eval/search_return"],
-        "policy_return": r["eval/policy_return"],
-        "curve": curve,
-      }
-  return {"run": str(run_dir), "reached": False, "curve": curve}
+  i = first_reach([r["eval/search_return"] for r in evals], threshold)
+  if i is None:
+    return {"run": str(run_dir), "reached": False, "curve": curve}
+  r = evals[i]
+  return {
+    "run": str(run_dir),
+    "reached": True,
+    "env_steps": r["env_steps"],
+    "wall_s": r["wall_s"],
+    "updates": r["updates"],
+    "search_return": r["eval/search_return"],
+    "policy_return": r["eval/policy_return"],
+    "curve": curve,
+  }
 
 
 def main() -> None:
@@ -56,7 +58,7 @@ def main() -> None:
   ).stdout.strip()
   results = []
   if args.runs:
-    results = [first_reach(Path(r), args.threshold) for r in args.runs]
+    results = [reach_of_run(Path(r), args.threshold) for r in args.runs]
   else:
     with tempfile.TemporaryDirectory() as tmp:
       root = Path(args.logdir or tmp)
@@ -76,7 +78,7 @@ def main() -> None:
           "--quiet",
         ] + [f"--set={o}" for o in args.overrides]
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-        results.append({"seed": seed, **first_reach(run_dir, args.threshold)})
+        results.append({"seed": seed, **reach_of_run(run_dir, args.threshold)})
   reached = [r for r in results if r["reached"]]
   summary = {
     "config": args.config,

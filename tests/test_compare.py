@@ -163,3 +163,10 @@ def test_runs_before_the_count_get_it_rebuilt_from_their_counters(tmp_path):
   # 400 env steps / 8 envs x (8 envs x 4 simulations) = 1600 act; the summary reports no updates (0).
   assert run.dream["dream/act_ratio"] == 1600 / 400 == compare.dream_ratio.act_steps(config) / config.num_envs
   assert run.dream["dream/unroll_ratio"] == 0.0
+
+
+def test_first_reach_is_the_first_evaluation_at_or_above_the_threshold():
+  assert compare.first_reach([1.0, np.nan, 4.0, 5.0, 3.0], 4.0) == 2  # equal counts; NaN never reaches
+  assert compare.first_reach(np.array([5.0, 1.0]), 4.0) == 0
+  assert compare.first_reach([1.0, 2.0], 4.0) is None
+  assert compare.first_reach([], 4.0) is None

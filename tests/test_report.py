@@ -176,6 +176,12 @@ def test_bootstrap_one_run_per_game_is_a_point():
   assert cis == {name: (v, v) for name, v in stats.aggregates(one).items()}
 
 
+def test_format_ci_rounds_each_number_to_the_digits_asked():
+  assert stats.format_ci((4.5, 4.0, 5.0)) == "4.5 [4.0, 5.0]"
+  assert stats.format_ci([0.12345, -0.5, 1], digits=3) == "0.123 [-0.500, 1.000]"
+  assert stats.format_ci(np.array([6.75, 6.5, 7.0]), digits=0) == "7 [6, 7]"
+
+
 # --------------------------------------------------------------------------------------------------------
 # Report end to end
 
@@ -224,6 +230,26 @@ def snapshot(root):
   return {p: p.read_bytes() for p in sorted(Path(root).rglob("*")) if p.is_file()}
 
 
+def assert_per_game_rows(md):
+  """report.md holds GAMES' per-game rows, recomputed here from the shipped CSVs."""
+  table = csv_random_human()
+  published = {}  # (method, game) -> raw scores, read here straight from the shipped CSV
+  for r in csv.DictReader(
+    io.StringIO(resources.files("dreamer.data").joinpath("atari100k_published_runs.csv").read_text())
+  ):
+    published.setdefault((r["method"], r["game"]), []).append(float(r["score"]))
+  methods = list(dict.fromkeys(m for m, _ in published))
+  for game, (scores, policy) in GAMES.items():
+    lo, hi = table[game]
+    m, sd = sum(scores) / 2, math.sqrt(sum((s - sum(scores) / 2) ** 2 for s in scores))  # ddof=1, n=2
+    baseline_cells = " | ".join(f"{math.fsum(published[b, game]) / len(published[b, game]):.1f}" for b in methods)
+    row = (
+      f"| {game} | {lo:.1f} | {hi:.1f} | {m:.1f} ± {sd:.1f} (2) | {(m - lo) / (hi - lo):.3f} | "
+      f"{sum(policy) / 2:.1f} | {baseline_cells} |"
+    )
+    assert row in md, row
+
+
 def test_report_end_to_end(tmp_path):
   runs = tmp_path / "runs"
   write_runs(runs, [result(g, seed, s[seed], p[seed]) for g, (s, p) in GAMES.items() for seed in (0, 1)])
@@ -236,27 +262,12 @@ def test_report_end_to_end(tmp_path):
   for png in ("aggregates.png", "curves.png"):
     assert (out / png).read_bytes()[:8] == PNG_MAGIC
   md = (out / "report.md").read_text()
+  assert_per_game_rows(md)
 
   table = csv_random_human()
-  published = {}  # (method, game) -> raw scores, read here straight from the shipped CSV
-  for r in csv.DictReader(
-    io.StringIO(resources.files("dreamer.data").joinpath("atari100k_published_runs.csv").read_text())
-  ):
-    published.setdefault((r["method"], r["game"]), []).append(float(r["score"]))
-  methods = list(dict.fromkeys(m for m, _ in published))
-  hns = {}
-  for game, (scores, policy) in GAMES.items():
-    lo, hi = table[game]
-    m, sd = sum(scores) / 2, math.sqrt(sum((s - sum(scores) / 2) ** 2 for s in scores))  # ddof=1, n=2
-    hns[game] = [(s - lo) / (hi - lo) for s in scores]
-    baseline_cells = " | ".join(f"{math.fsum(published[b, game]) / len(published[b, game]):.1f}" for b in methods)
-    row = (
-      f"| {game} | {lo:.1f} | {hi:.1f} | {m:.1f} ± {sd:.1f} (2) | {(m - lo) / (hi - lo):.3f} | "
-      f"{sum(policy) / 2:.1f} | {baseline_cells} |"
-    )
-    assert row in md, row
-
-  games = list(hns.values())
+  games = [
+    [(s - table[game][0]) / (table[game][1] - table[game][0]) for s in scores] for game, (scores, _) in GAMES.items()
+  ]
   ours = summary["methods"]["dreamer"]
   assert ours["runs"] == 6 and summary["games"] == ["Breakout", "MsPacman", "Pong"]
   for name, fn in SLOW.items():
