@@ -7,7 +7,6 @@ All functions are pure; `make_distil_chunk` jits a `lax.scan` over `updates_per_
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from typing import Any, NamedTuple
 
@@ -19,7 +18,7 @@ from dreamer import replay as replay_lib
 from dreamer import search as search_lib
 from dreamer import support
 from dreamer.config import Config
-from dreamer.networks import Model, Params, zero_lstm_state
+from dreamer.networks import Model, Params, dynamics_step, unroll, zero_lstm_state
 
 # Top-level modules of the prediction function (policy and value heads and what only they read), in both
 # network families; 'heads' distillation trains only these.
@@ -113,30 +112,21 @@ def rehearse(
   act_key, search_key = jax.random.split(rng_key)
   z, s = model.represent(teacher, obs), model.represent(student, obs)
   lz = ls = zero_lstm_state(r, model.lstm_dim)
+  in_teacher = lambda method, *args: getattr(model, method)(teacher, *args)  # noqa: E731
+  in_student = lambda method, *args: getattr(model, method)(student, *args)  # noqa: E731
   latents, actions = [z], []
   for h, key in enumerate(jax.random.split(act_key, horizon - 1)):
     logits, _ = model.predict(student, s)
     a = jax.random.categorical(key, logits).astype(jnp.int32)
-    if h % config.value_prefix_horizon == 0:
-      lz = ls = zero_lstm_state(r, model.lstm_dim)
-    z, lz, _ = model.dynamics(teacher, z, a, lz)
-    s, ls, _ = model.dynamics(student, s, a, ls)
+    z, lz, _ = dynamics_step(in_teacher, z, a, lz, h, horizon=config.value_prefix_horizon)
+    s, ls, _ = dynamics_step(in_student, s, a, ls, h, horizon=config.value_prefix_horizon)
     latents.append(z)
     actions.append(a)
   flat = jnp.stack(latents, 1).reshape(r * horizon, *z.shape[1:])
   root = search_lib.root_from_latent(model, teacher, flat)
-  gumbel = dataclasses.replace(config, search="gumbel", q_normalization=q_normalization)
-  out = search_lib.run_search(
-    model,
-    gumbel,
-    teacher,
-    search_key,
-    root,
-    temperature=1.0,
-    noise=False,
-    num_simulations=num_simulations,
-    value_scale=0.1 * search_bonus,
-  )
+  search = {**search_lib.settings(config), "kind": "gumbel", "q_normalization": q_normalization}
+  search.update(num_simulations=num_simulations, value_scale=0.1 * search_bonus)
+  out = search_lib.run_search(model, teacher, search_key, root, temperature=1.0, noise=False, **search)
   value, predicted = out.value.reshape(r, horizon), root.value.reshape(r, horizon)
   ok = jnp.abs(value - predicted) <= guard * (jnp.abs(predicted) + 1.0)
   valid = jnp.cumprod(ok.astype(jnp.int32), axis=1).astype(bool)
@@ -159,22 +149,16 @@ def kl_probs(p: jax.Array, q_logits: jax.Array) -> jax.Array:
 
 
 def student_outputs(
-  params: Params, obs: jax.Array, action: jax.Array, *, model: Model, config: Config
+  params: Params, obs: jax.Array, action: jax.Array, *, model: Model, horizon: int
 ) -> tuple[jax.Array, jax.Array]:
-  """The student unrolled in its own model from obs [R, *obs] along action i32[R, H-1]: policy logits
-  f32[R, H, A] and value logits f32[R, H, V]."""
-  r = obs.shape[0]
-  s = model.represent(params, obs)
-  lstm = zero_lstm_state(r, model.lstm_dim)
-  policy, value = [], []
-  for h in range(action.shape[1] + 1):
-    if h > 0:
-      if (h - 1) % config.value_prefix_horizon == 0:
-        lstm = zero_lstm_state(r, model.lstm_dim)
-      s, lstm, _ = model.dynamics(params, s, action[:, h - 1], lstm)
-    p, v = model.predict(params, s)
-    policy.append(p)
-    value.append(v)
+  """The student unrolled in its own model (networks.unroll, value-prefix horizon `horizon`) from obs
+  [R, *obs] along action i32[R, H-1]: policy logits f32[R, H, A] and value logits f32[R, H, V]."""
+  call = functools.partial(model.call, params)
+  read = lambda k, latent: model.predict(params, latent)  # noqa: E731
+  _, _, outputs = unroll(
+    call, model.represent(params, obs), action, lstm_dim=model.lstm_dim, horizon=horizon, read=read
+  )
+  policy, value = zip(*outputs)
   return jnp.stack(policy, 1), jnp.stack(value, 1)
 
 
@@ -194,7 +178,9 @@ def loss_fn(
   """Cross-entropy of the student's policy to the teacher's search policy and of its value to the teacher's
   search value (value_target 'search') or predicted value ('teacher') as two-hot, averaged over kept states,
   plus kl_weight * KL(base || student) on anchor states."""
-  policy_logits, value_logits = student_outputs(params, obs, reh.action, model=model, config=config)
+  policy_logits, value_logits = student_outputs(
+    params, obs, reh.action, model=model, horizon=config.value_prefix_horizon
+  )
   keep = reh.valid.astype(jnp.float32)
   kept = jnp.maximum(jnp.sum(keep), 1.0)
   ce = -jnp.sum(reh.policy * jax.nn.log_softmax(policy_logits), -1)

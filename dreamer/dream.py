@@ -387,9 +387,10 @@ def model_fit(job: Job, params, batches: list[learner_lib.Batch]) -> dict[str, l
 
 def _fit_one(params, batch: learner_lib.Batch, *, model, config: Config) -> dict[str, jax.Array]:
   call = lambda method, *args: model.call(params, method, *args)  # noqa: E731
-  outs = learner_lib.unroll(
-    call, batch.obs[:, 0], batch.obs[:, 1:], batch.action, config=config, lstm_dim=model.lstm_dim
-  )
+  outs = learner_lib.unroll_outputs(
+    call, batch.obs[:, 0], batch.obs[:, 1:], batch.action, horizon=config.value_prefix_horizon,
+    lstm_dim=model.lstm_dim,
+  )  # fmt: skip
   value_ce, _, prefix_ce, consistency = learner_lib.depth_losses(*outs, batch, config)
   tg = batch.targets
   value_err = jnp.abs(support.logits_to_scalar(outs[0]) - tg.value) * tg.value_mask
@@ -528,7 +529,7 @@ def _measure(student, teacher, base, rb_exp, rb_anchor, *, model, config: Config
     guard=dc.guard,
     q_normalization=dc.q_normalization,
   )
-  logits, _ = distil_lib.student_outputs(student, obs, reh.action, model=model, config=config)
+  logits, _ = distil_lib.student_outputs(student, obs, reh.action, model=model, horizon=config.value_prefix_horizon)
   keep = reh.valid.astype(jnp.float32)
   out = {
     "teacher_kl": jnp.sum(keep * distil_lib.kl_probs(reh.policy, logits)) / jnp.maximum(jnp.sum(keep), 1.0),

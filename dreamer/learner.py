@@ -19,7 +19,7 @@ from dreamer import replay as replay_lib
 from dreamer import search as search_lib
 from dreamer import targets as targets_lib
 from dreamer.config import Config
-from dreamer.networks import Model, Params, zero_lstm_state
+from dreamer.networks import Model, Params, unroll
 
 
 class TrainState(NamedTuple):
@@ -109,30 +109,27 @@ def _flat(fn, x: jax.Array, lead: int = 2):
   return jax.tree.map(lambda y: y.reshape(*shape, *y.shape[1:]), out)
 
 
-def unroll(
-  call, root_obs: jax.Array, next_obs: jax.Array, action: jax.Array, *, config: Config, lstm_dim: int
+def unroll_outputs(
+  call, root_obs: jax.Array, next_obs: jax.Array, action: jax.Array, *, horizon: int, lstm_dim: int
 ) -> tuple[jax.Array, ...]:
-  """Training's K-step model unroll from root observations [B, *obs] along actions i32[B, K], with
-  `call(method, *args)` running each network call (training or eval mode). Returns value logits f32[B, K+1, V],
-  policy logits f32[B, K+1, A], value-prefix logits f32[B, K, R], online projections f32[B, K, P] of the
-  unrolled latents and their consistency targets f32[B, K, P] (projections of the real next observations
-  [B, K, *obs], no gradient). The gradient into each unrolled latent is halved, as MuZero."""
-  k_max, b = config.unroll_steps, root_obs.shape[0]
+  """Training's K-step model unroll (networks.unroll) from root observations [B, *obs] along actions
+  i32[B, K], with `call(method, *args)` running each network call (training or eval mode). Returns value
+  logits f32[B, K+1, V], policy logits f32[B, K+1, A], value-prefix logits f32[B, K, R], online projections
+  f32[B, K, P] of the unrolled latents and their consistency targets f32[B, K, P] (projections of the real
+  next observations [B, K, *obs], no gradient). The gradient into each unrolled latent is halved, as MuZero.
+  Each depth's projection and prediction run right after its dynamics step, as always, so BatchNorm's running
+  averages move in the same order and the gradients sum in the same order."""
   target_proj = jax.lax.stop_gradient(_flat(lambda o: call("project", call("represent", o), False), next_obs))
-  latent = call("represent", root_obs)
-  lstm = zero_lstm_state(b, lstm_dim)
-  value_logits, policy_logits, prefix_logits, online_proj = [], [], [], []
-  for k in range(k_max + 1):
-    if k > 0:
-      if (k - 1) % config.value_prefix_horizon == 0:
-        lstm = zero_lstm_state(b, lstm_dim)
-      latent, lstm, prefix = call("dynamics", latent, action[:, k - 1], lstm)
-      latent = scale_gradient(latent, 0.5)
-      prefix_logits.append(prefix)
-      online_proj.append(call("project", latent, True))
-    logits, value = call("predict", latent)
-    policy_logits.append(logits)
-    value_logits.append(value)
+
+  def read(k: int, latent: jax.Array) -> tuple[Any, ...]:  # projection (unrolled latents only), prediction
+    return (call("project", latent, True) if k > 0 else None, *call("predict", latent))
+
+  _, prefix_logits, reads = unroll(
+    call, call("represent", root_obs), action, lstm_dim=lstm_dim, horizon=horizon,
+    after_step=lambda z: scale_gradient(z, 0.5), read=read,
+  )  # fmt: skip
+  online_proj, policy_logits, value_logits = zip(*reads)
+  online_proj = online_proj[1:]
   return (
     jnp.stack(value_logits, 1),
     jnp.stack(policy_logits, 1),
@@ -184,8 +181,8 @@ def loss_fn(
     out, variables = model.call(variables, method, *args, train=True)
     return out
 
-  value_logits, policy_logits, prefix_logits, online_proj, target_proj = unroll(
-    call, root_obs, next_obs, batch.action, config=config, lstm_dim=model.lstm_dim
+  value_logits, policy_logits, prefix_logits, online_proj, target_proj = unroll_outputs(
+    call, root_obs, next_obs, batch.action, horizon=config.value_prefix_horizon, lstm_dim=model.lstm_dim
   )
   value_loss, policy_loss, prefix_loss, consistency_loss = depth_losses(
     value_logits, policy_logits, prefix_logits, online_proj, target_proj, batch, config
@@ -256,7 +253,9 @@ def make_batch(
   if num_re > 0:
     obs = window.obs[:num_re, : k_max + 1].reshape(-1, *window.obs.shape[2:])
     root = search_lib.make_root(model, state.params, obs)
-    fresh = search_lib.run_search(model, config, state.params, search_key, root, temperature=1.0, noise=True)
+    fresh = search_lib.run_search(
+      model, state.params, search_key, root, temperature=1.0, noise=True, **search_lib.settings(config)
+    )
     fresh_policy = jax.lax.stop_gradient(fresh.policy).reshape(num_re, k_max + 1, -1)
     policy = policy.at[:num_re].set(fresh_policy)
   batch = Batch(

@@ -17,6 +17,7 @@ batch. Every network call goes through `Model.call`, which threads the running a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import flax.linen as nn
@@ -37,6 +38,55 @@ class LSTMState(NamedTuple):
 
 def zero_lstm_state(batch: int, dim: int) -> LSTMState:
   return LSTMState(jnp.zeros((batch, dim)), jnp.zeros((batch, dim)))
+
+
+def dynamics_step(
+  call: Callable[..., Any],
+  latent: jax.Array,
+  action: jax.Array,
+  lstm: LSTMState,
+  depth: int | jax.Array,
+  *,
+  horizon: int,
+) -> tuple[jax.Array, LSTMState, jax.Array]:
+  """One model step from a state `depth` steps below its root (int, or i32[B] per sample), with the
+  value-prefix rule: the LSTM starts again from zero on the step out of every depth that is a multiple of
+  `horizon` (so each prefix sums at most `horizon` rewards). `call(method, *args)` runs the network (eval or
+  training mode). latent f32[B, ...], action i32[B] -> (next latent, LSTM state, value-prefix logits f32[B, R]).
+  This is the one place the rule is written: training, distillation and search all step through it."""
+  if isinstance(depth, int):
+    lstm = zero_lstm_state(latent.shape[0], lstm.c.shape[-1]) if depth % horizon == 0 else lstm
+  else:
+    reset = (depth % horizon == 0)[:, None]
+    lstm = jax.tree.map(lambda x: jnp.where(reset, 0.0, x), lstm)
+  return call("dynamics", latent, action, lstm)
+
+
+def unroll(
+  call: Callable[..., Any],
+  latent: jax.Array,
+  action: jax.Array,
+  *,
+  lstm_dim: int,
+  horizon: int,
+  after_step: Callable[[jax.Array], jax.Array] | None = None,
+  read: Callable[[int, jax.Array], Any] | None = None,
+) -> tuple[list[jax.Array], list[jax.Array], list[Any]]:
+  """The model unrolled from root latents f32[B, ...] along action i32[B, K] (see dynamics_step). Returns the
+  K+1 latents (the root first), the K value-prefix logits f32[B, R], and read(k, latent) of each latent k
+  (empty without `read`). after_step(latent) is applied to each new latent before anything reads it
+  (training halves its gradient there). `read` runs on each latent as soon as it is made, so in training
+  mode every network part is called in depth order."""
+  lstm = zero_lstm_state(latent.shape[0], lstm_dim)
+  latents, prefixes, reads = [latent], [], [read(0, latent)] if read is not None else []
+  for k in range(action.shape[1]):
+    latent, lstm, prefix = dynamics_step(call, latent, action[:, k], lstm, k, horizon=horizon)
+    latent = after_step(latent) if after_step is not None else latent
+    latents.append(latent)
+    prefixes.append(prefix)
+    if read is not None:
+      reads.append(read(k + 1, latent))
+  return latents, prefixes, reads
 
 
 def normalize_latent(x: jax.Array) -> jax.Array:

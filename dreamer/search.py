@@ -2,13 +2,14 @@
 
 The search embedding carries the latent, the value-prefix LSTM state, the value prefix decoded so far
 and the depth from the root. A node's reward is the increase of the value prefix over its parent's; every
-`value_prefix_horizon` model steps the LSTM state and the prefix are reset, exactly as in training.
+`value_prefix_horizon` model steps the LSTM state and the prefix restart, by the same rule as in training
+(networks.dynamics_step).
 """
 
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import chex
 import jax
@@ -16,7 +17,7 @@ import jax.numpy as jnp
 import mctx
 
 from dreamer.config import Config
-from dreamer.networks import LSTMState, Model, Params, zero_lstm_state
+from dreamer.networks import LSTMState, Model, Params, dynamics_step, zero_lstm_state
 from dreamer.support import logits_to_scalar
 
 
@@ -53,20 +54,23 @@ def root_from_latent(model: Model, params: Params, latent: jax.Array) -> mctx.Ro
 
 
 def make_recurrent_fn(model: Model, *, discount: float, horizon: int) -> mctx.RecurrentFn:
-  """The mctx recurrent function: one model step with value-prefix decoding and periodic reset."""
+  """The mctx recurrent function: one model step (networks.dynamics_step, whose LSTM restarts on the step out
+  of every depth that is a multiple of `horizon`) with value-prefix decoding: a node's reward is its prefix
+  minus its parent's, and the parent's counts as 0 where the prefix restarted."""
 
   def recurrent_fn(
     params: Params, rng_key: chex.PRNGKey, action: jax.Array, embedding: Embedding
   ) -> tuple[mctx.RecurrentFnOutput, Embedding]:
     del rng_key  # the model is deterministic
-    latent, lstm, prefix_logits = model.dynamics(params, embedding.latent, action, embedding.lstm)
+    call = lambda method, *args: getattr(model, method)(params, *args)  # noqa: E731
+    latent, lstm, prefix_logits = dynamics_step(
+      call, embedding.latent, action, embedding.lstm, embedding.depth, horizon=horizon
+    )
     prefix = logits_to_scalar(prefix_logits)
-    reward = prefix - embedding.prefix  # the parent's prefix is 0 right after a reset
+    restarted = embedding.depth % horizon == 0
+    reward = prefix - jnp.where(restarted, 0.0, embedding.prefix)
     logits, value_logits = model.predict(params, latent)
-    depth = embedding.depth + 1
-    reset = (depth % horizon) == 0
-    lstm = jax.tree.map(lambda x: jnp.where(reset[:, None], 0.0, x), lstm)
-    child = Embedding(latent, lstm, jnp.where(reset, 0.0, prefix), depth)
+    child = Embedding(latent, lstm, prefix, embedding.depth + 1)
     out = mctx.RecurrentFnOutput(
       reward=reward, discount=jnp.full_like(reward, discount), prior_logits=logits, value=logits_to_scalar(value_logits)
     )
@@ -113,36 +117,62 @@ def _mixed_value(raw_value: jax.Array, qvalues: jax.Array, visits: jax.Array, pr
   return (raw_value + total * weighted_q) / (total + 1)
 
 
+def settings(config: Config) -> dict[str, Any]:
+  """The search settings of a config, as run_search's keywords: the one adapter from a Config to search."""
+  return dict(
+    kind=config.search,
+    num_simulations=config.num_simulations,
+    discount=config.discount,
+    horizon=config.value_prefix_horizon,
+    max_considered_actions=config.max_considered_actions,
+    q_normalization=config.q_normalization,
+    dirichlet_fraction=config.dirichlet_fraction,
+    dirichlet_alpha=config.dirichlet_alpha,
+    pb_c_init=config.pb_c_init,
+    pb_c_base=config.pb_c_base,
+  )
+
+
 def run_search(
   model: Model,
-  config: Config,
   params: Params,
   rng_key: chex.PRNGKey,
   root: mctx.RootFnOutput,
   *,
+  kind: str,
+  num_simulations: int,
+  discount: float,
+  horizon: int,
   temperature: jax.Array | float,
   noise: jax.Array | bool,
-  num_simulations: int | None = None,
+  max_considered_actions: int = 16,
+  q_normalization: str = "children",
   value_scale: float = 0.1,
+  dirichlet_fraction: float = 0.25,
+  dirichlet_alpha: float = 0.3,
+  pb_c_init: float = 1.25,
+  pb_c_base: float = 19652.0,
 ) -> SearchOutput:
-  """Searches from `root` with `num_simulations` (default `config.num_simulations`); the key is consumed.
+  """Searches from `root` (kind 'gumbel': Gumbel MuZero; 'puct': MuZero pUCT); the key is consumed.
+  Settings from a config: `run_search(..., **settings(config))`.
 
-  temperature: pUCT samples the action from visits**(1/temperature) (0: the most visited); Gumbel scales its
-  Gumbel noise by it (0: deterministic). noise: pUCT adds root Dirichlet noise. value_scale: Gumbel's weight
-  of the completed Q-values in its improved policy softmax(prior logits + sigma(q)) (mctx's 0.1; 0 makes
-  the policy target the prior).
+  discount, horizon: the model's discount and value-prefix horizon. temperature: pUCT samples the action from
+  visits**(1/temperature) (0: the most visited); Gumbel scales its Gumbel noise by it (0: deterministic).
+  noise: pUCT adds root Dirichlet noise (dirichlet_fraction, dirichlet_alpha). Gumbel: max_considered_actions,
+  q_normalization ('children': mctx's per-node min-max; 'tree': qtransform_tree_minmax) and value_scale, the
+  weight of the completed Q-values in its improved policy softmax(prior logits + sigma(q)) (mctx's 0.1; 0
+  makes the policy target the prior). pUCT: pb_c_init, pb_c_base.
   """
-  recurrent_fn = make_recurrent_fn(model, discount=config.discount, horizon=config.value_prefix_horizon)
-  sims = config.num_simulations if num_simulations is None else num_simulations
-  if config.search == "gumbel":
-    qtransform = qtransform_tree_minmax if config.q_normalization == "tree" else mctx.qtransform_completed_by_mix_value
+  recurrent_fn = make_recurrent_fn(model, discount=discount, horizon=horizon)
+  if kind == "gumbel":
+    qtransform = qtransform_tree_minmax if q_normalization == "tree" else mctx.qtransform_completed_by_mix_value
     out = mctx.gumbel_muzero_policy(
       params,
       rng_key,
       root,
       recurrent_fn,
-      sims,
-      max_num_considered_actions=config.max_considered_actions,
+      num_simulations,
+      max_num_considered_actions=max_considered_actions,
       gumbel_scale=temperature,
       qtransform=functools.partial(qtransform, value_scale=value_scale),
     )
@@ -152,11 +182,11 @@ def run_search(
       rng_key,
       root,
       recurrent_fn,
-      sims,
-      dirichlet_fraction=config.dirichlet_fraction * jnp.asarray(noise, jnp.float32),
-      dirichlet_alpha=config.dirichlet_alpha,
-      pb_c_init=config.pb_c_init,
-      pb_c_base=config.pb_c_base,
+      num_simulations,
+      dirichlet_fraction=dirichlet_fraction * jnp.asarray(noise, jnp.float32),
+      dirichlet_alpha=dirichlet_alpha,
+      pb_c_init=pb_c_init,
+      pb_c_base=pb_c_base,
       temperature=temperature,
     )
   return SearchOutput(out.action.astype(jnp.int32), out.action_weights, out.search_tree.summary().value)

@@ -171,7 +171,9 @@ def test_without_the_search_bonus_the_teacher_is_the_prior_and_the_weights_barel
       search_bonus=bonus,
       guard=0.5,
     )
-    logits, _ = distil.student_outputs(params, obs, reh.action, model=job.model, config=job.config)
+    logits, _ = distil.student_outputs(
+      params, obs, reh.action, model=job.model, horizon=job.config.value_prefix_horizon
+    )
     return float(jnp.max(jnp.abs(reh.policy - jax.nn.softmax(logits))))
 
   # The teacher's target is exactly the prior without the bonus, for a trained (peaked) prior and for the

@@ -279,3 +279,58 @@ def test_batchnorm_running_average_follows_pytorch_momentum():
   train_alone, _ = model.call(moved, "represent", obs[:2], train=True)
   train_all, _ = model.call(moved, "represent", obs, train=True)
   assert not np.allclose(train_alone[:1], train_all[:1], atol=1e-3)  # batch statistics couple samples
+
+
+def _old_unroll(call, root_obs, next_obs, action, *, horizon, lstm_dim):
+  """The learner's unroll as it was written before networks.unroll (commit a046f0f), kept as the reference:
+  each depth's dynamics, projection and prediction in turn, the LSTM reset inline."""
+  from dreamer.networks import zero_lstm_state
+
+  k_max, b = action.shape[1], root_obs.shape[0]
+  target_proj = jax.lax.stop_gradient(learner._flat(lambda o: call("project", call("represent", o), False), next_obs))
+  latent = call("represent", root_obs)
+  lstm = zero_lstm_state(b, lstm_dim)
+  value_logits, policy_logits, prefix_logits, online_proj = [], [], [], []
+  for k in range(k_max + 1):
+    if k > 0:
+      if (k - 1) % horizon == 0:
+        lstm = zero_lstm_state(b, lstm_dim)
+      latent, lstm, prefix = call("dynamics", latent, action[:, k - 1], lstm)
+      latent = learner.scale_gradient(latent, 0.5)
+      prefix_logits.append(prefix)
+      online_proj.append(call("project", latent, True))
+    logits, value = call("predict", latent)
+    policy_logits.append(logits)
+    value_logits.append(value)
+  stack = functools.partial(jnp.stack, axis=1)
+  return stack(value_logits), stack(policy_logits), stack(prefix_logits), stack(online_proj), target_proj
+
+
+@pytest.mark.parametrize("norm, horizon", [("layer", 2), ("layer", 1), ("batch", 2)])
+def test_one_unroll_equals_the_old_learner_unroll(norm, horizon):
+  # On a fixed batch, in training mode (BatchNorm's running averages threaded through every call): the same
+  # outputs, the same moved running averages and the same gradients, to the bit.
+  config = config_lib.Config(**{**SMALL, "value_prefix_horizon": horizon, "norm": norm})
+  agent, state, rb = _filled(config)
+  batch, _ = learner.make_batch(state, rb, jax.random.PRNGKey(7), jnp.int32(240), model=agent.model, config=config)
+
+  def outputs(unroll, params):
+    variables = params
+
+    def call(method, *args):
+      nonlocal variables
+      out, variables = agent.model.call(variables, method, *args, train=True)
+      return out
+
+    outs = unroll(call, batch.obs[:, 0], batch.obs[:, 1:], batch.action, horizon=horizon, lstm_dim=config.lstm_dim)
+    return sum(jnp.sum(jnp.sin(o)) for o in outs), (outs, variables)
+
+  results = []
+  for unroll in (_old_unroll, learner.unroll_outputs):
+    grads, (outs, variables) = jax.jit(jax.grad(functools.partial(outputs, unroll), has_aux=True))(state.params)
+    results.append((outs, variables, grads))
+  (old_outs, old_vars, old_grads), (new_outs, new_vars, new_grads) = results
+  assert [o.shape for o in new_outs] == [o.shape for o in old_outs]
+  for tree_old, tree_new in [(old_outs, new_outs), (old_vars, new_vars), (old_grads, new_grads)]:
+    for a, b in zip(jax.tree.leaves(tree_old), jax.tree.leaves(tree_new), strict=True):
+      np.testing.assert_array_equal(a, b)

@@ -67,14 +67,20 @@ def test_recurrent_fn_decodes_rewards_with_resets(horizon):
   assert int(emb.depth[0]) == 5
 
 
-def test_recurrent_fn_prefix_resets_every_horizon_steps():
+def test_recurrent_fn_restarts_the_prefix_every_horizon_steps():
+  # From a node at depth 2 (horizon 2) the next step is decoded as from a fresh root at the same latent: the
+  # LSTM and the prefix restart there, whatever the path above it summed.
   model = TreeModel()
   fn = search.make_recurrent_fn(model, discount=1.0, horizon=2)
   emb = search.make_root(model, None, jnp.zeros((1, 1))).embedding
-  _, emb = fn(None, None, jnp.asarray([0]), emb)  # depth 1: prefix kept
-  assert float(emb.prefix[0]) == pytest.approx(1.0, abs=1e-4)
-  _, emb = fn(None, None, jnp.asarray([0]), emb)  # depth 2: reset
-  assert float(emb.prefix[0]) == 0.0 and float(jnp.abs(emb.lstm.c).sum()) == 0.0
+  for a in (1, 0):  # rewards 0 then 3: the prefix at depth 2 is 3
+    _, emb = fn(None, None, jnp.asarray([a]), emb)
+  assert int(emb.depth[0]) == 2 and float(emb.prefix[0]) == pytest.approx(3.0, abs=1e-4)
+  fresh = search.root_from_latent(model, None, emb.latent).embedding
+  for a in (0, 1):
+    got, _ = fn(None, None, jnp.asarray([a]), emb)
+    want, _ = fn(None, None, jnp.asarray([a]), fresh)
+    assert float(got.reward[0]) == pytest.approx(float(want.reward[0]), abs=1e-6)
 
 
 @pytest.mark.parametrize("kind", ["gumbel", "puct"])
@@ -83,9 +89,9 @@ def test_search_picks_the_known_best_action(kind):
   config = _config(search=kind, num_simulations=32, value_prefix_horizon=2)
   obs = jnp.zeros((4, 1))
   root = search.make_root(model, None, obs)
-  out = jax.jit(lambda k: search.run_search(model, config, None, k, root, temperature=0.0, noise=False))(
-    jax.random.PRNGKey(3)
-  )
+  out = jax.jit(
+    lambda k: search.run_search(model, None, k, root, temperature=0.0, noise=False, **search.settings(config))
+  )(jax.random.PRNGKey(3))
   np.testing.assert_array_equal(out.action, [1, 1, 1, 1])
   assert np.all(np.asarray(out.policy)[:, 1] > 0.5)
   # The root value is a visit-weighted mix of returns 3 and 1 and the root's own estimate 0.
