@@ -418,14 +418,8 @@ def _eval(args: argparse.Namespace) -> int:
   return 0
 
 
-def _play(args: argparse.Namespace) -> int:
-  import jax
-  import numpy as np
-
-  from dreamer import actor as actor_lib
-  from dreamer import agent, experience
-  from dreamer.networks import Model
-
+def _check_play_args(args: argparse.Namespace) -> Path:
+  """The recording's directory, once every `dreamer play` argument is known to be usable (ConfigError else)."""
   for name, value, low in (("--steps", args.steps, 1), ("--envs", args.envs, 1)):
     if value < low:
       raise config_lib.ConfigError(f"{name} must be >= {low}, got {value}")
@@ -436,6 +430,17 @@ def _play(args: argparse.Namespace) -> int:
     raise config_lib.ConfigError(
       f"--out {args.out!r} already exists and is not an empty directory; recordings are never overwritten"
     )
+  return out
+
+
+def _play(args: argparse.Namespace) -> int:
+  import jax
+
+  from dreamer import actor as actor_lib
+  from dreamer import agent, experience
+  from dreamer.networks import Model
+
+  out = _check_play_args(args)
   config, world, world_id, net, params, path = agent.load_acting(
     args.checkpoint, args.world, num_envs=args.envs, seed=args.seed, train=True
   )
@@ -456,11 +461,7 @@ def _play(args: argparse.Namespace) -> int:
   games = arrays["game_returns"]
   meta = {
     "world": world_id,
-    "spec": {
-      "obs_shape": list(world.spec.obs_shape),
-      "obs_dtype": np.dtype(world.spec.obs_dtype).name,
-      "num_actions": world.spec.num_actions,
-    },
+    "spec": agent.spec_dict(world.spec),
     "frame_stack": config.frame_stack,
     "acting": "policy" if args.policy else "search",
     "temperature": temperature,

@@ -422,6 +422,18 @@ def _learner_chunk(job: Job, updates: int, train: str, decay_updates: int = 0):
   return optimizer, learner_lib.make_train_chunk(job.model, config, optimizer)
 
 
+def _teacher_fits(job: Job, teacher, held: list[learner_lib.Batch]) -> dict[str, Any]:
+  """Held-out model fit of the checkpoint and of the teacher, on the experience (`held`) and the anchor."""
+  fits = {"experience": {"checkpoint": model_fit(job, job.base, held), "teacher": model_fit(job, teacher, held)}}
+  if job.rb_anchor_held is not None:
+    anchor_held = _fit_batches(job, job.rb_anchor_held)
+    fits["anchor"] = {
+      "checkpoint": model_fit(job, job.base, anchor_held),
+      "teacher": model_fit(job, teacher, anchor_held),
+    }
+  return fits
+
+
 def adapt(job: Job, out: Path, *, console: bool) -> dict[str, Any]:
   """Phase 2: fine-tunes on the (mixed) recording, early-stopped on the held-out model loss; saves the
   teacher's parameters to phases/teacher.npz."""
@@ -466,13 +478,7 @@ def adapt(job: Job, out: Path, *, console: bool) -> dict[str, Any]:
   if dc.corrupt_dynamics > 0:
     teacher = corrupt(teacher, dc.corrupt_dynamics, jax.random.PRNGKey(dc.seed + 7))
   _save_tree(out / "phases" / "teacher.npz", teacher)
-  fits = {"experience": {"checkpoint": model_fit(job, job.base, held), "teacher": model_fit(job, teacher, held)}}
-  if job.rb_anchor_held is not None:
-    anchor_held = _fit_batches(job, job.rb_anchor_held)
-    fits["anchor"] = {
-      "checkpoint": model_fit(job, job.base, anchor_held),
-      "teacher": model_fit(job, teacher, anchor_held),
-    }
+  fits = _teacher_fits(job, teacher, held)
   per_update = sum(dream_ratio.update_steps(job.learn_config).values())
   return {
     "updates": progress["updates"],
@@ -549,70 +555,14 @@ def distil(job: Job, out: Path, *, console: bool) -> dict[str, Any]:
   """Phase 3: rehearse + distil for the budget (or, with `control`, real-data fine-tuning of the same model
   steps); saves the student to phases/student.npz."""
   dc = job.dc
-  like = job.base
-  teacher, _ = _load_tree(out / "phases" / "teacher.npz", like)
+  teacher, _ = _load_tree(out / "phases" / "teacher.npz", job.base)
   updates, per = distil_updates(job)
   before = measure(job, teacher, teacher)
-  start = time.perf_counter()
   snap = out / "phases" / "distil.npz"
-  if dc.control:
-    steps = dream_ratio.update_steps(job.learn_config)
-    per_learner = sum(steps.values())
-    forward_learner = 3 * steps["unroll"] + steps["reanalyse"]  # the unroll is backpropagated; search is not
-    total = max(1, round(updates * distil_lib.forward_steps_per_update(dc) / forward_learner))
-    chunk_n = math.gcd(total, dc.adapt_eval_every)  # chunks that add up to the total exactly
-    optimizer, chunk = _learner_chunk(job, chunk_n, "all", decay_updates=total if dc.lr_decay else 0)
-    # From the teacher (the end of adaptation), every parameter, on the same mixed replay; copies, because the
-    # chunk donates its state and replay.
-    state = learner_lib.init_state(jax.tree.map(jnp.copy, teacher), optimizer, jax.random.PRNGKey(dc.seed + 1))
-    rb = jax.tree.map(jnp.copy, job.rb_mixed)
-    progress = {"updates": 0, "history": []}
-    if snap.exists():
-      (state, priority), progress = _load_tree(snap, (state, rb.priority))
-      rb = rb._replace(priority=priority, max_priority=jnp.maximum(rb.max_priority, jnp.max(priority)))
-    while progress["updates"] < total:
-      state, rb, metrics = chunk(state, rb, jnp.int32(job.learn_config.total_env_steps))
-      progress["updates"] += chunk_n
-      loss = float(np.mean(np.asarray(metrics["loss/total"])))
-      progress["history"].append({"updates": progress["updates"], "loss": loss})
-      _say(console, f"[3/5 control] update {progress['updates']}/{total}: real-data loss {loss:.4f}")
-      progress["seconds"] = progress.get("seconds", 0.0) + time.perf_counter() - start
-      start = time.perf_counter()
-      _save_tree(snap, (state, rb.priority), progress)
-    student, model_steps = state.params, total * per_learner
-  else:
-    optimizer = distil_lib.make_optimizer(
-      learning_rate=dc.distil_learning_rate, train=dc.train, params=teacher, updates=updates if dc.lr_decay else 0
-    )
-    chunk = distil_lib.make_distil_chunk(job.model, job.config, optimizer, dc, anchor=job.anchor is not None)
-    state = distil_lib.DistilState(
-      jax.tree.map(jnp.copy, teacher), optimizer.init(teacher), jax.random.PRNGKey(dc.seed + 2), jnp.int32(0)
-    )
-    progress = {"updates": 0, "history": []}
-    if snap.exists():
-      state, progress = _load_tree(snap, state)
-    anchor_rb = job.rb_anchor if job.rb_anchor is not None else job.rb_exp
-    while progress["updates"] < updates:
-      state, metrics = chunk(state, teacher, job.base, job.rb_exp, anchor_rb)
-      progress["updates"] += dc.updates_per_chunk
-      row = {
-        "updates": progress["updates"],
-        **{k.split("/")[1]: float(np.mean(np.asarray(v))) for k, v in metrics.items()},
-      }
-      progress["history"].append(row)
-      drift = f", anchor drift {row['anchor_drift']:.4f}" if "anchor_drift" in row else ""
-      _say(
-        console,
-        f"[3/5 distil] update {progress['updates']}/{updates}: teacher KL {row['teacher_kl']:.4f}, "
-        f"kept {row['kept']:.2f}{drift}",
-      )
-      progress["seconds"] = progress.get("seconds", 0.0) + time.perf_counter() - start
-      start = time.perf_counter()
-      _save_tree(snap, state, progress)
-    student, model_steps = state.params, updates * per
+  run = _control if dc.control else _rehearse_and_distil
+  student, progress, model_steps, forward_steps, start = run(job, teacher, updates, snap, console=console)
   _save_tree(out / "phases" / "student.npz", student)
   after = measure(job, student, teacher)
-  real = job.exp.meta["env_steps"]
   return {
     "mode": "control" if dc.control else "distil",
     "updates": progress["updates"],
@@ -620,12 +570,78 @@ def distil(job: Job, out: Path, *, console: bool) -> dict[str, Any]:
     "model_steps": model_steps,
     "model_steps_per_update": per,
     "budget_model_steps": updates * per,
-    "forward_steps": (total * forward_learner if dc.control else updates * distil_lib.forward_steps_per_update(dc)),
-    "imagined_per_real_step": 0.0 if dc.control else model_steps / real,
+    "forward_steps": forward_steps,
+    "imagined_per_real_step": 0.0 if dc.control else model_steps / job.exp.meta["env_steps"],
     "before": before,
     "after": after,
     "seconds": progress.get("seconds", 0.0) + time.perf_counter() - start,
   }
+
+
+def _control(job: Job, teacher, updates: int, snap: Path, *, console: bool) -> tuple:
+  """The control of phase 3: the learner's real-data updates on the mixed replay, as many as match `updates`
+  distillation updates in forward-pass equivalents. Returns (student, progress, model steps, forward steps,
+  the time from which seconds are not yet counted); resumes from and snapshots to `snap`."""
+  dc, start = job.dc, time.perf_counter()
+  steps = dream_ratio.update_steps(job.learn_config)
+  forward_learner = 3 * steps["unroll"] + steps["reanalyse"]  # the unroll is backpropagated; search is not
+  total = max(1, round(updates * distil_lib.forward_steps_per_update(dc) / forward_learner))
+  chunk_n = math.gcd(total, dc.adapt_eval_every)  # chunks that add up to the total exactly
+  optimizer, chunk = _learner_chunk(job, chunk_n, "all", decay_updates=total if dc.lr_decay else 0)
+  # From the teacher (the end of adaptation), every parameter, on the same mixed replay; copies, because the
+  # chunk donates its state and replay.
+  state = learner_lib.init_state(jax.tree.map(jnp.copy, teacher), optimizer, jax.random.PRNGKey(dc.seed + 1))
+  rb = jax.tree.map(jnp.copy, job.rb_mixed)
+  progress = {"updates": 0, "history": []}
+  if snap.exists():
+    (state, priority), progress = _load_tree(snap, (state, rb.priority))
+    rb = rb._replace(priority=priority, max_priority=jnp.maximum(rb.max_priority, jnp.max(priority)))
+  while progress["updates"] < total:
+    state, rb, metrics = chunk(state, rb, jnp.int32(job.learn_config.total_env_steps))
+    progress["updates"] += chunk_n
+    loss = float(np.mean(np.asarray(metrics["loss/total"])))
+    progress["history"].append({"updates": progress["updates"], "loss": loss})
+    _say(console, f"[3/5 control] update {progress['updates']}/{total}: real-data loss {loss:.4f}")
+    progress["seconds"] = progress.get("seconds", 0.0) + time.perf_counter() - start
+    start = time.perf_counter()
+    _save_tree(snap, (state, rb.priority), progress)
+  return state.params, progress, total * sum(steps.values()), total * forward_learner, start
+
+
+def _rehearse_and_distil(job: Job, teacher, updates: int, snap: Path, *, console: bool) -> tuple:
+  """Phase 3 proper: `updates` rehearse-and-distil updates of the student (from the teacher). Returns as
+  `_control` does; resumes from and snapshots to `snap`."""
+  dc, start = job.dc, time.perf_counter()
+  optimizer = distil_lib.make_optimizer(
+    learning_rate=dc.distil_learning_rate, train=dc.train, params=teacher, updates=updates if dc.lr_decay else 0
+  )
+  chunk = distil_lib.make_distil_chunk(job.model, job.config, optimizer, dc, anchor=job.anchor is not None)
+  state = distil_lib.DistilState(
+    jax.tree.map(jnp.copy, teacher), optimizer.init(teacher), jax.random.PRNGKey(dc.seed + 2), jnp.int32(0)
+  )
+  progress = {"updates": 0, "history": []}
+  if snap.exists():
+    state, progress = _load_tree(snap, state)
+  anchor_rb = job.rb_anchor if job.rb_anchor is not None else job.rb_exp
+  while progress["updates"] < updates:
+    state, metrics = chunk(state, teacher, job.base, job.rb_exp, anchor_rb)
+    progress["updates"] += dc.updates_per_chunk
+    row = {
+      "updates": progress["updates"],
+      **{k.split("/")[1]: float(np.mean(np.asarray(v))) for k, v in metrics.items()},
+    }
+    progress["history"].append(row)
+    drift = f", anchor drift {row['anchor_drift']:.4f}" if "anchor_drift" in row else ""
+    _say(
+      console,
+      f"[3/5 distil] update {progress['updates']}/{updates}: teacher KL {row['teacher_kl']:.4f}, "
+      f"kept {row['kept']:.2f}{drift}",
+    )
+    progress["seconds"] = progress.get("seconds", 0.0) + time.perf_counter() - start
+    start = time.perf_counter()
+    _save_tree(snap, state, progress)
+  per = distil_lib.model_steps_per_update(dc)
+  return state.params, progress, updates * per, updates * distil_lib.forward_steps_per_update(dc), start
 
 
 def gate(job: Job, baseline: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
@@ -738,13 +754,8 @@ def run(
     after = evaluate(job, student, seed=job.dc.seed + 10_000)
     finish("gate", {"after": after, **gate(job, done["baseline"], after), "seconds": time.perf_counter() - t})
   g = done["gate"]
-  _say(
-    console,
-    "[4/5 gate] "
-    + _returns_line(g["after"])
-    + f" -> {'accepted' if g['accepted'] else 'rejected'}: "
-    + "; ".join(g["reasons"]),
-  )
+  verdict = "accepted" if g["accepted"] else "rejected"
+  _say(console, f"[4/5 gate] {_returns_line(g['after'])} -> {verdict}: {'; '.join(g['reasons'])}")
   if "write" not in done:
     finish("write", write(job, out, student if g["accepted"] else job.base, state))
   _say(console, f"[5/5 write] checkpoint {done['write']['checkpoint']!r}, report {str(out / 'report.md')!r}")
