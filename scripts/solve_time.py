@@ -6,6 +6,7 @@ Runs one seed after another (so wall-clock figures are not shared between runs).
 
   python scripts/solve_time.py --config cartpole --seeds 0 1 2 --threshold 475 [--set key=value ...]
   python scripts/solve_time.py --runs RUN_DIR ...   # only read finished runs
+  python scripts/solve_time.py --config debug --seeds 0 --threshold 1 --within-s 60   # the debug preset's budget
 """
 
 from __future__ import annotations
@@ -52,6 +53,13 @@ def main() -> None:
   parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE")
   parser.add_argument("--logdir", help="keep the runs here (default: a temporary directory)")
   parser.add_argument("--runs", nargs="+", help="read these finished run directories instead of training")
+  parser.add_argument(
+    "--within-s",
+    type=float,
+    metavar="S",
+    help="also report whether each run reached the threshold within S wall-clock seconds (the debug preset's "
+    "budget is 60: --config debug --threshold 1 --within-s 60)",
+  )
   args = parser.parse_args()
   commit = subprocess.run(
     ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True
@@ -88,6 +96,9 @@ def main() -> None:
     "reached": f"{len(reached)}/{len(results)}",
     "runs": results,
   }
+  if args.within_s is not None:
+    summary["within_s"] = args.within_s
+    summary["reached_within_s"] = f"{sum(r['wall_s'] <= args.within_s for r in reached)}/{len(results)}"
   if reached:
     summary["median_env_steps"] = statistics.median(r["env_steps"] for r in reached)
     summary["median_wall_s"] = statistics.median(r["wall_s"] for r in reached)
