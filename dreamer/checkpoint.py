@@ -113,6 +113,9 @@ class Checkpoints:
       raise CheckpointError(
         f"checkpoint {self.path(step)!r} has format version {version}; this dreamer reads version {FORMAT_VERSION}"
       )
+    problem = meta_problem(meta)
+    if problem:
+      raise CheckpointError(f"checkpoint {self.path(step)!r} has damaged metadata: {problem}")
     return meta
 
   def restore(self, step: int, abstract_params: Any, abstract_state: Any = None) -> Saved:
@@ -136,16 +139,29 @@ class Checkpoints:
   def restore_latest(
     self, abstract_params: Any, abstract_state: Any = None, *, on_unreadable: Callable[[int, CheckpointError], None]
   ) -> Saved | None:
-    """The newest checkpoint that restores cleanly. Each unreadable newer one is reported through
-    `on_unreadable(step, error)` and, when writable, moved to `run_dir/corrupt_checkpoints/` (kept for
-    inspection, out of the way of later saves). None if no checkpoint restores."""
+    """The newest checkpoint that restores cleanly; None when the run has no checkpoint. Each unreadable
+    newer one is reported through `on_unreadable(step, error)` and, once an older one has restored and when
+    writable, moved to `run_dir/corrupt_checkpoints/` (kept for inspection, out of the way of later saves).
+    CheckpointError when checkpoints exist and none restores: nothing is moved then (a read error that comes
+    and goes must never restart a long run, nor cost it its checkpoints)."""
+    failed: list[tuple[int, CheckpointError]] = []
     for step in reversed(self.steps()):
       try:
-        return self.restore(step, abstract_params, abstract_state)
+        saved = self.restore(step, abstract_params, abstract_state)
       except CheckpointError as e:
         on_unreadable(step, e)
-        if self.writable:
-          self._quarantine(step)
+        failed.append((step, e))
+        continue
+      if self.writable:
+        for bad, _ in failed:
+          self._quarantine(bad)
+      return saved
+    if failed:
+      steps = ", ".join(str(step) for step, _ in failed)
+      raise CheckpointError(
+        f"no checkpoint of {str(self.run_dir)!r} can be read (steps {steps}, left in place; the newest: "
+        f"{failed[0][1]}); the run was not restarted: fix or remove them, or start over with --fresh"
+      )
     return None
 
   def path(self, step: int) -> str:
@@ -237,6 +253,36 @@ def _one_line(e: BaseException) -> str:
   if os_error:
     return f"{os_error.group(1).strip()} (errno {os_error.group(2)})"
   return (text[:300] + "...") if len(text) > 300 else text or type(e).__name__
+
+
+OBS_DTYPES = ("float32", "float16", "float64", "uint8", "int8", "int16", "int32", "bool")
+
+
+def _is_int(x: Any, low: int = 0) -> bool:
+  return type(x) is int and x >= low
+
+
+def meta_problem(meta: dict[str, Any]) -> str | None:
+  """What is wrong with a checkpoint's meta item (read from a file: untrusted), or None: every key this
+  module and the loaders read, with its type and range. The config is checked by config.from_dict where it
+  is used, the host counters by the training loop."""
+  need = {"step": int, "config": dict, "spec": dict, "progress": dict, "checksums": dict}
+  for key, kind in need.items():
+    if type(meta.get(key)) is not kind:
+      return f"{key!r} must be a {kind.__name__}, got {type(meta.get(key)).__name__}"
+  spec = meta["spec"]
+  shape = spec.get("obs_shape")
+  if not (isinstance(shape, list) and 1 <= len(shape) <= 4 and all(_is_int(d, 1) for d in shape)):
+    return f"spec.obs_shape must be a list of 1 to 4 positive integers, got {str(shape)[:80]}"
+  if spec.get("obs_dtype") not in OBS_DTYPES:
+    return f"spec.obs_dtype must be one of {', '.join(OBS_DTYPES)}, got {str(spec.get('obs_dtype'))[:40]!r}"
+  if not _is_int(spec.get("num_actions"), 1):
+    return f"spec.num_actions must be an integer >= 1, got {str(spec.get('num_actions'))[:40]}"
+  for item in ("params", "state"):
+    sums = meta["checksums"].get(item)
+    if not (isinstance(sums, list) and all(_is_int(x) for x in sums)):
+      return f"checksums.{item} must be a list of non-negative integers"
+  return None
 
 
 def locate(path: str | Path) -> tuple[Path, int | None]:

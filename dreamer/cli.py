@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import math
 import signal
 import sys
 import time
@@ -86,7 +87,9 @@ def _parser() -> argparse.ArgumentParser:
     metavar="N",
     help="checkpoint and exit once N updates are done (for time-sliced jobs); resume later",
   )
-  train.add_argument("--quiet", action="store_true", help="no console progress line (metrics.jsonl still written)")
+  train.add_argument(
+    "--quiet", action="store_true", help="no console progress lines (warnings still printed; metrics.jsonl written)"
+  )
 
   ev = sub.add_parser(
     "eval",
@@ -192,7 +195,7 @@ def _parser() -> argparse.ArgumentParser:
   )
   cmp.add_argument(
     "--threshold",
-    type=float,
+    type=_finite,
     metavar="RETURN",
     help="report the env steps and seconds each run took to reach this evaluation return",
   )
@@ -220,7 +223,7 @@ def _parser() -> argparse.ArgumentParser:
   play.add_argument("--policy", action="store_true", help="act with the policy network alone, not search")
   play.add_argument(
     "--temperature",
-    type=float,
+    type=_finite,
     metavar="T",
     help="acting temperature (default: the checkpoint's last training temperature)",
   )
@@ -242,7 +245,7 @@ def _parser() -> argparse.ArgumentParser:
   dr.add_argument("--anchor", metavar="DIR", help="an experience of the task to keep (recorded by dreamer play)")
   dr.add_argument(
     "--budget",
-    type=float,
+    type=_finite,
     metavar="RATIO",
     help="imagined model steps per real recorded env step (default: 1000; the setting dream_ratio)",
   )
@@ -265,41 +268,88 @@ def _parser() -> argparse.ArgumentParser:
   return parser
 
 
-def _train(args: argparse.Namespace) -> int:
-  from dreamer import agent  # heavy imports only when needed
-  from dreamer import train as train_lib
+def _check_count(name: str, value: int | None, low: int) -> None:
+  """ConfigError unless the integer option `name` is None or in [low, INT_MAX] (see config.INT_MAX)."""
+  if value is not None and value < low:
+    raise config_lib.ConfigError(f"{name} must be >= {low}, got {value}")
+  if value is not None and value > config_lib.INT_MAX:
+    raise config_lib.ConfigError(f"{name} must be at most {config_lib.INT_MAX} (2**31 - 1), got {value}")
 
-  if args.stop_after_updates is not None and args.stop_after_updates < 1:
-    raise config_lib.ConfigError(f"--stop-after-updates must be >= 1, got {args.stop_after_updates}")
+
+def _finite(text: str) -> float:
+  """argparse type of a float option: a finite number (NaN and +-inf mean nothing for any of them)."""
+  try:
+    value = float(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+  if not math.isfinite(value):
+    raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+  return value
+
+
+def _check_fresh(logdir: Path) -> None:
+  """ConfigError when --fresh could not move `logdir` aside: the current directory or one holding it."""
+  where, cwd = logdir.resolve(), Path.cwd().resolve()
+  if where == cwd or where in cwd.parents:
+    raise config_lib.ConfigError(
+      f"--fresh cannot move --logdir {str(logdir)!r} aside: it is the current directory or holds it; run the "
+      f"command from outside the run directory"
+    )
+
+
+def _train_config(args: argparse.Namespace) -> tuple[config_lib.Config, Path]:
+  """The config and run directory of `dreamer train`, every argument checked (nothing is changed on disk)."""
+  _check_count("--stop-after-updates", args.stop_after_updates, 1)
   seed = {"seed": args.seed} if args.seed is not None else {}
   if args.logdir is None:
     if args.config is None:
       raise config_lib.ConfigError("give --config PRESET_OR_PATH to start a run, or --logdir DIR to resume one")
-    stem = Path(args.config).stem
     config = config_lib.load(args.config, args.overrides, **seed)
-    args.logdir = f"runs/{stem}-seed{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    args.logdir = f"runs/{Path(args.config).stem}-seed{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
   logdir = Path(args.logdir)
   saved = logdir / "config.json"
-  if args.fresh and saved.exists():
-    if args.config is None:
+  if args.fresh:
+    _check_fresh(logdir)
+    if saved.exists() and args.config is None:
       raise config_lib.ConfigError("--fresh starts a new run: give --config PRESET_OR_PATH too")
-    aside = logdir.with_name(f"{logdir.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
-    logdir.rename(aside)
-    print(f"dreamer: moved the previous run to {str(aside)!r}", file=sys.stderr)
   if args.config is not None:
-    config = config_lib.load(args.config, args.overrides, **seed)
-  elif saved.exists():
-    try:
-      table = json.loads(saved.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-      raise config_lib.ConfigError(f"cannot read the saved config {str(saved)!r}: {e}") from None
-    config = config_lib.from_dict(table, str(saved), args.overrides + [f"seed={args.seed}"] * bool(seed))
-  else:
+    return config_lib.load(args.config, args.overrides, **seed), logdir
+  if not saved.exists():
     raise config_lib.ConfigError(
       f"--logdir {str(logdir)!r} holds no run to resume; give --config PRESET_OR_PATH to start one"
     )
+  table = config_lib.load_saved(saved).to_dict()
+  overrides = args.overrides + [f"seed={args.seed}"] * bool(seed)
+  return config_lib.from_dict(table, f"the saved config {str(saved)!r}", overrides), logdir
+
+
+def _move_aside(logdir: Path) -> None:
+  """--fresh: the run in `logdir` (if any) moved to DIR.replaced-<time>, once no other process trains in it."""
+  from dreamer.checkpoint import StorageError
+  from dreamer.runlock import RunLock
+
+  if not (logdir / "config.json").exists():
+    return
+  aside = logdir.with_name(f"{logdir.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+  try:
+    with RunLock(logdir):
+      logdir.rename(aside)
+  except OSError as e:
+    raise StorageError(f"cannot move the run {str(logdir)!r} aside to {str(aside)!r}: {e.strerror or e}") from None
+  print(f"dreamer: moved the previous run to {str(aside)!r}", file=sys.stderr)
+
+
+def _train(args: argparse.Namespace) -> int:
+  from dreamer import agent, limits  # heavy imports only when needed
+  from dreamer import train as train_lib
+
+  # Everything is checked before anything on disk changes (--fresh moves the run aside only then).
+  config, logdir = _train_config(args)
   spec = agent.check_world(config.world, "config key 'world'", **config_lib.world_kwargs(config, train=True))
   agent.check_network(config, spec)
+  limits.check(limits.training(config, spec))
+  if args.fresh:
+    _move_aside(logdir)
   summary = train_lib.train(config, logdir, console=not args.quiet, stop_after_updates=args.stop_after_updates)
   print(json.dumps({"logdir": str(logdir), **summary}))
   if summary["stopped"] in ("SIGINT", "SIGTERM"):
@@ -339,8 +389,8 @@ def _bench(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
   from dreamer import report
 
-  if args.reps < 1:
-    raise config_lib.ConfigError(f"--reps must be >= 1, got {args.reps}")
+  _check_count("--reps", args.reps, 1)
+  _check_count("--seed", args.seed, 0)
   summary = report.write_report(
     args.runs, args.out, reps=args.reps, seed=args.seed, baselines=tuple(args.baselines) if args.baselines else None
   )
@@ -353,6 +403,8 @@ def _compare(args: argparse.Namespace) -> int:
 
   if args.config is None and args.out is None and args.runs:
     raise config_lib.ConfigError("give --out DIR for the report of --runs")
+  _check_count("--jobs", args.jobs, 1)
+  _check_count("--reps", args.reps, 1)
   result = compare.compare(
     args.config,
     run_dirs=args.runs,
@@ -393,8 +445,9 @@ def _eval(args: argparse.Namespace) -> int:
   from dreamer import agent
   from dreamer.networks import Model
 
-  if args.episodes < 1:
-    raise config_lib.ConfigError(f"--episodes must be >= 1, got {args.episodes}")
+  _check_count("--episodes", args.episodes, 1)
+  _check_count("--seed", args.seed, 0)
+  _check_acting_memory(args.checkpoint, envs=args.episodes, envs_flag="--episodes")
   config, world, world_id, net, params, path = agent.load_acting(
     args.checkpoint, args.world, num_envs=args.episodes, seed=args.seed, train=False
   )
@@ -418,11 +471,20 @@ def _eval(args: argparse.Namespace) -> int:
   return 0
 
 
+def _check_acting_memory(checkpoint: str, *, envs: int, envs_flag: str, steps: int = 0) -> None:
+  """ConfigError when acting with `envs` envs (recording `steps` env steps) cannot fit in memory; run before
+  the worlds are built. A checkpoint whose metadata does not read is left to the loading to report."""
+  from dreamer import limits
+
+  found = limits.checkpoint_config(checkpoint)
+  if found is not None:
+    limits.check(limits.acting(*found, envs=envs, envs_flag=envs_flag, steps=steps))
+
+
 def _check_play_args(args: argparse.Namespace) -> Path:
   """The recording's directory, once every `dreamer play` argument is known to be usable (ConfigError else)."""
-  for name, value, low in (("--steps", args.steps, 1), ("--envs", args.envs, 1)):
-    if value < low:
-      raise config_lib.ConfigError(f"{name} must be >= {low}, got {value}")
+  for name, value, low in (("--steps", args.steps, 1), ("--envs", args.envs, 1), ("--seed", args.seed, 0)):
+    _check_count(name, value, low)
   if args.temperature is not None and args.temperature < 0:
     raise config_lib.ConfigError(f"--temperature must be >= 0, got {args.temperature}")
   out = Path(args.out)
@@ -441,6 +503,8 @@ def _play(args: argparse.Namespace) -> int:
   from dreamer.networks import Model
 
   out = _check_play_args(args)
+  steps = -(-args.steps // args.envs)  # per env, rounded up
+  _check_acting_memory(args.checkpoint, envs=args.envs, envs_flag="--envs", steps=steps * args.envs)
   config, world, world_id, net, params, path = agent.load_acting(
     args.checkpoint, args.world, num_envs=args.envs, seed=args.seed, train=True
   )
@@ -448,7 +512,6 @@ def _play(args: argparse.Namespace) -> int:
   config = dataclasses.replace(config, search="none") if args.policy else config
   act = actor_lib.make_act(model, config)
   temperature = config.temperatures[-1] if args.temperature is None else args.temperature
-  steps = -(-args.steps // args.envs)  # per env, rounded up
   keys = iter(jax.random.split(jax.random.PRNGKey(args.seed), steps))
 
   def choose(obs):

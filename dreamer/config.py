@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import math
 import tomllib
 from pathlib import Path
@@ -29,6 +30,37 @@ class ConfigError(ValueError):
   """A user mistake in a configuration: the message is one line meant for the user."""
 
 
+INT_MAX = 2**31 - 1
+"""The largest integer setting (a count, a size, a seed). jax, without x64, counts and indexes in 32-bit
+integers and the replay stores env steps as int32, so a larger count would wrap around; and every seed derived
+from `seed` (seed + env index, seed + 10000 for evaluation, seed + env steps on a resume) then stays below
+2**32, the range in which jax's keys and numpy's RandomState tell seeds apart. Memory is checked apart, by
+`dreamer.limits` (sizes that fit in 32 bits can still exhaust it)."""
+
+
+def number_checks(settings: Any, infinite_ok: tuple[str, ...] = ()) -> list[tuple[bool, str]]:
+  """(ok, message) of every number of the dataclass instance `settings`: integers at most INT_MAX and a
+  `seed` in [0, INT_MAX]; floats (and lists of floats) finite, NaN and +-inf refused, except that the keys
+  in `infinite_ok` may be +-inf (never NaN). Other bounds are each class's own checks."""
+  checks = []
+  for key, hint in get_type_hints(type(settings)).items():
+    value = getattr(settings, key)
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int and number and key == "seed":
+      checks.append((0 <= value <= INT_MAX, f"seed must be in [0, {INT_MAX}] (0 to 2**31 - 1), got {value}"))
+    elif hint is int and number:  # the lower bounds are each key's own
+      why = "2**31 - 1: jax counts in 32-bit integers"
+      checks.append((value <= INT_MAX, f"{key} must be at most {INT_MAX} ({why}), got {value}"))
+    elif hint is float and number:
+      if key in infinite_ok:
+        checks.append((not math.isnan(value), f"{key} must be a number or +-inf, got nan"))
+      else:
+        checks.append((math.isfinite(value), f"{key} must be a finite number, got {value}"))
+    elif hint == tuple[float, ...] and all(type(v) in (int, float) for v in value):
+      checks.append((all(map(math.isfinite, value)), f"{key} must hold finite numbers, got {list(value)}"))
+  return checks
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
   """Every setting of a training run. Sizes are totals (divided across devices later)."""
@@ -43,7 +75,8 @@ class Config:
   seed: int = 0
   """Seeds parameters, search, replay sampling and the worlds."""
   stop_return: float = math.inf
-  """Stop early once the mean evaluation return acting with search reaches this value."""
+  """Stop early once the mean evaluation return acting with search reaches this value (inf: never; the one
+  float setting that may be infinite: -inf stops at the first evaluation; NaN is refused as everywhere)."""
   frame_stack: int = 1
   """Frames the agent stacks into one observation (4 for Atari); replay still stores each frame once."""
 
@@ -206,8 +239,10 @@ class Config:
   """The newest this many checkpoints are kept; older ones are deleted."""
 
   def __post_init__(self) -> None:
-    # Every condition is evaluated, then the first that fails is reported.
-    checks = self._world_checks() + self._model_checks() + self._learning_checks() + self._schedule_checks()
+    # Every condition is evaluated, then the first that fails is reported: numbers that are not finite (or
+    # too large for 32 bits) first, so that a NaN is named as such rather than as out of range.
+    checks = number_checks(self, infinite_ok=("stop_return",)) + self._world_checks() + self._model_checks()
+    checks += self._learning_checks() + self._schedule_checks()
     for ok, message in checks:
       if not ok:
         raise ConfigError(f"invalid config: {message}")
@@ -245,6 +280,9 @@ class Config:
       (self.optimizer in ("adam", "sgd"), f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}"),
       (self.num_simulations >= 2, "num_simulations must be >= 2"),
       (self.max_considered_actions >= 1, "max_considered_actions must be >= 1"),
+      (self.dirichlet_alpha > 0.0, "dirichlet_alpha must be > 0"),
+      (0.0 <= self.dirichlet_fraction <= 1.0, "dirichlet_fraction must be in [0, 1]"),
+      (self.pb_c_init >= 0.0 and self.pb_c_base > 0.0, "pb_c_init must be >= 0 and pb_c_base > 0"),
     ]
 
   def _learning_checks(self) -> list[tuple[bool, str]]:
@@ -265,6 +303,14 @@ class Config:
       (self.priority_eps > 0.0, "priority_eps must be > 0"),
       (0.0 <= self.reanalyze_fraction <= 1.0, "reanalyze_fraction must be in [0, 1]"),
       (self.learning_rate > 0.0, "learning_rate must be > 0"),
+      (self.warmup_updates >= 0, "warmup_updates must be >= 0"),
+      (self.weight_decay >= 0.0, "weight_decay must be >= 0"),
+      (0.0 <= self.momentum <= 1.0, "momentum must be in [0, 1]"),
+      (
+        min(self.value_loss_weight, self.policy_loss_weight, self.reward_loss_weight, self.consistency_loss_weight)
+        >= 0.0,
+        "loss weights (value_, policy_, reward_, consistency_loss_weight) must be >= 0",
+      ),
       (self.max_grad_norm > 0.0, "max_grad_norm must be > 0"),
       (self.target_update_interval >= 1, "target_update_interval must be >= 1"),
       (self.updates_per_env_step > 0.0, "updates_per_env_step must be > 0"),
@@ -367,11 +413,18 @@ def _load_toml(preset: str) -> tuple[dict[str, Any], str]:
     path = PRESET_DIR / f"{preset}.toml"
     if not path.exists():
       raise ConfigError(f"unknown preset {preset!r}: available presets are {presets()}, or give a path to a .toml file")
+  if path.is_dir():
+    raise ConfigError(f"config file {str(path)!r} is a directory; give a preset name or a .toml file")
   if not path.is_file():
-    raise ConfigError(f"config file {str(path)!r} does not exist")
+    what = "is not a regular file" if path.exists() else "does not exist"
+    raise ConfigError(f"config file {str(path)!r} {what}")
   try:
-    return tomllib.loads(path.read_text()), str(path)
-  except tomllib.TOMLDecodeError as e:
+    return tomllib.loads(path.read_bytes().decode("utf-8")), str(path)
+  except OSError as e:
+    raise ConfigError(f"cannot read config file {str(path)!r}: {e.strerror or e}") from None
+  except UnicodeDecodeError:
+    raise ConfigError(f"config file {str(path)!r} is not text (not UTF-8); give a TOML file") from None
+  except (tomllib.TOMLDecodeError, RecursionError) as e:
     raise ConfigError(f"config file {str(path)!r} is not valid TOML: {e}") from None
 
 
@@ -410,6 +463,30 @@ def from_dict(table: dict[str, Any], source: str, overrides: list[str] | None = 
     key, value = parse_override(item)
     values[key] = coerce(key, value, "--set", cls)
   return cls(**values)
+
+
+def load_saved(path: str | Path) -> Config:
+  """The config a run directory saved (its config.json), strictly checked; ConfigError (one line naming the
+  file) when it cannot be read or is not a config: not text, not JSON, not an object, unknown keys, wrong
+  types or values. Keys it lacks take their defaults (a run of an older dreamer)."""
+  path = Path(path)
+  where = f"the saved config {str(path)!r}"
+  fix = "repair it, or start the run over with --fresh --config PRESET_OR_PATH"
+  try:
+    table = json.loads(path.read_bytes().decode("utf-8"))
+  except OSError as e:
+    raise ConfigError(f"cannot read {where}: {e.strerror or e}") from None
+  except UnicodeDecodeError:
+    raise ConfigError(f"{where} is not text (not UTF-8); {fix}") from None
+  except (json.JSONDecodeError, RecursionError) as e:
+    raise ConfigError(f"{where} is not valid JSON ({e}); {fix}") from None
+  if not isinstance(table, dict):
+    raise ConfigError(f"{where} must hold a JSON object of config keys, got {type(table).__name__}; {fix}")
+  try:
+    return from_dict(table, where)
+  except ConfigError as e:
+    message = str(e).removeprefix("invalid config: ")
+    raise ConfigError(f"{message if where in message else f'{where}: {message}'}; {fix}") from None
 
 
 # Keys that fix what a run is: its world, the shapes of its parameters, optimizer state and replay, and its

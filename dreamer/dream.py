@@ -135,7 +135,9 @@ class DreamConfig:
   teacher's dynamics weights after adaptation."""
 
   def __post_init__(self) -> None:
-    checks = [
+    # Every float setting must be finite (none means anything at NaN or +-inf; a large number says "never"
+    # where that is wanted, e.g. guard 1e9), every integer fit in 32 bits, the seed in [0, 2**31 - 1].
+    checks = config_lib.number_checks(self) + [
       (self.dream_ratio > 0, "dream_ratio (--budget) must be > 0"),
       (0.0 <= self.holdout < 1.0, "holdout must be in [0, 1)"),
       (self.batch_size >= 1 and self.roots >= 1, "batch_size and roots must be >= 1"),
@@ -204,10 +206,23 @@ def _save_tree(path: Path, tree: Any, info: dict[str, Any] | None = None) -> Non
 
 
 def _load_tree(path: Path, like: Any) -> tuple[Any, dict[str, Any]]:
-  """(tree shaped like `like`, info) of a `_save_tree` file."""
-  with np.load(path) as npz:
-    info = json.loads(str(npz["__info__"]))
-    return jax.device_put(ckpt_lib.unflatten(like, {k: npz[k] for k in npz.files if k != "__info__"})), info
+  """(tree shaped like `like`, info) of a `_save_tree` file. The file is the job's own but read back from disk
+  (untrusted): every leaf must have `like`'s name, shape and dtype; ConfigError (one line) otherwise."""
+  want = {k: (tuple(np.shape(x)), np.dtype(x.dtype)) for k, x in ckpt_lib.flatten(like).items()}
+  try:
+    with np.load(path) as npz:  # allow_pickle stays False: an object array is refused
+      info = json.loads(str(npz["__info__"]))
+      flat = {k: npz[k] for k in want}
+    if not isinstance(info, dict):
+      raise ValueError("its counters are not a JSON object")
+    bad = [k for k, (shape, dtype) in want.items() if flat[k].shape != shape or flat[k].dtype != dtype]
+    if bad:
+      raise ValueError(f"array {bad[0]!r} is {flat[bad[0]].dtype}{list(flat[bad[0]].shape)}, expected "
+                       f"{want[bad[0]][1]}{list(want[bad[0]][0])}")  # fmt: skip
+  except (OSError, ValueError, KeyError, EOFError, MemoryError, UnicodeDecodeError) as e:
+    why = " ".join(str(e).split())[:200] or type(e).__name__
+    raise ConfigError(f"the dream job's file {str(path)!r} is damaged ({why}); delete it to redo its phase") from None
+  return jax.device_put(ckpt_lib.unflatten(like, flat)), info
 
 
 class Job:
@@ -681,7 +696,7 @@ def _prepare(out: Path, inputs: dict[str, Any], settings: dict[str, Any]) -> dic
     raise ConfigError(f"--out {str(out)!r} is a file; give a directory")
   state_file = out / "dream.json"
   if state_file.exists():
-    state = json.loads(state_file.read_text())
+    state = _read_state(state_file)
     if state["inputs"] != inputs or state["settings"] != settings:
       differ = [k for k in inputs if state["inputs"].get(k) != inputs[k]] + [
         k for k in settings if state["settings"].get(k) != settings[k]
@@ -697,6 +712,26 @@ def _prepare(out: Path, inputs: dict[str, Any], settings: dict[str, Any]) -> dic
   state = {"version": VERSION, "inputs": inputs, "settings": settings, "done": {}}
   _write_state(out, state)  # from here on, the directory is this job's: a re-issue resumes it
   return state
+
+
+def _read_state(state_file: Path) -> dict[str, Any]:
+  """The job's state file (read back from disk: untrusted), or ConfigError (one line) when damaged."""
+  try:
+    state = json.loads(state_file.read_text())
+  except (OSError, ValueError, UnicodeDecodeError) as e:
+    state = f"not JSON ({' '.join(str(e).split())[:120]})"
+  if isinstance(state, dict):
+    kinds = {"version": int, "inputs": dict, "settings": dict, "done": dict}
+    wrong = [k for k, kind in kinds.items() if type(state.get(k)) is not kind]
+    done = state["done"] if isinstance(state.get("done"), dict) else {}
+    wrong += [f"done.{k}" for k, v in done.items() if k not in PHASES or type(v) is not dict]
+    if not wrong and state["version"] == VERSION:
+      return state
+    state = f"version {state.get('version')!r}" if not wrong else f"bad or missing {', '.join(wrong)}"
+  raise ConfigError(
+    f"the dream job's state file {str(state_file)!r} is damaged ({str(state)[:160]}); delete it (or the whole "
+    f"--out directory) to start the job over"
+  )
 
 
 def _write_state(out: Path, state: dict[str, Any]) -> None:

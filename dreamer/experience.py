@@ -128,23 +128,89 @@ def load(path: str | Path, what: str = "--experience") -> Experience:
     raise ExperienceError(f"{what} {str(path)!r} {why}; record one with dreamer play --out DIR")
   try:
     meta = json.loads((path / "experience.json").read_text())
-    with np.load(path / "experience.npz") as npz:
+    if not isinstance(meta, dict):
+      raise ValueError(f"experience.json holds a {type(meta).__name__}, not an object")
+    if meta.get("format") != FORMAT or meta.get("version") != VERSION:
+      raise ExperienceError(
+        f"{what} {str(path)!r} is format {str(meta.get('format'))[:40]!r} version {str(meta.get('version'))[:20]!r}; "
+        f"this dreamer reads {FORMAT!r} version {VERSION}"
+      )
+    with np.load(path / "experience.npz") as npz:  # allow_pickle stays False: an object array is refused
       arrays = {k: npz[k] for k in npz.files}
-  except (OSError, ValueError) as e:
-    raise ExperienceError(f"{what} {str(path)!r} cannot be read: {e}") from None
-  if meta.get("format") != FORMAT or meta.get("version") != VERSION:
-    raise ExperienceError(
-      f"{what} {str(path)!r} is format {meta.get('format')!r} version {meta.get('version')!r}; "
-      f"this dreamer reads {FORMAT!r} version {VERSION}"
-    )
-  missing = [
-    k
-    for k in ("obs", "action", "reward", "terminated", "truncated", "policy", "value", "end_t", "end_env", "end_obs")
-    if k not in arrays
-  ]
-  if missing:
-    raise ExperienceError(f"{what} {str(path)!r} lacks the arrays {missing}")
+  except (OSError, ValueError, UnicodeDecodeError, MemoryError, EOFError) as e:
+    if isinstance(e, ExperienceError):
+      raise
+    why = "it declares arrays larger than memory" if isinstance(e, MemoryError) else " ".join(str(e).split())[:200]
+    raise ExperienceError(f"{what} {str(path)!r} cannot be read: {why}") from None
+  problem = meta_problem(meta) or arrays_problem(meta, arrays)
+  if problem:
+    raise ExperienceError(f"{what} {str(path)!r} is damaged: {problem}")
   return Experience(meta, arrays)
+
+
+OBS_DTYPES = ("float32", "float16", "float64", "uint8", "int8", "int16", "int32", "bool")
+ARRAYS = ("obs", "action", "reward", "terminated", "truncated", "policy", "value", "end_t", "end_env", "end_obs")
+
+
+def _int(x: Any, low: int) -> bool:
+  return type(x) is int and x >= low
+
+
+def _number(x: Any) -> bool:
+  return type(x) in (int, float) and np.isfinite(x)
+
+
+def meta_problem(meta: dict[str, Any]) -> str | None:
+  """What is wrong with a recording's experience.json (read from a file: untrusted), or None."""
+  spec = meta.get("spec") if isinstance(meta.get("spec"), dict) else {}
+  shape = spec.get("obs_shape")
+  checks = [
+    (isinstance(meta.get("world"), str), "'world' must be a string"),
+    (isinstance(shape, list) and 1 <= len(shape) <= 4 and all(_int(d, 1) for d in shape),
+     "'spec.obs_shape' must be a list of 1 to 4 positive integers"),
+    (spec.get("obs_dtype") in OBS_DTYPES, f"'spec.obs_dtype' must be one of {', '.join(OBS_DTYPES)}"),
+    (_int(spec.get("num_actions"), 1), "'spec.num_actions' must be an integer >= 1"),
+    (_int(meta.get("num_envs"), 1) and _int(meta.get("steps"), 1), "'num_envs' and 'steps' must be integers >= 1"),
+    (meta.get("env_steps") == (meta.get("num_envs") or 0) * (meta.get("steps") or 0),
+     "'env_steps' must be num_envs x steps"),
+    (_int(meta.get("frame_stack"), 1), "'frame_stack' must be an integer >= 1"),
+    (isinstance(meta.get("game_returns"), list) and all(_number(g) for g in meta["game_returns"]),
+     "'game_returns' must be a list of finite numbers"),
+    (isinstance(meta.get("arrays"), dict), "'arrays' must map array names to shapes"),
+  ]  # fmt: skip
+  return next((message for ok, message in checks if not ok), None)
+
+
+def arrays_problem(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> str | None:
+  """What is wrong with a recording's arrays against its header, or None: names, shapes, dtypes, and contents
+  (actions within the world's action count, finite rewards, values and policies, episode ends in range)."""
+  missing = [k for k in ARRAYS if k not in arrays]
+  if missing:
+    return f"it lacks the arrays {missing}"
+  t, b, a = meta["steps"], meta["num_envs"], meta["spec"]["num_actions"]
+  frame, dtype = tuple(meta["spec"]["obs_shape"]), np.dtype(meta["spec"]["obs_dtype"])
+  e = arrays["end_t"].shape[0] if arrays["end_t"].ndim == 1 else -1
+  want = {"obs": ((t, b, *frame), (dtype,)), "action": ((t, b), "iu"), "reward": ((t, b), "f"),
+          "terminated": ((t, b), "b"), "truncated": ((t, b), "b"), "policy": ((t, b, a), "f"), "value": ((t, b), "f"),
+          "end_t": ((e,), "iu"), "end_env": ((e,), "iu"), "end_obs": ((e, *frame), (dtype,))}  # fmt: skip
+  for name, (shape, kinds) in want.items():
+    x = arrays[name]
+    ok_dtype = x.dtype in kinds if isinstance(kinds, tuple) else x.dtype.kind in kinds
+    if x.shape != shape or not ok_dtype:
+      return f"array {name!r} is {x.dtype}{list(x.shape)}, the header says {list(shape)}"
+    if list(x.shape) != meta["arrays"].get(name):
+      return f"array {name!r} has shape {list(x.shape)}, experience.json says {meta['arrays'].get(name)}"
+  ended = arrays["terminated"] | arrays["truncated"]
+  contents = [
+    (np.all((arrays["action"] >= 0) & (arrays["action"] < a)), f"an action is outside 0..{a - 1}"),
+    (all(np.isfinite(arrays[k]).all() for k in ("reward", "policy", "value")), "a reward/policy/value is not finite"),
+    (np.all(arrays["policy"] >= 0), "a policy has a negative probability"),
+    (e == int(ended.sum()), f"it lists {e} episode ends, the step flags hold {int(ended.sum())}"),
+    (e == 0 or bool(np.all(ended[arrays["end_t"].clip(0, t - 1), arrays["end_env"].clip(0, b - 1)])
+                    and np.all((arrays["end_t"] < t) & (arrays["end_env"] < b) & (arrays["end_t"] >= 0)
+                               & (arrays["end_env"] >= 0))), "an episode end is not at an ended step"),
+  ]  # fmt: skip
+  return next((message for ok, message in contents if not ok), None)
 
 
 def split_steps(steps: int, holdout: float) -> int:

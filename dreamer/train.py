@@ -15,14 +15,12 @@ that was never stopped. A non-finite loss stops the run before anything from it 
 
 from __future__ import annotations
 
-import base64
 import collections
 import dataclasses
 import json
+import math
 import os
-import signal
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -40,6 +38,8 @@ from dreamer import replay as replay_lib
 from dreamer.agent import Agent, check_network, checkpoint_state, spec_dict
 from dreamer.config import Config
 from dreamer.logger import Logger
+from dreamer.runlock import RunLock
+from dreamer.signals import StopSignals
 
 LOSS_KEYS = ("loss/total", "loss/value", "loss/policy", "loss/value_prefix", "loss/consistency")
 
@@ -63,6 +63,26 @@ class Progress:
   dreams: dict[str, int] = dataclasses.field(default_factory=dict)  # model steps so far (dream_ratio.Dreams)
   last_eval: dict[str, Any] = dataclasses.field(default_factory=dict)
 
+  @classmethod
+  def from_meta(cls, data: Any, where: str) -> Progress:
+    """The counters a checkpoint's meta holds (untrusted): exactly this class's keys, each of its type and
+    non-negative; CheckpointError naming the first problem."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    if not isinstance(data, dict) or set(data) != set(fields):
+      got = sorted(data) if isinstance(data, dict) else type(data).__name__
+      raise ckpt_lib.CheckpointError(f"{where} has damaged counters: expected keys {sorted(fields)}, got {got}")
+    for name, value in data.items():
+      kind = {"int": int, "float": (int, float)}.get(fields[name].type.split("[")[0], None)
+      container = {"list": list, "dict": dict}.get(fields[name].type.split("[")[0])
+      ok = (
+        isinstance(value, container)
+        if container
+        else isinstance(value, kind) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+      )
+      if not ok:
+        raise ckpt_lib.CheckpointError(f"{where} has damaged counters: {name!r} is {str(value)[:60]}")
+    return cls(**data)
+
 
 def rss_bytes() -> int:
   """Resident memory of this process now (Linux /proc), or its peak where /proc is missing."""
@@ -75,47 +95,35 @@ def rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+# What a start that failed or was killed before config.json was written can leave in a run directory: the
+# write probe (a full disk), the run lock (dreamer/runlock.py) and a torn config. Not someone else's files.
+START_LEFTOVERS = (".write-probe", ".lock", "config.json.tmp")
+
+
 def prepare_run_dir(logdir: str | Path) -> Path:
-  """Creates the run directory and proves it writable; StorageError or ConfigError (one line) otherwise."""
+  """Creates the run directory and proves it writable (the probe file is removed whether or not that works);
+  StorageError or ConfigError (one line) otherwise."""
   run_dir = Path(logdir)
+  probe = run_dir / ".write-probe"
   if run_dir.exists() and not run_dir.is_dir():
     raise config_lib.ConfigError(f"--logdir {str(run_dir)!r} is a file; give a directory")
-  if run_dir.is_dir() and any(run_dir.iterdir()) and not (run_dir / "config.json").exists():
-    raise config_lib.ConfigError(
-      f"--logdir {str(run_dir)!r} is a non-empty directory that holds no run; "
-      f"give a new or empty directory, or a run directory to resume"
-    )
   try:
     run_dir.mkdir(parents=True, exist_ok=True)
-    probe = run_dir / ".write-probe"
+    foreign = [p.name for p in run_dir.iterdir() if p.name not in START_LEFTOVERS]
+    if foreign and not (run_dir / "config.json").exists():
+      raise config_lib.ConfigError(
+        f"--logdir {str(run_dir)!r} is a non-empty directory that holds no run; "
+        f"give a new or empty directory, or a run directory to resume"
+      )
     probe.write_text("ok")
     probe.unlink()
   except OSError as e:
+    try:
+      probe.unlink(missing_ok=True)  # a full disk still lets the name be made: never leave it behind
+    except OSError:
+      pass
     raise ckpt_lib.StorageError(f"cannot write to --logdir {str(run_dir)!r}: {e.strerror or e}") from None
   return run_dir
-
-
-class _Signals:
-  """SIGINT/SIGTERM ask the loop to checkpoint and stop; a second one stops at once (KeyboardInterrupt)."""
-
-  def __init__(self):
-    self.received: str | None = None
-    self.previous: dict[int, Any] = {}
-
-  def __enter__(self) -> _Signals:
-    if threading.current_thread() is threading.main_thread():
-      for sig in (signal.SIGINT, signal.SIGTERM):
-        self.previous[sig] = signal.signal(sig, self._handle)
-    return self
-
-  def _handle(self, signum, frame) -> None:
-    if self.received is not None:
-      raise KeyboardInterrupt
-    self.received = signal.Signals(signum).name
-
-  def __exit__(self, *exc) -> None:
-    for sig, handler in self.previous.items():
-      signal.signal(sig, handler)
 
 
 def first_non_finite(chunks: list[dict[str, np.ndarray]]) -> tuple[int, str] | None:
@@ -132,8 +140,9 @@ def first_non_finite(chunks: list[dict[str, np.ndarray]]) -> tuple[int, str] | N
   return None
 
 
-def _note(console: bool, text: str) -> None:
-  if console:
+def _note(console: bool, text: str, *, always: bool = False) -> None:
+  """Prints `text` on the console; `always`: even when quiet (warnings the user must see)."""
+  if console or always:
     print(f"dreamer: {text}", file=sys.stderr, flush=True)
 
 
@@ -147,7 +156,7 @@ def _check_run_dir(run_dir: Path, config: Config, *, resume: bool) -> dict[str, 
       f"--logdir {str(run_dir)!r} already holds a run; resume it, or use --fresh to replace it, or choose a new "
       f"directory"
     )
-  saved = config_lib.from_dict(json.loads((run_dir / "config.json").read_text()), str(run_dir / "config.json"))
+  saved = config_lib.load_saved(run_dir / "config.json")
   return config_lib.check_resumable(saved, config, repr(str(run_dir)))
 
 
@@ -171,8 +180,16 @@ def train(
   run is an error). Stops at `total_env_steps`, at `stop_return`, on SIGINT/SIGTERM, or once
   `stop_after_updates` updates are done (checkpointing first). Returns a summary, also the last record of
   metrics.jsonl. Raises ConfigError (a resume that would change the run's meaning), CheckpointError,
-  StorageError (the run directory cannot be written) and Diverged."""
+  StorageError (the run directory cannot be written), RunInUse (another process trains there) and Diverged."""
   run_dir = prepare_run_dir(logdir)
+  with RunLock(run_dir):
+    return _train_in(run_dir, config, console=console, resume=resume, stop_after_updates=stop_after_updates)
+
+
+def _train_in(
+  run_dir: Path, config: Config, *, console: bool, resume: bool, stop_after_updates: int | None
+) -> dict[str, Any]:
+  """`train` in a prepared run directory whose lock this process holds."""
   changed = _check_run_dir(run_dir, config, resume=resume)
   world = worlds.make(
     config.world, num_envs=config.num_envs, seed=config.seed, **config_lib.world_kwargs(config, train=True)
@@ -190,7 +207,7 @@ def train(
     log = Logger(run_dir, total_env_steps=config.total_env_steps, console=console)
     ckpts = ckpt_lib.Checkpoints(run_dir, keep=config.checkpoints_kept)
     parts = Parts(config, Agent(config, world.spec), world, eval_world, log, ckpts, run_dir, console)
-    with _Signals() as signals:
+    with StopSignals() as signals:
       return run_loop(parts, changed=changed, signals=signals, stop_after_updates=stop_after_updates)
   except OSError as e:
     if isinstance(e, ckpt_lib.StorageError):
@@ -279,7 +296,7 @@ def restore(p: Parts, c: Carry) -> Carry:
   `c` as it is when none reads."""
 
   def unreadable(step: int, error: ckpt_lib.CheckpointError) -> None:
-    _note(p.console, f"warning: {error}; trying the previous checkpoint")
+    _note(p.console, f"warning: {error}; trying the previous checkpoint", always=True)
     p.log.write({"event": "checkpoint_unreadable", "step": step, "error": str(error)})
 
   abstract = checkpoint_state(c.state, c.rb, c.key, c.obs)
@@ -295,15 +312,36 @@ def restore(p: Parts, c: Carry) -> Carry:
   dev = jax.device_put(saved.state)
   c.state = dev["learner"]._replace(params=jax.device_put(saved.params))
   c.rb, c.key, c.obs = dev["replay"], dev["key"], np.asarray(saved.state["obs"])
-  c.progress = Progress(**saved.meta["progress"])
-  if saved.meta["world_state"] is not None:
-    p.world.set_state(base64.b64decode(saved.meta["world_state"]))
-  else:  # this world cannot save its episodes: start new ones
+  c.progress = Progress.from_meta(saved.meta["progress"], f"checkpoint {p.ckpts.path(saved.step)!r}")
+  problem = _restore_world(p.world, saved.meta.get("world_state"))
+  if problem:
+    where = p.ckpts.path(saved.step)
+    _note(p.console, f"warning: checkpoint {where!r}: {problem}; the run resumes with new episodes", always=True)
+  if problem or saved.meta.get("world_state") is None:  # no episodes to continue: start new ones
     c.obs = frames.start(p.world.reset(p.config.seed + c.progress.env_steps), p.config.frame_stack)
-  if p.config.checkpoint_every_updates != saved.meta["config"]["checkpoint_every_updates"]:
+  if p.config.checkpoint_every_updates != saved.meta["config"].get("checkpoint_every_updates"):
     c.progress.next_checkpoint = clocks(p.config)[1].following(c.progress.updates)
   c.resumed_from = saved.step
   return c
+
+
+def _restore_world(world: worlds.World, saved: Any) -> str | None:
+  """Restores the episodes `save` wrote as `{"crc32", "data"}` (plain data: nothing in it can run code); None
+  when done or when none were saved, else what stopped it (one line). Older checkpoints hold a pickle (base64
+  text): it is never loaded."""
+  if saved is None:
+    return None
+  if isinstance(saved, str):
+    return "its world state is in the old pickled format, which is never loaded"
+  try:
+    if not isinstance(saved, dict) or set(saved) != {"crc32", "data"}:
+      raise worlds.WorldStateError("its world state is malformed")
+    if worlds.state_checksum(saved["data"]) != saved["crc32"]:
+      raise worlds.WorldStateError("its world state does not match the checksum written with it")
+    world.set_state(saved["data"])
+  except worlds.WorldStateError as e:
+    return str(e)
+  return None
 
 
 def announce(p: Parts, c: Carry, changed: dict[str, Any]) -> None:
@@ -379,7 +417,8 @@ def learn(p: Parts, c: Carry) -> list[dict[str, np.ndarray]]:
   bad = first_non_finite(chunks)
   if bad is not None:
     first = progress.updates - len(chunks) * config.updates_per_chunk
-    error = diverged(p, progress, update=first + bad[0] + 1, losses=bad[1])
+    what = f"non-finite loss at update {first + bad[0] + 1} (env step {progress.env_steps}): {bad[1]}"
+    error = diverged(p, what=what)
     p.log.write(
       {"event": "diverged", "env_steps": progress.env_steps, "updates": progress.updates, "error": str(error)}
     )
@@ -387,14 +426,35 @@ def learn(p: Parts, c: Carry) -> list[dict[str, np.ndarray]]:
   return chunks
 
 
-def diverged(p: Parts, progress: Progress, *, update: int, losses: str) -> Diverged:
+def diverged(p: Parts, *, what: str) -> Diverged:
+  """Diverged naming `what` went wrong, when, and the last good checkpoint (after any pending write)."""
   p.ckpts.wait()
   done = p.ckpts.steps()
   good = f"the last good checkpoint is {p.ckpts.path(done[-1])!r}" if done else "no checkpoint was written yet"
-  return Diverged(
-    f"non-finite loss at update {update} (env step {progress.env_steps}): {losses}; the run stopped without "
-    f"saving this state; {good}"
-  )
+  return Diverged(f"{what}; the run stopped without saving this state; {good}")
+
+
+def first_non_finite_leaf(tree: Any) -> str | None:
+  """The path of the first leaf of `tree` (floating arrays) holding a NaN or an infinity, or None."""
+  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact) and not bool(jnp.all(jnp.isfinite(leaf))):
+      return jax.tree_util.keystr(path)
+  return None
+
+
+def check_saveable(p: Parts, c: Carry) -> None:
+  """Diverged (logged first) unless every parameter, target parameter and optimizer statistic is finite: an
+  update with a finite loss can still leave non-finite weights, and a checkpoint of them must never be
+  written, nor named good."""
+  bad = first_non_finite_leaf({"params": c.state.params, "target": c.state.target_params, "opt": c.state.opt_state})
+  if bad is not None:
+    progress = c.progress
+    what = f"non-finite weights at {bad} after update {progress.updates} (env step {progress.env_steps})"
+    error = diverged(p, what=what)
+    p.log.write(
+      {"event": "diverged", "env_steps": progress.env_steps, "updates": progress.updates, "error": str(error)}
+    )
+    raise error
 
 
 def record(p: Parts, c: Carry, chunks: list[dict[str, np.ndarray]]) -> None:
@@ -453,7 +513,9 @@ def save_if_due(p: Parts, c: Carry) -> None:
 
 
 def save(p: Parts, c: Carry) -> None:
-  """Starts writing the whole state as checkpoint `env_steps` (the world's episodes too, where it can)."""
+  """Starts writing the whole state as checkpoint `env_steps` (the world's episodes too, where it can), once
+  it is known to be finite (check_saveable)."""
+  check_saveable(p, c)
   t = time.perf_counter()
   progress = c.progress
   progress.wall_s = t - c.start
@@ -462,7 +524,8 @@ def save(p: Parts, c: Carry) -> None:
   world_state = None
   if c.world_state_ok:
     try:
-      world_state = base64.b64encode(p.world.get_state()).decode()
+      data = p.world.get_state()  # plain JSON data, with a checksum as the arrays have
+      world_state = {"crc32": worlds.state_checksum(data), "data": data}
     except worlds.WorldStateError as e:
       c.world_state_ok = False
       _note(p.console, f"warning: {e}; a resumed run will start new episodes")
@@ -476,7 +539,7 @@ def save(p: Parts, c: Carry) -> None:
   c.timers["checkpoint"] += time.perf_counter() - t
 
 
-def stop_reason(c: Carry, signals: _Signals, stop_after_updates: int | None) -> str | None:
+def stop_reason(c: Carry, signals: StopSignals, stop_after_updates: int | None) -> str | None:
   if signals.received:
     return signals.received
   if stop_after_updates is not None and c.progress.updates >= stop_after_updates:
@@ -485,7 +548,7 @@ def stop_reason(c: Carry, signals: _Signals, stop_after_updates: int | None) -> 
 
 
 def run_loop(
-  p: Parts, *, changed: dict[str, Any], signals: _Signals, stop_after_updates: int | None = None
+  p: Parts, *, changed: dict[str, Any], signals: StopSignals, stop_after_updates: int | None = None
 ) -> dict[str, Any]:
   """Runs the loop until the run is done, solved or stopped; saves; returns (and logs) the summary."""
   c = start(p)

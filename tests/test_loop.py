@@ -29,19 +29,28 @@ SETTINGS = dict(
 
 
 class FakeState(NamedTuple):
-  params: int
+  params: np.ndarray
+  target_params: np.ndarray
+  opt_state: np.ndarray
   updates: int
 
 
 class FakeAgent:
-  """Records what the loop asked of it; every update has a finite loss unless `nan_at` names its chunk."""
+  """Records what the loop asked of it; every update has a finite loss unless `nan_at` names its chunk, and
+  finite weights unless `nan_weights_at` does (with a finite loss)."""
 
-  def __init__(self, config, *, eval_returns=(), nan_at=None):
-    self.config, self.eval_returns, self.nan_at = config, list(eval_returns), nan_at
+  def __init__(self, config, *, eval_returns=(), nan_at=None, nan_weights_at=None):
+    self.config, self.eval_returns, self.nan_at, self.nan_weights_at = (
+      config,
+      list(eval_returns),
+      nan_at,
+      nan_weights_at,
+    )
     self.chunks_at, self.rows = [], 0
 
   def init(self, rng_key):
-    return FakeState(params=0, updates=0), {"count": np.zeros(1, np.int64)}
+    zeros = np.zeros(2, np.float32)
+    return FakeState(zeros, zeros, zeros, 0), {"count": np.zeros(1, np.int64)}
 
   def act(self, params, obs, rng_key, temperature):
     b = obs.shape[0]
@@ -56,6 +65,8 @@ class FakeAgent:
     n = self.config.updates_per_chunk
     loss = np.full(n, np.nan if len(self.chunks_at) == self.nan_at else 1.0, np.float32)
     metrics = {k: loss for k in train_lib.LOSS_KEYS}
+    if len(self.chunks_at) == self.nan_weights_at:
+      state = state._replace(params=np.array([0.0, np.inf], np.float32))
     return state._replace(updates=state.updates + n), rb, metrics
 
   def evaluate(self, world, params, rng_key):
@@ -98,7 +109,7 @@ class FakeCheckpoints:
     self.progress = []  # the loop's counters saved with each
 
   def steps(self):
-    return []
+    return [step for step, _ in self.saved]
 
   def save(self, step, params, state, meta):
     self.saved.append((step, meta["progress"]["updates"]))
@@ -178,6 +189,14 @@ def test_loop_names_the_first_non_finite_update_and_saves_nothing_of_it(tmp_path
   with pytest.raises(train_lib.Diverged, match=r"non-finite loss at update 5 \(env step 18\)"):
     run(tmp_path, nan_at=3)
   # (the third chunk, updates 5-6, paid at env step 18)
+
+
+def test_loop_never_saves_non_finite_weights(tmp_path):
+  # The chunk at env step 18 leaves an infinite weight with a finite loss; the checkpoint due at update 8
+  # (env step 22) must not be written: the run stops, naming the weight and the last good checkpoint.
+  with pytest.raises(train_lib.Diverged, match=r"non-finite weights at \['params'\] .*checkpoints/14") as info:
+    run(tmp_path, nan_weights_at=3)
+  assert "after update 8 (env step 22)" in str(info.value)
 
 
 @pytest.mark.parametrize(

@@ -82,7 +82,9 @@ def _delete_meta(step_dir: Path) -> None:
     (_delete_meta, "cannot be read"),
   ],
 )
-def test_unreadable_newest_checkpoint_is_reported_and_the_previous_one_used(straight, tmp_path, damage, message):
+def test_unreadable_newest_checkpoint_is_reported_and_the_previous_one_used(
+  straight, tmp_path, damage, message, capsys
+):
   run_dir, summary = straight
   copy = tmp_path / "run"
   shutil.copytree(run_dir, copy)
@@ -94,8 +96,11 @@ def test_unreadable_newest_checkpoint_is_reported_and_the_previous_one_used(stra
   warned = []
   assert load_checkpoint(copy, warn=warned.append).step == steps[-2]
   assert len(warned) == 1 and re.search(message, warned[0]) and "used the previous checkpoint" in warned[0]
+  capsys.readouterr()
   resumed = train(_config(), copy, console=False)
   assert resumed["resumed_from"] == steps[-2]
+  err = capsys.readouterr().err  # quiet means no progress lines, not a silent fall-back
+  assert "dreamer: warning:" in err and re.search(message, err), err
   events = [r for r in read_metrics(copy) if r.get("event") == "checkpoint_unreadable"]
   assert [e["step"] for e in events] == [steps[-1]] and re.search(message, events[0]["error"])
   assert len(list((copy / "corrupt_checkpoints").iterdir())) == 1  # kept for inspection, out of the way
@@ -116,6 +121,41 @@ def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_pa
   saved = load_checkpoint(tmp_path)
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(saved.params))
   assert read_metrics(tmp_path)[-1]["event"] == "diverged"
+
+
+def test_non_finite_weights_are_never_saved_nor_named_good(straight, tmp_path):
+  # The issue's reproduction: an update with a finite loss can make the weights overflow; with a checkpoint
+  # after every update, the next save would hold them. It must stop instead, naming a finite checkpoint.
+  run_dir, summary = straight
+  copy = tmp_path / "run"
+  shutil.copytree(run_dir, copy)
+  longer = f"total_env_steps={summary['env_steps'] + 400}"
+  # One update per acting step, then a checkpoint: the overflowing update's own loss is still finite.
+  absurd = _config(
+    longer, "learning_rate=1e39", "updates_per_chunk=1", "updates_per_env_step=0.125", "checkpoint_every_updates=1"
+  )
+  with pytest.raises(Diverged, match=r"non-finite weights at .* after update") as info:
+    train(absurd, copy, console=False)
+  for step in sorted(int(p.name) for p in (copy / "checkpoints").iterdir()):
+    saved = load_checkpoint(copy, step)
+    trees = (saved.params, saved.state["learner"].target_params, saved.state["learner"].opt_state)
+    assert all(np.isfinite(x).all() for x in jax.tree.leaves(trees) if np.issubdtype(x.dtype, np.inexact)), step
+  named = re.search(r"the last good checkpoint is '([^']+)'", str(info.value)).group(1)
+  assert Path(named).is_dir()
+
+
+def test_every_checkpoint_unreadable_is_an_error_that_moves_nothing(straight, tmp_path):
+  run_dir, _ = straight
+  copy = tmp_path / "run"
+  shutil.copytree(run_dir, copy)
+  steps = sorted(int(p.name) for p in (copy / "checkpoints").iterdir())
+  for step in steps:
+    _wrong_state_checksum(copy / "checkpoints" / str(step))
+  with pytest.raises(ckpt_lib.CheckpointError, match=r"no checkpoint of .* can be read .*the run was not restarted"):
+    train(_config(), copy, console=False)
+  assert sorted(int(p.name) for p in (copy / "checkpoints").iterdir()) == steps  # nothing moved
+  assert not (copy / "corrupt_checkpoints").exists()
+  assert not any(r.get("event") == "resume" for r in read_metrics(copy, raw=True))  # the history is whole
 
 
 def test_resume_applies_allowed_changes_and_logs_them(straight, tmp_path):

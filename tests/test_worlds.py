@@ -1,5 +1,8 @@
 """Tests for worlds/: the chain toy world, the gymnasium adapter, and the registry."""
 
+import importlib.util
+import json
+
 import gymnasium
 import numpy as np
 import pytest
@@ -9,6 +12,10 @@ from worlds import ChainWorld, GymWorld, Spec, Step, World  # noqa: E402
 
 L, R = 0, 1
 NAN = np.nan
+
+
+def _has(module: str) -> bool:
+  return importlib.util.find_spec(module) is not None
 
 
 def one_hot(i: int, n: int = 6) -> np.ndarray:
@@ -320,22 +327,80 @@ def test_step_all_with_wrong_arity_is_a_subclass_bug():
 # ------------------------------------------------------------------ saved state
 
 
-@pytest.mark.parametrize("world_id", ["toy:chain-5", "gym:CartPole-v1"])
+ROUND_TRIP_WORLDS = [
+  "toy:chain-5",
+  "toy:chain-mirror",
+  "gym:CartPole-v1",
+  "gym:Acrobot-v1",
+  "gym:MountainCar-v0",
+  "cartpole:base",
+  "cartpole:reversed",
+  "cartpole:long-pole",
+  pytest.param("minatar:Breakout", marks=pytest.mark.skipif(not _has("minatar"), reason="minatar not installed")),
+  "atari:Pong",
+]
+
+
+@pytest.mark.parametrize("world_id", ROUND_TRIP_WORLDS)
 def test_restored_state_continues_episodes_exactly(world_id):
-  """A world rebuilt from get_state() steps exactly as the original would have, episode stats included."""
+  """A world rebuilt from get_state(), written as JSON text and read back, steps exactly as the original
+  would have, episode ends, auto-resets (their random draws) and episode stats included."""
   rng = np.random.default_rng(0)
-  actions = rng.integers(0, 2, size=(60, 3))
+  actions = rng.integers(0, 2, size=(70, 3))
   a = worlds.make(world_id, num_envs=3, seed=4)
   a.reset()
   for act in actions[:25]:
     a.step(act)
-  saved = a.get_state()
-  b = worlds.make(world_id, num_envs=3, seed=99)  # another seed: everything must come from the state
-  b.set_state(saved)
-  for act in actions[25:]:
+  text = json.dumps(a.get_state())  # as a checkpoint stores it
+  b = worlds.make(world_id, num_envs=3, seed=99)  # another seed, never reset: everything must come from the state
+  b.set_state(json.loads(text))
+  ends = 0
+  for t, act in enumerate(actions[25:]):
     sa, sb = a.step(act), b.step(act)
-    for x, y in zip(sa, sb):
-      np.testing.assert_array_equal(x, y)
+    ends += int((sa.terminated | sa.truncated).sum())
+    for f, x, y in zip(sa._fields, sa, sb):
+      assert x.tobytes() == y.tobytes(), f"t={25 + t} {f}"
+  assert json.dumps(a.get_state()) == json.dumps(b.get_state())
+  if world_id.partition(":")[0] in ("toy", "cartpole") or world_id == "gym:CartPole-v1":
+    assert ends > 0  # a handover that reached new episodes
+
+
+@pytest.mark.parametrize("world_id", ROUND_TRIP_WORLDS)
+def test_state_of_a_world_never_reset_round_trips(world_id):
+  """Before its first reset a world has a state too (no episodes): restored, it still needs a reset."""
+  text = json.dumps(worlds.make(world_id, num_envs=2, seed=1).get_state())
+  b = worlds.make(world_id, num_envs=2, seed=2)
+  b.set_state(json.loads(text))
+  with pytest.raises(RuntimeError, match="called before reset"):
+    b.step(np.array([0, 1]))
+  b.reset()
+  b.step(np.array([0, 1]))
+
+
+def test_gym_envs_whose_state_is_not_plain_data_say_so():
+  """Any other gymnasium env: get_state is a one-line WorldStateError (a resumed run starts new episodes)."""
+
+  class Custom(gymnasium.Env):
+    observation_space = gymnasium.spaces.Box(-1.0, 1.0, (2,), np.float32)
+    action_space = gymnasium.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+      super().reset(seed=seed)
+      return np.zeros(2, np.float32), {}
+
+    def step(self, action):
+      return np.zeros(2, np.float32), 0.0, False, False, {}
+
+  gymnasium.register("DreamerTestCustom-v0", entry_point=Custom, max_episode_steps=10)
+  try:
+    w = worlds.make("gym:DreamerTestCustom-v0", num_envs=2)
+    w.reset()
+    w.step(np.array([0, 1]))
+    with pytest.raises(worlds.WorldStateError, match="cannot describe its state as plain data") as info:
+      w.get_state()
+    assert "Custom" in str(info.value) and "\n" not in str(info.value)
+  finally:
+    del gymnasium.registry["DreamerTestCustom-v0"]
 
 
 def test_set_state_rejects_another_batch_size():
@@ -345,12 +410,12 @@ def test_set_state_rejects_another_batch_size():
     worlds.make("toy:chain", num_envs=2).set_state(a.get_state())
 
 
-def test_unpicklable_world_state_is_a_world_state_error():
-  class Unpicklable(ChainWorld):
+def test_a_state_that_is_not_plain_data_is_a_world_state_error():
+  class Unplain(ChainWorld):
     def _get_state(self):
       return lambda: None
 
-  w = Unpicklable(num_envs=1)
+  w = Unplain(num_envs=1)
   w.reset()
-  with pytest.raises(worlds.WorldStateError, match="cannot save its state"):
+  with pytest.raises(worlds.WorldStateError, match=r"cannot describe its state as plain data: state\['own'\]"):
     w.get_state()

@@ -46,7 +46,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from worlds.base import Spec, World, WorldStateError
+from worlds import plain
+from worlds.base import Spec, World, WorldStateError, check_array, generator_of
 
 # The 26 games of the Atari 100k benchmark (Kaiser et al. 2020), as ids `atari:<name>`.
 ATARI100K_GAMES: tuple[str, ...] = (
@@ -59,6 +60,7 @@ ATARI100K_GAMES: tuple[str, ...] = (
 # ROMs that need a second player: ALE exits the process (uncatchably) on loading them.
 _TWO_PLAYER_ROMS = frozenset({"combat", "joust", "maze_craze", "warlords"})
 _NOOP = 0  # ale_py.Action.NOOP
+_NUM_ALE_ACTIONS = 18  # ALE action ids are 0..17 (the full action set)
 _MODES = ("train", "eval")
 # cv2's COLOR_RGB2GRAY on uint8 (OpenCV 4 and 5): 0.299 R + 0.587 G + 0.114 B in 15-bit
 # fixed point, rounded; rounding the float sum instead differs on ~0.2% of RGB triples.
@@ -340,6 +342,9 @@ class AtariWorld(World):
   # ------------------------------------------------------------ state
 
   def _get_state(self) -> dict[str, Any]:
+    for i in range(self.num_envs):
+      if not self._loaded[i]:
+        self._load(i, self.seed)  # cloneState of an emulator without a ROM crashes the process
     return {
       "game": self.game,
       "ale": [ale.cloneState(include_rng=True).serialize() for ale in self._ales],
@@ -354,17 +359,38 @@ class AtariWorld(World):
 
   def _set_state(self, state: dict[str, Any]) -> None:
     if state["game"] != self.game:
-      raise WorldStateError(f"saved world state is for atari:{state['game']}, this world is atari:{self.game}")
+      raise WorldStateError(
+        f"saved world state is for atari:{plain.short(state['game'])}, this world is atari:{self.game}"
+      )
+    B, blobs = self.num_envs, state["ale"]
+    lists = (blobs, state["rng"], state["sticky_rng"])
+    if not all(isinstance(x, list) and len(x) == B for x in lists) or not all(type(b) is bytes for b in blobs):
+      raise WorldStateError(f"saved atari state is malformed: {B} emulator states and random generators expected")
+    rngs = [generator_of(s) for s in state["rng"]]
+    sticky = [generator_of(s) for s in state["sticky_rng"]]
+    if any(g is None for g in rngs + sticky):
+      raise WorldStateError("saved atari state is malformed: a random generator is missing")
+    arrays = {k: check_array(state[k], k, np.int64, (B,)) for k in ("last_action", "newest", "lives", "t")}
+    frames = check_array(state["frames"], "frames", np.uint8, self._frames.shape)
+    bad = (arrays["newest"] < 0) | (arrays["newest"] > 1) | (arrays["t"] < 0) | (arrays["lives"] < 0)
+    bad |= (arrays["last_action"] < 0) | (arrays["last_action"] >= _NUM_ALE_ACTIONS)
+    if bad.any():
+      raise WorldStateError(f"saved atari state is out of range in env {int(np.argmax(bad))}")
+    self._restore_emulators(blobs)
+    self._rngs, self._sticky_rngs = rngs, sticky
+    self._last_action[:], self._frames[:] = arrays["last_action"], frames
+    self._newest[:], self._lives[:], self._t[:] = arrays["newest"], arrays["lives"], arrays["t"]
+
+  def _restore_emulators(self, blobs: list[bytes]) -> None:
+    """Each emulator from its own serialized state; WorldStateError if ale-py cannot read one."""
     ale_py = _import_ale()
-    for i, (ale, blob) in enumerate(zip(self._ales, state["ale"])):
+    for i, (ale, blob) in enumerate(zip(self._ales, blobs)):
       if not self._loaded[i]:
         self._load(i, self.seed)  # restoreState needs the ROM; the RNG comes from the state
-      ale.restoreState(ale_py.ALEState(blob))  # ALEState(bytes) inverts .serialize()
-    for g, s in zip(self._rngs + self._sticky_rngs, state["rng"] + state["sticky_rng"]):
-      g.bit_generator.state = s
-    self._last_action[:] = state["last_action"]
-    self._frames[:] = state["frames"]
-    self._newest[:], self._lives[:], self._t[:] = state["newest"], state["lives"], state["t"]
+      try:
+        ale.restoreState(ale_py.ALEState(blob))  # ALEState(bytes) inverts .serialize()
+      except Exception as e:  # noqa: BLE001 - ale-py raises SystemError, ValueError, RuntimeError for bad bytes
+        raise WorldStateError(f"saved emulator state of env {i} is unreadable: {plain.short(str(e), 200)}") from None
 
   def close(self) -> None:
     self._ales = []  # ALEInterface frees its emulator when collected

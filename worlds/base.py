@@ -27,17 +27,23 @@ Conventions (shapes use B = num_envs):
 Subclasses implement three hooks (`_reset_all`, `_step_all`, `_reset_done`);
 validation, auto-reset and bookkeeping live in `World.reset`/`World.step`.
 `get_state`/`set_state` capture and restore everything needed to continue the
-episodes in progress exactly (checkpoints use them for bit-identical resume);
-subclasses provide `_get_state`/`_set_state` for their own part.
+episodes in progress exactly (checkpoints use them for bit-identical resume), as
+plain data that cannot run code when read back (`worlds.plain`); subclasses
+provide `_get_state`/`_set_state` for their own part.
 """
 
 from __future__ import annotations
 
 import abc
-import pickle
 from typing import Any, NamedTuple
 
 import numpy as np
+
+from worlds import plain
+
+STATE_FORMAT = "dreamer.world_state"
+STATE_VERSION = 1
+_STATE_KEYS = {"format", "version", "world", "num_envs", "ep_return", "ep_length", "needs_reset", "own"}
 
 
 def check_num_envs(num_envs: Any) -> None:
@@ -48,7 +54,64 @@ def check_num_envs(num_envs: Any) -> None:
 
 
 class WorldStateError(RuntimeError):
-  """This world cannot capture or restore its state (e.g. an unpicklable gymnasium env)."""
+  """This world cannot describe its state as plain data, or a saved state cannot be restored: one line."""
+
+
+def state_checksum(data: Any) -> int:
+  """CRC32 of what `World.get_state` returned, the same after a JSON round trip; WorldStateError if `data`
+  is not JSON data."""
+  try:
+    return plain.checksum(data)
+  except plain.PlainDataError as e:
+    raise WorldStateError(f"saved world state is malformed: {e}") from None
+
+
+def check_array(x: Any, what: str, dtype: Any, shape: tuple[int, ...]) -> np.ndarray:
+  """`x` if it is an array of exactly `dtype` and `shape`, else WorldStateError (for `_set_state` hooks)."""
+  if not isinstance(x, np.ndarray) or x.dtype != np.dtype(dtype) or x.shape != tuple(shape):
+    got = f"{x.dtype}{list(x.shape)}" if isinstance(x, np.ndarray) else type(x).__name__
+    raise WorldStateError(f"saved world state's {what} is {got}, expected {np.dtype(dtype)}{list(shape)}")
+  return x
+
+
+def generator_of(state: Any) -> np.random.Generator | None:
+  """A PCG64 Generator in `state` (its bit generator's `.state`, as saved), None for None; WorldStateError
+  if `state` is not a PCG64 state."""
+  if state is None:
+    return None
+  if not isinstance(state, dict) or state.get("bit_generator") != "PCG64":
+    raise WorldStateError(f"saved random generator is not a PCG64 state: {plain.short(state)}")
+  rng = np.random.Generator(np.random.PCG64())
+  try:
+    rng.bit_generator.state = state
+  except (KeyError, TypeError, ValueError, OverflowError) as e:
+    raise WorldStateError(f"saved random generator state is malformed: {plain.short(str(e), 200)}") from None
+  return rng
+
+
+def _check_header(state: Any, name: str, num_envs: int) -> None:
+  """WorldStateError unless `state` is a decoded world state of a `name` world with `num_envs` envs."""
+  if not isinstance(state, dict) or set(state) != _STATE_KEYS:
+    keys = sorted(state) if isinstance(state, dict) else type(state).__name__
+    raise WorldStateError(
+      f"saved world state is malformed: expected the keys {sorted(_STATE_KEYS)}, got {plain.short(keys)}"
+    )
+  if state["format"] != STATE_FORMAT or state["version"] != STATE_VERSION:
+    raise WorldStateError(
+      f"saved world state is format {plain.short(state['format'])} version {plain.short(state['version'])}; "
+      f"this dreamer reads {STATE_FORMAT!r} version {STATE_VERSION}"
+    )
+  if state["world"] != name:
+    raise WorldStateError(f"saved world state is of a {plain.short(state['world'])} world, this world is a {name}")
+  n = state["num_envs"]
+  if type(n) is not int or n < 1:
+    raise WorldStateError(f"saved world state is malformed: num_envs {plain.short(n)}")
+  if n != num_envs:
+    raise WorldStateError(f"saved world state holds {n} envs, this world has {num_envs}")
+  check_array(state["ep_return"], "ep_return", np.float64, (n,))
+  check_array(state["ep_length"], "ep_length", np.int32, (n,))
+  if type(state["needs_reset"]) is not bool:
+    raise WorldStateError(f"saved world state is malformed: needs_reset {plain.short(state['needs_reset'])}")
 
 
 class Spec(NamedTuple):
@@ -150,30 +213,47 @@ class World(abc.ABC):
       obs[done] = self._check_obs(self._reset_done(done), "_reset_done", int(done.sum()))
     return Step(obs, reward, terminated, truncated, final_obs, episode_return, episode_length)
 
-  def get_state(self) -> bytes:
-    """Everything needed to continue the current episodes exactly, as bytes.
+  def get_state(self) -> dict[str, Any]:
+    """Everything needed to continue the current episodes exactly, as JSON-able plain data (`worlds.plain`):
+    numbers, strings, arrays, the emulators' own state bytes, RNG states as integers. Never code or objects.
 
-    Raises WorldStateError if this world cannot be captured.
+    Raises WorldStateError if this world cannot describe its state that way.
     """
+    state = {
+      "format": STATE_FORMAT,
+      "version": STATE_VERSION,
+      "world": type(self).__name__,
+      "num_envs": self.num_envs,
+      "ep_return": self._ep_return.copy(),
+      "ep_length": self._ep_length.copy(),
+      "needs_reset": bool(self._needs_reset),
+      "own": self._get_state(),
+    }
     try:
-      return pickle.dumps(
-        (self._ep_return, self._ep_length, self._needs_reset, self._get_state()),
-        protocol=pickle.HIGHEST_PROTOCOL,
-      )
-    except Exception as e:  # pickling errors come in many types
-      raise WorldStateError(f"{type(self).__name__} cannot save its state: {e}") from None
+      return plain.encode(state)
+    except plain.PlainDataError as e:
+      raise WorldStateError(f"{type(self).__name__} cannot describe its state as plain data: {e}") from None
 
-  def set_state(self, state: bytes) -> None:
-    """Restore what `get_state` captured (from a world built with the same arguments)."""
+  def set_state(self, data: Any) -> None:
+    """Restore what `get_state` returned (into a world built with the same arguments). Data read from a file is
+    untrusted: anything malformed, of another world or of another batch size is a WorldStateError (one line),
+    and nothing in it is run. After an error the world may be partly restored: reset it."""
+    name = type(self).__name__
     try:
-      ep_return, ep_length, needs_reset, own = pickle.loads(state)
-    except Exception as e:
-      raise WorldStateError(f"{type(self).__name__} cannot read a saved state: {e}") from None
-    if ep_return.shape != self._ep_return.shape:
-      raise WorldStateError(f"saved world state holds {ep_return.shape[0]} envs, this world has {self.num_envs}")
-    self._ep_return[:], self._ep_length[:] = ep_return, ep_length
-    self._needs_reset = bool(needs_reset)
-    self._set_state(own)
+      state = plain.decode(data)
+    except plain.PlainDataError as e:
+      raise WorldStateError(f"saved world state is malformed: {e}") from None
+    _check_header(state, name, self.num_envs)
+    try:
+      self._set_state(state["own"])
+    except WorldStateError:
+      raise
+    except (AttributeError, KeyError, IndexError, TypeError, ValueError) as e:  # hooks index what they are given
+      raise WorldStateError(
+        f"saved {name} state is malformed: {type(e).__name__}: {plain.short(str(e), 200)}"
+      ) from None
+    self._ep_return[:], self._ep_length[:] = state["ep_return"], state["ep_length"]
+    self._needs_reset = state["needs_reset"]
 
   def close(self) -> None:  # noqa: B027 - an optional hook: most worlds hold nothing to release
     """Release resources (subprocesses, emulators, windows). Idempotent."""
@@ -211,11 +291,12 @@ class World(abc.ABC):
     Returns first obs [done.sum(), *obs_shape] in env order."""
 
   def _get_state(self) -> Any:
-    """The subclass's own picklable state (default: none)."""
+    """The subclass's own state as plain data (`worlds.plain`: numbers, str, bytes, arrays, lists, tuples,
+    dicts; default: none). Raise WorldStateError when it cannot be described that way."""
     return None
 
   def _set_state(self, state: Any) -> None:  # noqa: B027 - an optional hook, as _get_state
-    """Restore what `_get_state` returned."""
+    """Restore what `_get_state` returned, decoded from a file: check everything (WorldStateError)."""
 
   # ---------------------------------------------------------------- checks
 

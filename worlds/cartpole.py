@@ -14,10 +14,12 @@ Members are addressed as 'cartpole:<name>' with the names of `CARTPOLE_VARIANTS`
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import numpy as np
 
+from worlds import plain
 from worlds.base import WorldStateError
 from worlds.gym import GymWorld
 
@@ -67,9 +69,9 @@ class CartPoleWorld(GymWorld):
 
   The constants are set on each unwrapped env after `gymnasium.make`, with the
   derived `total_mass = masspole + masscart` and `polemass_length = masspole * length`
-  recomputed (CartPoleEnv only computes them in __init__). They live on the env
-  objects, so `get_state`/`set_state` (pickled envs) carry them; the saved state
-  also names the variant, and restoring it into another member is refused.
+  recomputed (CartPoleEnv only computes them in __init__). `get_state`/`set_state`
+  carry them with each env's state (plain data); the saved state also names the
+  variant, and restoring it into another member is refused.
   Extra kwargs go to `gymnasium.make` (e.g. max_episode_steps).
   """
 
@@ -95,11 +97,19 @@ class CartPoleWorld(GymWorld):
   def _step_all(self, action: np.ndarray):
     return super()._step_all(1 - action if self._swap_actions else action)
 
-  def _get_state(self):
-    return self.variant, super()._get_state()
+  def _get_state(self) -> dict[str, Any]:
+    return {"variant": self.variant, "physics": [physics_of(e) for e in self._envs], "gym": super()._get_state()}
 
-  def _set_state(self, state) -> None:
-    variant, envs = state
+  def _set_state(self, state: dict[str, Any]) -> None:
+    variant, physics = state["variant"], state["physics"]
     if variant != self.variant:
-      raise WorldStateError(f"saved state is of cartpole:{variant}, this world is cartpole:{self.variant}")
-    super()._set_state(envs)
+      raise WorldStateError(f"saved state is of cartpole:{plain.short(variant)}, this world is cartpole:{self.variant}")
+    keys = set(physics_of(self._envs[0]))
+    ok = isinstance(physics, list) and len(physics) == self.num_envs
+    ok = ok and all(isinstance(p, dict) and set(p) == keys for p in physics)
+    if not ok or not all(type(x) is float and math.isfinite(x) for p in physics for x in p.values()):
+      raise WorldStateError(f"saved cartpole:{self.variant} physics are malformed: {plain.short(physics, 200)}")
+    super()._set_state(state["gym"])
+    for env, p in zip(self._envs, physics):
+      for k, x in p.items():
+        setattr(env.unwrapped, k, x)

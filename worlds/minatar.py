@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from worlds.base import Spec, World
+from worlds import plain
+from worlds.base import Spec, World, WorldStateError, check_array
 
 # id -> the package's module name; the five games of the MinAtar paper.
 MINATAR_GAMES = {
@@ -123,11 +124,113 @@ class MinAtarWorld(World):
     self._steps[idx] = 0
     return self._obs([self._envs[i] for i in idx])
 
-  def _get_state(self) -> Any:
-    return self._envs, self._steps
+  def _get_state(self) -> dict[str, Any]:
+    return {"game": self.game, "envs": [_env_state(e) for e in self._envs], "steps": self._steps.copy()}
 
-  def _set_state(self, state: Any) -> None:
-    envs, steps = state
-    if len(envs) != self.num_envs:
-      raise ValueError(f"saved state holds {len(envs)} envs, this world has {self.num_envs}")
-    self._envs, self._steps = list(envs), np.asarray(steps).copy()
+  def _set_state(self, state: dict[str, Any]) -> None:
+    if state["game"] != self.game:
+      raise WorldStateError(
+        f"saved state is of minatar:{plain.short(state['game'])}, this world is minatar:{self.game}"
+      )
+    envs = state["envs"]
+    if not isinstance(envs, list) or len(envs) != self.num_envs:
+      raise WorldStateError(f"saved minatar state is malformed: {self.num_envs} envs expected")
+    steps = check_array(state["steps"], "steps", np.int64, (self.num_envs,))
+    if (steps < 0).any():
+      raise WorldStateError(f"saved minatar step counts are negative: {steps.tolist()}")
+    for e, saved in zip(self._envs, envs):
+      _set_env_state(e, saved)
+    self._steps = steps.copy()
+
+
+# The package's environments are plain Python objects: an `Environment` (sticky actions) holding a game `Env`.
+# Their state is described generically: every attribute of both, which must be plain data (`worlds.plain`),
+# except the numpy RandomStates (one per env, shared by the two once seeded), saved by index into a list of
+# their states so that the sharing is restored too. Settings must match the world's.
+_SETTINGS = ("env_name", "sticky_action_prob", "n_channels", "ramping", "channels", "action_map")
+
+
+def _env_state(env: Any) -> dict[str, Any]:
+  rngs: list[np.random.RandomState] = []
+
+  def split(obj: Any, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    attrs, refs = {}, {}
+    for k, v in vars(obj).items():
+      if k in skip:
+        continue
+      if isinstance(v, np.random.RandomState):
+        if not any(r is v for r in rngs):
+          rngs.append(v)
+        refs[k] = next(i for i, r in enumerate(rngs) if r is v)
+      else:
+        attrs[k] = v
+    return {"attrs": attrs, "rngs": refs}
+
+  out = {"environment": split(env, skip=("env",)), "game": split(env.env)}
+  out["random_states"] = [r.get_state(legacy=False) for r in rngs]
+  return out
+
+
+def _set_env_state(env: Any, saved: dict[str, Any]) -> None:
+  """Restores what `_env_state` returned into `env` (built with the same settings), checking what it can: the
+  same attributes of compatible kinds, the same settings, and that the restored game renders."""
+  states = saved["random_states"]
+  if not isinstance(states, list):
+    raise WorldStateError("saved minatar random states are malformed")
+  rngs = [_random_state(s) for s in states]
+  targets = ((env, saved["environment"], ("env",)), (env.env, saved["game"], ()))
+  for obj, part, skip in targets:  # check both parts before changing anything
+    _check_attrs(obj, part, skip, len(rngs))
+  for obj, part, _ in targets:
+    for k, v in part["attrs"].items():
+      setattr(obj, k, v)
+    for k, i in part["rngs"].items():
+      setattr(obj, k, rngs[i])
+  try:
+    env.state()  # positions index the observation's grid: a bad one fails here, not in a later step
+  except (IndexError, TypeError, ValueError) as e:
+    raise WorldStateError(f"saved minatar game state does not render: {plain.short(str(e), 200)}") from None
+
+
+def _check_attrs(obj: Any, part: Any, skip: tuple[str, ...], num_rngs: int) -> None:
+  now = {k: v for k, v in vars(obj).items() if k not in skip}
+  if not isinstance(part, dict) or set(part) != {"attrs", "rngs"}:
+    raise WorldStateError("saved minatar env state is malformed")
+  attrs, refs = part["attrs"], part["rngs"]
+  if not isinstance(attrs, dict) or not isinstance(refs, dict) or set(attrs) | set(refs) != set(now):
+    raise WorldStateError(f"saved minatar env state is malformed: it names other attributes than {sorted(now)}")
+  for k, i in refs.items():
+    if not isinstance(now[k], np.random.RandomState) or type(i) is not int or not 0 <= i < num_rngs:
+      raise WorldStateError(f"saved minatar attribute {k!r} is malformed")
+  for k, v in attrs.items():
+    same = v == now[k] if k in _SETTINGS else _same_kind(v, now[k])
+    if not isinstance(same, (bool, np.bool_)) or not same:
+      raise WorldStateError(f"saved minatar attribute {k!r} is {plain.short(v)}, which does not fit this world")
+
+
+def _same_kind(saved: Any, now: Any) -> bool:
+  """Whether a saved attribute can stand where `now` is: arrays of the same dtype and shape, numbers for
+  numbers, bools for bools, and lists or None (the games' entity slots) for lists or None."""
+  if isinstance(now, np.ndarray):
+    return isinstance(saved, np.ndarray) and saved.dtype == now.dtype and saved.shape == now.shape
+  if isinstance(now, (bool, np.bool_)):
+    return isinstance(saved, (bool, np.bool_))
+  if isinstance(now, (int, float, np.integer, np.floating)):
+    return isinstance(saved, (int, float, np.integer, np.floating)) and not isinstance(saved, (bool, np.bool_))
+  if now is None or isinstance(now, list):
+    return saved is None or isinstance(saved, list)
+  return type(saved) is type(now)
+
+
+def _random_state(state: Any) -> np.random.RandomState:
+  """A RandomState set to `state` (what `get_state(legacy=False)` returned); WorldStateError if malformed."""
+  if not isinstance(state, dict) or state.get("bit_generator") != "MT19937":
+    raise WorldStateError(f"saved minatar random state is not an MT19937 state: {plain.short(state)}")
+  inner = state.get("state")
+  check_array(inner.get("key") if isinstance(inner, dict) else None, "random state key", np.uint32, (624,))
+  rng = np.random.RandomState()
+  try:
+    rng.set_state(state)
+  except (KeyError, TypeError, ValueError, OverflowError) as e:
+    raise WorldStateError(f"saved minatar random state is malformed: {plain.short(str(e), 200)}") from None
+  return rng

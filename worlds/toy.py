@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from worlds.base import Spec, World
+from worlds import plain
+from worlds.base import Spec, World, WorldStateError, check_array
 
 LEFT, RIGHT = 0, 1
 
@@ -58,10 +59,16 @@ class ChainWorld(World):
     return self._eye[self._pos], reward, terminated, truncated
 
   def _get_state(self):
-    return self._pos.copy(), self._t.copy()
+    return {"n": self.n, "pos": self._pos.copy(), "t": self._t.copy()}
 
   def _set_state(self, state) -> None:
-    self._pos, self._t = (np.array(x, np.int64) for x in state)
+    if state["n"] != self.n:
+      raise WorldStateError(f"saved state is of a chain of {plain.short(state['n'])} cells, this one has {self.n}")
+    B = self.num_envs
+    pos, t = check_array(state["pos"], "pos", np.int64, (B,)), check_array(state["t"], "t", np.int64, (B,))
+    if ((pos < 0) | (pos >= self.n)).any() or (t < 0).any():
+      raise WorldStateError(f"saved chain state is out of range: cells {pos.tolist()}, steps {t.tolist()}")
+    self._pos, self._t = pos.copy(), t.copy()
 
   def _reset_done(self, done: np.ndarray) -> np.ndarray:
     self._pos[done] = self.start
