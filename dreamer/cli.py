@@ -492,7 +492,28 @@ def _check_play_args(args: argparse.Namespace) -> Path:
     raise config_lib.ConfigError(
       f"--out {args.out!r} already exists and is not an empty directory; recordings are never overwritten"
     )
+  _check_writable(out, "--out")
   return out
+
+
+def _check_writable(path: Path, flag: str) -> None:
+  """ConfigError unless `path` (which may not exist yet) could be created and written, found out before a long
+  job rather than after it: its nearest existing ancestor must be a directory that takes a file. Leaves
+  nothing behind."""
+  import tempfile
+
+  base = path.resolve()
+  while not base.exists():
+    base = base.parent
+  try:
+    if not base.is_dir():
+      raise NotADirectoryError(f"{str(base)!r} is not a directory")
+    with tempfile.TemporaryFile(dir=base):
+      pass
+  except OSError as e:
+    raise config_lib.ConfigError(
+      f"{flag} {str(path)!r} cannot be written ({e.strerror or e}); choose a writable place (nothing was recorded)"
+    ) from None
 
 
 def _play(args: argparse.Namespace) -> int:

@@ -148,7 +148,7 @@ def finished(run_dir: Path) -> bool:
   """A run is finished once metrics.jsonl holds a summary that no signal or update cap cut short."""
   try:
     records = read_metrics(run_dir)
-  except (OSError, json.JSONDecodeError):
+  except (OSError, ValueError):  # damaged: not finished (a resume appends to it; load_run names the line)
     return False
   return bool(records) and bool(records[-1].get("summary")) and records[-1].get("stopped") is None
 
@@ -264,7 +264,7 @@ def load_run(run_dir: str | Path) -> RunData:
   try:
     config = json.loads((run_dir / "config.json").read_text())
     records = read_metrics(run_dir)
-  except (OSError, json.JSONDecodeError) as e:
+  except (OSError, ValueError) as e:
     raise config_lib.ConfigError(
       f"{str(run_dir)!r} is not a readable run directory (config.json and metrics.jsonl): {e}"
     ) from None

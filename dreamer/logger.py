@@ -92,6 +92,10 @@ def _drop_partial_line(path: Path) -> None:
       f.truncate(data.rfind(b"\n") + 1)
 
 
+class MetricsError(ValueError):
+  """A damaged metrics.jsonl (not a torn last line): one line naming the line."""
+
+
 def read_metrics(run_dir: Path, *, raw: bool = False) -> list[dict[str, Any]]:
   """The records of `run_dir/metrics.jsonl`. Unless `raw`, a resume marker drops the records it supersedes
   (those past its env step, and earlier summaries), and a torn last line is skipped."""
@@ -106,9 +110,13 @@ def read_metrics(run_dir: Path, *, raw: bool = False) -> list[dict[str, Any]]:
     except json.JSONDecodeError:
       if i == len(lines) - 1 and not raw:
         continue  # torn by a kill
-      raise
+      raise MetricsError(f"{run_dir}/metrics.jsonl line {i + 1} is not JSON") from None
+    if not isinstance(record, dict):
+      raise MetricsError(f"{run_dir}/metrics.jsonl line {i + 1} is not a JSON object")
     if not raw and record.get("event") == "resume":
-      step = record["env_steps"]
+      step = record.get("env_steps")
+      if type(step) is not int:
+        raise MetricsError(f"{run_dir}/metrics.jsonl line {i + 1}: a resume marker without integer env_steps")
       records = [r for r in records if r.get("env_steps", 0) <= step and not r.get("summary")]
     records.append(record)
   return records
