@@ -28,6 +28,7 @@ import shutil
 import sys
 import time
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -219,7 +220,7 @@ def _load_tree(path: Path, like: Any) -> tuple[Any, dict[str, Any]]:
     if bad:
       raise ValueError(f"array {bad[0]!r} is {flat[bad[0]].dtype}{list(flat[bad[0]].shape)}, expected "
                        f"{want[bad[0]][1]}{list(want[bad[0]][0])}")  # fmt: skip
-  except (OSError, ValueError, KeyError, EOFError, MemoryError, UnicodeDecodeError) as e:
+  except (OSError, ValueError, KeyError, EOFError, MemoryError, UnicodeDecodeError, zipfile.BadZipFile) as e:
     why = " ".join(str(e).split())[:200] or type(e).__name__
     raise ConfigError(f"the dream job's file {str(path)!r} is damaged ({why}); delete it to redo its phase") from None
   return jax.device_put(ckpt_lib.unflatten(like, flat)), info

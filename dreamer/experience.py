@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -137,7 +138,7 @@ def load(path: str | Path, what: str = "--experience") -> Experience:
       )
     with np.load(path / "experience.npz") as npz:  # allow_pickle stays False: an object array is refused
       arrays = {k: npz[k] for k in npz.files}
-  except (OSError, ValueError, UnicodeDecodeError, MemoryError, EOFError) as e:
+  except (OSError, ValueError, UnicodeDecodeError, MemoryError, EOFError, zipfile.BadZipFile) as e:
     if isinstance(e, ExperienceError):
       raise
     why = "it declares arrays larger than memory" if isinstance(e, MemoryError) else " ".join(str(e).split())[:200]

@@ -88,6 +88,14 @@ def test_a_header_that_is_not_an_object_or_not_json(recording, tmp_path):
     exp_lib.load(bad)
 
 
+def test_a_truncated_recording_is_one_line(recording, tmp_path):
+  bad = _damaged(recording, tmp_path)
+  data = (bad / "experience.npz").read_bytes()
+  (bad / "experience.npz").write_bytes(data[: len(data) // 2])
+  with pytest.raises(exp_lib.ExperienceError, match="cannot be read"):
+    exp_lib.load(bad)
+
+
 def test_the_dream_jobs_own_files_are_checked_when_read_back(tmp_path):
   from dreamer import dream
   from dreamer.config import ConfigError
@@ -102,9 +110,13 @@ def test_the_dream_jobs_own_files_are_checked_when_read_back(tmp_path):
     ("object", {"w": np.array([None], object), "n": np.zeros((), np.int32), "__info__": np.array("{}")}),
     ("missing", {"w": np.zeros((2, 3), np.float32), "__info__": np.array("{}")}),
     ("info", {"w": np.zeros((2, 3), np.float32), "n": np.zeros((), np.int32), "__info__": np.array("[1]")}),
+    ("torn", None),
   ]:
     bad = tmp_path / f"{name}.npz"
-    np.savez(bad, **arrays)
+    if arrays is None:  # a snapshot cut short
+      bad.write_bytes(good.read_bytes()[:100])
+    else:
+      np.savez(bad, **arrays)
     with pytest.raises(ConfigError, match=r"the dream job's file .* is damaged \(.+\); delete it to redo its phase"):
       dream._load_tree(bad, like)
   for text in ("{not json", "[]", '{"version": 1, "inputs": {}, "settings": {}, "done": {"nap": {}}}'):
