@@ -447,6 +447,7 @@ def markdown(summary: dict[str, Any]) -> str:
           f" {per_seed} | {_median_reached(e['steps_to_threshold'])} | {_median_reached(e['seconds_to_threshold'])} |"
         )
       lines.append(row)
+    lines += _reference_rows(world, extra_columns=3 if threshold is not None else 0)
     early = [n for n, e in entries.items() if any(e["stopped_early"])]
     lines.append("")
     if early:
@@ -461,6 +462,26 @@ def markdown(summary: dict[str, Any]) -> str:
       )
     lines.append("")
   return "\n".join(lines)
+
+
+def _steps_label(steps: int) -> str:
+  return f"{steps / 1e6:g}M" if steps >= 100_000 else f"{steps:,}"
+
+
+def _reference_rows(world: str, *, extra_columns: int) -> list[str]:
+  """Table rows of the world's published references (stats.reference_returns): the return in the search
+  column, the rest empty; a note on where they come from."""
+  refs = stats.reference_returns(world)
+  rows = [
+    f"| {method} @ {_steps_label(steps)} env steps (published) | — | — | {ret:g} | — |" + " — |" * extra_columns
+    for method, steps, ret in refs
+  ]
+  if refs:
+    rows.append(
+      "| (published: the MinAtar paper's learning curves, Young & Tian 2019, read off its plots, about ±10%) "
+      "| | | | |" + " |" * extra_columns
+    )
+  return rows
 
 
 def plot(summary: dict[str, Any], path: Path) -> None:
@@ -484,6 +505,8 @@ def _plot_world(row, entries: dict[str, Any], *, title: str, threshold: float | 
       ax.fill_between(x, [c["low"][i] for i in ok], [c["high"][i] for i in ok], color=line.get_color(), alpha=0.2)
     if threshold is not None:
       ax.axhline(threshold, color="grey", lw=0.8, ls="--")
+    for (method, steps, ret), style in zip(stats.reference_returns(title), ("--", "-.", ":", (0, (1, 4))) * 2):
+      ax.axhline(ret, color="black", lw=0.8, ls=style, label=f"{method} @ {_steps_label(steps)} (published)")
     ax.set_xlabel(xlabel)
     ax.set_ylabel("eval return (search)")
     ax.set_title(title)

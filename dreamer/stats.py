@@ -35,8 +35,26 @@ ScoreSet = np.ndarray | Sequence[np.ndarray]
 
 
 def _read_csv(name: str) -> list[dict[str, str]]:
+  """The rows of a shipped CSV table; lines starting with '#' (its source notes) are skipped."""
   text = resources.files("dreamer.data").joinpath(name).read_text(encoding="utf-8")
-  return list(csv.DictReader(io.StringIO(text)))
+  return list(csv.DictReader(io.StringIO("".join(line for line in text.splitlines(True) if not line.startswith("#")))))
+
+
+@functools.cache
+def _minatar_reference() -> tuple[tuple[str, str, int, float], ...]:
+  return tuple(
+    (r["game"], r["method"], int(r["frames"]), float(r["return"])) for r in _read_csv("minatar_reference.csv")
+  )
+
+
+def reference_returns(world: str) -> list[tuple[str, int, float]]:
+  """Published (method, env steps, return) of a world, from the shipped tables: the MinAtar paper's DQN at
+  0.1M, 1M and 5M frames and AC(lambda) at 5M for `minatar:<Game>` (read off its plots: approximate; see
+  dreamer/data/README.md); [] for any other world."""
+  family, _, game = world.partition(":")
+  if family != "minatar":
+    return []
+  return [(method, frames, ret) for g, method, frames, ret in _minatar_reference() if g == game]
 
 
 @functools.cache

@@ -12,10 +12,12 @@ from dreamer import config as config_lib
 from dreamer.logger import read_metrics
 
 
-def fake_run(path, *, seed, sims, evals, total=400, stop_return=6.5, dream=None):
+def fake_run(path, *, seed, sims, evals, total=400, stop_return=6.5, dream=None, world="toy:chain"):
   """A finished run directory: config.json and metrics.jsonl with evaluations [(env_steps, wall_s, search,
   policy)] and a closing summary."""
-  config = config_lib.Config(seed=seed, num_simulations=sims, total_env_steps=total, stop_return=stop_return)
+  config = config_lib.Config(
+    seed=seed, num_simulations=sims, total_env_steps=total, stop_return=stop_return, world=world
+  )
   path.mkdir(parents=True)
   (path / "config.json").write_text(json.dumps(config.to_dict()))
   lines = [{"env_steps": s, "wall_s": w, "eval/search_return": r, "eval/policy_return": p} for s, w, r, p in evals]
@@ -170,3 +172,22 @@ def test_first_reach_is_the_first_evaluation_at_or_above_the_threshold():
   assert compare.first_reach(np.array([5.0, 1.0]), 4.0) == 0
   assert compare.first_reach([1.0, 2.0], 4.0) is None
   assert compare.first_reach([], 4.0) is None
+
+
+def test_minatar_report_shows_the_published_references(tmp_path):
+  # The MinAtar paper's DQN at 0.1M / 1M / 5M frames and AC(lambda) at 5M, as shipped (dreamer/data).
+  from dreamer import stats
+
+  assert stats.reference_returns("minatar:Freeway") == [
+    ("DQN", 100_000, 5.5), ("DQN", 1_000_000, 47.0), ("DQN", 5_000_000, 50.0), ("AC(lambda)", 5_000_000, 47.0)
+  ]  # fmt: skip
+  games = {g for g, *_ in stats._minatar_reference()}
+  assert games == {"Breakout", "Asterix", "Freeway", "SpaceInvaders", "Seaquest"}
+  assert stats.reference_returns("toy:chain") == [] and stats.reference_returns("minatar:Nothing") == []
+  run = fake_run(tmp_path / "r", seed=0, sims=4, evals=[(100, 1, 2.0, 1.0)], world="minatar:Breakout")
+  summary = compare.write_report([run], tmp_path / "out", threshold=5.0, reps=50)
+  text = (tmp_path / "out" / "report.md").read_text()
+  assert "| DQN @ 1M env steps (published) | — | — | 9 | — | — | — | — |" in text
+  assert "| AC(lambda) @ 5M env steps (published) | — | — | 17.5 |" in text
+  assert "Young & Tian 2019" in text and (tmp_path / "out" / "curves.png").stat().st_size > 0
+  assert list(summary["worlds"]) == ["minatar:Breakout"]
