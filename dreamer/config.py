@@ -219,6 +219,16 @@ class Config:
   """Global gradient-norm clip."""
   target_update_interval: int = 100
   """Updates between copies of the parameters into the target network."""
+  reset_interval: int = 0
+  """Updates between resets of `reset_parts` (0: never). A reset is shrink-and-perturb (Ash & Adams 2020; BBF,
+  Schwarzer et al. 2023): theta <- reset_shrink * theta + (1 - reset_shrink) * theta_fresh, with theta_fresh a
+  new random initialisation; it keeps a network plastic under a high replay ratio."""
+  reset_parts: str = "heads"
+  """What a reset touches: 'heads' (the policy and value heads), 'prediction' (the whole prediction function),
+  'model' (dynamics and the value-prefix LSTM and head), 'all' (every learned parameter)."""
+  reset_shrink: float = 0.0
+  """Weight of the old parameters in a reset, in [0, 1): 0 is a full re-initialisation (BBF's later layers),
+  0.5 BBF's shrink-and-perturb of its encoder."""
 
   # --- schedule ---
   updates_per_env_step: float = 0.25
@@ -313,6 +323,12 @@ class Config:
       ),
       (self.max_grad_norm > 0.0, "max_grad_norm must be > 0"),
       (self.target_update_interval >= 1, "target_update_interval must be >= 1"),
+      (self.reset_interval >= 0, "reset_interval must be >= 0 (0: never)"),
+      (
+        self.reset_parts in ("heads", "prediction", "model", "all"),
+        f"reset_parts must be 'heads', 'prediction', 'model' or 'all', got {self.reset_parts!r}",
+      ),
+      (0.0 <= self.reset_shrink < 1.0, "reset_shrink must be in [0, 1)"),
       (self.updates_per_env_step > 0.0, "updates_per_env_step must be > 0"),
       (self.updates_per_chunk >= 1, "updates_per_chunk must be >= 1"),
       (self.learning_starts >= 0, "learning_starts must be >= 0"),

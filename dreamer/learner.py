@@ -14,12 +14,13 @@ import jax.numpy as jnp
 import optax
 
 from dreamer import augment as augment_lib
+from dreamer import distil as distil_parts
 from dreamer import dream_ratio, support
 from dreamer import replay as replay_lib
 from dreamer import search as search_lib
 from dreamer import targets as targets_lib
 from dreamer.config import Config
-from dreamer.networks import Model, Params, unroll
+from dreamer.networks import Model, Params, init_params, unroll
 
 
 class TrainState(NamedTuple):
@@ -285,12 +286,41 @@ def update(
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
   params = {**optax.apply_updates(state.params, updates), **moved}  # running averages: set, not learned
   count = state.updates + 1
+  if config.reset_interval > 0:
+    params = reset_if_due(params, count, batch_key, model=model, obs_shape=batch.obs.shape[2:], config=config)
   sync = count % config.target_update_interval == 0
   target = jax.tree.map(lambda p, t: jnp.where(sync, p, t), params, state.target_params)
   rb = replay_lib.set_priorities(rb, smp.env, smp.index, aux.pop("priority") + config.priority_eps)
   aux["train/grad_norm"] = optax.tree.norm(grads)
   aux["train/weight_min"] = jnp.min(smp.weight)
   return TrainState(params, target, opt_state, rng_key, count), rb, aux
+
+
+def reset_parts(name: str) -> tuple[str, ...]:
+  """Top-level module-name prefixes of a `reset_parts` setting (the part lists of distil.part_mask)."""
+  return {
+    "heads": ("policy_head", "value_head"),
+    "prediction": distil_parts.PREDICTION_PARTS,
+    "model": distil_parts.MODEL_PARTS,
+    "all": ("",),
+  }[name]
+
+
+def reset_if_due(
+  params: Params, count: jax.Array, rng_key: jax.Array, *, model: Model, obs_shape: tuple[int, ...], config: Config
+) -> Params:
+  """After update `count`: every `reset_interval` updates, the learned leaves of `reset_parts` become
+  reset_shrink * theirs + (1 - reset_shrink) * a fresh initialisation's (from a key derived from `rng_key`);
+  everything else, BatchNorm's running averages included, is returned as it is. The optimizer's statistics
+  are kept (BBF keeps its optimizer too)."""
+  mask = distil_parts.part_mask(params, reset_parts(config.reset_parts))
+
+  def reset(p: Params) -> Params:
+    fresh = init_params(model.net, jax.random.fold_in(rng_key, 2), obs_shape)
+    a = config.reset_shrink
+    return jax.tree.map(lambda old, new, m: jnp.where(m, a * old + (1.0 - a) * new, old), p, fresh, mask)
+
+  return jax.lax.cond(count % config.reset_interval == 0, reset, lambda p: p, params)
 
 
 def make_train_chunk(model: Model, config: Config, optimizer: optax.GradientTransformation):

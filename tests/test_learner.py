@@ -334,3 +334,39 @@ def test_one_unroll_equals_the_old_learner_unroll(norm, horizon):
   for tree_old, tree_new in [(old_outs, new_outs), (old_vars, new_vars), (old_grads, new_grads)]:
     for a, b in zip(jax.tree.leaves(tree_old), jax.tree.leaves(tree_new), strict=True):
       np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("parts, shrink", [("heads", 0.0), ("model", 0.5)])
+def test_reset_touches_exactly_its_parts_on_schedule(parts, shrink):
+  # Against a plain reference: the same updates without resets, and a fresh initialisation from the key the
+  # reset derives. Updates 1 and 2 are untouched; after update 3 (reset_interval 3) the chosen leaves are
+  # shrink * theirs + (1 - shrink) * fresh, every other leaf (and the target) exactly as without the reset.
+  base = {**SMALL, "target_update_interval": 50}  # no target sync within the 3 updates
+  on = config_lib.Config(**base, reset_interval=3, reset_parts=parts, reset_shrink=shrink)
+  off = config_lib.Config(**base)
+  agent, state, rb = _filled(off)
+  env_step = jnp.int32(240)
+  step_on = jax.jit(functools.partial(learner.update, model=agent.model, config=on, optimizer=agent.optimizer))
+  step_off = jax.jit(functools.partial(learner.update, model=agent.model, config=off, optimizer=agent.optimizer))
+  s_on, s_off, r_on, r_off = state, state, rb, rb
+  for count in (1, 2, 3):
+    key_before = s_off.rng_key
+    s_on, r_on, _ = step_on(s_on, r_on, env_step)
+    s_off, r_off, _ = step_off(s_off, r_off, env_step)
+    if count < 3:
+      for a, b in zip(jax.tree.leaves(s_on.params), jax.tree.leaves(s_off.params), strict=True):
+        np.testing.assert_array_equal(a, b)
+  _, batch_key = jax.random.split(key_before)
+  fresh = learner.init_params(agent.net, jax.random.fold_in(batch_key, 2), agent.obs_shape)
+  mask = learner.distil_parts.part_mask(s_off.params, learner.reset_parts(parts))
+  touched = 0
+  for got, old, new, m in zip(*(jax.tree.leaves(t) for t in (s_on.params, s_off.params, fresh, mask)), strict=True):
+    if m:
+      touched += 1
+      np.testing.assert_allclose(got, shrink * old + (1.0 - shrink) * new, rtol=1e-6, atol=1e-7)
+      assert not np.array_equal(got, old)
+    else:
+      np.testing.assert_array_equal(got, old)
+  assert 0 < touched < len(jax.tree.leaves(mask))
+  for a, b in zip(jax.tree.leaves(s_on.target_params), jax.tree.leaves(s_off.target_params), strict=True):
+    np.testing.assert_array_equal(a, b)
