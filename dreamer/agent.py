@@ -136,17 +136,14 @@ def newest_readable(
     raise ckpt_lib.CheckpointError(f"no checkpoint found in {str(ckpts.dir)!r} (step {step}): it holds {held}")
   if step is not None:
     return read(step)
-  errors: list[str] = []
-  for candidate in reversed(steps):
-    try:
-      out = read(candidate)
-    except ckpt_lib.CheckpointError as e:
-      errors.append(str(e))
-      continue
-    for error in errors:
-      warn(f"{error}; used the previous checkpoint")
-    return out
-  raise ckpt_lib.CheckpointError(f"no checkpoint in {str(ckpts.dir)!r} can be read: {'; '.join(errors)}")
+  out, failed = ckpts.first_readable(read)
+  if out is None:
+    raise ckpt_lib.CheckpointError(
+      f"no checkpoint in {str(ckpts.dir)!r} can be read: {'; '.join(str(e) for _, e in failed)}"
+    )
+  for _, error in failed:
+    warn(f"{error}; used the previous checkpoint")
+  return out
 
 
 def _restore_whole(ckpts: ckpt_lib.Checkpoints, step: int) -> ckpt_lib.Saved:

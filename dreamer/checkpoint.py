@@ -136,6 +136,17 @@ class Checkpoints:
     state = unflatten(abstract_state, out["state"]) if abstract_state is not None else None
     return Saved(step, unflatten(abstract_params, out["params"]), state, meta)
 
+  def first_readable(self, read: Callable[[int], Any]) -> tuple[Any, list[tuple[int, CheckpointError]]]:
+    """read(step) of the newest checkpoint for which it raises no CheckpointError (None when none reads),
+    and the (step, error) of each newer one that failed, newest first."""
+    failed: list[tuple[int, CheckpointError]] = []
+    for step in reversed(self.steps()):
+      try:
+        return read(step), failed
+      except CheckpointError as e:
+        failed.append((step, e))
+    return None, failed
+
   def restore_latest(
     self, abstract_params: Any, abstract_state: Any = None, *, on_unreadable: Callable[[int, CheckpointError], None]
   ) -> Saved | None:
@@ -144,14 +155,10 @@ class Checkpoints:
     writable, moved to `run_dir/corrupt_checkpoints/` (kept for inspection, out of the way of later saves).
     CheckpointError when checkpoints exist and none restores: nothing is moved then (a read error that comes
     and goes must never restart a long run, nor cost it its checkpoints)."""
-    failed: list[tuple[int, CheckpointError]] = []
-    for step in reversed(self.steps()):
-      try:
-        saved = self.restore(step, abstract_params, abstract_state)
-      except CheckpointError as e:
-        on_unreadable(step, e)
-        failed.append((step, e))
-        continue
+    saved, failed = self.first_readable(lambda step: self.restore(step, abstract_params, abstract_state))
+    for step, e in failed:
+      on_unreadable(step, e)
+    if saved is not None:
       if self.writable:
         for bad, _ in failed:
           self._quarantine(bad)

@@ -719,20 +719,27 @@ def _read_state(state_file: Path) -> dict[str, Any]:
   """The job's state file (read back from disk: untrusted), or ConfigError (one line) when damaged."""
   try:
     state = json.loads(state_file.read_text())
+    problem = _state_problem(state)
   except (OSError, ValueError, UnicodeDecodeError) as e:
-    state = f"not JSON ({' '.join(str(e).split())[:120]})"
-  if isinstance(state, dict):
-    kinds = {"version": int, "inputs": dict, "settings": dict, "done": dict}
-    wrong = [k for k, kind in kinds.items() if type(state.get(k)) is not kind]
-    done = state["done"] if isinstance(state.get("done"), dict) else {}
-    wrong += [f"done.{k}" for k, v in done.items() if k not in PHASES or type(v) is not dict]
-    if not wrong and state["version"] == VERSION:
-      return state
-    state = f"version {state.get('version')!r}" if not wrong else f"bad or missing {', '.join(wrong)}"
+    problem = f"not JSON ({' '.join(str(e).split())[:120]})"
+  if problem is None:
+    return state
   raise ConfigError(
-    f"the dream job's state file {str(state_file)!r} is damaged ({str(state)[:160]}); delete it (or the whole "
+    f"the dream job's state file {str(state_file)!r} is damaged ({problem[:160]}); delete it (or the whole "
     f"--out directory) to start the job over"
   )
+
+
+def _state_problem(state: Any) -> str | None:
+  if not isinstance(state, dict):
+    return f"a {type(state).__name__}, not an object"
+  kinds = {"version": int, "inputs": dict, "settings": dict, "done": dict}
+  wrong = [k for k, kind in kinds.items() if type(state.get(k)) is not kind]
+  done = state["done"] if isinstance(state.get("done"), dict) else {}
+  wrong += [f"done.{k}" for k, v in done.items() if k not in PHASES or type(v) is not dict]
+  if wrong:
+    return f"bad or missing {', '.join(wrong)}"
+  return None if state["version"] == VERSION else f"version {state['version']!r}"
 
 
 def _write_state(out: Path, state: dict[str, Any]) -> None:

@@ -36,6 +36,7 @@ import numpy as np
 
 from dreamer import frames
 from dreamer import replay as replay_lib
+from dreamer.checkpoint import OBS_DTYPES
 from dreamer.config import ConfigError
 
 FORMAT = "dreamer-experience"
@@ -149,7 +150,6 @@ def load(path: str | Path, what: str = "--experience") -> Experience:
   return Experience(meta, arrays)
 
 
-OBS_DTYPES = ("float32", "float16", "float64", "uint8", "int8", "int16", "int32", "bool")
 ARRAYS = ("obs", "action", "reward", "terminated", "truncated", "policy", "value", "end_t", "end_env", "end_obs")
 
 

@@ -71,14 +71,13 @@ class Progress:
     if not isinstance(data, dict) or set(data) != set(fields):
       got = sorted(data) if isinstance(data, dict) else type(data).__name__
       raise ckpt_lib.CheckpointError(f"{where} has damaged counters: expected keys {sorted(fields)}, got {got}")
+    defaults = cls()
     for name, value in data.items():
-      kind = {"int": int, "float": (int, float)}.get(fields[name].type.split("[")[0], None)
-      container = {"list": list, "dict": dict}.get(fields[name].type.split("[")[0])
-      ok = (
-        isinstance(value, container)
-        if container
-        else isinstance(value, kind) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
-      )
+      kind = type(getattr(defaults, name))  # int, float, list or dict
+      if kind in (list, dict):
+        ok = isinstance(value, kind)
+      else:  # a float counter may be saved as a whole number; bool is never a number here
+        ok = type(value) in ((int, float) if kind is float else (int,)) and math.isfinite(value) and value >= 0
       if not ok:
         raise ckpt_lib.CheckpointError(f"{where} has damaged counters: {name!r} is {str(value)[:60]}")
     return cls(**data)
@@ -434,12 +433,18 @@ def diverged(p: Parts, *, what: str) -> Diverged:
   return Diverged(f"{what}; the run stopped without saving this state; {good}")
 
 
+@jax.jit
+def _all_finite(leaves: list[jax.Array]) -> jax.Array:
+  return jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]) if leaves else jnp.ones((0,), bool)
+
+
 def first_non_finite_leaf(tree: Any) -> str | None:
-  """The path of the first leaf of `tree` (floating arrays) holding a NaN or an infinity, or None."""
-  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-    if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact) and not bool(jnp.all(jnp.isfinite(leaf))):
-      return jax.tree_util.keystr(path)
-  return None
+  """The path of the first leaf of `tree` (floating arrays) holding a NaN or an infinity, or None. One
+  jitted reduction and one transfer of a bool per leaf, not a round trip per leaf."""
+  floats = [(p, x) for p, x in jax.tree_util.tree_flatten_with_path(tree)[0] if jnp.issubdtype(x.dtype, jnp.inexact)]
+  finite = np.asarray(_all_finite([x for _, x in floats]))
+  bad = np.flatnonzero(~finite)
+  return jax.tree_util.keystr(floats[bad[0]][0]) if bad.size else None
 
 
 def check_saveable(p: Parts, c: Carry) -> None:
