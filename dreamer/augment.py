@@ -31,7 +31,8 @@ def intensity(x: jax.Array, rng_key: jax.Array, *, scale: float = 0.05) -> jax.A
   return x * (1.0 + scale * noise).reshape(-1, *([1] * (x.ndim - 1)))
 
 
-def augment(x: jax.Array, rng_key: jax.Array) -> jax.Array:
-  """Frames [B, ..., H, W, C] of any dtype -> f32 (same pixel scale) shifted, then intensity-scaled."""
+def augment(x: jax.Array, rng_key: jax.Array, *, pad: int = 4, scale: float = 0.05) -> jax.Array:
+  """Frames [B, ..., H, W, C] of any dtype -> f32 (same pixel scale) shifted by up to `pad` pixels, then
+  intensity-scaled by `scale`."""
   shift_key, intensity_key = jax.random.split(rng_key)
-  return intensity(shift(x.astype(jnp.float32), shift_key), intensity_key)
+  return intensity(shift(x.astype(jnp.float32), shift_key, pad=pad), intensity_key, scale=scale)

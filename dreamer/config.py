@@ -138,7 +138,11 @@ class Config:
   state_norm: bool = True
   """Min-max normalise latents to [0, 1] per sample (MuZero); EfficientZero's Atari configuration does not."""
   augment: bool = False
-  """Random shift (4 pixels) and intensity augmentation of frames in the learner, as EfficientZero."""
+  """Random shift and intensity augmentation of frames in the learner, as EfficientZero."""
+  augment_shift: int = 4
+  """augment: frames shift by up to this many pixels each way, edges repeated (EfficientZero: 4 at 96x96)."""
+  augment_intensity: float = 0.05
+  """augment: frames scale by 1 + augment_intensity * clip(N(0, 1), -2, 2) (0: no intensity change)."""
   value_support: int = 25
   """Value support is the integers in [-value_support, value_support], in transformed space h(x)."""
   reward_support: int = 5
@@ -195,6 +199,14 @@ class Config:
   """Added to |value error| to form a priority."""
   reanalyze_fraction: float = 0.0
   """Fraction of each batch whose policy targets are recomputed by fresh search with current parameters."""
+  value_target: str = "td"
+  """Value target of the reanalysed samples: 'td' (the n-step return bootstrapped from the target network, as
+  EfficientZero), 'search' (the root value of the reanalysis search at each unroll row: EfficientZero V2's
+  search-based value estimation, here from the same search as the policy, so with the current parameters) or
+  'mixed' (EfficientZero V2's mixed target: 'search' for samples older than `search_value_age` env steps, 'td'
+  for fresher ones). Samples that are not reanalysed always use 'td'."""
+  search_value_age: int = 10_000
+  """value_target 'mixed': samples at most this many env steps old keep the n-step target."""
 
   # --- losses and optimiser ---
   value_loss_weight: float = 0.25
@@ -269,6 +281,8 @@ class Config:
       (self.atari_noop_max >= 0, "atari_noop_max must be >= 0"),
       (self.atari_train_max_steps >= 1, "atari_train_max_steps must be >= 1"),
       (self.conv_channels >= 0, "conv_channels must be >= 0"),
+      (self.augment_shift >= 0, "augment_shift must be >= 0"),
+      (0.0 <= self.augment_intensity < 0.5, "augment_intensity must be in [0, 0.5)"),
       (0.0 <= self.minatar_sticky_actions <= 1.0, "minatar_sticky_actions must be in [0, 1]"),
       (self.minatar_max_steps >= 1, "minatar_max_steps must be >= 1"),
     ]
@@ -312,6 +326,16 @@ class Config:
       (0.0 <= self.priority_beta <= 1.0, "priority_beta must be in [0, 1]"),
       (self.priority_eps > 0.0, "priority_eps must be > 0"),
       (0.0 <= self.reanalyze_fraction <= 1.0, "reanalyze_fraction must be in [0, 1]"),
+      (
+        self.value_target in ("td", "search", "mixed"),
+        f"value_target must be 'td', 'search' or 'mixed', got {self.value_target!r}",
+      ),
+      (
+        self.value_target == "td" or (self.search != "none" and round(self.reanalyze_fraction * self.batch_size) >= 1),
+        f"value_target {self.value_target!r} takes its values from the reanalysis search: it needs a search and "
+        "reanalyze_fraction * batch_size to round to at least 1 (one reanalysed sample)",
+      ),
+      (self.search_value_age >= 0, "search_value_age must be >= 0"),
       (self.learning_rate > 0.0, "learning_rate must be > 0"),
       (self.warmup_updates >= 0, "warmup_updates must be >= 0"),
       (self.weight_decay >= 0.0, "weight_decay must be >= 0"),

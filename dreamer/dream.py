@@ -369,7 +369,7 @@ def _fit_batches(job: Job, rb: replay_lib.ReplayState | None, n: int = 4) -> lis
   """Fixed held-out batches whose value targets bootstrap from the checkpoint's own target network."""
   if rb is None:
     return []
-  config = dataclasses.replace(job.learn_config, reanalyze_fraction=0.0)
+  config = dataclasses.replace(job.learn_config, reanalyze_fraction=0.0, value_target="td")
   saved_target = jax.device_put(job.saved.state["learner"].target_params)
   state = learner_lib.TrainState(job.base, saved_target, None, jax.random.PRNGKey(0), jnp.int32(0))
   make = jax.jit(

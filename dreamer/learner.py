@@ -174,7 +174,8 @@ def loss_fn(
   root_obs, next_obs = batch.obs[:, 0], batch.obs[:, 1:]
   if config.augment:  # the root and its K next observations get independent transforms, as EfficientZero
     root_key, next_key = jax.random.split(aug_key)
-    root_obs, next_obs = augment_lib.augment(root_obs, root_key), augment_lib.augment(next_obs, next_key)
+    aug = functools.partial(augment_lib.augment, pad=config.augment_shift, scale=config.augment_intensity)
+    root_obs, next_obs = aug(root_obs, root_key), aug(next_obs, next_key)
   variables = params
 
   def call(method: str, *args):  # training mode: BatchNorm's running averages move with every call, in order
@@ -259,10 +260,24 @@ def make_batch(
     )
     fresh_policy = jax.lax.stop_gradient(fresh.policy).reshape(num_re, k_max + 1, -1)
     policy = policy.at[:num_re].set(fresh_policy)
+    if config.value_target != "td":
+      tg = tg._replace(value=search_values(tg, fresh.value.reshape(num_re, k_max + 1), age[:num_re], config=config))
   batch = Batch(
     obs=window.obs[:, : k_max + 1], action=window.action[:, :k_max], policy=policy, targets=tg, weight=smp.weight
   )
   return batch, smp
+
+
+def search_values(tg: targets_lib.Targets, root_value: jax.Array, age: jax.Array, *, config: Config) -> jax.Array:
+  """Value targets f32[B, K+1] with the first R (reanalysed) samples' rows replaced by their search root values
+  root_value f32[R, K+1] (ages i32[R]): EfficientZero V2's search-based value estimation, at the rows that have
+  an action in the root's episode (a final observation keeps its n-step target: 0 when terminal)."""
+  num_re = root_value.shape[0]
+  use = tg.policy_mask[:num_re] > 0
+  if config.value_target == "mixed":  # stale samples take the search value, fresh ones the n-step return
+    use = use & (age > config.search_value_age)[:, None]
+  value = jnp.where(use, jax.lax.stop_gradient(root_value), tg.value[:num_re])
+  return tg.value.at[:num_re].set(value)
 
 
 def update(

@@ -31,7 +31,7 @@ from dreamer import config as config_lib  # noqa: E402
 from dreamer import frames  # noqa: E402
 from dreamer import replay as replay_lib  # noqa: E402
 from dreamer.agent import Agent  # noqa: E402
-from dreamer.bench import commit  # noqa: E402
+from dreamer.suites import commit  # noqa: E402
 from dreamer.train import train  # noqa: E402
 
 

@@ -370,3 +370,48 @@ def test_reset_touches_exactly_its_parts_on_schedule(parts, shrink):
   assert 0 < touched < len(jax.tree.leaves(mask))
   for a, b in zip(jax.tree.leaves(s_on.target_params), jax.tree.leaves(s_off.target_params), strict=True):
     np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("kind", ["search", "mixed"])
+def test_search_value_targets_replace_exactly_the_reanalysed_stale_rows(kind):
+  """EfficientZero V2's value targets: a reanalysed sample's rows that have an action take the reanalysis
+  search's root value ('mixed': only samples older than search_value_age); everything else keeps its n-step
+  target. The reference reruns the reanalysis search by hand."""
+  from dreamer import search as search_lib
+
+  base = {**SMALL, "reanalyze_fraction": 0.5, "num_simulations": 4, "search_value_age": 120}
+  td_config = config_lib.Config(**base)
+  config = config_lib.Config(**base, value_target=kind)
+  agent, state, rb = _filled(config)
+  key, env_step = jax.random.PRNGKey(7), jnp.int32(240)
+  td_batch, _ = learner.make_batch(state, rb, key, env_step, model=agent.model, config=td_config)
+  batch, smp = learner.make_batch(state, rb, key, env_step, model=agent.model, config=config)
+  np.testing.assert_array_equal(batch.policy, td_batch.policy)  # the policy targets do not change
+
+  num_re, k1 = config.batch_size // 2, config.unroll_steps + 1
+  obs = batch.obs[:num_re].reshape(-1, *batch.obs.shape[2:])
+  root = search_lib.make_root(agent.model, state.params, obs)
+  fresh = search_lib.run_search(
+    agent.model, state.params, jax.random.split(key)[1], root, temperature=1.0, noise=True,
+    **search_lib.settings(config),
+  )  # fmt: skip
+  root_value = np.asarray(fresh.value).reshape(num_re, k1)
+  age = np.asarray(env_step - replay.gather(rb, smp.env, smp.index, 1)[0].step[:, 0])
+  want = np.array(td_batch.targets.value)
+  for i in range(num_re):
+    for k in range(k1):
+      stale = kind == "search" or age[i] > config.search_value_age
+      if stale and batch.targets.policy_mask[i, k] > 0:
+        want[i, k] = root_value[i, k]
+  np.testing.assert_allclose(batch.targets.value, want, rtol=1e-5, atol=1e-6)
+  changed = np.abs(np.asarray(batch.targets.value) - np.asarray(td_batch.targets.value)) > 1e-4
+  assert changed[:num_re].any() and not changed[num_re:].any()
+  if kind == "mixed":  # both kinds of sample are in the batch, and the fresh ones keep their n-step targets
+    fresh_rows = age[:num_re] <= config.search_value_age
+    assert fresh_rows.any() and (~fresh_rows).any() and not changed[:num_re][fresh_rows].any()
+
+
+def test_search_value_target_needs_a_reanalysis_search():
+  for bad in (dict(reanalyze_fraction=0.0), dict(reanalyze_fraction=0.5, search="none")):
+    with pytest.raises(config_lib.ConfigError, match="value_target 'mixed' takes its values from the reanalysis"):
+      config_lib.Config(**{**SMALL, **bad}, value_target="mixed")

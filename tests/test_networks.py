@@ -4,6 +4,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from dreamer import augment
 from dreamer import config as config_lib
@@ -53,21 +54,30 @@ def test_state_norm_scales_each_latent_to_unit_range():
   np.testing.assert_allclose(latent.max(1), 1.0, atol=1e-5)
 
 
-def reference_shift(img: np.ndarray, dy: int, dx: int) -> np.ndarray:
-  """Replicate-pad by 4 and crop at offset (4 + dy, 4 + dx): out[i, j] = img[clip(i + dy), clip(j + dx)]."""
-  padded = np.pad(img, ((4, 4), (4, 4), (0, 0)), mode="edge")
+def reference_shift(img: np.ndarray, dy: int, dx: int, pad: int) -> np.ndarray:
+  """Replicate-pad by `pad` and crop at offset (pad + dy, pad + dx): out[i, j] = img[clip(i + dy), clip(j + dx)]."""
+  padded = np.pad(img, ((pad, pad), (pad, pad), (0, 0)), mode="edge")
   h, w = img.shape[:2]
-  return padded[4 + dy : 4 + dy + h, 4 + dx : 4 + dx + w]
+  return padded[pad + dy : pad + dy + h, pad + dx : pad + dx + w]
 
 
-def test_shift_equals_replicate_pad_and_crop_with_one_offset_per_sample():
+@pytest.mark.parametrize("pad", [4, 1, 0])
+def test_shift_equals_replicate_pad_and_crop_with_one_offset_per_sample(pad):
   x = np.arange(2 * 3 * 10 * 9 * 2, dtype=np.float32).reshape(2, 3, 10, 9, 2)  # [B, frames, H, W, C]
   key = jax.random.PRNGKey(5)
-  out = np.asarray(augment.shift(jnp.asarray(x), key))
-  offsets = np.asarray(jax.random.randint(key, (2, 2), 0, 9) - 4)  # the draw `shift` makes
+  out = np.asarray(augment.shift(jnp.asarray(x), key, pad=pad))
+  offsets = np.asarray(jax.random.randint(key, (2, 2), 0, 2 * pad + 1) - pad)  # the draw `shift` makes
+  assert np.abs(offsets).max() <= pad
   for b in range(2):
     for f in range(3):  # every frame of a sample moves by the same offset
-      np.testing.assert_array_equal(out[b, f], reference_shift(x[b, f], *offsets[b]))
+      np.testing.assert_array_equal(out[b, f], reference_shift(x[b, f], *offsets[b], pad))
+
+
+def test_augment_with_no_shift_and_no_intensity_is_the_identity():
+  x = jax.random.bernoulli(jax.random.PRNGKey(1), 0.3, (3, 10, 10, 4))
+  out = augment.augment(x, jax.random.PRNGKey(2), pad=0, scale=0.0)
+  np.testing.assert_array_equal(out, x.astype(np.float32))
+  assert not np.array_equal(augment.augment(x, jax.random.PRNGKey(2), pad=1, scale=0.0), out)
 
 
 def test_intensity_is_one_clipped_factor_per_sample():
