@@ -6,7 +6,8 @@ Runs go to `LOGDIR/<world>/<label>/seed<N>` (label: the grid's `key=value`s, or 
 (its metrics.jsonl has a closing summary) is skipped and an interrupted one resumes, so the same command can be
 re-issued until the grid is done.
 
-The report (`report.md`, `curves.png`, `summary.json`) groups runs by world and configuration, a
+The report (`report.md`, `curves.png`, `summary.json`, and `scaling.png` where a world's configurations
+differ in dream ratio) groups runs by world and configuration, a
 configuration being the set of config keys in which runs differ (seed aside). For each it gives: the mean
 evaluation return (acting with search) against real env steps and against wall-clock seconds, with 95%
 percentile-bootstrap bands over seeds; the final returns (with search and with the policy network alone) with
@@ -424,8 +425,16 @@ def markdown(summary: dict[str, Any]) -> str:
     "",
   ]
   threshold = summary["threshold"]
+  scaling = scaling_worlds(summary)
   for world, entries in summary["worlds"].items():
     lines += [f"## {world}", "", "![curves](curves.png)", ""]
+    if world in scaling:
+      lines += [
+        "Final return against the dream ratio (log scale), mean and CI over seeds:",
+        "",
+        "![scaling](scaling.png)",
+        "",
+      ]
     head = (
       "| configuration | seeds | dream ratio (act + reanalyse + unroll) | final return, search "
       "| final return, policy only |"
@@ -513,6 +522,33 @@ def _plot_world(row, entries: dict[str, Any], *, title: str, threshold: float | 
     ax.legend(fontsize=8)
 
 
+def scaling_worlds(summary: dict[str, Any]) -> list[str]:
+  """Worlds whose configurations span at least two dream ratios: the ones the scaling figure can show."""
+  return [w for w, entries in summary["worlds"].items() if len({e["dream_ratio"] for e in entries.values()}) >= 2]
+
+
+def plot_scaling(summary: dict[str, Any], path: Path) -> None:
+  """scaling.png, the dreaming scaling curve: per world of `scaling_worlds`, the final return (acting with search
+  and with the policy alone; mean over seeds with its CI) against the dream ratio on a log axis, one point per
+  configuration, with the world's published references as lines."""
+  worlds = scaling_worlds(summary)
+  with plots.png(path, dpi=110, figsize=(6.5, 4 * len(worlds))) as fig:
+    for ax, world in zip(fig.subplots(len(worlds), 1, squeeze=False)[:, 0], worlds):
+      entries = sorted(summary["worlds"][world].values(), key=lambda e: e["dream_ratio"])
+      x = np.array([e["dream_ratio"] for e in entries])
+      for key, label, marker in [("final_search", "with search", "o"), ("final_policy", "policy alone", "s")]:
+        mean, low, high = (np.array([e[key][i] for e in entries], float) for i in range(3))
+        ax.errorbar(x, mean, yerr=[mean - low, high - mean], marker=marker, capsize=3, label=label)
+      for (method, steps, ret), style in zip(stats.reference_returns(world), ("--", "-.", ":", (0, (1, 4))) * 2):
+        ax.axhline(ret, color="black", lw=0.8, ls=style, label=f"{method} @ {_steps_label(steps)} (published)")
+      ax.set_xscale("log")
+      ax.set_xlabel("dream ratio (imagined model steps per real env step)")
+      ax.set_ylabel("final eval return")
+      ax.set_title(f"{world}: final return against the dream ratio")
+      ax.legend(fontsize=8)
+    fig.tight_layout()
+
+
 def write_report(
   run_dirs: Sequence[str | Path], out: str | Path, *, threshold: float | None, reps: int = 2000, seed: int = 0
 ) -> dict[str, Any]:
@@ -524,6 +560,8 @@ def write_report(
   (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
   (out / "report.md").write_text(markdown(summary))
   plot(summary, out / "curves.png")
+  if scaling_worlds(summary):
+    plot_scaling(summary, out / "scaling.png")
   return summary
 
 

@@ -127,7 +127,7 @@ def test_grid_end_to_end(tmp_path):
   done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
   assert done.returncode == 0, done.stderr
   out = tmp_path / "cmp" / "report"
-  assert {p.name for p in out.iterdir()} == {"report.md", "curves.png", "summary.json"}
+  assert {p.name for p in out.iterdir()} == {"report.md", "curves.png", "summary.json", "scaling.png"}
   summary = json.loads((out / "summary.json").read_text())
   entries = summary["worlds"]["toy:chain"]
   assert sorted(entries) == ["num_simulations=2", "num_simulations=4"]  # (in the order of their dream ratios)
@@ -191,3 +191,19 @@ def test_minatar_report_shows_the_published_references(tmp_path):
   assert "| AC(lambda) @ 5M env steps (published) | — | — | 17.5 |" in text
   assert "Young & Tian 2019" in text and (tmp_path / "out" / "curves.png").stat().st_size > 0
   assert list(summary["worlds"]) == ["minatar:Breakout"]
+  assert not (tmp_path / "out" / "scaling.png").exists() and "scaling.png" not in text  # one dream ratio only
+
+
+def test_scaling_figure_appears_for_worlds_with_two_dream_ratios(tmp_path):
+  """The dreaming scaling curve: drawn (and linked from the report) for a world whose configurations differ in
+  dream ratio, and only for such worlds."""
+  runs = [
+    fake_run(tmp_path / f"{w}{sims}", seed=0, sims=sims, evals=[(100, 1, float(sims), 1.0)], world=w)
+    for w, sims in [("minatar:Breakout", 4), ("minatar:Breakout", 32), ("toy:chain", 4)]
+  ]
+  summary = compare.write_report(runs, tmp_path / "out", threshold=None, reps=50)
+  assert compare.scaling_worlds(summary) == ["minatar:Breakout"]
+  text = (tmp_path / "out" / "report.md").read_text()
+  breakout, chain = text.split("## toy:chain")
+  assert "![scaling](scaling.png)" in breakout and "scaling.png" not in chain
+  assert (tmp_path / "out" / "scaling.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
