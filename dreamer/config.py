@@ -259,6 +259,8 @@ class Config:
   """Learner updates between full-state checkpoints (0: only at the end and on SIGINT/SIGTERM)."""
   checkpoints_kept: int = 3
   """The newest this many checkpoints are kept; older ones are deleted."""
+  tensorboard: bool = True
+  """Mirror metrics.jsonl into TensorBoard event files in RUN_DIR/tensorboard (`tensorboard --logdir RUN_DIR`)."""
 
   def __post_init__(self) -> None:
     # Every condition is evaluated, then the first that fails is reported: numbers that are not finite (or

@@ -1,4 +1,5 @@
-"""One logger: `metrics.jsonl` is the source of truth; the console line is a live view of it.
+"""One logger: `metrics.jsonl` is the source of truth; the console line and TensorBoard's event files
+(`dreamer/board.py`) are views of it.
 
 A resumed run appends `{"event": "resume", "env_steps": S, ...}` and then replays from env step S, so records
 written after the checkpoint it resumed from are superseded; `read_metrics` returns the run as it stands.
@@ -12,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any, TextIO
+
+from dreamer.board import Board
 
 
 def _plain(value: Any) -> Any:
@@ -29,8 +32,17 @@ def _plain(value: Any) -> Any:
 class Logger:
   """Appends one JSON object per record to `run_dir/metrics.jsonl` and keeps a progress line on the console."""
 
-  def __init__(self, run_dir: Path, *, total_env_steps: int, console: bool = True, stream: TextIO = sys.stderr):
+  def __init__(
+    self,
+    run_dir: Path,
+    *,
+    total_env_steps: int,
+    console: bool = True,
+    stream: TextIO = sys.stderr,
+    tensorboard: bool = False,
+  ):
     self.path = Path(run_dir) / "metrics.jsonl"
+    self.board = Board(run_dir, history=lambda: read_metrics(run_dir)) if tensorboard else None
     _drop_partial_line(self.path)
     self.file = open(self.path, "a", buffering=1)
     self.total = total_env_steps
@@ -43,6 +55,8 @@ class Logger:
   def write(self, record: dict[str, Any]) -> None:
     record = {k: _plain(v) for k, v in record.items()}
     self.file.write(json.dumps(record) + "\n")
+    if self.board is not None:
+      self.board.write(record)
     self.view.update({k: v for k, v in record.items() if v is not None})
     self._show(force="eval/search_return" in record)
 
@@ -80,6 +94,8 @@ class Logger:
     if self.console and self.tty:
       self.stream.write("\n")
     self.file.close()
+    if self.board is not None:
+      self.board.close()
 
 
 def _drop_partial_line(path: Path) -> None:

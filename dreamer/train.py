@@ -203,7 +203,7 @@ def _train_in(
       **config_lib.world_kwargs(config, train=False),
     )
     _write_config(run_dir, config)
-    log = Logger(run_dir, total_env_steps=config.total_env_steps, console=console)
+    log = Logger(run_dir, total_env_steps=config.total_env_steps, console=console, tensorboard=config.tensorboard)
     ckpts = ckpt_lib.Checkpoints(run_dir, keep=config.checkpoints_kept)
     parts = Parts(config, Agent(config, world.spec), world, eval_world, log, ckpts, run_dir, console)
     with StopSignals() as signals:
