@@ -58,17 +58,26 @@ class EvalResult(NamedTuple):
 
 
 def run_episodes(
-  world, choose: Callable[[np.ndarray], np.ndarray], *, seed: int, max_steps: int, stack: int = 1
+  world,
+  choose: Callable[[np.ndarray], np.ndarray],
+  *,
+  seed: int,
+  max_steps: int,
+  stack: int = 1,
+  record: Callable[[], None] | None = None,
 ) -> EvalResult:
   """Plays exactly one episode in each of the world's envs (`choose` sees observations stacked `stack` frames
   deep); episodes still running at `max_steps` count with the return they have so far. Evaluation worlds
-  give true scores as rewards (an Atari world in "eval" mode neither clips nor ends episodes at life loss)."""
+  give true scores as rewards (an Atari world in "eval" mode neither clips nor ends episodes at life loss).
+  `record()` is called before every action of env 0's episode (a video's frames)."""
   obs = frames.start(world.reset(seed), stack)
   n = world.num_envs
   returns, lengths = np.zeros(n, np.float32), np.zeros(n, np.int32)
   running = np.ones(n, bool)
   steps = 0
   for _ in range(max_steps):
+    if record is not None and running[0]:
+      record()
     step = world.step(choose(obs))
     steps += int(running.sum())
     returns += np.where(running, step.reward, 0.0)
@@ -82,9 +91,19 @@ def run_episodes(
 
 
 def evaluate(
-  world, params: Params, act: ActFn, policy_act, rng_key: jax.Array, *, seed: int, max_steps: int, stack: int = 1
+  world,
+  params: Params,
+  act: ActFn,
+  policy_act,
+  rng_key: jax.Array,
+  *,
+  seed: int,
+  max_steps: int,
+  stack: int = 1,
+  record: Callable[[], None] | None = None,
 ) -> dict[str, EvalResult]:
-  """Returns of one episode per env, acting with search (greedy, no noise) and with the policy network alone."""
+  """Returns of one episode per env, acting with search (greedy, no noise) and with the policy network alone;
+  `record` (see `run_episodes`) sees env 0's episode acting with search."""
   keys = iter(jax.random.split(rng_key, max_steps))
 
   def with_search(obs):
@@ -94,6 +113,6 @@ def evaluate(
     return np.asarray(policy_act(params, obs))
 
   return {
-    "search": run_episodes(world, with_search, seed=seed, max_steps=max_steps, stack=stack),
+    "search": run_episodes(world, with_search, seed=seed, max_steps=max_steps, stack=stack, record=record),
     "policy": run_episodes(world, with_policy, seed=seed, max_steps=max_steps, stack=stack),
   }

@@ -60,14 +60,17 @@ class Agent:
     )
     return state, rb
 
-  def evaluate(self, world: worlds.World, params: Params, rng_key: jax.Array) -> dict[str, float]:
+  def evaluate(
+    self, world: worlds.World, params: Params, rng_key: jax.Array, *, record: Callable[[], None] | None = None
+  ) -> dict[str, float]:
     """One episode per env of `world`, acting with search (greedy) and with the policy network alone: the
-    mean, std and length of the returns of each as `eval/...` metrics, and the seconds it took."""
+    mean, std and length of the returns of each as `eval/...` metrics, and the seconds it took. `record`: see
+    `actor.run_episodes` (a video of env 0 acting with search)."""
     start = time.perf_counter()
     c = self.config
     res = actor_lib.evaluate(
       world, params, self.act, self.policy_act, rng_key, seed=c.seed + 10_000, max_steps=c.eval_max_steps,
-      stack=c.frame_stack,
+      stack=c.frame_stack, record=record,
     )  # fmt: skip
     record = {"eval/seconds": time.perf_counter() - start}
     for name, r in res.items():
@@ -183,13 +186,20 @@ class Acting(NamedTuple):
 
 
 def _open_acting(
-  ckpts: ckpt_lib.Checkpoints, step: int, world_id: str | None, *, num_envs: int, seed: int, train: bool
+  ckpts: ckpt_lib.Checkpoints,
+  step: int,
+  world_id: str | None,
+  *,
+  num_envs: int,
+  seed: int,
+  train: bool,
+  render: bool = False,
 ) -> Acting:
   meta = ckpts.read_meta(step)
   config = config_lib.from_dict(meta["config"], f"checkpoint {ckpts.path(step)!r}")
   saved, world_id = meta["spec"], world_id or config.world
   check_world(world_id, "--world")
-  kwargs = config_lib.world_kwargs(dataclasses.replace(config, world=world_id), train=train)
+  kwargs = config_lib.world_kwargs(dataclasses.replace(config, world=world_id, video=render), train=train)
   world = worlds.make(world_id, num_envs=num_envs, seed=seed, **kwargs)
   try:
     spec = world.spec
@@ -208,14 +218,19 @@ def _open_acting(
   return Acting(config, world, world_id, net, jax.device_put(restored.params), ckpts.path(restored.step))
 
 
-def load_acting(path: str | Path, world_id: str | None, *, num_envs: int, seed: int, train: bool) -> Acting:
+def load_acting(
+  path: str | Path, world_id: str | None, *, num_envs: int, seed: int, train: bool, render: bool = False
+) -> Acting:
   """A checkpoint path (a run directory: its newest readable checkpoint, or one `checkpoints/<step>`) loaded to
-  act in world `world_id` (default: the checkpoint's), built with `num_envs` envs for training or evaluation;
-  ConfigError or CheckpointError (one line) when either cannot be used."""
+  act in world `world_id` (default: the checkpoint's), built with `num_envs` envs for training or evaluation
+  (`render`: able to draw frames for a video); ConfigError or CheckpointError (one line) when either cannot be
+  used."""
   run_dir, step = ckpt_lib.locate(path)
   ckpts = ckpt_lib.Checkpoints(run_dir, writable=False)
   try:
-    open_one = functools.partial(_open_acting, ckpts, world_id=world_id, num_envs=num_envs, seed=seed, train=train)
+    open_one = functools.partial(
+      _open_acting, ckpts, world_id=world_id, num_envs=num_envs, seed=seed, train=train, render=render
+    )
     return newest_readable(ckpts, step, open_one)
   finally:
     ckpts.close()

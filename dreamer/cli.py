@@ -13,6 +13,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import signal
 import sys
 import time
@@ -110,6 +111,11 @@ def _parser() -> argparse.ArgumentParser:
   )
   ev.add_argument("--episodes", type=int, default=32, metavar="N", help="episodes per mode (default: 32)")
   ev.add_argument("--seed", type=int, default=12345, metavar="N", help="seed of the evaluation worlds")
+  ev.add_argument(
+    "--video",
+    metavar="FILE",
+    help="also write the first episode acting with search as an mp4 (needs the 'video' extra)",
+  )
 
   bench = sub.add_parser(
     "bench",
@@ -265,6 +271,17 @@ def _parser() -> argparse.ArgumentParser:
   )
   dr.add_argument("--out", required=True, metavar="DIR", help="output directory (new, or this job's, to resume)")
   dr.add_argument("--quiet", action="store_true", help="no progress lines")
+
+  runs = sub.add_parser(
+    "runs",
+    help="list the training runs under a folder with their status and latest numbers",
+    description="List every run directory (one holding config.json and metrics.jsonl) at or under DIR, sorted "
+    "by path: world, env steps, updates, best and last evaluation return (with search and with the policy "
+    "alone), wall-clock seconds, dream ratio, and status (running, finished, stopped (reason), diverged, "
+    "unreadable (reason)).",
+  )
+  runs.add_argument("dir", metavar="DIR", help="a folder holding runs (searched recursively), or a run directory")
+  runs.add_argument("--json", action="store_true", help="print a JSON list of objects, one per run, for scripts")
   return parser
 
 
@@ -443,15 +460,19 @@ def _eval(args: argparse.Namespace) -> int:
 
   from dreamer import actor as actor_lib
   from dreamer import agent
+  from dreamer import video as video_lib
   from dreamer.networks import Model
 
   _check_count("--episodes", args.episodes, 1)
   _check_count("--seed", args.seed, 0)
   _check_acting_memory(args.checkpoint, envs=args.episodes, envs_flag="--episodes")
+  if args.video is not None:
+    _check_video_path(args.video)
   config, world, world_id, net, params, path = agent.load_acting(
-    args.checkpoint, args.world, num_envs=args.episodes, seed=args.seed, train=False
+    args.checkpoint, args.world, num_envs=args.episodes, seed=args.seed, train=False, render=args.video is not None
   )
   model = Model(net)
+  recorder = None if args.video is None else video_lib.Recorder(world, args.video, fps=config.video_fps)
   res = actor_lib.evaluate(
     world,
     params,
@@ -461,14 +482,34 @@ def _eval(args: argparse.Namespace) -> int:
     seed=args.seed,
     max_steps=config.eval_max_steps,
     stack=config.frame_stack,
+    record=recorder,
   )
   world.close()
   out = {"checkpoint": path, "world": world_id, "episodes": args.episodes}
   for name, r in res.items():
     out[f"{name}_return"] = float(np.mean(r.returns))
     out[f"{name}_return_std"] = float(np.std(r.returns))
+  if recorder is not None:
+    try:
+      recorder.finish()
+      out.update(video=args.video, video_frames=recorder.count)
+    except video_lib.VideoError as e:  # the returns stand; only the video is missing
+      print(f"dreamer: warning: no video: {e}", file=sys.stderr)
+      out.update(video=None, video_error=str(e))
   print(json.dumps(out))
   return 0
+
+
+def _check_video_path(path: str) -> None:
+  """ConfigError (one line) unless `path` names an .mp4 file that can be made; checked before any work."""
+  target = Path(path)
+  if target.suffix.lower() != ".mp4":
+    raise config_lib.ConfigError(f"--video {path!r} must name an .mp4 file")
+  if target.is_dir():
+    raise config_lib.ConfigError(f"--video {path!r} is a directory; give an .mp4 file name")
+  parent = next((p for p in [target.parent, *target.parent.parents] if p.exists()), Path("."))
+  if not parent.is_dir() or not os.access(parent, os.W_OK):
+    raise config_lib.ConfigError(f"--video {path!r} cannot be written: {str(parent)!r} is not a writable folder")
 
 
 def _check_acting_memory(checkpoint: str, *, envs: int, envs_flag: str, steps: int = 0) -> None:
@@ -593,6 +634,14 @@ def _dream(args: argparse.Namespace) -> int:
   return 0
 
 
+def _runs(args: argparse.Namespace) -> int:
+  from dreamer import runs
+
+  rows = runs.listing(args.dir)
+  print(json.dumps(rows) if args.json else runs.table(rows))
+  return 0
+
+
 def _quiet_closed_loop(unraisable) -> None:
   if not (isinstance(unraisable.exc_value, RuntimeError) and "Event loop is closed" in str(unraisable.exc_value)):
     sys.__unraisablehook__(unraisable)
@@ -617,6 +666,7 @@ def main(argv: list[str] | None = None) -> int:
       "compare": _compare,
       "play": _play,
       "dream": _dream,
+      "runs": _runs,
     }[args.command](args)
   except (config_lib.ConfigError, CheckpointError) as e:
     print(f"dreamer: error: {e}", file=sys.stderr)

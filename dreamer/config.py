@@ -259,6 +259,13 @@ class Config:
   """Learner updates between full-state checkpoints (0: only at the end and on SIGINT/SIGTERM)."""
   checkpoints_kept: int = 3
   """The newest this many checkpoints are kept; older ones are deleted."""
+  video: bool = False
+  """Record one evaluation episode per evaluation (env 0, acting with search) as RUN_DIR/videos/
+  eval_<env steps>.mp4 and in TensorBoard (Atari: the emulator's RGB screen; MinAtar: channels drawn as colours;
+  gym worlds: their rgb_array render). Needs the 'video' extra; where a video cannot be made the run says why
+  once and goes on without videos."""
+  video_fps: float = 15.0
+  """Frames per second of the videos (one frame per agent step)."""
   tensorboard: bool = True
   """Mirror metrics.jsonl into TensorBoard event files in RUN_DIR/tensorboard (`tensorboard --logdir RUN_DIR`)."""
 
@@ -366,6 +373,7 @@ class Config:
       (self.eval_every >= 0, "eval_every must be >= 0"),
       (self.eval_episodes >= 1, "eval_episodes must be >= 1"),
       (self.eval_max_steps >= 1, "eval_max_steps must be >= 1"),
+      (0.0 < self.video_fps <= 240.0, "video_fps must be in (0, 240]"),
       (self.checkpoint_every_updates >= 0, "checkpoint_every_updates must be >= 0"),
       (self.checkpoints_kept >= 1, "checkpoints_kept must be >= 1"),
       (
@@ -397,8 +405,8 @@ def world_kwargs(config: Config, *, train: bool) -> dict[str, Any]:
       "ramping": config.minatar_ramping,
       "max_steps": config.minatar_max_steps if train else config.eval_max_steps,
     }
-  if not config.world.startswith("atari:"):
-    return {}
+  if not config.world.startswith("atari:"):  # gym worlds draw frames only when made to (for evaluation videos)
+    return {"render_mode": "rgb_array"} if config.world.startswith("gym:") and config.video and not train else {}
   kwargs = {
     "frame_size": config.atari_frame_size,
     "grayscale": config.atari_grayscale,

@@ -61,6 +61,25 @@ class RunLock:
       os.close(fd)  # closing releases the flock
 
 
+def holder(run_dir: str | Path) -> str | None:
+  """'pid P on host H since T' while a live process holds the run directory's lock, else None. Only looks:
+  the lock file is opened read-only (never created, truncated or followed through a link) and probed with a
+  shared flock, which a holder's exclusive one refuses."""
+  try:
+    fd = os.open(Path(run_dir) / LOCK_NAME, os.O_RDONLY | os.O_NOFOLLOW)
+  except OSError:  # no lock file (no trainer ever held one here), a link (RunLock refuses those too), or unreadable
+    return None
+  try:
+    # The probe holds the lock for an instant: a trainer starting in that instant is refused as if the run were
+    # in use (it says so, and a retry works); reading /proc/locks instead would tie this to Linux.
+    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+  except BlockingIOError:
+    return _describe(os.pread(fd, 4096, 0))
+  finally:
+    os.close(fd)  # closing releases the probe's lock
+  return None
+
+
 def _describe(text: bytes) -> str:
   """'pid P on host H since T' from a lock file's text, or what can be said of a damaged one."""
   try:

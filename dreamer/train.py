@@ -35,6 +35,7 @@ from dreamer import checkpoint as ckpt_lib
 from dreamer import config as config_lib
 from dreamer import dream_ratio, frames, schedule
 from dreamer import replay as replay_lib
+from dreamer import video as video_lib
 from dreamer.agent import Agent, check_network, checkpoint_state, spec_dict
 from dreamer.config import Config
 from dreamer.logger import Logger
@@ -253,6 +254,7 @@ class Carry:
     default_factory=lambda: {"act": 0.0, "learn": 0.0, "eval": 0.0, "checkpoint": 0.0}
   )
   world_state_ok: bool = True  # False once the world said it cannot save its episodes
+  video_ok: bool = True  # False once a video could not be made: the run goes on without them
   solved: bool = False
   resumed_from: int | None = None
 
@@ -497,7 +499,13 @@ def evaluate_if_due(p: Parts, c: Carry) -> None:
   progress.next_eval = evals.following(progress.env_steps)
   t = time.perf_counter()
   c.key, eval_key = jax.random.split(c.key)
-  last_eval = p.agent.evaluate(p.eval_world, c.state.params, eval_key)
+  recorder = None
+  if config.video and c.video_ok:
+    path = p.run_dir / "videos" / f"eval_{progress.env_steps}.mp4"
+    recorder = video_lib.Recorder(p.eval_world, path, fps=config.video_fps)
+  last_eval = p.agent.evaluate(p.eval_world, c.state.params, eval_key, record=recorder)
+  if recorder is not None:
+    keep_video(p, c, recorder)
   c.timers["eval"] += time.perf_counter() - t
   last_eval.update({
     "env_steps": progress.env_steps,
@@ -508,6 +516,23 @@ def evaluate_if_due(p: Parts, c: Carry) -> None:
   progress.last_eval = last_eval
   p.log.write(last_eval)
   c.solved = last_eval["eval/search_return"] >= config.stop_return
+
+
+def keep_video(p: Parts, c: Carry, recorder: video_lib.Recorder) -> None:
+  """Logs the evaluation's video (its file and frame count; the first frames also go to TensorBoard), or says
+  once why there is none and turns videos off for the rest of the run."""
+  step = c.progress.env_steps
+  try:
+    preview = recorder.finish()
+  except video_lib.VideoError as e:
+    c.video_ok = False
+    _note(p.console, f"warning: no evaluation videos in this run: {e}", always=True)
+    p.log.write({"event": "video_failed", "env_steps": step, "error": str(e)})
+    return
+  p.log.write({"event": "video", "env_steps": step, "path": str(recorder.path), "frames": recorder.count})
+  board = getattr(p.log, "board", None)
+  if board is not None and len(preview):
+    board.video("eval/video", preview, step, fps=p.config.video_fps)
 
 
 def save_if_due(p: Parts, c: Carry) -> None:

@@ -36,8 +36,8 @@ import optax  # noqa: E402
 
 import worlds  # noqa: E402
 from dreamer import frames, support  # noqa: E402
-from dreamer.suites import commit  # noqa: E402
 from dreamer.networks import MuZeroResNet  # noqa: E402
+from dreamer.suites import commit  # noqa: E402
 
 # Pong's minimal actions NOOP, FIRE, RIGHT, LEFT, RIGHTFIRE, LEFTFIRE as the paddle moves: none, right, left.
 MOVES = np.array([0, 0, 1, 2, 1, 2])

@@ -8,7 +8,7 @@ step = world.step(actions)       # actions: int[B]
 """
 
 from worlds.atari import ATARI100K_GAMES, AtariWorld
-from worlds.base import Spec, Step, World, WorldStateError, state_checksum
+from worlds.base import RenderError, Spec, Step, World, WorldStateError, state_checksum
 from worlds.cartpole import CARTPOLE_VARIANTS, CartPoleWorld
 from worlds.gym import GymWorld
 from worlds.minatar import MINATAR_GAMES, MinAtarWorld, MissingPackageError
@@ -16,7 +16,7 @@ from worlds.registry import available, make, register
 from worlds.toy import ChainWorld, MirrorChainWorld
 
 __all__ = [
-    "World", "Spec", "Step", "WorldStateError", "state_checksum", "make", "available", "register",
+    "World", "Spec", "Step", "WorldStateError", "RenderError", "state_checksum", "make", "available", "register",
     "ChainWorld", "MirrorChainWorld", "GymWorld", "CartPoleWorld", "CARTPOLE_VARIANTS",
     "AtariWorld", "ATARI100K_GAMES", "MinAtarWorld", "MINATAR_GAMES", "MissingPackageError",
 ]  # fmt: skip

@@ -331,6 +331,10 @@ class AtariWorld(World):
     reward, score = reward.astype(np.float32), score.astype(np.float32)
     return obs, reward, terminated, truncated, score, self._game_over.copy()
 
+  def render(self, env: int) -> np.ndarray:
+    """The emulator's screen u8[210, 160, 3] (RGB, before any resizing or grey conversion)."""
+    return self._ales[env].getScreenRGB()
+
   def _reset_done(self, done: np.ndarray) -> np.ndarray:
     envs = np.flatnonzero(done)
     for i in envs:

@@ -53,6 +53,10 @@ def check_num_envs(num_envs: Any) -> None:
     raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
 
 
+class RenderError(RuntimeError):
+  """A world that cannot draw its frames (for videos): one line saying why."""
+
+
 class WorldStateError(RuntimeError):
   """This world cannot describe its state as plain data, or a saved state cannot be restored: one line."""
 
@@ -254,6 +258,10 @@ class World(abc.ABC):
       ) from None
     self._ep_return[:], self._ep_length[:] = state["ep_return"], state["ep_length"]
     self._needs_reset = state["needs_reset"]
+
+  def render(self, env: int) -> np.ndarray:
+    """The current frame of env `env` as u8[H, W, 3], for videos; RenderError where the world cannot draw."""
+    raise RenderError(f"{type(self).__name__} cannot draw frames, so it has no video")
 
   def close(self) -> None:  # noqa: B027 - an optional hook: most worlds hold nothing to release
     """Release resources (subprocesses, emulators, windows). Idempotent."""

@@ -13,7 +13,7 @@ from gymnasium.envs.classic_control import AcrobotEnv, CartPoleEnv, MountainCarE
 from gymnasium.wrappers import OrderEnforcing, PassiveEnvChecker, TimeLimit
 
 from worlds import plain
-from worlds.base import Spec, World, WorldStateError, generator_of
+from worlds.base import RenderError, Spec, World, WorldStateError, generator_of
 
 
 def _count(v: Any) -> bool:
@@ -154,6 +154,19 @@ class GymWorld(World):
     terminated = np.array([o[2] for o in out], bool)
     truncated = np.array([o[3] for o in out], bool)
     return obs, reward, terminated, truncated
+
+  def render(self, env: int) -> np.ndarray:
+    e = self._envs[env]
+    if e.render_mode != "rgb_array":
+      raise RenderError(f"gym:{self.env_id} was made without render_mode='rgb_array', so it cannot draw frames")
+    try:
+      frame = e.render()
+    except Exception as error:  # e.g. gymnasium's DependencyNotInstalled when pygame is missing
+      raise RenderError(f"gym:{self.env_id} cannot draw frames: {error}") from None
+    frame = np.asarray(frame)
+    if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[-1] != 3:
+      raise RenderError(f"gym:{self.env_id} renders {frame.dtype}{list(frame.shape)}, not RGB frames u8[H, W, 3]")
+    return frame
 
   def _reset_done(self, done: np.ndarray) -> np.ndarray:
     # No seed: each env's RNG continues from its initial `reset(seed=...)`.

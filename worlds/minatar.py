@@ -58,6 +58,17 @@ def close_games(name: str) -> list[str]:
   return difflib.get_close_matches(name, list(MINATAR_GAMES), n=2, cutoff=0.5)
 
 
+CELL_PIXELS = 16
+
+
+def palette(n: int) -> np.ndarray:
+  """u8[n, 3]: n bright colours of evenly spaced hue, one per observation channel."""
+  hue = np.arange(n) / n
+  k = (np.array([5.0, 3.0, 1.0]) + hue[:, None] * 6.0) % 6.0  # HSV -> RGB with saturation 0.75, value 1
+  rgb = 1.0 - 0.75 * np.clip(np.minimum(k, 4.0 - k), 0.0, 1.0)
+  return np.round(255 * rgb).astype(np.uint8)
+
+
 class MinAtarWorld(World):
   """B MinAtar games of one kind, stepped in a Python loop (a step is microseconds)."""
 
@@ -116,6 +127,15 @@ class MinAtarWorld(World):
     self._steps += 1
     truncated = ~terminated & (self._steps >= self.max_steps)
     return self._obs(self._envs), reward, terminated, truncated
+
+  def render(self, env: int) -> np.ndarray:
+    """u8[160, 160, 3]: each cell drawn in the colour of its last lit channel (black: none), 16 pixels a cell."""
+    channels = self._envs[env].state().astype(bool)
+    colours = palette(channels.shape[-1])
+    lit = channels.any(-1)
+    top = channels.shape[-1] - 1 - np.argmax(channels[..., ::-1], axis=-1)
+    image = np.where(lit[..., None], colours[top], 0).astype(np.uint8)
+    return np.repeat(np.repeat(image, CELL_PIXELS, axis=0), CELL_PIXELS, axis=1)
 
   def _reset_done(self, done: np.ndarray) -> np.ndarray:
     idx = np.flatnonzero(done)
