@@ -3,41 +3,13 @@ after a resume from an older checkpoint (as after a kill) no step is duplicated 
 
 import shutil
 
-import numpy as np
+from helpers import assert_mirrors, board_points
 
 from dreamer import board
 from dreamer import config as config_lib
-from dreamer.logger import read_metrics
 from dreamer.train import train
 
 OVERRIDES = ["stop_return=inf", "total_env_steps=800", "checkpoint_every_updates=16", "checkpoints_kept=5"]
-
-
-def board_points(run_dir) -> dict[str, list[tuple[int, float]]]:
-  """{tag: [(step, value)]} as TensorBoard shows them (its event accumulator, purging orphaned data)."""
-  from tensorboard.backend.event_processing import event_accumulator
-
-  acc = event_accumulator.EventAccumulator(str(run_dir / board.DIR_NAME), size_guidance={"scalars": 0})
-  acc.Reload()
-  return {t: [(e.step, e.value) for e in acc.Scalars(t)] for t in acc.Tags()["scalars"]}
-
-
-def expected_points(run_dir) -> dict[str, list[tuple[int, float]]]:
-  """{tag: [(step, value)]} from metrics.jsonl as it stands: the first value of each tag at each step."""
-  out: dict[str, dict[int, float]] = {}
-  for record in read_metrics(run_dir):
-    for tag, value in board.scalars(record).items():
-      out.setdefault(tag, {}).setdefault(record["env_steps"], value)
-  return {t: sorted(points.items()) for t, points in out.items()}
-
-
-def assert_mirrors(run_dir) -> None:
-  got, want = board_points(run_dir), expected_points(run_dir)
-  assert sorted(got) == sorted(want)
-  for tag in want:
-    steps = [s for s, _ in got[tag]]
-    assert steps == [s for s, _ in want[tag]], tag  # same steps, increasing, none twice
-    np.testing.assert_allclose([v for _, v in got[tag]], [v for _, v in want[tag]], rtol=1e-6, err_msg=tag)
 
 
 def test_scalars_follow_the_rules():

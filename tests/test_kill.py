@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import assert_same_state
+from helpers import assert_mirrors, assert_same_state
 
 from dreamer import config as config_lib
 from dreamer.agent import load_checkpoint
@@ -112,6 +112,8 @@ def test_sigkill_at_several_points_then_resume_ends_where_an_unkilled_run_ends(s
   records = [_untimed(r) for r in final if "event" not in r and not r.get("summary")]
   assert records == [_untimed(r) for r in read_metrics(straight_dir) if "event" not in r and not r.get("summary")]
   assert_same_state(load_checkpoint(straight_dir), load_checkpoint(run))
+  # TensorBoard shows metrics.jsonl as it stands: every point once, at its step, none from before a resume.
+  assert_mirrors(run)
 
 
 @pytest.mark.slow
