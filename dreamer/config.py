@@ -66,6 +66,9 @@ class Config:
   """Every setting of a training run. Sizes are totals (divided across devices later)."""
 
   # --- world and run ---
+  preset: str = ""
+  """The preset (name or TOML path) this config was resolved from, set by `load`; informational only (shown by
+  `dreamer runs`; '' when the config was built without one)."""
   world: str = "toy:chain"
   """World id, e.g. 'toy:chain', 'gym:CartPole-v1' (see `worlds.available()`)."""
   num_envs: int = 8
@@ -495,6 +498,7 @@ def load(preset: str | None = None, overrides: list[str] | None = None, **kwargs
   """Resolves defaults <- preset <- `key=value` overrides <- keyword arguments into a checked `Config`."""
   values: dict[str, Any] = {}
   if preset is not None:
+    values["preset"] = preset
     table, source = _load_toml(preset)
     for key, value in table.items():
       values[key] = coerce(key, value, source)

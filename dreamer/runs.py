@@ -8,8 +8,8 @@ Its status is, in this order:
   stopped     its closing summary says what stopped it (`reason`: SIGINT, SIGTERM, stop_after_updates), or it
               has no closing summary and no process holds it (`reason`: killed);
   unreadable  config.json or metrics.jsonl cannot be read; `reason` says why.
-The preset a run was made from is not recorded anywhere in its directory (config.json holds the resolved keys,
-not their source; metrics.jsonl and the lock do not name it), so `preset` is always None ('—' in the table).
+`preset` is the config's `preset` key (the name or path given to `--config`); None ('—') for runs made before
+it was recorded or without a preset.
 """
 
 from __future__ import annotations
@@ -132,6 +132,7 @@ def describe(run_dir: str | Path, *, root: str | Path) -> dict[str, Any]:
   try:
     config = _config(run_dir)
     row["world"] = config.get("world")
+    row["preset"] = config.get("preset") or None
     records = _metrics(run_dir)
   except ValueError as e:
     return {**row, "status": "unreadable", "reason": str(e)}

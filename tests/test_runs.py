@@ -159,6 +159,7 @@ def test_a_real_finished_run(debug_run):
   (row,) = runs.listing(run_dir)
   evals = [r for r in read_metrics(run_dir) if "eval/search_return" in r and not r.get("summary")]
   assert row["path"] == "." and row["status"] == "finished" and row["world"] == "toy:chain"
+  assert row["preset"] == json.loads((run_dir / "config.json").read_text())["preset"] != ""
   assert (row["env_steps"], row["updates"], row["dream_ratio"]) == (
     done["env_steps"],
     done["updates"],

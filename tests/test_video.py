@@ -40,6 +40,15 @@ def test_minatar_frame_is_each_cells_last_lit_channel_in_its_colour():
   assert len({tuple(c) for c in colours}) == len(colours) and state.any()
 
 
+def test_atari_frames_are_the_emulators_rgb_screen():
+  with worlds.make("atari:Pong", num_envs=1, seed=0, frame_size=84) as world:
+    world.reset(0)
+    for _ in range(30):
+      world.step(np.array([0]))
+    image = world.render(0)
+  assert image.shape == (210, 160, 3) and image.dtype == np.uint8 and len(np.unique(image.reshape(-1, 3), axis=0)) > 2
+
+
 @pytest.mark.parametrize(
   "world_id, kwargs, size",
   [("minatar:Breakout", {}, (160, 160)), ("gym:CartPole-v1", {"render_mode": "rgb_array"}, (400, 600))],
