@@ -455,13 +455,10 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-  import jax
   import numpy as np
 
-  from dreamer import actor as actor_lib
   from dreamer import agent
   from dreamer import video as video_lib
-  from dreamer.networks import Model
 
   _check_count("--episodes", args.episodes, 1)
   _check_count("--seed", args.seed, 0)
@@ -471,20 +468,15 @@ def _eval(args: argparse.Namespace) -> int:
   config, world, world_id, net, params, path = agent.load_acting(
     args.checkpoint, args.world, num_envs=args.episodes, seed=args.seed, train=False, render=args.video is not None
   )
-  model = Model(net)
   recorder = None if args.video is None else video_lib.Recorder(world, args.video, fps=config.video_fps)
-  res = actor_lib.evaluate(
-    world,
-    params,
-    actor_lib.make_act(model, config),
-    actor_lib.make_policy_act(model),
-    jax.random.PRNGKey(args.seed),
-    seed=args.seed,
-    max_steps=config.eval_max_steps,
-    stack=config.frame_stack,
-    record=recorder,
-  )
-  world.close()
+  try:
+    res = _evaluate_checkpoint(config, world, net, params, seed=args.seed, recorder=recorder)
+  except BaseException:
+    if recorder is not None:
+      recorder.abandon()
+    raise
+  finally:
+    world.close()
   out = {"checkpoint": path, "world": world_id, "episodes": args.episodes}
   for name, r in res.items():
     out[f"{name}_return"] = float(np.mean(r.returns))
@@ -498,6 +490,27 @@ def _eval(args: argparse.Namespace) -> int:
       out.update(video=None, video_error=str(e))
   print(json.dumps(out))
   return 0
+
+
+def _evaluate_checkpoint(config, world, net, params, *, seed: int, recorder) -> dict:
+  """dreamer eval's episodes: with search and with the policy network alone (actor.evaluate)."""
+  import jax
+
+  from dreamer import actor as actor_lib
+  from dreamer.networks import Model
+
+  model = Model(net)
+  return actor_lib.evaluate(
+    world,
+    params,
+    actor_lib.make_act(model, config),
+    actor_lib.make_policy_act(model),
+    jax.random.PRNGKey(seed),
+    seed=seed,
+    max_steps=config.eval_max_steps,
+    stack=config.frame_stack,
+    record=recorder,
+  )
 
 
 def _check_video_path(path: str) -> None:

@@ -42,7 +42,7 @@ class Logger:
     tensorboard: bool = False,
   ):
     self.path = Path(run_dir) / "metrics.jsonl"
-    self.board = Board(run_dir, history=lambda: read_metrics(run_dir)) if tensorboard else None
+    self.board = Board(run_dir, history=lambda: read_metrics(run_dir), warn=self._board_failed) if tensorboard else None
     _drop_partial_line(self.path)
     self.file = open(self.path, "a", buffering=1)
     self.total = total_env_steps
@@ -59,6 +59,15 @@ class Logger:
       self.board.write(record)
     self.view.update({k: v for k, v in record.items() if v is not None})
     self._show(force="eval/search_return" in record)
+
+  def video(self, name: str, frames, step: int, *, fps: float) -> None:
+    """An evaluation episode's first frames u8[T, H, W, 3] to TensorBoard (the mp4 is the video's record)."""
+    if self.board is not None:
+      self.board.video(name, frames, step, fps=fps)
+
+  def _board_failed(self, text: str) -> None:
+    print(f"dreamer: warning: {text}; training goes on", file=sys.stderr, flush=True)  # even when quiet
+    self.file.write(json.dumps({"event": "tensorboard_failed", "error": text}) + "\n")
 
   def _show(self, force: bool) -> None:
     if not self.console:

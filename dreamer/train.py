@@ -231,7 +231,7 @@ class Parts:
   agent: Agent  # or anything with its init / act / add / train_chunk / evaluate
   world: worlds.World  # num_envs envs, training mode
   eval_world: worlds.World  # eval_episodes envs, evaluation mode
-  log: Logger  # or anything with write(record)
+  log: Logger  # or anything with write(record) and video(name, frames, step, fps=)
   ckpts: ckpt_lib.Checkpoints
   run_dir: Path
   console: bool = True
@@ -503,7 +503,12 @@ def evaluate_if_due(p: Parts, c: Carry) -> None:
   if config.video and c.video_ok:
     path = p.run_dir / "videos" / f"eval_{progress.env_steps}.mp4"
     recorder = video_lib.Recorder(p.eval_world, path, fps=config.video_fps)
-  last_eval = p.agent.evaluate(p.eval_world, c.state.params, eval_key, record=recorder)
+  try:
+    last_eval = p.agent.evaluate(p.eval_world, c.state.params, eval_key, record=recorder)
+  except BaseException:
+    if recorder is not None:
+      recorder.abandon()
+    raise
   if recorder is not None:
     keep_video(p, c, recorder)
   c.timers["eval"] += time.perf_counter() - t
@@ -530,9 +535,7 @@ def keep_video(p: Parts, c: Carry, recorder: video_lib.Recorder) -> None:
     p.log.write({"event": "video_failed", "env_steps": step, "error": str(e)})
     return
   p.log.write({"event": "video", "env_steps": step, "path": str(recorder.path), "frames": recorder.count})
-  board = getattr(p.log, "board", None)
-  if board is not None and len(preview):
-    board.video("eval/video", preview, step, fps=p.config.video_fps)
+  p.log.video("eval/video", preview, step, fps=p.config.video_fps)
 
 
 def save_if_due(p: Parts, c: Carry) -> None:

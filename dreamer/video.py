@@ -6,6 +6,7 @@ with one line saying why, so a training run can report it once and go on without
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -81,7 +82,8 @@ class Recorder:
       self.frames.append(frame)
 
   def finish(self) -> np.ndarray:
-    """Closes the file; returns the preview frames u8[P, H, W, 3], or raises VideoError if recording failed."""
+    """Closes the file; returns the preview frames u8[P, H, W, 3], or raises VideoError if recording failed
+    (and deletes what it wrote)."""
     writer, self.writer = self.writer, None
     if writer is not None:
       try:
@@ -89,5 +91,19 @@ class Recorder:
       except Exception as e:
         self.error = self.error or f"cannot write video {str(self.path)!r}: {_first_line(e)}"
     if self.error is not None:
+      self._delete(writer)
       raise VideoError(self.error)
     return check_frames(np.stack(self.frames) if self.frames else np.zeros((0, 0, 0, 3), np.uint8))
+
+  def abandon(self) -> None:
+    """Stops ffmpeg and deletes the half-written file (the episode did not finish: an error, a signal)."""
+    writer, self.writer = self.writer, None
+    if writer is not None:
+      with contextlib.suppress(Exception):
+        writer.close()
+    self._delete(writer)
+
+  def _delete(self, writer) -> None:
+    if writer is not None:  # only a file this recorder opened
+      with contextlib.suppress(OSError):
+        self.path.unlink(missing_ok=True)

@@ -32,11 +32,19 @@ def board_points(run_dir) -> dict[str, list[tuple[int, float]]]:
 
 
 def expected_points(run_dir) -> dict[str, list[tuple[int, float]]]:
-  """{tag: [(step, value)]} from metrics.jsonl as it stands: the first value of each tag at each step."""
+  """{tag: [(step, value)]} from metrics.jsonl as it stands, by the documented rules (written out here, not
+  taken from dreamer.board): every int or float value of a non-event record with an integer env_steps, at that
+  step, tagged by its key (plain keys under 'run/'), except a closing summary's eval/ copies; the first value
+  of a tag at a step wins."""
   out: dict[str, dict[int, float]] = {}
   for record in read_metrics(run_dir):
-    for tag, value in board.scalars(record).items():
-      out.setdefault(tag, {}).setdefault(record["env_steps"], value)
+    step = record.get("env_steps")
+    if "event" in record or type(step) is not int:
+      continue
+    for key, value in record.items():
+      if key == "env_steps" or type(value) not in (int, float) or (record.get("summary") and key.startswith("eval/")):
+        continue
+      out.setdefault(key if "/" in key else f"run/{key}", {}).setdefault(step, float(value))
   return {t: sorted(points.items()) for t, points in out.items()}
 
 
