@@ -140,6 +140,9 @@ class Config:
   them)."""
   state_norm: bool = True
   """Min-max normalise latents to [0, 1] per sample (MuZero); EfficientZero's Atari configuration does not."""
+  compute_dtype: str = "float32"
+  """'float32', or 'bfloat16': matmuls and convolutions in bfloat16 (for accelerators), with float32 parameters,
+  optimizer state, network outputs, losses and search statistics."""
   augment: bool = False
   """Random shift and intensity augmentation of frames in the learner, as EfficientZero."""
   augment_shift: int = 4
@@ -307,6 +310,10 @@ class Config:
         "channels must be even and >= 2, res_blocks >= 0, head sizes >= 1",
       ),
       (self.norm in ("layer", "batch"), f"norm must be 'layer' or 'batch', got {self.norm!r}"),
+      (
+        self.compute_dtype in ("float32", "bfloat16"),
+        f"compute_dtype must be 'float32' or 'bfloat16', got {self.compute_dtype!r}",
+      ),
       (self.search in ("gumbel", "puct", "none"), f"search must be 'gumbel', 'puct' or 'none', got {self.search!r}"),
       (self.awr_temperature > 0.0, "awr_temperature must be > 0"),
       (

@@ -17,6 +17,7 @@ batch. Every network call goes through `Model.call`, which threads the running a
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -104,13 +105,14 @@ class MLP(nn.Module):
   zero_last: bool = False
   norm: str = "layer"  # see `make_norm`
   train: bool = False  # only read by norm 'batch'
+  dtype: Any = None  # compute dtype of every layer (None: float32, from the inputs and parameters)
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     for width in self.hidden:
-      x = nn.relu(make_norm(self.norm, self.train)(nn.Dense(width)(x)))
+      x = nn.relu(make_norm(self.norm, self.train, self.dtype)(nn.Dense(width, dtype=self.dtype)(x)))
     init = nn.initializers.zeros if self.zero_last else nn.initializers.lecun_normal()
-    return nn.Dense(self.out, kernel_init=init)(x)
+    return nn.Dense(self.out, kernel_init=init, dtype=self.dtype)(x)
 
 
 class MuZeroMLP(nn.Module):
@@ -128,15 +130,16 @@ class MuZeroMLP(nn.Module):
   conv_channels: int = 0  # > 0: a 3x3 convolution (same padding) and ReLU read image observations first
   norm: str = "layer"  # see `make_norm`
   train: bool = False  # only read by norm 'batch'
+  dtype: Any = None  # compute dtype (see `make_network`); every method returns float32
 
   def setup(self) -> None:
-    h, nk = self.hidden_dim, {"norm": self.norm, "train": self.train}
-    self.conv = nn.Conv(self.conv_channels, (3, 3), padding=1) if self.conv_channels else None
+    h, nk = self.hidden_dim, {"norm": self.norm, "train": self.train, "dtype": self.dtype}
+    self.conv = nn.Conv(self.conv_channels, (3, 3), padding=1, dtype=self.dtype) if self.conv_channels else None
     self.repr_net = MLP((h, h), self.latent_dim, **nk)
     self.dyn_net = MLP((h, h), self.latent_dim, **nk)
-    self.lstm = nn.OptimizedLSTMCell(self.lstm_dim)
+    self.lstm = nn.OptimizedLSTMCell(self.lstm_dim, dtype=self.dtype)
     self.prefix_head = MLP((h,), self.reward_atoms, zero_last=True, **nk)
-    self.trunk = MLP((), h)
+    self.trunk = MLP((), h, dtype=self.dtype)
     self.policy_head = MLP((h,), self.num_actions, zero_last=True, **nk)
     self.value_head = MLP((h,), self.value_atoms, zero_last=True, **nk)
     self.projector = MLP((self.proj_dim,), self.proj_dim, **nk)
@@ -148,26 +151,26 @@ class MuZeroMLP(nn.Module):
     if self.conv is not None:
       x = nn.relu(self.conv(x))
     x = x.reshape(obs.shape[0], -1)
-    latent = self.repr_net(x)
+    latent = self.repr_net(x).astype(jnp.float32)
     return normalize_latent(latent) if self.state_norm else latent
 
   def dynamics(self, latent: jax.Array, action: jax.Array, lstm: LSTMState) -> tuple[jax.Array, LSTMState, jax.Array]:
     """latent f32[B, D], action int[B], lstm -> next latent f32[B, D], lstm, prefix logits f32[B, R]."""
     a = jax.nn.one_hot(action, self.num_actions)
-    nxt = latent + self.dyn_net(jnp.concatenate([latent, a], axis=-1))
+    nxt = latent + self.dyn_net(jnp.concatenate([latent, a], axis=-1)).astype(jnp.float32)
     nxt = normalize_latent(nxt) if self.state_norm else nxt
     (c, h), out = self.lstm((lstm.c, lstm.h), nxt)
-    return nxt, LSTMState(c, h), self.prefix_head(nn.relu(out))
+    return nxt, f32_lstm(c, h), self.prefix_head(nn.relu(out)).astype(jnp.float32)
 
   def predict(self, latent: jax.Array) -> tuple[jax.Array, jax.Array]:
     """latent f32[B, D] -> policy logits f32[B, A], value logits f32[B, V]."""
     x = nn.relu(self.trunk(latent))
-    return self.policy_head(x), self.value_head(x)
+    return self.policy_head(x).astype(jnp.float32), self.value_head(x).astype(jnp.float32)
 
   def project(self, latent: jax.Array, with_head: bool) -> jax.Array:
     """latent -> projection f32[B, P]; the online branch adds the prediction head (SimSiam style)."""
     z = self.projector(latent)
-    return self.proj_predictor(z) if with_head else z
+    return (self.proj_predictor(z) if with_head else z).astype(jnp.float32)
 
   def __call__(self, obs: jax.Array, action: jax.Array) -> Any:
     """Touches every part once (for `init`)."""
@@ -182,13 +185,19 @@ def normalize_latent_nd(x: jax.Array) -> jax.Array:
   return flat.reshape(x.shape)
 
 
-def make_norm(kind: str, train: bool) -> nn.Module:
+def make_norm(kind: str, train: bool, dtype: Any = None) -> nn.Module:
   """'layer': LayerNorm over the last (channel) axis. 'batch': BatchNorm over every other axis with PyTorch's
   momentum 0.1 and eps 1e-5 (EfficientZero's), batch statistics when `train` (the running averages in the
-  mutable 'batch_stats' collection move) else the running averages."""
+  mutable 'batch_stats' collection move) else the running averages. Statistics are reduced in float32 whatever
+  the compute `dtype` (flax's default)."""
   if kind == "batch":
-    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)
-  return nn.LayerNorm()
+    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype)
+  return nn.LayerNorm(dtype=dtype)
+
+
+def f32_lstm(c: jax.Array, h: jax.Array) -> LSTMState:
+  """The LSTM's carry kept in float32 between model steps, whatever the compute dtype."""
+  return LSTMState(c.astype(jnp.float32), h.astype(jnp.float32))
 
 
 class ResBlock(nn.Module):
@@ -198,14 +207,16 @@ class ResBlock(nn.Module):
   stride: int = 1
   norm: str = "layer"
   train: bool = False
+  dtype: Any = None
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    conv = nn.Conv(self.channels, (3, 3), self.stride, padding=1, use_bias=False)
-    y = nn.relu(make_norm(self.norm, self.train)(conv(x)))
-    y = make_norm(self.norm, self.train)(nn.Conv(self.channels, (3, 3), padding=1, use_bias=False)(y))
+    conv = functools.partial(nn.Conv, self.channels, (3, 3), padding=1, use_bias=False, dtype=self.dtype)
+    norm = functools.partial(make_norm, self.norm, self.train, self.dtype)
+    y = nn.relu(norm()(conv(strides=self.stride)(x)))
+    y = norm()(conv()(y))
     if self.stride != 1 or x.shape[-1] != self.channels:
-      x = nn.Conv(self.channels, (3, 3), self.stride, padding=1, use_bias=False)(x)
+      x = conv(strides=self.stride)(x)
     return nn.relu(x + y)
 
 
@@ -222,11 +233,13 @@ class Head(nn.Module):
   out: int
   norm: str = "layer"
   train: bool = False
+  dtype: Any = None
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    x = nn.relu(make_norm(self.norm, self.train)(nn.Conv(self.channels, (1, 1))(x)))
-    return MLP((self.hidden,), self.out, zero_last=True, norm=self.norm, train=self.train)(x.reshape(x.shape[0], -1))
+    x = nn.relu(make_norm(self.norm, self.train, self.dtype)(nn.Conv(self.channels, (1, 1), dtype=self.dtype)(x)))
+    mlp = MLP((self.hidden,), self.out, zero_last=True, norm=self.norm, train=self.train, dtype=self.dtype)
+    return mlp(x.reshape(x.shape[0], -1)).astype(jnp.float32)
 
 
 class MuZeroResNet(nn.Module):
@@ -254,31 +267,33 @@ class MuZeroResNet(nn.Module):
   pixel_max: float = 255.0  # observations are divided by this: 255 for uint8 pixels, 1 for MinAtar's bools
   norm: str = "layer"  # see `make_norm`
   train: bool = False  # only read by norm 'batch'
+  dtype: Any = None  # compute dtype (see `make_network`); every method returns float32
 
   def setup(self) -> None:
-    c, nk = self.channels, {"norm": self.norm, "train": self.train}
-    norm = lambda: make_norm(self.norm, self.train)  # noqa: E731
+    c, dt = self.channels, self.dtype
+    nk = {"norm": self.norm, "train": self.train, "dtype": dt}
+    norm = lambda: make_norm(self.norm, self.train, dt)  # noqa: E731
     if self.downsample:
-      self.stem = nn.Conv(c // 2, (3, 3), 2, padding=1, use_bias=False)
+      self.stem = nn.Conv(c // 2, (3, 3), 2, padding=1, use_bias=False, dtype=dt)
       self.down = [ResBlock(c // 2, **nk), ResBlock(c, stride=2, **nk), ResBlock(c, **nk), ResBlock(c, **nk)]
     else:
-      self.stem = nn.Conv(c, (3, 3), padding=1, use_bias=False)
+      self.stem = nn.Conv(c, (3, 3), padding=1, use_bias=False, dtype=dt)
       self.down = [ResBlock(c, **nk)]
     self.stem_norm = norm()
     self.repr_blocks = [ResBlock(c, **nk) for _ in range(self.blocks)]
-    self.dyn_conv = nn.Conv(c, (3, 3), padding=1, use_bias=False)
+    self.dyn_conv = nn.Conv(c, (3, 3), padding=1, use_bias=False, dtype=dt)
     self.dyn_norm = norm()
     self.dyn_blocks = [ResBlock(c, **nk) for _ in range(self.blocks)]
-    self.prefix_conv = nn.Conv(self.head_channels, (1, 1))
+    self.prefix_conv = nn.Conv(self.head_channels, (1, 1), dtype=dt)
     self.prefix_conv_norm = norm()
-    self.lstm = nn.OptimizedLSTMCell(self.lstm_dim)
+    self.lstm = nn.OptimizedLSTMCell(self.lstm_dim, dtype=dt)
     self.prefix_norm = norm()
     self.prefix_head = MLP((self.head_hidden,), self.reward_atoms, zero_last=True, **nk)
     self.pred_blocks = [ResBlock(c, **nk) for _ in range(self.blocks)]
     self.value_head = Head(self.head_channels, self.head_hidden, self.value_atoms, **nk)
     self.policy_head = Head(self.head_channels, self.head_hidden, self.num_actions, **nk)
     p = self.proj_dim
-    self.projector = [nn.Dense(p), norm(), nn.Dense(p), norm(), nn.Dense(p), norm()]
+    self.projector = [nn.Dense(p, dtype=dt), norm(), nn.Dense(p, dtype=dt), norm(), nn.Dense(p, dtype=dt), norm()]
     self.proj_predictor = MLP((p // 2,), p, **nk)
 
   def represent(self, obs: jax.Array) -> jax.Array:
@@ -296,6 +311,7 @@ class MuZeroResNet(nn.Module):
       x = self.down[0](x)
     for block in self.repr_blocks:
       x = block(x)
+    x = x.astype(jnp.float32)
     return normalize_latent_nd(x) if self.state_norm else x
 
   def dynamics(self, latent: jax.Array, action: jax.Array, lstm: LSTMState) -> tuple[jax.Array, LSTMState, jax.Array]:
@@ -309,9 +325,10 @@ class MuZeroResNet(nn.Module):
       x = block(x)
     # The value prefix reads the dynamics output before any state normalisation, as EfficientZero.
     r = nn.relu(self.prefix_conv_norm(self.prefix_conv(x)))
+    x = x.astype(jnp.float32)
     nxt = normalize_latent_nd(x) if self.state_norm else x
     (c, h), out = self.lstm((lstm.c, lstm.h), r.reshape(r.shape[0], -1))
-    return nxt, LSTMState(c, h), self.prefix_head(nn.relu(self.prefix_norm(out)))
+    return nxt, f32_lstm(c, h), self.prefix_head(nn.relu(self.prefix_norm(out))).astype(jnp.float32)
 
   def predict(self, latent: jax.Array) -> tuple[jax.Array, jax.Array]:
     """latent f32[B, h, w, c] -> policy logits f32[B, A], value logits f32[B, V]."""
@@ -325,7 +342,7 @@ class MuZeroResNet(nn.Module):
     z = latent.reshape(latent.shape[0], -1)
     for i, layer in enumerate(self.projector):
       z = nn.relu(layer(z)) if i in (1, 3) else layer(z)
-    return self.proj_predictor(z) if with_head else z
+    return (self.proj_predictor(z) if with_head else z).astype(jnp.float32)
 
   def __call__(self, obs: jax.Array, action: jax.Array) -> Any:
     """Touches every part once (for `init`)."""
@@ -339,6 +356,9 @@ def make_network(config: Config, num_actions: int, obs_dtype: Any = jnp.uint8) -
   are scaled by 1/255, other dtypes are taken as they are)."""
   # Config validation already limits `network` to the families built here.
   atoms = {"value_atoms": 2 * config.value_support + 1, "reward_atoms": 2 * config.reward_support + 1}
+  # bfloat16: matmuls and convolutions in bfloat16; parameters stay float32 (flax's param_dtype), and every
+  # network output is cast back to float32, so losses, optimizer state and search statistics stay float32.
+  atoms["dtype"] = jnp.bfloat16 if config.compute_dtype == "bfloat16" else None
   if config.network == "resnet":
     return MuZeroResNet(
       num_actions=num_actions,
