@@ -209,7 +209,7 @@ def main() -> None:
   state, rb = jax.eval_shape(agent.init, jax.random.PRNGKey(config.seed))  # shapes only: nothing is allocated
   per_step, parts, (compiled_update, compiled_act) = step_costs(agent, state, rb)
   run, pairs = whole_run(config, parts, args.eval_length or config.eval_max_steps)
-  dtype = args.dtype or getattr(config, "compute_dtype", "float32")  # the option is new: older configs lack it
+  dtype = args.dtype or config.compute_dtype
   result = {
     "config": args.config,
     "overrides": args.overrides,
