@@ -69,7 +69,7 @@ class FakeAgent:
       state = state._replace(params=np.array([0.0, np.inf], np.float32))
     return state._replace(updates=state.updates + n), rb, metrics
 
-  def evaluate(self, world, params, rng_key):
+  def evaluate(self, world, params, rng_key, *, record=None):
     ret = self.eval_returns.pop(0) if self.eval_returns else 0.0
     return {"eval/search_return": ret, "eval/policy_return": ret}
 
