@@ -21,6 +21,7 @@ import worlds
 from dreamer import actor as actor_lib
 from dreamer import checkpoint as ckpt_lib
 from dreamer import config as config_lib
+from dreamer import devices as devices_lib
 from dreamer import frames
 from dreamer import learner as learner_lib
 from dreamer import replay as replay_lib
@@ -33,19 +34,33 @@ class Agent:
 
   act(params, obs [B, *obs_shape], key, temperature) -> actor output; policy_act(params, obs) -> action;
   train_chunk(state, replay, env_step) -> (state, replay, metrics f32[updates_per_chunk] each);
-  add(replay, rows, final_obs, ended, terminated) -> replay (donates the replay)."""
+  add(replay, rows, final_obs, ended, terminated) -> replay (donates the replay);
+  place(state, replay) -> both laid over the run's devices (`layout`, from `config.devices`)."""
 
   def __init__(self, config: Config, spec: worlds.Spec):
     self.config = config
     self.spec = spec
+    self.layout = devices_lib.layout(config)
     self.net = make_network(config, spec.num_actions, spec.obs_dtype)
     self.model = Model(self.net)
     self.optimizer = learner_lib.make_optimizer(config)
-    self.act = actor_lib.make_act(self.model, config)
-    self.policy_act = actor_lib.make_policy_act(self.model)
-    self.train_chunk = learner_lib.make_train_chunk(self.model, config, self.optimizer)
+    self.train_chunk = learner_lib.make_train_chunk(self.model, config, self.optimizer, layout=self.layout)
     self.obs_shape = frames.obs_shape(spec.obs_shape, config.frame_stack)  # what the networks see
-    self.add = jax.jit(functools.partial(replay_lib.add, stack=config.frame_stack), donate_argnums=0)
+    add = functools.partial(replay_lib.add, stack=config.frame_stack)
+    act, policy_act = actor_lib.make_act(self.model, config), actor_lib.make_policy_act(self.model)
+    if self.layout.count == 1:
+      self.act, self.policy_act = act, policy_act
+      self.add = jax.jit(add, donate_argnums=0)
+    else:  # observations split over the devices, so the batched search runs on all of them
+      self.act = lambda params, obs, *args: act(params, self.layout.rows(obs), *args)
+      self.policy_act = lambda params, obs: policy_act(params, self.layout.rows(obs))
+      self.add = jax.jit(add, donate_argnums=0, out_shardings=self.layout.replay)
+
+  def place(
+    self, state: learner_lib.TrainState, rb: replay_lib.ReplayState
+  ) -> tuple[learner_lib.TrainState, replay_lib.ReplayState]:
+    """`state` and `rb` (host or device arrays) as device arrays laid over the run's devices."""
+    return self.layout.place(state, rb)
 
   def init(self, rng_key: jax.Array) -> tuple[learner_lib.TrainState, replay_lib.ReplayState]:
     init_key, train_key = jax.random.split(rng_key)
@@ -58,7 +73,7 @@ class Agent:
       self.spec.obs_dtype,
       self.spec.num_actions,
     )
-    return state, rb
+    return self.place(state, rb)
 
   def evaluate(
     self, world: worlds.World, params: Params, rng_key: jax.Array, *, record: Callable[[], None] | None = None
@@ -154,7 +169,7 @@ def _restore_whole(ckpts: ckpt_lib.Checkpoints, step: int) -> ckpt_lib.Saved:
   s = meta["spec"]
   spec = worlds.Spec(tuple(s["obs_shape"]), np.dtype(s["obs_dtype"]), s["num_actions"])
   config = config_lib.from_dict(meta["config"], ckpts.path(step))
-  agent = Agent(config, spec)
+  agent = Agent(dataclasses.replace(config, devices=1), spec)  # for the shapes only: any machine reads it
   state, rb = jax.eval_shape(agent.init, jax.random.PRNGKey(0))
   obs = jax.ShapeDtypeStruct((config.num_envs, *agent.obs_shape), spec.obs_dtype)
   return ckpts.restore(step, state.params, checkpoint_state(state, rb, jax.random.PRNGKey(0), obs))

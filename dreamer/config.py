@@ -82,6 +82,10 @@ class Config:
   float setting that may be infinite: -inf stops at the first evaluation; NaN is refused as everywhere)."""
   frame_stack: int = 1
   """Frames the agent stacks into one observation (4 for Atari); replay still stores each frame once."""
+  devices: int = 0
+  """Devices the run spreads over by data parallelism (`dreamer/devices.py`): N the first N that JAX sees
+  (batch_size and num_envs must divide by N); 0 as many of them as divide both (all of them when they do).
+  The learning is the same on any count, up to the order of floating-point sums; a resume may change it."""
 
   # --- Atari worlds (used only by 'atari:' worlds; see worlds/atari.py) ---
   atari_frame_size: int = 96
@@ -288,6 +292,7 @@ class Config:
     """(ok, message) of the run size, the world settings and the observation pipeline."""
     return [
       (self.num_envs >= 1, "num_envs must be >= 1"),
+      (self.devices >= 0, "devices must be >= 0 (0: automatic)"),
       (self.total_env_steps >= 1, "total_env_steps must be >= 1"),
       (self.network in ("mlp", "resnet"), f"network must be 'mlp' or 'resnet', got {self.network!r}"),
       (self.frame_stack >= 1, "frame_stack must be >= 1"),

@@ -273,6 +273,7 @@ class Job:
       updates_per_chunk=dc.adapt_eval_every,
       total_env_steps=max(self.exp.meta["env_steps"], 1),
       td_age_steps=0,
+      devices=1,  # a /dream job runs on one device, whatever its checkpoint was trained on
     )
     self.agent = Agent(self.learn_config, self.spec)
     self.model = self.agent.model

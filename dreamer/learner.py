@@ -7,6 +7,7 @@ reading the replay rows and updating their priorities on the device, so the host
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -14,6 +15,7 @@ import jax.numpy as jnp
 import optax
 
 from dreamer import augment as augment_lib
+from dreamer import devices as devices_lib
 from dreamer import distil as distil_parts
 from dreamer import dream_ratio, support
 from dreamer import replay as replay_lib
@@ -223,14 +225,19 @@ def make_batch(
   *,
   model: Model,
   config: Config,
+  split: Callable[[Any], Any] | None = None,
 ) -> tuple[Batch, replay_lib.Sample]:
-  """Samples B roots, builds their targets with the target network, reanalyses a fraction of policies."""
+  """Samples B roots, builds their targets with the target network, reanalyses a fraction of policies.
+  `split` (inside jit, several devices): lays the sampled windows' leading axis over the devices, so that
+  everything after the sampling runs B / D samples per device (see `dreamer/devices.py`)."""
   k_max, n = config.unroll_steps, config.td_steps
   sample_key, search_key = jax.random.split(rng_key)
   progress = jnp.minimum(env_step / config.total_env_steps, 1.0)
   beta = config.priority_beta + (1.0 - config.priority_beta) * progress
   smp = replay_lib.sample(rb, sample_key, config.batch_size, alpha=config.priority_alpha, beta=beta)
   window, known = replay_lib.gather(rb, smp.env, smp.index, k_max + n + 1, stack=config.frame_stack)
+  if split is not None:
+    smp, window, known = split((smp, window, known))
   age = env_step - window.step[:, 0]
   # The target network's values, computed only at the K+1 rows that are bootstrapped from (not all W rows).
   n_eff = targets_lib.td_horizon(age, td_steps=n, td_age_steps=config.td_age_steps)
@@ -288,10 +295,12 @@ def update(
   model: Model,
   config: Config,
   optimizer: optax.GradientTransformation,
+  split: Callable[[Any], Any] | None = None,
 ) -> tuple[TrainState, replay_lib.ReplayState, dict]:
-  """One learner update; returns the new state, the replay with new priorities, and scalar metrics."""
+  """One learner update; returns the new state, the replay with new priorities, and scalar metrics. `split`:
+  see `make_batch`."""
   rng_key, batch_key = jax.random.split(state.rng_key)
-  batch, smp = make_batch(state, rb, batch_key, env_step, model=model, config=config)
+  batch, smp = make_batch(state, rb, batch_key, env_step, model=model, config=config, split=split)
   # The augmentation key is derived, not split off, so runs without augmentation keep their random stream.
   aug_key = jax.random.fold_in(batch_key, 1) if config.augment else None
   grads, aux = jax.grad(functools.partial(loss_fn, model=model, config=config), has_aux=True)(
@@ -338,10 +347,14 @@ def reset_if_due(
   return jax.lax.cond(count % config.reset_interval == 0, reset, lambda p: p, params)
 
 
-def make_train_chunk(model: Model, config: Config, optimizer: optax.GradientTransformation):
+def make_train_chunk(
+  model: Model, config: Config, optimizer: optax.GradientTransformation, *, layout: devices_lib.Layout | None = None
+):
   """jit(state, replay, env_step) -> (state, replay, metrics: f32[updates_per_chunk] each, one per update, so
-  the host can name the first update whose loss is not finite)."""
-  step = functools.partial(update, model=model, config=config, optimizer=optimizer)
+  the host can name the first update whose loss is not finite). With a `layout` of several devices: data
+  parallel, the state replicated, the replay and each batch split over the devices (`dreamer/devices.py`)."""
+  split = layout.constrain if layout is not None and layout.count > 1 else None
+  step = functools.partial(update, model=model, config=config, optimizer=optimizer, split=split)
 
   def chunk(state: TrainState, rb: replay_lib.ReplayState, env_step: jax.Array):
     def body(carry, _):
@@ -352,4 +365,7 @@ def make_train_chunk(model: Model, config: Config, optimizer: optax.GradientTran
     (state, rb), aux = jax.lax.scan(body, (state, rb), None, length=config.updates_per_chunk)
     return state, rb, aux
 
-  return jax.jit(chunk, donate_argnums=(0, 1))
+  if split is None:
+    return jax.jit(chunk, donate_argnums=(0, 1))
+  shardings = (layout.replicated, layout.replay, layout.replicated)
+  return jax.jit(chunk, donate_argnums=(0, 1), in_shardings=shardings, out_shardings=shardings)

@@ -169,8 +169,12 @@ def stack_indices(
 
 
 def set_priorities(state: ReplayState, env: jax.Array, index: jax.Array, priority: jax.Array) -> ReplayState:
+  """New priorities (f32[B] > 0) of the sampled rows. A row sampled twice in one batch takes the larger of its
+  two: a plain scatter keeps whichever write lands last, which XLA leaves unspecified, and which differs once
+  the batch is split over devices."""
   t = state.priority.shape[1]
+  cleared = state.priority.at[env, index % t].set(0.0)  # the same value from every duplicate: well defined
   return state._replace(
-    priority=state.priority.at[env, index % t].set(priority),
+    priority=cleared.at[env, index % t].max(priority),
     max_priority=jnp.maximum(state.max_priority, jnp.max(priority)),
   )

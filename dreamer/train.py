@@ -33,6 +33,7 @@ import worlds
 from dreamer import actor as actor_lib
 from dreamer import checkpoint as ckpt_lib
 from dreamer import config as config_lib
+from dreamer import devices as devices_lib
 from dreamer import dream_ratio, frames, schedule
 from dreamer import replay as replay_lib
 from dreamer import video as video_lib
@@ -181,6 +182,7 @@ def train(
   `stop_after_updates` updates are done (checkpointing first). Returns a summary, also the last record of
   metrics.jsonl. Raises ConfigError (a resume that would change the run's meaning), CheckpointError,
   StorageError (the run directory cannot be written), RunInUse (another process trains there) and Diverged."""
+  devices_lib.layout(config)  # before anything is made or written: a device count that does not fit loses nothing
   run_dir = prepare_run_dir(logdir)
   with RunLock(run_dir):
     return _train_in(run_dir, config, console=console, resume=resume, stop_after_updates=stop_after_updates)
@@ -207,6 +209,10 @@ def _train_in(
     log = Logger(run_dir, total_env_steps=config.total_env_steps, console=console, tensorboard=config.tensorboard)
     ckpts = ckpt_lib.Checkpoints(run_dir, keep=config.checkpoints_kept)
     parts = Parts(config, Agent(config, world.spec), world, eval_world, log, ckpts, run_dir, console)
+    layout = devices_lib.layout(config)
+    if layout.count > 1:
+      platforms = "/".join(sorted({d.platform for d in layout.mesh.devices.flat}))
+      _note(console, f"data parallel over {layout.count} {platforms} devices")
     with StopSignals() as signals:
       return run_loop(parts, changed=changed, signals=signals, stop_after_updates=stop_after_updates)
   except OSError as e:
@@ -310,9 +316,9 @@ def restore(p: Parts, c: Carry) -> Carry:
       f"checkpoint {p.ckpts.path(saved.step)!r} was trained on {saved.meta['spec']}, but {p.config.world!r} now "
       f"gives {spec}"
     )
-  dev = jax.device_put(saved.state)
-  c.state = dev["learner"]._replace(params=jax.device_put(saved.params))
-  c.rb, c.key, c.obs = dev["replay"], dev["key"], np.asarray(saved.state["obs"])
+  learner = saved.state["learner"]._replace(params=saved.params)
+  c.state, c.rb = p.agent.place(learner, saved.state["replay"])  # on this run's devices, whatever saved them
+  c.key, c.obs = jax.device_put(saved.state["key"]), np.asarray(saved.state["obs"])
   c.progress = Progress.from_meta(saved.meta["progress"], f"checkpoint {p.ckpts.path(saved.step)!r}")
   problem = _restore_world(p.world, saved.meta.get("world_state"))
   if problem:

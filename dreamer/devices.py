@@ -1,0 +1,97 @@
+"""Which devices a run uses and how its arrays lie on them: data parallelism with `jax.sharding`.
+
+A run spreads over D devices as one `Mesh` with a single axis, "data":
+  - parameters, target parameters and optimizer state are replicated (at ~8M parameters a copy per device is
+    32 MB; sharding them would trade that memory for an all-gather per forward pass, not worth it);
+  - the replay is split by environment rows: env e's ring lives on device e // (E / D), with its priorities;
+  - each update's batch of B samples is split B / D per device, so every device runs the networks on its own
+    share and XLA inserts the all-reduce of the gradients;
+  - acting splits the E environments' observations the same way, so the batched search runs on all devices.
+Sampling stays exactly global: priority-proportional over every row of every device, the same draws as on one
+device. XLA lowers the sample's cumulative sum over the split priorities (E x T floats, 400 KB for 100k rows)
+and gathers each sampled window where its rows live, then sums the windows over devices (B x W rows move per
+update, never the replay). So D devices compute the same updates as one, up to the order of floating-point
+sums (the gradient all-reduce), and a checkpoint (host arrays) resumes on any device count that divides the
+batch and the environments.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from dreamer import replay as replay_lib
+from dreamer.config import Config, ConfigError
+
+AXIS = "data"
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+  """A run's devices (a one-axis mesh) and the shardings of its arrays."""
+
+  mesh: Mesh
+
+  @property
+  def count(self) -> int:
+    return self.mesh.size
+
+  @property
+  def replicated(self) -> NamedSharding:
+    return NamedSharding(self.mesh, P())
+
+  @property
+  def split(self) -> NamedSharding:
+    """Leading axis divided over the devices (replay rows by env, batches, acting observations)."""
+    return NamedSharding(self.mesh, P(AXIS))
+
+  @property
+  def replay(self) -> replay_lib.ReplayState:
+    """Shardings of a replay state (a pytree prefix): rows, priorities and heads split by env, the scalar
+    max_priority replicated."""
+    return replay_lib.ReplayState(rows=self.split, priority=self.split, head=self.split, max_priority=self.replicated)
+
+  def place(self, state: Any, rb: replay_lib.ReplayState) -> tuple[Any, replay_lib.ReplayState]:
+    """The learner state replicated and the replay split over the devices (host or device arrays in). On one
+    device: plain device arrays, as a run had before devices were a setting."""
+    if self.count == 1:
+      return jax.device_put(state), jax.device_put(rb)
+    return jax.device_put(state, self.replicated), jax.device_put(rb, self.replay)
+
+  def rows(self, x: Any) -> Any:
+    """A batch of per-env arrays [N, ...] split over the devices when N divides evenly (else replicated: an
+    evaluation world's episode count need not be a multiple of the device count)."""
+    return jax.device_put(x, self.split if np.shape(x)[0] % self.count == 0 else self.replicated)
+
+  def constrain(self, tree: Any) -> Any:
+    """Inside jit: the leading (batch) axis of every leaf split over the devices."""
+    return jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, self.split), tree)
+
+
+def layout(config: Config) -> Layout:
+  """The devices of `config.devices` as a Layout: N > 0 the first N devices JAX sees; 0 as many of them as divide
+  the batch and the environments evenly (all of them when they do, so one device is one device). ConfigError
+  (one line) when N is more than there are, or when the batch or the environments do not divide over N."""
+  available = jax.devices()
+  if config.devices == 0:
+    count = max(n for n in range(1, len(available) + 1) if config.batch_size % n == 0 and config.num_envs % n == 0)
+    return Layout(Mesh(np.array(available[:count]), (AXIS,)))
+  count = config.devices
+  if count > len(available):
+    kinds = "/".join(sorted({d.platform for d in available}))
+    raise ConfigError(
+      f"invalid config: devices {count} is more than the {len(available)} {kinds} device(s) JAX sees; "
+      f"allowed: 0 (automatic) or 1..{len(available)}"
+    )
+  for key in ("batch_size", "num_envs"):
+    if getattr(config, key) % count:
+      raise ConfigError(
+        f"invalid config: {key} {getattr(config, key)} does not divide over devices {count}; choose a multiple "
+        f"of {count}, or devices dividing it (0 chooses one)"
+      )
+  return Layout(Mesh(np.array(available[:count]), (AXIS,)))
