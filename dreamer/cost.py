@@ -335,3 +335,90 @@ def matmul_gflops(*, n: int = 2048, repeats: int = 5) -> float:
   its median seconds."""
   x = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
   return 2 * n**3 / median_seconds(jax.jit(jnp.matmul), x, x, repeats=repeats) / 1e9
+
+
+class Link(NamedTuple):
+  """An interconnect: per-device bandwidth in one direction (GB/s), latency per ring step (us), and source."""
+
+  bandwidth_gbs: float
+  latency_us: float
+  source: str
+
+
+# Within one 8-GPU node a ring runs over NVLink; across nodes the ring's slowest hop is each GPU's network port.
+LINKS = {
+  "nvlink4": Link(450.0, 3.0, "NVIDIA H100/H200 SXM: NVLink 4, 900 GB/s per GPU, both directions together"),
+  "ib-ndr": Link(50.0, 8.0, "NVIDIA ConnectX-7 InfiniBand NDR: 400 Gb/s per GPU, one port per GPU as in DGX H100"),
+}
+NODE = 8  # accelerators per node, over which a ring stays on NVLink
+
+
+class UpdateTraffic(NamedTuple):
+  """Bytes one data-parallel update moves between devices (see `dreamer/devices.py`)."""
+
+  gradients: int  # all-reduce of the gradients: every learned parameter, float32
+  windows: int  # all-reduce of the sampled windows, gathered where their rows live: B x W rows
+  priorities: int  # all-gather of the replay's priorities for the global cumulative sum: E x T float32
+
+
+def traffic(agent: Agent, state: Any, rb: replay_lib.ReplayState) -> UpdateTraffic:
+  """The collective volume of one update of `agent` (shapes of `state` and `rb` suffice)."""
+  config = agent.config
+  nbytes = lambda tree: sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))  # noqa: E731
+  rows = rb.priority.size
+  frame = nbytes(rb.rows.obs) // rows
+  other = nbytes(rb.rows._replace(obs=())) // rows  # action, reward, policy, value, flags, step of one row
+  window = config.batch_size * (config.unroll_steps + config.td_steps + 1) * (other + config.frame_stack * frame)
+  return UpdateTraffic(gradients=nbytes(state.params), windows=window, priorities=rows * 4)
+
+
+def ring_seconds(size: int, devices: int, link: Link, *, reduce: bool) -> float:
+  """Seconds of a ring all-reduce (`reduce`: 2 (D-1) steps, each moving size / D) or all-gather (D-1 steps) of
+  `size` bytes over `devices` devices on `link`: the bandwidth term plus a latency per step."""
+  if devices == 1 or size == 0:
+    return 0.0
+  steps = (2 if reduce else 1) * (devices - 1)
+  return steps * (size / devices / (link.bandwidth_gbs * 1e9) + link.latency_us * 1e-6)
+
+
+def scaling(
+  update: Cost, moved: UpdateTraffic, *, batch_size: int, devices: int, accelerator: Accelerator, dtype: str
+) -> dict[str, Any]:
+  """Projected seconds of one data-parallel update over `devices` accelerators: each computes 1/D of the update
+  (its roofline bound; the replicated sampling, a few hundred kB, is left out) and then the collectives run
+  (rings, on NVLink within a node of NODE and on InfiniBand across nodes; not overlapped with compute, as XLA's
+  all-reduce follows the backward pass). A lower bound on compute and a fair estimate of communication."""
+  link = LINKS["nvlink4"] if devices <= NODE else LINKS["ib-ndr"]
+  share = Cost(update.flops / devices, update.bytes / devices, update.transcendentals / devices)
+  compute = roofline(share, peak_tflops=accelerator.peak_tflops[dtype], bandwidth_gbs=accelerator.bandwidth_gbs)
+  comm = {
+    "gradients_s": ring_seconds(moved.gradients, devices, link, reduce=True),
+    "windows_s": ring_seconds(moved.windows, devices, link, reduce=True),
+    "priorities_s": ring_seconds(moved.priorities, devices, link, reduce=False),
+  }
+  total = compute["seconds"] + sum(comm.values())
+  return {
+    "devices": devices,
+    "per_device_batch": batch_size / devices,
+    "link": link.source if devices > 1 else None,
+    "compute_s": compute["seconds"],
+    "compute_bound": compute["bound"],
+    **comm,
+    "collective_bytes": sum(moved) if devices > 1 else 0,
+    "update_s": total,
+    "speedup": None,  # filled in by `scaling_table` against one device
+    "communication_fraction": sum(comm.values()) / total,
+  }
+
+
+def scaling_table(
+  update: Cost, moved: UpdateTraffic, *, batch_size: int, counts: tuple[int, ...], accelerator: Accelerator, dtype: str
+) -> list[dict[str, Any]]:
+  """`scaling` at each device count, with the speedup over one device."""
+  rows = [
+    scaling(update, moved, batch_size=batch_size, devices=d, accelerator=accelerator, dtype=dtype) for d in counts
+  ]
+  one = scaling(update, moved, batch_size=batch_size, devices=1, accelerator=accelerator, dtype=dtype)["update_s"]
+  for row in rows:
+    row["speedup"] = one / row["update_s"]
+  return rows

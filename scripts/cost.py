@@ -100,6 +100,27 @@ def rooflines(parts: dict[str, cost.Cost], run: list[tuple[cost.Cost, int]], acc
   return out
 
 
+def data_parallel(agent, state, rb, update: cost.Cost, chosen: dict, dtype: str, counts: list[int]) -> dict:
+  """Projected data-parallel update time on 1..N accelerators of each built-in class (`cost.scaling`), the bytes
+  each update moves between devices, and the first count at which adding devices gains under 10% per doubling."""
+  moved = cost.traffic(agent, state, rb)
+  out = {"collectives": moved._asdict(), "by_accelerator": {}}
+  for name in chosen:
+    if name not in cost.ACCELERATORS:
+      continue  # a custom accelerator has no interconnect to model
+    rows = cost.scaling_table(
+      update, moved, batch_size=agent.config.batch_size, counts=tuple(counts), accelerator=cost.ACCELERATORS[name],
+      dtype=dtype,
+    )  # fmt: skip
+    doubling = cost.scaling_table(
+      update, moved, batch_size=agent.config.batch_size, counts=(1, 2, 4, 8, 16, 32, 64, 128),
+      accelerator=cost.ACCELERATORS[name], dtype=dtype,
+    )  # fmt: skip
+    stops = next((b["devices"] for a, b in zip(doubling, doubling[1:]) if b["speedup"] < 1.1 * a["speedup"]), None)
+    out["by_accelerator"][name] = {"rows": rows, "stops_scaling_at": stops}
+  return out
+
+
 def accelerators(args: argparse.Namespace) -> dict[str, dict]:
   """The accelerators asked for: a custom one from --peak-tflops and --bandwidth-gbs, one built-in, or all."""
   if args.peak_tflops is not None or args.bandwidth_gbs is not None:
@@ -221,6 +242,7 @@ def main() -> None:
     **per_step,
     "run": run,
     "roofline": rooflines(parts, pairs, chosen, dtype),
+    "scaling": data_parallel(agent, state, rb, parts["update"], chosen, dtype, args.devices),
     "achieved": None if args.no_time else achieved(agent, compiled_update, compiled_act, parts, args),
     "left_out": LEFT_OUT,
   }
@@ -245,6 +267,9 @@ def parse_args() -> argparse.Namespace:
   parser.add_argument("--no-time", action="store_true", help="skip timing on this machine (the achieved fraction)")
   parser.add_argument("--cpu-peak-gflops", type=float, help="this machine's peak (default: measured with a matmul)")
   parser.add_argument("--repeats", type=int, default=5, help="timed calls, after a warm-up, of which the median")
+  parser.add_argument(
+    "--devices", type=int, nargs="+", default=[1, 8, 64], help="device counts of the data-parallel projection"
+  )
   return parser.parse_args()
 
 

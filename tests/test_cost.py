@@ -121,6 +121,24 @@ def test_roofline_on_hand_numbers():
   assert memory_bound == {"seconds": pytest.approx(0.01), "bound": "memory", "flops_per_byte": 0.1}
 
 
+def test_data_parallel_projection_on_hand_numbers():
+  link = cost.Link(bandwidth_gbs=100.0, latency_us=10.0, source="hand")
+  # All-reduce of 8e9 bytes over 4 devices: 6 ring steps of 2e9 bytes at 1e11 B/s plus 10 us each.
+  assert cost.ring_seconds(8e9, 4, link, reduce=True) == pytest.approx(6 * (0.02 + 1e-5))
+  assert cost.ring_seconds(8e9, 4, link, reduce=False) == pytest.approx(3 * (0.02 + 1e-5))
+  assert cost.ring_seconds(8e9, 1, link, reduce=True) == 0.0
+  acc = cost.Accelerator({"bfloat16": 100.0}, 1000.0, "hand")
+  update, moved = cost.Cost(1e12, 1e9), cost.UpdateTraffic(gradients=4e8, windows=0, priorities=0)
+  rows = cost.scaling_table(update, moved, batch_size=256, counts=(1, 8, 16), accelerator=acc, dtype="bfloat16")
+  one, eight, sixteen = rows
+  assert one["update_s"] == pytest.approx(0.01) and one["speedup"] == 1.0 and one["communication_fraction"] == 0
+  nvlink, ib = cost.LINKS["nvlink4"], cost.LINKS["ib-ndr"]
+  assert eight["compute_s"] == pytest.approx(0.01 / 8) and eight["per_device_batch"] == 32
+  assert eight["gradients_s"] == pytest.approx(cost.ring_seconds(4e8, 8, nvlink, reduce=True))
+  assert sixteen["gradients_s"] == pytest.approx(cost.ring_seconds(4e8, 16, ib, reduce=True))  # across nodes
+  assert sixteen["speedup"] == pytest.approx(0.01 / (0.01 / 16 + sixteen["gradients_s"]))
+
+
 def test_run_counts_and_totals_on_hand_numbers():
   config = config_lib.load("debug", [])  # 4000 env steps, 8 envs, 0.25 updates per env step from 200, eval 400
   counts = cost.run_counts(config)
@@ -155,3 +173,7 @@ def test_script_prints_the_cost_json():
   assert out["run"]["total_tflop"] == pytest.approx(out["run"]["total"]["flops"] / 1e12)
   assert list(out["roofline"]) == ["h200"] and out["roofline"]["h200"]["peak_tflops"] == 989.4
   assert out["roofline"]["h200"]["update"]["seconds"] > 0 and out["achieved"] is None
+  scaling = out["scaling"]["by_accelerator"]["h200"]["rows"]
+  assert [r["devices"] for r in scaling] == [1, 8, 64] and scaling[0]["speedup"] == 1.0
+  moved = out["scaling"]["collectives"]  # debug: 8 samples x (1 + 1 + 1) rows of a 6-float obs and the rest
+  assert moved["priorities"] == 8000 * 4 and moved["windows"] == 8 * 3 * (6 * 4 + 4 + 4 + 2 * 4 + 4 + 1 + 1 + 4)
