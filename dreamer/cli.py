@@ -190,6 +190,13 @@ def _parser() -> argparse.ArgumentParser:
   cmp.add_argument("--logdir", metavar="DIR", help="directory holding the grid's runs")
   cmp.add_argument("--jobs", type=int, default=1, metavar="N", help="runs trained at once (default: 1)")
   cmp.add_argument(
+    "--devices",
+    type=int,
+    default=0,
+    metavar="N",
+    help="train N runs at once, each on a device of its own (the first N devices JAX sees; instead of --jobs)",
+  )
+  cmp.add_argument(
     "--runs",
     nargs="+",
     default=[],
@@ -421,6 +428,7 @@ def _compare(args: argparse.Namespace) -> int:
   if args.config is None and args.out is None and args.runs:
     raise config_lib.ConfigError("give --out DIR for the report of --runs")
   _check_count("--jobs", args.jobs, 1)
+  _check_count("--devices", args.devices, 0)
   _check_count("--reps", args.reps, 1)
   result = compare.compare(
     args.config,
@@ -432,6 +440,7 @@ def _compare(args: argparse.Namespace) -> int:
     logdir=args.logdir,
     out=args.out,
     jobs=args.jobs,
+    devices=args.devices,
     threshold=args.threshold,
     reps=args.reps,
     console=not args.quiet,

@@ -33,6 +33,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
 
 from dreamer import config as config_lib
@@ -190,30 +191,41 @@ def _signals_to(handler) -> Iterator[None]:
       signal.signal(s, h)
 
 
-def execute(runs: Sequence[Planned], *, preset: str, jobs: int, console: bool = True) -> dict[str, Any]:
-  """Trains every unfinished run, `jobs` at a time, as `dreamer train` subprocesses. SIGINT/SIGTERM are
+def execute(
+  runs: Sequence[Planned], *, preset: str, jobs: int, devices: int = 0, console: bool = True
+) -> dict[str, Any]:
+  """Trains every unfinished run, `jobs` at a time, as `dreamer train` subprocesses; with `devices` D > 0, D at a
+  time, each on a device of its own: the run gets `devices=1` and `first_device` = a device no other running
+  run holds, and JAX does not preallocate (every process sees every device, and uses one). SIGINT/SIGTERM are
   passed to the running trainings (which checkpoint and stop) and no new run starts. Returns
   {"failed": [(run_dir, log, exit code)], "stopped": signal name or None}."""
   todo = [r for r in runs if not finished(r.run_dir)]
   lock = threading.Lock()
   procs: set[subprocess.Popen] = set()
   state: dict[str, Any] = {"failed": [], "stopped": None, "error": None}
+  free = list(range(devices))  # device indices no running run holds
 
   def one(run: Planned) -> None:
     with lock:
       if state["stopped"] or state["error"]:
         return
       log = run.run_dir.parent / f"{run.run_dir.name}.log"
+      command, env, slot = _train_command(run, preset), None, None
+      if devices:
+        slot = free.pop(0)
+        command += ["--set", "devices=1", "--set", f"first_device={slot}"]
+        env = {**os.environ, "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
       if console:
+        where = f" (device {slot})" if slot is not None else ""
         print(
-          f"dreamer: compare: {run.world} {run.label} seed {run.seed} -> {run.run_dir}", file=sys.stderr, flush=True
+          f"dreamer: compare: {run.world} {run.label} seed {run.seed} -> {run.run_dir}{where}",
+          file=sys.stderr,
+          flush=True,
         )
       try:
         run.run_dir.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "a") as out:
-          proc = subprocess.Popen(
-            _train_command(run, preset), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-          )
+          proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env)
       except OSError as e:
         state["error"] = f"cannot start run {str(run.run_dir)!r}: {e.strerror or e}"
         return
@@ -221,6 +233,8 @@ def execute(runs: Sequence[Planned], *, preset: str, jobs: int, console: bool = 
     code = proc.wait()
     with lock:
       procs.discard(proc)
+      if slot is not None:
+        free.append(slot)
       if code != 0 and not state["stopped"]:
         state["failed"].append((str(run.run_dir), str(log), code))
 
@@ -230,7 +244,7 @@ def execute(runs: Sequence[Planned], *, preset: str, jobs: int, console: bool = 
       for p in procs:
         p.send_signal(signal.SIGTERM)
 
-  with _signals_to(forward), concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+  with _signals_to(forward), concurrent.futures.ThreadPoolExecutor(max_workers=devices or jobs) as pool:
     list(pool.map(one, todo))
   error = state.pop("error")
   if error:
@@ -601,6 +615,7 @@ def compare(
   logdir: str | None,
   out: str | None,
   jobs: int,
+  devices: int = 0,
   threshold: float | None,
   reps: int,
   console: bool = True,
@@ -608,6 +623,8 @@ def compare(
   """The `dreamer compare` command: run the grid (if `preset`), then report on it and on `run_dirs`."""
   if jobs < 1:
     raise config_lib.ConfigError(f"--jobs must be >= 1, got {jobs}")
+  if devices and jobs > 1:
+    raise config_lib.ConfigError("give --jobs or --devices, not both: --devices N runs N at a time, one a device")
   if reps < 1:
     raise config_lib.ConfigError(f"--reps must be >= 1, got {reps}")
   if preset is None and not run_dirs:
@@ -623,14 +640,25 @@ def compare(
     if logdir is None:
       raise config_lib.ConfigError("give --logdir DIR for the grid's runs")
     planned = plan(preset, overrides=overrides, grid=grid, worlds=worlds, seeds=seeds, logdir=logdir)
+    if devices:
+      _check_devices(devices)
     _check_worlds(planned, preset, overrides)
-    result = execute(planned, preset=preset, jobs=jobs, console=console)
+    result = execute(planned, preset=preset, jobs=jobs, devices=devices, console=console)
     if result["stopped"]:
       return {**result, "summary": None}
     dirs += [str(p.run_dir) for p in planned if finished(p.run_dir)]
   out = out or os.path.join(logdir or ".", "report")
   summary = write_report(dirs, out, threshold=threshold, reps=reps) if dirs else None
   return {**result, "summary": summary, "out": out}
+
+
+def _check_devices(count: int) -> None:
+  """ConfigError unless JAX sees at least `count` devices (this process only looks: it allocates nothing)."""
+  os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # before JAX's backend starts, if it has not
+  seen = jax.devices()
+  if count > len(seen):
+    kinds = "/".join(sorted({d.platform for d in seen}))
+    raise config_lib.ConfigError(f"--devices {count} is more than the {len(seen)} {kinds} device(s) JAX sees")
 
 
 def _check_worlds(planned: Sequence[Planned], preset: str, overrides: Sequence[str]) -> None:

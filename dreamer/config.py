@@ -86,6 +86,9 @@ class Config:
   """Devices the run spreads over by data parallelism (`dreamer/devices.py`): N the first N that JAX sees
   (batch_size and num_envs must divide by N); 0 as many of them as divide both (all of them when they do).
   The learning is the same on any count, up to the order of floating-point sums; a resume may change it."""
+  first_device: int = 0
+  """Index of the run's first device among those JAX sees: the run uses devices first_device, first_device + 1,
+  ... (`dreamer compare --devices` gives each concurrent run its own)."""
 
   # --- Atari worlds (used only by 'atari:' worlds; see worlds/atari.py) ---
   atari_frame_size: int = 96
@@ -293,6 +296,7 @@ class Config:
     return [
       (self.num_envs >= 1, "num_envs must be >= 1"),
       (self.devices >= 0, "devices must be >= 0 (0: automatic)"),
+      (self.first_device >= 0, "first_device must be >= 0"),
       (self.total_env_steps >= 1, "total_env_steps must be >= 1"),
       (self.network in ("mlp", "resnet"), f"network must be 'mlp' or 'resnet', got {self.network!r}"),
       (self.frame_stack >= 1, "frame_stack must be >= 1"),

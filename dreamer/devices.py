@@ -74,18 +74,26 @@ class Layout:
 
 
 def layout(config: Config) -> Layout:
-  """The devices of `config.devices` as a Layout: N > 0 the first N devices JAX sees; 0 as many of them as divide
-  the batch and the environments evenly (all of them when they do, so one device is one device). ConfigError
-  (one line) when N is more than there are, or when the batch or the environments do not divide over N."""
-  available = jax.devices()
+  """The devices of `config.devices` from `config.first_device` on, as a Layout: N > 0 the next N devices JAX
+  sees; 0 as many of them as divide the batch and the environments evenly (all of them when they do, so one
+  device is one device). ConfigError (one line) when there are not that many, or when the batch or the
+  environments do not divide over N."""
+  seen = jax.devices()
+  available = seen[config.first_device :]
+  if not available:
+    raise ConfigError(
+      f"invalid config: first_device {config.first_device} is out of range: JAX sees {len(seen)} device(s); "
+      f"allowed: 0..{len(seen) - 1}"
+    )
   if config.devices == 0:
     count = max(n for n in range(1, len(available) + 1) if config.batch_size % n == 0 and config.num_envs % n == 0)
     return Layout(Mesh(np.array(available[:count]), (AXIS,)))
   count = config.devices
   if count > len(available):
     kinds = "/".join(sorted({d.platform for d in available}))
+    after = f" from first_device {config.first_device} on" if config.first_device else ""
     raise ConfigError(
-      f"invalid config: devices {count} is more than the {len(available)} {kinds} device(s) JAX sees; "
+      f"invalid config: devices {count} is more than the {len(available)} {kinds} device(s) JAX sees{after}; "
       f"allowed: 0 (automatic) or 1..{len(available)}"
     )
   for key in ("batch_size", "num_envs"):

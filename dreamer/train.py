@@ -620,6 +620,7 @@ def summarize(p: Parts, c: Carry, stopped: str | None) -> dict[str, Any]:
     "checkpoint": p.ckpts.path(progress.env_steps),
     "sys/rss_bytes": rss_bytes(),
     "replay/bytes": replay_lib.nbytes(c.rb),
+    "devices": [str(d) for d in devices_lib.layout(p.config).mesh.devices.flat],
     **c.dreams.record(progress.env_steps),
     **{f"time/{k}_s": v for k, v in c.timers.items()},
     **{k: v for k, v in progress.last_eval.items() if k.startswith("eval/")},

@@ -192,3 +192,28 @@ def test_one_device_keeps_plain_device_arrays():
   state, rb = layout.place({"w": np.ones(3)}, {"x": np.zeros(2)})
   assert layout.count == 1 and not isinstance(state["w"].sharding, type(layout.split))
   assert json.dumps(rb["x"].tolist()) == "[0.0, 0.0]"
+
+
+def test_compare_gives_each_concurrent_run_a_device_of_its_own(tmp_path):
+  """`dreamer compare --devices 2` with 4 simulated devices: the grid's two runs train at once, one on device 0
+  and one on device 1 (each run's summary names its devices); --devices 5 is one line."""
+  grid = ["compare", "--config", "debug", "--grid", "num_simulations=2,4", "--seeds", "0", "--quiet"]
+  grid += ["--set", "total_env_steps=400", "--set", "stop_return=inf", "--logdir", str(tmp_path / "grid")]
+  code = f"""
+  import contextlib, io
+  from dreamer import cli
+  codes = [cli.main({grid + ["--devices", "2"]!r})]
+  err = io.StringIO()
+  with contextlib.redirect_stderr(err):
+    codes.append(cli.main({grid + ["--devices", "5", "--logdir", str(tmp_path / "none")]!r}))
+  print(json.dumps({{"codes": codes, "error": err.getvalue()}}))
+  """
+  out = _child(code)
+  assert out["codes"] == [0, 2]
+  assert out["error"].strip() == "dreamer: error: --devices 5 is more than the 4 cpu device(s) JAX sees"
+  runs = sorted((tmp_path / "grid").rglob("metrics.jsonl"))
+  assert len(runs) == 2
+  used = [read_metrics(r.parent)[-1]["devices"] for r in runs]
+  assert sorted(used) == [["cpu:0"], ["cpu:1"]], used
+  starts = [json.loads((r.parent / "config.json").read_text())["first_device"] for r in runs]
+  assert sorted(starts) == [0, 1]
