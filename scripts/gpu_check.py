@@ -405,8 +405,16 @@ def command(*options: str) -> list[str]:
   return [sys.executable, str(Path(__file__).resolve()), *options]
 
 
+def throughput_pairs(args: argparse.Namespace) -> list[tuple[str, str]]:
+  """(preset, dtype) of each throughput run: every pair; --smoke: each preset once, the dtypes in turn (each
+  code path runs, at half the compiling)."""
+  if args.smoke:
+    return [(p, args.dtypes[i % len(args.dtypes)]) for i, p in enumerate(args.presets)]
+  return [(p, d) for p in args.presets for d in args.dtypes]
+
+
 def throughput_runs(args: argparse.Namespace, plan: Plan, run) -> dict:
-  pairs = [(p, d) for p in args.presets for d in args.dtypes]
+  pairs = throughput_pairs(args)
   out: dict = {p: {} for p in args.presets}
   sizes = ["--act-steps", str(args.act_steps), "--chunks", str(args.chunks), *(["--smoke"] if args.smoke else [])]
   for i, (preset, dtype) in enumerate(pairs):
@@ -472,7 +480,7 @@ def check(args: argparse.Namespace) -> int:
       return run_part(cmd, env=env, **kwargs)
 
     if "device" in args.parts:
-      runs = 1 + len(args.presets) * len(args.dtypes) * ("throughput" in args.parts)
+      runs = 1 + len(throughput_pairs(args)) * ("throughput" in args.parts)
       result["device"] = run(command("--part", "device"), label="device", timeout=min(60.0, plan.share(runs)))
     if "throughput" in args.parts:
       result["throughput"] = throughput_runs(args, plan, run)
