@@ -35,6 +35,8 @@ class Agent:
   act(params, obs [B, *obs_shape], key, temperature) -> actor output; policy_act(params, obs) -> action;
   train_chunk(state, replay, env_step) -> (state, replay, metrics f32[updates_per_chunk] each);
   add(replay, rows, final_obs, ended, terminated) -> replay (donates the replay);
+  over several processes, act / policy_act / add take and give this process's env rows only, and
+  eval_act / eval_policy_act (what `evaluate` uses) run the same evaluation on every process;
   place(state, replay) -> both laid over the run's devices (`layout`, from `config.devices`)."""
 
   def __init__(self, config: Config, spec: worlds.Spec):
@@ -48,13 +50,22 @@ class Agent:
     self.obs_shape = frames.obs_shape(spec.obs_shape, config.frame_stack)  # what the networks see
     add = functools.partial(replay_lib.add, stack=config.frame_stack)
     act, policy_act = actor_lib.make_act(self.model, config), actor_lib.make_policy_act(self.model)
-    if self.layout.count == 1:
+    layout = self.layout
+    self.eval_act, self.eval_policy_act = act, policy_act
+    if layout.count == 1:
       self.act, self.policy_act = act, policy_act
       self.add = jax.jit(add, donate_argnums=0)
-    else:  # observations split over the devices, so the batched search runs on all of them
-      self.act = lambda params, obs, *args: act(params, self.layout.rows(obs), *args)
-      self.policy_act = lambda params, obs: policy_act(params, self.layout.rows(obs))
-      self.add = jax.jit(add, donate_argnums=0, out_shardings=self.layout.replay)
+    elif layout.processes == 1:  # observations split over the devices, so the batched search runs on all of them
+      self.act = self.eval_act = lambda params, obs, *args: act(params, layout.rows(obs), *args)
+      self.policy_act = self.eval_policy_act = lambda params, obs: policy_act(params, layout.rows(obs))
+      self.add = jax.jit(add, donate_argnums=0, out_shardings=layout.replay)
+    else:  # each process acts on its own envs' rows (in and out); evaluation runs on every process alike
+      self.act = lambda params, obs, *args: layout.to_local(act(params, layout.to_global(obs), *args))
+      self.policy_act = lambda params, obs: layout.to_local(policy_act(params, layout.to_global(obs)))
+      self.eval_act = lambda params, obs, *args: act(params, layout.replicate(obs), *args)
+      self.eval_policy_act = lambda params, obs: policy_act(params, layout.replicate(obs))
+      add_global = jax.jit(add, donate_argnums=0, out_shardings=layout.replay)
+      self.add = lambda rb, *rows: add_global(rb, *layout.to_global(rows))
 
   def place(
     self, state: learner_lib.TrainState, rb: replay_lib.ReplayState
@@ -84,7 +95,7 @@ class Agent:
     start = time.perf_counter()
     c = self.config
     res = actor_lib.evaluate(
-      world, params, self.act, self.policy_act, rng_key, seed=c.seed + 10_000, max_steps=c.eval_max_steps,
+      world, params, self.eval_act, self.eval_policy_act, rng_key, seed=c.seed + 10_000, max_steps=c.eval_max_steps,
       stack=c.frame_stack, record=record,
     )  # fmt: skip
     record = {"eval/seconds": time.perf_counter() - start}

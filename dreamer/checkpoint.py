@@ -26,6 +26,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from dreamer import distributed
+
 FORMAT_VERSION = 2
 ITEMS = ("params", "state", "meta")
 _TMP_MARK = ".orbax-checkpoint-tmp"
@@ -47,8 +49,18 @@ class Saved(NamedTuple):
 
 
 def host_copy(tree: Any) -> Any:
-  """Numpy copies of every leaf (the device buffers may be donated right after)."""
-  return jax.tree.map(lambda x: np.array(x, copy=True), tree)
+  """Numpy copies of every leaf (the device buffers may be donated right after). Over several processes,
+  arrays split over them are gathered whole on every process (each calls this at the same point): the
+  primary writes them, and a checkpoint is the same whatever the process count."""
+
+  def copy(x: Any) -> np.ndarray:
+    if isinstance(x, jax.Array) and not (x.is_fully_addressable or x.is_fully_replicated):
+      from jax.experimental import multihost_utils
+
+      return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.array(x, copy=True)
+
+  return jax.tree.map(copy, tree)
 
 
 def checksums(tree: Any) -> list[int]:
@@ -229,13 +241,17 @@ class Checkpoints:
     return f"the last complete checkpoint is {self.path(done[-1])!r}" if done else "no checkpoint is complete"
 
   def _remove_partial(self) -> None:
+    if jax.process_index():  # the primary process owns the files
+      return
     for p in self.dir.glob(f"*{_TMP_MARK}*") if self.dir.is_dir() else []:
       shutil.rmtree(p, ignore_errors=True)
 
   def _quarantine(self, step: int) -> None:
-    target = self.run_dir / "corrupt_checkpoints" / f"{step}-{time.strftime('%Y%m%d-%H%M%S')}"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(self.path(step), target)
+    if not jax.process_index():  # the primary process moves it; every process then reloads the list
+      target = self.run_dir / "corrupt_checkpoints" / f"{step}-{time.strftime('%Y%m%d-%H%M%S')}"
+      target.parent.mkdir(parents=True, exist_ok=True)
+      shutil.move(self.path(step), target)
+    distributed.barrier(f"quarantine-{step}")
     self.manager.reload()
 
 

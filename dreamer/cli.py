@@ -91,6 +91,17 @@ def _parser() -> argparse.ArgumentParser:
   train.add_argument(
     "--quiet", action="store_true", help="no console progress lines (warnings still printed; metrics.jsonl written)"
   )
+  hosts = train.add_argument_group(
+    "a run over several processes (hosts)",
+    "every process runs the same command with its own --process-id; each option defaults to the environment "
+    "variable named (see docs/devices.md)",
+  )
+  hosts.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address (JAX_COORDINATOR_ADDRESS)")
+  hosts.add_argument("--num-processes", type=int, metavar="N", help="how many processes (JAX_NUM_PROCESSES)")
+  hosts.add_argument("--process-id", type=int, metavar="K", help="this process, 0..N-1 (JAX_PROCESS_ID)")
+  hosts.add_argument(
+    "--join-timeout", type=int, default=300, metavar="S", help="seconds to wait for every process to join (300)"
+  )
 
   ev = sub.add_parser(
     "eval",
@@ -363,11 +374,35 @@ def _move_aside(logdir: Path) -> None:
   print(f"dreamer: moved the previous run to {str(aside)!r}", file=sys.stderr)
 
 
+def _join(args: argparse.Namespace) -> None:
+  """Joins the run's other processes when the options or the environment name a coordinator (before anything
+  touches JAX's devices); a run over several processes needs its --logdir spelled out, and --fresh is refused
+  (each process would move the run aside)."""
+  from dreamer import distributed
+
+  join = distributed.settings(
+    coordinator=args.coordinator,
+    num_processes=args.num_processes,
+    process_id=args.process_id,
+    timeout_s=args.join_timeout,
+  )
+  if join is None or join.num_processes == 1:
+    return
+  if args.logdir is None or args.fresh:
+    what = "--fresh is not allowed" if args.fresh else "give --logdir DIR"
+    raise config_lib.ConfigError(
+      f"a run over {join.num_processes} processes needs one run directory that every process names: {what} "
+      f"(start a new run in a new directory)"
+    )
+  distributed.initialize(join)
+
+
 def _train(args: argparse.Namespace) -> int:
   from dreamer import agent, limits  # heavy imports only when needed
   from dreamer import train as train_lib
 
   # Everything is checked before anything on disk changes (--fresh moves the run aside only then).
+  _join(args)
   config, logdir = _train_config(args)
   spec = agent.check_world(config.world, "config key 'world'", **config_lib.world_kwargs(config, train=True))
   agent.check_network(config, spec)
@@ -704,12 +739,32 @@ def main(argv: list[str] | None = None) -> int:
     )
     return 130
   except Exception as e:
+    from dreamer import distributed
     from dreamer.train import Diverged  # the training code is imported only when needed
 
+    if distributed.is_lost_peer(e):
+      _lost_peer(e)
     if not isinstance(e, Diverged):
       raise
     print(f"dreamer: error: {e}", file=sys.stderr)
     return 1
+
+
+def _lost_peer(error: BaseException) -> None:
+  """Says that another process of the run went away, and ends this one at once: JAX's own shutdown would wait
+  for the missing process and then abort with a core dump."""
+  import jax
+
+  first = " ".join(str(error).split())[:200]
+  print(
+    f"dreamer: error: process {jax.process_index()} of {jax.process_count()} lost contact with the run's other "
+    f"processes ({first}); one of them stopped or its host went away. Completed checkpoints are kept: start every "
+    f"process again with the same command to resume from the last one",
+    file=sys.stderr,
+    flush=True,
+  )
+  sys.stdout.flush()
+  os._exit(1)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,10 @@ and gathers each sampled window where its rows live, then sums the windows over 
 update, never the replay). So D devices compute the same updates as one, up to the order of floating-point
 sums (the gradient all-reduce), and a checkpoint (host arrays) resumes on any device count that divides the
 batch and the environments.
+
+Over several processes (dreamer/distributed.py) the mesh spans every process's devices in process order, so a
+process's devices hold a contiguous block of env rows: the envs that process steps. `to_global` makes a global
+array of each process's rows, `to_local` hands a process back its rows.
 """
 
 from __future__ import annotations
@@ -68,6 +72,40 @@ class Layout:
     evaluation world's episode count need not be a multiple of the device count)."""
     return jax.device_put(x, self.split if np.shape(x)[0] % self.count == 0 else self.replicated)
 
+  @property
+  def processes(self) -> int:
+    return len({d.process_index for d in self.mesh.devices.flat})
+
+  def local_rows(self, n: int) -> slice:
+    """The rows of a per-env array [n, ...] that this process's devices hold (all of them in one process)."""
+    if self.processes == 1:
+      return slice(0, n)
+    mine = [i for i, d in enumerate(self.mesh.devices.flat) if d.process_index == jax.process_index()]
+    per = n // self.count
+    return slice(mine[0] * per, (mine[-1] + 1) * per)
+
+  def to_global(self, x: Any) -> Any:
+    """Per-env arrays of this process's rows (a pytree of [n_local, ...]) as global arrays split over the
+    devices; in one process, `rows`."""
+    if self.processes == 1:
+      return jax.tree.map(self.rows, x)
+    return jax.tree.map(lambda a: jax.make_array_from_process_local_data(self.split, np.asarray(a)), x)
+
+  def to_local(self, x: Any) -> Any:
+    """Host copies of this process's rows of global per-env arrays (a pytree); all rows in one process."""
+
+    def local(a: jax.Array) -> np.ndarray:
+      if a.is_fully_addressable or a.is_fully_replicated:
+        return np.asarray(a)[self.local_rows(a.shape[0])] if self.processes > 1 else np.asarray(a)
+      shards = sorted(a.addressable_shards, key=lambda s: s.index[0].start or 0)
+      return np.concatenate([np.asarray(s.data) for s in shards])
+
+    return jax.tree.map(local, x)
+
+  def replicate(self, x: Any) -> Any:
+    """The same host array on every process (a pytree) as a global array replicated on every device."""
+    return jax.tree.map(lambda a: jax.device_put(np.asarray(a), self.replicated), x)
+
   def constrain(self, tree: Any) -> Any:
     """Inside jit: the leading (batch) axis of every leaf split over the devices."""
     return jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, self.split), tree)
@@ -79,6 +117,8 @@ def layout(config: Config) -> Layout:
   device is one device). ConfigError (one line) when there are not that many, or when the batch or the
   environments do not divide over N."""
   seen = jax.devices()
+  if jax.process_count() > 1:
+    return _every_process(config, seen)
   available = seen[config.first_device :]
   if not available:
     raise ConfigError(
@@ -103,3 +143,22 @@ def layout(config: Config) -> Layout:
         f"of {count}, or devices dividing it (0 chooses one)"
       )
   return Layout(Mesh(np.array(available[:count]), (AXIS,)))
+
+
+def _every_process(config: Config, seen: list[jax.Device]) -> Layout:
+  """A run over several processes uses every device of every process (each process steps envs of its own);
+  ConfigError when the config asks for fewer, or its batch or environments do not divide over them."""
+  processes = jax.process_count()
+  if config.first_device or config.devices not in (0, len(seen)):
+    raise ConfigError(
+      f"invalid config: a run over {processes} processes uses all {len(seen)} of their devices; allowed: "
+      f"devices 0 or {len(seen)} and first_device 0, got devices {config.devices}, first_device {config.first_device}"
+    )
+  for key in ("batch_size", "num_envs"):
+    if getattr(config, key) % len(seen):
+      raise ConfigError(
+        f"invalid config: {key} {getattr(config, key)} does not divide over the {len(seen)} devices of "
+        f"{processes} processes; choose a multiple of {len(seen)}"
+      )
+  ordered = sorted(seen, key=lambda d: (d.process_index, d.id))  # a process's rows are one contiguous block
+  return Layout(Mesh(np.array(ordered), (AXIS,)))

@@ -34,7 +34,7 @@ from dreamer import actor as actor_lib
 from dreamer import checkpoint as ckpt_lib
 from dreamer import config as config_lib
 from dreamer import devices as devices_lib
-from dreamer import dream_ratio, frames, schedule
+from dreamer import distributed, dream_ratio, frames, schedule
 from dreamer import replay as replay_lib
 from dreamer import video as video_lib
 from dreamer.agent import Agent, check_network, checkpoint_state, spec_dict
@@ -181,8 +181,13 @@ def train(
   run is an error). Stops at `total_env_steps`, at `stop_return`, on SIGINT/SIGTERM, or once
   `stop_after_updates` updates are done (checkpointing first). Returns a summary, also the last record of
   metrics.jsonl. Raises ConfigError (a resume that would change the run's meaning), CheckpointError,
-  StorageError (the run directory cannot be written), RunInUse (another process trains there) and Diverged."""
+  StorageError (the run directory cannot be written), RunInUse (another process trains there) and Diverged.
+  Over several processes (dreamer/distributed.py) every process calls this with the same arguments; process 0
+  prepares the run directory and holds its lock, the others wait for it."""
   devices_lib.layout(config)  # before anything is made or written: a device count that does not fit loses nothing
+  if not distributed.primary():
+    distributed.barrier("run-directory-ready")
+    return _train_in(Path(logdir), config, console=False, resume=True, stop_after_updates=stop_after_updates)
   run_dir = prepare_run_dir(logdir)
   with RunLock(run_dir):
     return _train_in(run_dir, config, console=console, resume=resume, stop_after_updates=stop_after_updates)
@@ -191,10 +196,17 @@ def train(
 def _train_in(
   run_dir: Path, config: Config, *, console: bool, resume: bool, stop_after_updates: int | None
 ) -> dict[str, Any]:
-  """`train` in a prepared run directory whose lock this process holds."""
-  changed = _check_run_dir(run_dir, config, resume=resume)
+  """`train` in a prepared run directory whose lock this process holds (process 0 of several: the others
+  enter once it has written the run's config)."""
+  primary = distributed.primary()
+  changed = _check_run_dir(run_dir, config, resume=resume) if primary else {}
+  layout = devices_lib.layout(config)
+  rows = layout.local_rows(config.num_envs)  # this process's envs; env i is seeded from seed + i
   world = worlds.make(
-    config.world, num_envs=config.num_envs, seed=config.seed, **config_lib.world_kwargs(config, train=True)
+    config.world,
+    num_envs=rows.stop - rows.start,
+    seed=config.seed + rows.start,
+    **config_lib.world_kwargs(config, train=True),
   )
   eval_world = log = ckpts = None
   try:
@@ -205,14 +217,18 @@ def _train_in(
       seed=config.seed + 10_000,
       **config_lib.world_kwargs(config, train=False),
     )
-    _write_config(run_dir, config)
-    log = Logger(run_dir, total_env_steps=config.total_env_steps, console=console, tensorboard=config.tensorboard)
+    if primary:
+      _write_config(run_dir, config)
+      log = Logger(run_dir, total_env_steps=config.total_env_steps, console=console, tensorboard=config.tensorboard)
+      distributed.barrier("run-directory-ready")
+    else:
+      log = Silent(run_dir / "metrics.jsonl")
     ckpts = ckpt_lib.Checkpoints(run_dir, keep=config.checkpoints_kept)
-    parts = Parts(config, Agent(config, world.spec), world, eval_world, log, ckpts, run_dir, console)
-    layout = devices_lib.layout(config)
+    parts = Parts(config, Agent(config, world.spec), world, eval_world, log, ckpts, run_dir, console, rows)
     if layout.count > 1:
       platforms = "/".join(sorted({d.platform for d in layout.mesh.devices.flat}))
-      _note(console, f"data parallel over {layout.count} {platforms} devices")
+      over = f" of {layout.processes} processes" if layout.processes > 1 else ""
+      _note(console, f"data parallel over {layout.count} {platforms} devices{over}")
     with StopSignals() as signals:
       return run_loop(parts, changed=changed, signals=signals, stop_after_updates=stop_after_updates)
   except OSError as e:
@@ -221,12 +237,31 @@ def _train_in(
     last = f"; {ckpts.last_complete()}" if ckpts else ""
     raise ckpt_lib.StorageError(f"cannot write to run directory {str(run_dir)!r}: {e.strerror or e}{last}") from None
   finally:
-    closers = (ckpts and ckpts.close, log and log.close, world.close, eval_world and eval_world.close)
+    # Over several processes, closing the checkpoints waits for the others: not after an error (one of them
+    # may be gone), when the write in flight is abandoned (orbax writes to a temporary directory).
+    done = sys.exc_info()[0] is None or distributed.count() == 1
+    closers = (done and ckpts and ckpts.close, log and log.close, world.close, eval_world and eval_world.close)
     for close in closers:
       try:
         close and close()
       except Exception:  # noqa: BLE001 - the error that got here is the one to report
         pass
+
+
+class Silent:
+  """The logger of a process other than 0 in a run over several: process 0 writes the run's logs."""
+
+  def __init__(self, path: Path):
+    self.path = path
+
+  def write(self, record: dict[str, Any]) -> None:
+    pass
+
+  def video(self, *args: Any, **kwargs: Any) -> None:
+    pass
+
+  def close(self) -> None:
+    pass
 
 
 @dataclasses.dataclass(frozen=True)
@@ -241,6 +276,12 @@ class Parts:
   ckpts: ckpt_lib.Checkpoints
   run_dir: Path
   console: bool = True
+  rows: slice | None = None  # the env rows this process steps (over several processes); None: all of them
+
+  @property
+  def first_env(self) -> int:
+    """The global index of this process's first env: its worlds are seeded from seed + first_env."""
+    return self.rows.start if self.rows is not None else 0
 
 
 @dataclasses.dataclass
@@ -250,7 +291,7 @@ class Carry:
   state: Any  # learner.TrainState
   rb: Any  # replay.ReplayState
   key: jax.Array
-  obs: np.ndarray  # [B, *agent.obs_shape]
+  obs: np.ndarray  # [B, *agent.obs_shape], B: this process's envs
   progress: Progress
   dreams: dream_ratio.Dreams
   recent: collections.deque  # returns of the last 20 training episodes
@@ -280,7 +321,7 @@ def start(p: Parts) -> Carry:
   key = jax.random.PRNGKey(config.seed)
   key, init_key = jax.random.split(key)
   state, rb = p.agent.init(init_key)
-  obs = frames.start(p.world.reset(config.seed), config.frame_stack)
+  obs = frames.start(p.world.reset(config.seed + p.first_env), config.frame_stack)
   evals, saves, _ = clocks(config)
   progress = Progress(next_eval=evals.first(), next_checkpoint=saves.first())
   carry = Carry(state, rb, key, obs, progress, dream_ratio.Dreams(), collections.deque(maxlen=20), 0.0, {})
@@ -306,7 +347,8 @@ def restore(p: Parts, c: Carry) -> Carry:
     _note(p.console, f"warning: {error}; trying the previous checkpoint", always=True)
     p.log.write({"event": "checkpoint_unreadable", "step": step, "error": str(error)})
 
-  abstract = checkpoint_state(c.state, c.rb, c.key, c.obs)
+  every_obs = jax.ShapeDtypeStruct((p.config.num_envs, *c.obs.shape[1:]), c.obs.dtype)  # every process's envs
+  abstract = checkpoint_state(c.state, c.rb, c.key, every_obs)
   saved = p.ckpts.restore_latest(c.state.params, abstract, on_unreadable=unreadable)
   if saved is None:
     return c
@@ -318,18 +360,37 @@ def restore(p: Parts, c: Carry) -> Carry:
     )
   learner = saved.state["learner"]._replace(params=saved.params)
   c.state, c.rb = p.agent.place(learner, saved.state["replay"])  # on this run's devices, whatever saved them
-  c.key, c.obs = jax.device_put(saved.state["key"]), np.asarray(saved.state["obs"])
+  c.key = jax.device_put(saved.state["key"])
+  c.obs = np.asarray(saved.state["obs"])[p.rows if p.rows is not None else slice(None)]
   c.progress = Progress.from_meta(saved.meta["progress"], f"checkpoint {p.ckpts.path(saved.step)!r}")
-  problem = _restore_world(p.world, saved.meta.get("world_state"))
+  own = _own_world_state(saved.meta.get("world_state"))
+  problem = _restore_world(p.world, own)
   if problem:
     where = p.ckpts.path(saved.step)
     _note(p.console, f"warning: checkpoint {where!r}: {problem}; the run resumes with new episodes", always=True)
-  if problem or saved.meta.get("world_state") is None:  # no episodes to continue: start new ones
-    c.obs = frames.start(p.world.reset(p.config.seed + c.progress.env_steps), p.config.frame_stack)
+  if problem or own is None:  # no episodes to continue: start new ones
+    c.obs = frames.start(p.world.reset(p.config.seed + p.first_env + c.progress.env_steps), p.config.frame_stack)
   if p.config.checkpoint_every_updates != saved.meta["config"].get("checkpoint_every_updates"):
     c.progress.next_checkpoint = clocks(p.config)[1].following(c.progress.updates)
   c.resumed_from = saved.step
   return c
+
+
+class _WorldStateProblem(str):
+  """What stops a process from continuing its saved episodes (a reason, in place of a world state)."""
+
+
+def _own_world_state(saved: Any) -> Any:
+  """This process's part of a checkpoint's world state: over several processes it is a list, one entry per
+  process; a _WorldStateProblem when the process count has changed since."""
+  processes = distributed.count()
+  if isinstance(saved, list):
+    if len(saved) == processes:
+      return saved[jax.process_index()]
+    return _WorldStateProblem(f"its episodes were saved by {len(saved)} processes, this run has {processes}")
+  if saved is not None and processes > 1:
+    return _WorldStateProblem(f"its episodes were saved by one process, this run has {processes}")
+  return saved
 
 
 def _restore_world(world: worlds.World, saved: Any) -> str | None:
@@ -338,6 +399,8 @@ def _restore_world(world: worlds.World, saved: Any) -> str | None:
   text): it is never loaded."""
   if saved is None:
     return None
+  if isinstance(saved, _WorldStateProblem):
+    return str(saved)
   if isinstance(saved, str):
     return "its world state is in the old pickled format, which is never loaded"
   try:
@@ -352,7 +415,10 @@ def _restore_world(world: worlds.World, saved: Any) -> str | None:
 
 
 def announce(p: Parts, c: Carry, changed: dict[str, Any]) -> None:
-  """Marks a resume in metrics.jsonl (so readers drop what it supersedes) and prints the planned dream ratio."""
+  """Marks a resume in metrics.jsonl (so readers drop what it supersedes) and prints the planned dream ratio
+  (process 0 of several)."""
+  if not distributed.primary():
+    return
   progress = c.progress
   if c.resumed_from is not None or changed or p.log.path.stat().st_size > 0:
     p.log.write({
@@ -379,10 +445,11 @@ def announce(p: Parts, c: Carry, changed: dict[str, Any]) -> None:
 def act(p: Parts, c: Carry) -> None:
   """One acting step of every env: search, step the worlds, add the rows to the replay."""
   t = time.perf_counter()
-  config, b, stack = p.config, p.config.num_envs, p.config.frame_stack
+  config, stack = p.config, p.config.frame_stack
   c.key, act_key = jax.random.split(c.key)
   out = p.agent.act(c.state.params, c.obs, act_key, actor_lib.temperature(config, c.progress.env_steps))
   action = np.asarray(out.action)
+  b = len(action)  # this process's envs
   step = p.world.step(action)
   ended = step.terminated | step.truncated
   row = replay_lib.Rows(
@@ -397,9 +464,10 @@ def act(p: Parts, c: Carry) -> None:
   )
   c.rb = p.agent.add(c.rb, row, step.final_obs, ended, step.terminated)
   c.obs = frames.push(c.obs, step.obs, ended, stack)
-  c.progress.env_steps += b
+  c.progress.env_steps += config.num_envs
   c.dreams.acted(config)
-  for r in step.episode_return[~np.isnan(step.episode_return)]:  # whole games, true scores
+  returns = distributed.gather(step.episode_return)  # every process's envs: the same counters everywhere
+  for r in returns[~np.isnan(returns)]:  # whole games, true scores
     c.recent.append(float(r))
     c.progress.episodes += 1
   c.timers["act"] += time.perf_counter() - t
@@ -506,7 +574,7 @@ def evaluate_if_due(p: Parts, c: Carry) -> None:
   t = time.perf_counter()
   c.key, eval_key = jax.random.split(c.key)
   recorder = None
-  if config.video and c.video_ok:
+  if config.video and c.video_ok and distributed.primary():
     path = p.run_dir / "videos" / f"eval_{progress.env_steps}.mp4"
     recorder = video_lib.Recorder(p.eval_world, path, fps=config.video_fps)
   try:
@@ -568,22 +636,32 @@ def save(p: Parts, c: Carry) -> None:
     except worlds.WorldStateError as e:
       c.world_state_ok = False
       _note(p.console, f"warning: {e}; a resumed run will start new episodes")
+  if distributed.count() > 1:  # one entry per process, each its own envs' episodes
+    world_state = distributed.gather_json(world_state)
   meta = {
     "config": p.config.to_dict(),
     "spec": spec_dict(p.world.spec),
     "progress": dataclasses.asdict(progress),
     "world_state": world_state,
   }
-  p.ckpts.save(progress.env_steps, c.state.params, checkpoint_state(c.state, c.rb, c.key, c.obs), meta)
+  every_obs = distributed.gather(c.obs)  # every process's envs, as one process would have them
+  p.ckpts.save(progress.env_steps, c.state.params, checkpoint_state(c.state, c.rb, c.key, every_obs), meta)
   c.timers["checkpoint"] += time.perf_counter() - t
 
 
+STOP_REASONS = ("SIGINT", "SIGTERM", "stop_after_updates")
+
+
 def stop_reason(c: Carry, signals: StopSignals, stop_after_updates: int | None) -> str | None:
-  if signals.received:
-    return signals.received
-  if stop_after_updates is not None and c.progress.updates >= stop_after_updates:
-    return "stop_after_updates"
-  return None
+  """Why the loop stops now, or None. Over several processes they agree: a signal to any one stops them all
+  (the first of STOP_REASONS any process has), so all save the same checkpoint together."""
+  reason = signals.received
+  if not reason and stop_after_updates is not None and c.progress.updates >= stop_after_updates:
+    reason = "stop_after_updates"
+  if distributed.count() == 1:
+    return reason
+  codes = distributed.gather(np.array([STOP_REASONS.index(reason) + 1 if reason else 0]))
+  return STOP_REASONS[min(codes[codes > 0]) - 1] if codes.any() else None
 
 
 def run_loop(

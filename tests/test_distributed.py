@@ -1,0 +1,121 @@
+"""One run over two processes on localhost (`dreamer/distributed.py`), joined with `jax.distributed` and gloo's
+CPU collectives: each process steps half the environments on its one CPU device, process 0 writes the logs and
+orbax writes the checkpoints. Two processes learn what one process learns (up to the order of floating-point
+sums), a process killed mid-run stops the other with one clear line, and the run resumes from its last
+checkpoint to where an unkilled run ends.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from dreamer import cli
+from dreamer.agent import load_checkpoint
+from dreamer.logger import read_metrics
+from tests.test_devices import RTOL, _assert_same_run, _losses
+
+# The debug preset at a fixed length, a checkpoint every 8 updates (one chunk).
+ARGS = ["--config", "debug", "--quiet", "--set", "stop_return=inf", "--set", "total_env_steps=800"]
+ARGS += ["--set", "checkpoint_every_updates=8", "--set", "tensorboard=false"]
+ENV = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
+
+
+def _port() -> int:
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+def _start(run_dir, *, stop: int, process: int | None = None, port: int = 0, extra=()) -> subprocess.Popen:
+  """`dreamer train` in a child: alone (process None) or as `process` of two joined at localhost:`port`."""
+  command = [sys.executable, "-m", "dreamer.cli", "train", *ARGS, "--logdir", str(run_dir)]
+  command += ["--stop-after-updates", str(stop), *extra]
+  if process is not None:
+    command += ["--coordinator", f"localhost:{port}", "--num-processes", "2", "--process-id", str(process)]
+  return subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _finish(*children: subprocess.Popen) -> list[tuple[int, str]]:
+  """(exit code, stderr without JAX's own log lines) of each child, once all have ended."""
+  out = []
+  for child in children:
+    _, err = child.communicate(timeout=900)
+    lines = [x for x in err.splitlines() if x.startswith("dreamer:")]
+    out.append((child.returncode, "\n".join(lines)))
+  return out
+
+
+def _steps(run_dir) -> list[int]:
+  return sorted(int(p.name) for p in (run_dir / "checkpoints").iterdir() if p.name.isdigit())
+
+
+def _pair(run_dir, *, stop: int) -> tuple[subprocess.Popen, subprocess.Popen]:
+  port = _port()
+  return _start(run_dir, stop=stop, process=0, port=port), _start(run_dir, stop=stop, process=1, port=port)
+
+
+def test_two_processes_train_as_one_and_resume_after_one_is_killed(tmp_path):
+  """16 updates over two processes equal 16 in one process; resumed, process 1 is killed after the checkpoint at
+  update 24: process 0 stops with one line, and both restarted continue from that checkpoint to update 40,
+  where a one-process run that was never stopped agrees with them."""
+  one, two = tmp_path / "one", tmp_path / "two"
+  alone = _start(one, stop=16)
+  assert _finish(alone, *_pair(two, stop=16)) == [(0, "")] * 3
+  _assert_same_run(load_checkpoint(one), load_checkpoint(two))
+  l1, l2 = _losses(one), _losses(two)
+  assert l1.keys() == l2.keys() and l1
+  np.testing.assert_allclose([l2[k] for k in l1], list(l1.values()), rtol=RTOL)
+  assert read_metrics(two)[-1]["devices"] == ["cpu:0", "cpu:2048"]  # one summary, by process 0
+
+  first, second = _pair(two, stop=40)
+  deadline = time.monotonic() + 600
+  while len(_steps(two)) < 2 and time.monotonic() < deadline:  # the checkpoint after 16's: update 24's
+    assert first.poll() is None and second.poll() is None
+    time.sleep(0.1)
+  second.send_signal(signal.SIGKILL)
+  (code, message), (killed, _) = _finish(first, second)
+  assert killed == -signal.SIGKILL and code == 1
+  assert "process 0 of 2 lost contact with the run's other processes" in message and "\n" not in message
+  assert "start every process again with the same command" in message
+
+  alone = _start(one, stop=40)
+  assert _finish(alone, *_pair(two, stop=40)) == [(0, "")] * 3
+  resumed = [r for r in read_metrics(two) if r.get("event") == "resume"]
+  assert resumed[-1]["updates"] >= 24
+  _assert_same_run(load_checkpoint(one), load_checkpoint(two))
+
+
+def test_a_coordinator_nobody_starts_is_one_line_after_the_timeout(tmp_path):
+  """Process 1 of 2 with no process 0 anywhere gives up after --join-timeout with one line; nothing is
+  written."""
+  child = _start(tmp_path / "run", stop=8, process=1, port=_port(), extra=["--join-timeout", "3"])
+  [(code, message)] = _finish(child)
+  assert code == 2 and "\n" not in message
+  assert "process 1 of 2 could not join the run at coordinator localhost:" in message and "within 3 s" in message
+  assert not (tmp_path / "run").exists()
+
+
+def test_partial_or_bad_process_settings_are_one_line(tmp_path, capsys, monkeypatch):
+  for var in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
+    monkeypatch.delenv(var, raising=False)
+  cases = [
+    (["--num-processes", "2"], "needs --coordinator (or JAX_COORDINATOR_ADDRESS), --process-id (or JAX_PROCESS_ID)"),
+    (["--coordinator", "nohost", "--num-processes", "2", "--process-id", "0"], "--coordinator must be HOST:PORT"),
+    (["--coordinator", "h:1", "--num-processes", "2", "--process-id", "2"], "--process-id must be in 0..1"),
+  ]
+  run = tmp_path / "run"
+  for extra, expected in cases:
+    assert cli.main(["train", "--config", "debug", "--logdir", str(run), *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert expected in err and "\n" not in err, err
+  monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", "h:1")
+  monkeypatch.setenv("JAX_NUM_PROCESSES", "2")
+  monkeypatch.setenv("JAX_PROCESS_ID", "0")
+  assert cli.main(["train", "--config", "debug"]) == 2  # no --logdir: each process would make its own
+  assert "needs one run directory that every process names: give --logdir DIR" in capsys.readouterr().err
+  assert not run.exists()
