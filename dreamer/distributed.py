@@ -18,6 +18,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
+import sys
+import threading
 from typing import Any
 
 import jax
@@ -73,23 +76,49 @@ def settings(
 
 
 def initialize(join: Join) -> None:
-  """Joins the run's processes (before anything else touches JAX's devices); ConfigError naming the
-  coordinator when they do not all join within the timeout."""
+  """Joins the run's processes (before anything else touches JAX's devices). When they have not all joined
+  within the timeout this process ends with one line (exit code 2) naming the coordinator: JAX's client would
+  abort with a core dump instead, so a watchdog speaks first."""
+  joined = threading.Event()
+
+  def give_up() -> None:
+    if not joined.is_set():
+      print(f"dreamer: error: {_not_joined(join)}", file=sys.stderr, flush=True)
+      os._exit(2)
+
+  watchdog = threading.Timer(join.timeout_s, give_up)
+  watchdog.daemon = True
+  watchdog.start()
   try:
     jax.distributed.initialize(
       join.coordinator,
       join.num_processes,
       join.process_id,
-      initialization_timeout=join.timeout_s,
+      initialization_timeout=join.timeout_s + 60,  # the watchdog's timeout is the one that counts
       heartbeat_timeout_seconds=HEARTBEAT_S,
     )
-  except Exception as e:  # XlaRuntimeError (DEADLINE_EXCEEDED, UNAVAILABLE) or RuntimeError, by version
-    first = " ".join(str(e).split())[:160]
-    raise ConfigError(
-      f"process {join.process_id} of {join.num_processes} could not join the run at coordinator "
-      f"{join.coordinator} within {join.timeout_s} s ({first}); start every process with the same coordinator, "
-      f"process 0 on that host"
-    ) from None
+  except Exception as e:  # XlaRuntimeError or RuntimeError, by version
+    raise ConfigError(f"{_not_joined(join)} ({' '.join(str(e).split())[:160]})") from None
+  finally:
+    joined.set()
+    watchdog.cancel()
+
+
+def _not_joined(join: Join) -> str:
+  host, _, port = join.coordinator.rpartition(":")
+  if join.process_id == 0:
+    why = f"not all {join.num_processes} processes joined"
+  else:
+    try:
+      socket.create_connection((host, int(port)), timeout=2).close()
+      why = f"not all {join.num_processes} processes joined"
+    except OSError:
+      why = "nothing answers at that address"
+  return (
+    f"process {join.process_id} of {join.num_processes} could not join the run at coordinator {join.coordinator} "
+    f"within {join.timeout_s} s: {why}; start every process with the same --coordinator (process 0's host) and "
+    f"--num-processes, or raise --join-timeout"
+  )
 
 
 def count() -> int:

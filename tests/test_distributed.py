@@ -72,9 +72,10 @@ def test_two_processes_train_as_one_and_resume_after_one_is_killed(tmp_path):
   np.testing.assert_allclose([l2[k] for k in l1], list(l1.values()), rtol=RTOL)
   assert read_metrics(two)[-1]["devices"] == ["cpu:0", "cpu:2048"]  # one summary, by process 0
 
+  saved = _steps(two)  # updates 8 and 16
   first, second = _pair(two, stop=40)
   deadline = time.monotonic() + 600
-  while len(_steps(two)) < 2 and time.monotonic() < deadline:  # the checkpoint after 16's: update 24's
+  while len(_steps(two)) == len(saved) and time.monotonic() < deadline:  # the next checkpoint: update 24's
     assert first.poll() is None and second.poll() is None
     time.sleep(0.1)
   second.send_signal(signal.SIGKILL)
@@ -90,14 +91,17 @@ def test_two_processes_train_as_one_and_resume_after_one_is_killed(tmp_path):
   _assert_same_run(load_checkpoint(one), load_checkpoint(two))
 
 
-def test_a_coordinator_nobody_starts_is_one_line_after_the_timeout(tmp_path):
-  """Process 1 of 2 with no process 0 anywhere gives up after --join-timeout with one line; nothing is
-  written."""
-  child = _start(tmp_path / "run", stop=8, process=1, port=_port(), extra=["--join-timeout", "3"])
-  [(code, message)] = _finish(child)
-  assert code == 2 and "\n" not in message
-  assert "process 1 of 2 could not join the run at coordinator localhost:" in message and "within 3 s" in message
-  assert not (tmp_path / "run").exists()
+def test_processes_that_cannot_join_give_one_line_after_the_timeout(tmp_path):
+  """Process 1 of 2 with no coordinator anywhere, and process 0 of 2 whom nobody joins, give up after
+  --join-timeout with one line each (JAX's client would abort); nothing is written."""
+  wait = ["--join-timeout", "3"]
+  children = [_start(tmp_path / f"run{k}", stop=8, process=k, port=_port(), extra=wait) for k in (1, 0)]
+  (code1, message1), (code0, message0) = _finish(*children)
+  assert code1 == code0 == 2 and "\n" not in message1 + message0
+  assert "process 1 of 2 could not join the run at coordinator localhost:" in message1
+  assert "within 3 s: nothing answers at that address" in message1
+  assert "process 0 of 2 could not join" in message0 and "within 3 s: not all 2 processes joined" in message0
+  assert not list(tmp_path.iterdir())
 
 
 def test_partial_or_bad_process_settings_are_one_line(tmp_path, capsys, monkeypatch):
