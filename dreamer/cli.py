@@ -155,6 +155,13 @@ def _parser() -> argparse.ArgumentParser:
   )
   bench.add_argument("--logdir", required=True, metavar="DIR", help="directory holding the suite's runs")
   bench.add_argument("--method", metavar="LABEL", help="label of these runs in reports (default: the preset name)")
+  bench.add_argument(
+    "--devices",
+    type=int,
+    default=0,
+    metavar="N",
+    help="train N runs at once as separate processes, each on a device of its own (default: one at a time, here)",
+  )
   bench.add_argument("--quiet", action="store_true", help="no console progress line")
 
   rep = sub.add_parser(
@@ -432,6 +439,7 @@ def _bench(args: argparse.Namespace) -> int:
     preset=args.config,
     overrides=args.overrides,
     method=args.method,
+    devices=args.devices,
     console=not args.quiet,
   )
   print(json.dumps({"logdir": args.logdir, "results": [str(p) for p in paths if p.exists()], "stopped": stopped}))

@@ -641,7 +641,7 @@ def compare(
       raise config_lib.ConfigError("give --logdir DIR for the grid's runs")
     planned = plan(preset, overrides=overrides, grid=grid, worlds=worlds, seeds=seeds, logdir=logdir)
     if devices:
-      _check_devices(devices)
+      check_devices(devices)
     _check_worlds(planned, preset, overrides)
     result = execute(planned, preset=preset, jobs=jobs, devices=devices, console=console)
     if result["stopped"]:
@@ -652,7 +652,7 @@ def compare(
   return {**result, "summary": summary, "out": out}
 
 
-def _check_devices(count: int) -> None:
+def check_devices(count: int) -> None:
   """ConfigError unless JAX sees at least `count` devices (this process only looks: it allocates nothing)."""
   os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # before JAX's backend starts, if it has not
   seen = jax.devices()

@@ -95,10 +95,13 @@ def run_suite(
   preset: str,
   overrides: list[str] | None = None,
   method: str | None = None,
+  devices: int = 0,
   console: bool = True,
 ) -> tuple[list[Path], str | None]:
-  """Trains every (game, seed) of `suite` that has no result yet. Returns the paths of the suite's result files
-  and None, or, if SIGINT/SIGTERM stopped a run (checkpointed), the paths so far and the signal's name.
+  """Trains every (game, seed) of `suite` that has no result yet: one after another in this process, or with
+  `devices` D > 0 as `dreamer train` processes D at a time, each on a device of its own (as `dreamer compare
+  --devices`). Returns the paths of the suite's result files and None, or, if SIGINT/SIGTERM stopped a run
+  (checkpointed), the paths so far and the signal's name.
 
   The config is `preset` with `overrides`, then world = '<family>:<game>' and seed = N per run. ConfigError
   for an unknown suite, game, config key or world, before any run starts."""
@@ -119,6 +122,10 @@ def run_suite(
   kwargs = config_lib.world_kwargs(dataclasses.replace(base, world=f"{family}:{games[0]}"), train=True)
   for game in games:
     check_network(base, check_world(f"{family}:{game}", f"suite {suite!r}", **kwargs))
+  if devices < 0:
+    raise config_lib.ConfigError(f"--devices must be >= 0 (0: one run at a time, in this process), got {devices}")
+  if devices:
+    return _run_on_devices(suite, games, seeds, logdir, preset, overrides or [], method, devices, console)
   paths = []
   for game in games:
     for seed in seeds:
@@ -133,9 +140,52 @@ def run_suite(
       summary = train_lib.train(config, run_dir, console=console)
       if summary["stopped"]:  # SIGINT/SIGTERM: the run is checkpointed; re-issuing the command resumes it
         return paths, summary["stopped"]
-      tmp = path.with_suffix(".json.tmp")
-      tmp.write_text(
-        json.dumps(result(run_dir, config, suite=suite, game=game, method=method, summary=summary), indent=1) + "\n"
-      )
-      os.replace(tmp, path)
+      _write_result(path, result(run_dir, config, suite=suite, game=game, method=method, summary=summary))
   return paths, None
+
+
+def _write_result(path: Path, record: dict[str, Any]) -> None:
+  tmp = path.with_suffix(".json.tmp")
+  tmp.write_text(json.dumps(record, indent=1) + "\n")
+  os.replace(tmp, path)
+
+
+def _run_on_devices(
+  suite: str,
+  games: list[str],
+  seeds: list[int],
+  logdir: str | Path,
+  preset: str,
+  overrides: list[str],
+  method: str,
+  devices: int,
+  console: bool,
+) -> tuple[list[Path], str | None]:
+  """run_suite's runs as `dreamer train` processes, `devices` at a time, one a device; each finished run's
+  result.json is written from its metrics.jsonl. StorageError naming the runs that failed."""
+  from dreamer import compare
+
+  family = SUITES[suite][0]
+  planned, paths = [], []
+  for game in games:
+    for seed in seeds:
+      run_dir = Path(logdir) / game / f"seed{seed}"
+      paths.append(run_dir / "result.json")
+      if not paths[-1].exists():
+        planned.append(compare.Planned(f"{family}:{game}", method, seed, tuple(overrides), run_dir))
+  compare.check_devices(devices)
+  state = compare.execute(planned, preset=preset, jobs=1, devices=devices, console=console)
+  for run in planned:
+    if compare.finished(run.run_dir):
+      config = config_lib.load_saved(run.run_dir / "config.json")
+      summary = read_metrics(run.run_dir)[-1]
+      game = run.world.partition(":")[2]
+      _write_result(
+        run.run_dir / "result.json", result(run.run_dir, config, suite=suite, game=game, method=method, summary=summary)
+      )
+  if state["failed"]:
+    from dreamer.checkpoint import StorageError
+
+    failed = ", ".join(f"{run} (exit {code}, see {log})" for run, log, code in state["failed"])
+    raise StorageError(f"runs failed: {failed}; the others have their result.json")
+  return paths, state["stopped"]

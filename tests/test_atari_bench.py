@@ -34,11 +34,14 @@ TINY = [
 
 
 def test_atari100k_preset_smoke_run_produces_a_report(tmp_path):
+  """The suite's run goes through `--devices 1`: a `dreamer train` process on device 0 (as `dreamer bench
+  --devices N` places N at once), its result.json written from its metrics; re-issued, the suite skips it."""
   runs = tmp_path / "runs"
   paths, stopped = suites.run_suite(
-    "atari100k", games=["Pong"], seeds=[0], logdir=runs, preset="atari100k", overrides=TINY, console=False
+    "atari100k", games=["Pong"], seeds=[0], logdir=runs, preset="atari100k", overrides=TINY, devices=1, console=False
   )
   assert paths == [runs / "Pong" / "seed0" / "result.json"] and stopped is None
+  assert read_metrics(runs / "Pong" / "seed0")[-1]["devices"] == ["cpu:0"]
   res = json.loads(paths[0].read_text())
   config = config_lib.from_dict(res["config"], "result")
   # the faithful preset is what ran, only the network and the schedule were made tiny
