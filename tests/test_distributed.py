@@ -62,7 +62,7 @@ def _pair(run_dir, *, stop: int) -> tuple[subprocess.Popen, subprocess.Popen]:
 def test_two_processes_train_as_one_and_resume_after_one_is_killed(tmp_path):
   """16 updates over two processes equal 16 in one process; resumed, process 1 is killed after the checkpoint at
   update 24: process 0 stops with one line, and both restarted continue from that checkpoint to update 40,
-  where a one-process run that was never stopped agrees with them."""
+  where a one-process run that was never stopped agrees with them; then one process resumes their run."""
   one, two = tmp_path / "one", tmp_path / "two"
   alone = _start(one, stop=16)
   assert _finish(alone, *_pair(two, stop=16)) == [(0, "")] * 3
@@ -89,6 +89,11 @@ def test_two_processes_train_as_one_and_resume_after_one_is_killed(tmp_path):
   resumed = [r for r in read_metrics(two) if r.get("event") == "resume"]
   assert resumed[-1]["updates"] >= 24
   _assert_same_run(load_checkpoint(one), load_checkpoint(two))
+
+  # The two processes' checkpoint resumes in one process; their episodes in progress cannot continue there.
+  [(code, message)] = _finish(_start(two, stop=48))
+  assert code == 0 and "its episodes were saved by 2 processes, this run has 1; the run resumes with new" in message
+  assert read_metrics(two)[-1]["updates"] == 48
 
 
 def test_processes_that_cannot_join_give_one_line_after_the_timeout(tmp_path):
