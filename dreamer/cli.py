@@ -713,14 +713,45 @@ def _quiet_closed_loop(unraisable) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-  from dreamer.checkpoint import CheckpointError, StorageError
-
   # After a failed write, orbax logs its writer threads' tracebacks through absl and tensorstore's late
   # callbacks hit orbax's closed event loop, and asyncio reports its abandoned write tasks when they are
   # collected; the one-line errors below say what matters.
   for name in ("absl", "asyncio"):
     logging.getLogger(name).setLevel(logging.CRITICAL)
   sys.unraisablehook = _quiet_closed_loop
+  try:
+    return _exit_alone(_dispatch(argv))
+  except BaseException as e:  # over several processes: one line, then out at once (see _exit_alone)
+    from dreamer import distributed
+
+    if not distributed.joined():
+      raise
+    if distributed.is_lost_peer(e):
+      _lost_peer(e)
+    code = 130 if isinstance(e, KeyboardInterrupt) else 2 if isinstance(e, config_lib.ConfigError) else 1
+    text = str(e) if isinstance(e, (config_lib.ConfigError, OSError)) else f"{type(e).__name__}: {e}"
+    print(f"dreamer: error: {' '.join(text.split())}", file=sys.stderr, flush=True)
+    _exit_alone(code)
+    raise
+
+
+def _exit_alone(code: int) -> int:
+  """`code`, or over several processes, when it is not 0, the end of this one with it at once: JAX's shutdown
+  would wait for the others (minutes, then abort with a core dump) when one of them is gone or still in a
+  collective. A run that ended well ends every process together, through JAX's own shutdown."""
+  from dreamer import distributed
+
+  if code and distributed.joined():
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+  return code
+
+
+def _dispatch(argv: list[str] | None) -> int:
+  from dreamer import distributed
+  from dreamer.checkpoint import CheckpointError, StorageError
+
   try:
     args = _parser().parse_args(argv)
     return {
@@ -733,12 +764,11 @@ def main(argv: list[str] | None = None) -> int:
       "dream": _dream,
       "runs": _runs,
     }[args.command](args)
-  except (config_lib.ConfigError, CheckpointError) as e:
+  except (config_lib.ConfigError, CheckpointError, StorageError) as e:
+    if distributed.is_lost_peer(e):  # a checkpoint's read or write failed because another process went away
+      _lost_peer(e)
     print(f"dreamer: error: {e}", file=sys.stderr)
-    return 2
-  except StorageError as e:
-    print(f"dreamer: error: {e}", file=sys.stderr)
-    return 1
+    return 1 if isinstance(e, StorageError) else 2
   except KeyboardInterrupt:
     print(
       "dreamer: interrupted; what was complete is kept (resume with dreamer train --logdir DIR, or re-issue "

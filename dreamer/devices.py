@@ -149,6 +149,11 @@ def _every_process(config: Config, seen: list[jax.Device]) -> Layout:
   """A run over several processes uses every device of every process (each process steps envs of its own);
   ConfigError when the config asks for fewer, or its batch or environments do not divide over them."""
   processes = jax.process_count()
+  if len(seen) != processes * jax.local_device_count():
+    raise ConfigError(
+      f"invalid config: a run over {processes} processes needs the same number of devices in each; this one has "
+      f"{jax.local_device_count()} of {len(seen)}"
+    )
   if config.first_device or config.devices not in (0, len(seen)):
     raise ConfigError(
       f"invalid config: a run over {processes} processes uses all {len(seen)} of their devices; allowed: "

@@ -130,10 +130,15 @@ def primary() -> bool:
   return jax.process_index() == 0
 
 
+def joined() -> bool:
+  """Whether this process is one of several joined with jax.distributed (never starts JAX's backend)."""
+  return jax.distributed.is_initialized() and count() > 1
+
+
 def is_lost_peer(error: BaseException) -> bool:
   """Whether `error` says a collective failed because another process of the run went away."""
   text = str(error)
-  return count() > 1 and any(
+  return joined() and any(
     mark in text for mark in ("Connection closed by peer", "Connection reset", "heartbeat", "Gloo", "UNAVAILABLE")
   )
 
@@ -166,6 +171,21 @@ def gather_json(value: Any) -> list[Any]:
   padded[: len(data)] = data
   every = gather(padded[None]).reshape(len(sizes), -1)
   return [json.loads(row[:n].tobytes()) for row, n in zip(every, sizes, strict=True)]
+
+
+class Start:
+  """Process 0 prepares the run directory while the others wait: one agreement, made once, that says whether
+  it succeeded (so a process 0 that fails lets the others stop with one line instead of waiting forever)."""
+
+  def __init__(self) -> None:
+    self.made = False
+
+  def agree(self, *, failed: bool = False) -> bool:
+    """Whether process 0 failed to prepare the run (every process calls this once, process 0 the first time)."""
+    if self.made:
+      return False
+    self.made = True
+    return agree(failed)
 
 
 def barrier(name: str) -> None:

@@ -185,16 +185,35 @@ def train(
   Over several processes (dreamer/distributed.py) every process calls this with the same arguments; process 0
   prepares the run directory and holds its lock, the others wait for it."""
   devices_lib.layout(config)  # before anything is made or written: a device count that does not fit loses nothing
+  start = distributed.Start()
   if not distributed.primary():
-    distributed.barrier("run-directory-ready")
+    if start.agree():
+      raise config_lib.ConfigError("process 0 could not start the run (its output says why); nothing was changed")
+    if not (Path(logdir) / "config.json").exists():
+      raise ckpt_lib.StorageError(
+        f"--logdir {str(logdir)!r} does not hold the run process 0 prepared: every process needs the run "
+        f"directory on a filesystem they share"
+      )
     return _train_in(Path(logdir), config, console=False, resume=True, stop_after_updates=stop_after_updates)
-  run_dir = prepare_run_dir(logdir)
-  with RunLock(run_dir):
-    return _train_in(run_dir, config, console=console, resume=resume, stop_after_updates=stop_after_updates)
+  try:
+    run_dir = prepare_run_dir(logdir)
+    with RunLock(run_dir):
+      return _train_in(
+        run_dir, config, console=console, resume=resume, stop_after_updates=stop_after_updates, starting=start
+      )
+  except BaseException:
+    start.agree(failed=True)  # no-op once the others were told the run started
+    raise
 
 
 def _train_in(
-  run_dir: Path, config: Config, *, console: bool, resume: bool, stop_after_updates: int | None
+  run_dir: Path,
+  config: Config,
+  *,
+  console: bool,
+  resume: bool,
+  stop_after_updates: int | None,
+  starting: distributed.Start | None = None,
 ) -> dict[str, Any]:
   """`train` in a prepared run directory whose lock this process holds (process 0 of several: the others
   enter once it has written the run's config)."""
@@ -220,7 +239,8 @@ def _train_in(
     if primary:
       _write_config(run_dir, config)
       log = Logger(run_dir, total_env_steps=config.total_env_steps, console=console, tensorboard=config.tensorboard)
-      distributed.barrier("run-directory-ready")
+      if starting is not None:
+        starting.agree()  # the other processes may enter
     else:
       log = Silent(run_dir / "metrics.jsonl")
     ckpts = ckpt_lib.Checkpoints(run_dir, keep=config.checkpoints_kept)
@@ -325,7 +345,13 @@ def start(p: Parts) -> Carry:
   evals, saves, _ = clocks(config)
   progress = Progress(next_eval=evals.first(), next_checkpoint=saves.first())
   carry = Carry(state, rb, key, obs, progress, dream_ratio.Dreams(), collections.deque(maxlen=20), 0.0, {})
-  if p.ckpts.steps():
+  steps = p.ckpts.steps()
+  if distributed.joined() and any(seen != steps for seen in distributed.gather_json(steps)):
+    raise ckpt_lib.CheckpointError(
+      f"the run's processes see different checkpoints in {str(p.ckpts.dir)!r}: every process needs the run "
+      f"directory on a filesystem they share"
+    )
+  if steps:
     carry = restore(p, carry)
   progress = carry.progress
   carry.start = time.perf_counter() - progress.wall_s

@@ -21,7 +21,7 @@ from tests.test_devices import RTOL, _assert_same_run, _losses
 
 # The debug preset at a fixed length, a checkpoint every 8 updates (one chunk).
 ARGS = ["--config", "debug", "--quiet", "--set", "stop_return=inf", "--set", "total_env_steps=800"]
-ARGS += ["--set", "checkpoint_every_updates=8", "--set", "tensorboard=false"]
+ARGS += ["--set", "checkpoint_every_updates=8", "--set", "tensorboard=false", "--set", "eval_every=200"]
 ENV = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
 
 
@@ -71,6 +71,10 @@ def test_two_processes_train_as_one_and_resume_after_one_is_killed(tmp_path):
   assert l1.keys() == l2.keys() and l1
   np.testing.assert_allclose([l2[k] for k in l1], list(l1.values()), rtol=RTOL)
   assert read_metrics(two)[-1]["devices"] == ["cpu:0", "cpu:2048"]  # one summary, by process 0
+  evals = [[r for r in read_metrics(d) if "eval/search_return" in r and not r.get("summary")] for d in (one, two)]
+  assert evals[0] and [r["env_steps"] for r in evals[0]] == [r["env_steps"] for r in evals[1]]
+  for key in ("eval/search_return", "eval/policy_return", "eval/search_length"):  # evaluated on every process
+    np.testing.assert_allclose([r[key] for r in evals[1]], [r[key] for r in evals[0]], rtol=RTOL, err_msg=key)
 
   saved = _steps(two)  # updates 8 and 16
   first, second = _pair(two, stop=40)
@@ -107,6 +111,18 @@ def test_processes_that_cannot_join_give_one_line_after_the_timeout(tmp_path):
   assert "within 3 s: nothing answers at that address" in message1
   assert "process 0 of 2 could not join" in message0 and "within 3 s: not all 2 processes joined" in message0
   assert not list(tmp_path.iterdir())
+
+
+def test_a_process_0_that_cannot_start_the_run_stops_the_other_with_one_line(tmp_path):
+  """--logdir is a file: process 0 refuses it, and process 1, waiting for the run directory, stops too (one line
+  each) instead of waiting forever; nothing is written."""
+  bad = tmp_path / "file"
+  bad.write_text("not a run\n")
+  [(code0, message0), (code1, message1)] = _finish(*_pair(bad, stop=8))
+  assert (code0, code1) == (2, 2) and "\n" not in message0 + message1
+  assert f"--logdir {str(bad)!r} is a file" in message0
+  assert "process 0 could not start the run (its output says why); nothing was changed" in message1
+  assert bad.read_text() == "not a run\n" and [p.name for p in tmp_path.iterdir()] == ["file"]
 
 
 def test_process_settings_come_from_the_environment(tmp_path, capsys, monkeypatch):
