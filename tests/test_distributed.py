@@ -21,7 +21,7 @@ from tests.test_devices import RTOL, _assert_same_run, _losses
 
 # The debug preset at a fixed length, a checkpoint every 8 updates (one chunk).
 ARGS = ["--config", "debug", "--quiet", "--set", "stop_return=inf", "--set", "total_env_steps=800"]
-ARGS += ["--set", "checkpoint_every_updates=8", "--set", "tensorboard=false", "--set", "eval_every=200"]
+ARGS += ["--set", "checkpoint_every_updates=8", "--set", "tensorboard=false"]
 ENV = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
 
 
@@ -71,10 +71,6 @@ def test_two_processes_train_as_one_and_resume_after_one_is_killed(tmp_path):
   assert l1.keys() == l2.keys() and l1
   np.testing.assert_allclose([l2[k] for k in l1], list(l1.values()), rtol=RTOL)
   assert read_metrics(two)[-1]["devices"] == ["cpu:0", "cpu:2048"]  # one summary, by process 0
-  evals = [[r for r in read_metrics(d) if "eval/search_return" in r and not r.get("summary")] for d in (one, two)]
-  assert evals[0] and [r["env_steps"] for r in evals[0]] == [r["env_steps"] for r in evals[1]]
-  for key in ("eval/search_return", "eval/policy_return", "eval/search_length"):  # evaluated on every process
-    np.testing.assert_allclose([r[key] for r in evals[1]], [r[key] for r in evals[0]], rtol=RTOL, err_msg=key)
 
   saved = _steps(two)  # updates 8 and 16
   first, second = _pair(two, stop=40)
