@@ -104,3 +104,19 @@ def test_atari100k_preset_smoke_run_produces_a_report(tmp_path):
   assert "Pong" in text and "EfficientZero" in text and "IQM" in text
   for png in ("aggregates.png", "curves.png"):
     assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_suite_trains_in_process_without_devices(tmp_path, monkeypatch):
+  """Without --devices the suite's runs train one after another in the bench process: a stand-in suite of the
+  toy chain (the debug preset) writes each run's result.json from its own metrics."""
+  monkeypatch.setitem(suites.SUITES, "chains", ("toy", ("chain", "chain-8")))
+  overrides = ["total_env_steps=800", "stop_return=inf", "checkpoint_every_updates=0"]
+  paths, stopped = suites.run_suite(
+    "chains", games=["chain"], seeds=[3], logdir=tmp_path, preset="debug", overrides=overrides, console=False
+  )
+  assert paths == [tmp_path / "chain" / "seed3" / "result.json"] and stopped is None
+  res = json.loads(paths[0].read_text())
+  evals = [r for r in read_metrics(tmp_path / "chain" / "seed3") if "eval/search_return" in r and not r.get("summary")]
+  assert (res["world"], res["seed"], res["env_steps"]) == ("toy:chain", 3, 800)
+  assert [p["env_steps"] for p in res["eval_curve"]] == [r["env_steps"] for r in evals] == [400, 800]
+  assert res["final_score"] == evals[-1]["eval/search_return"]
