@@ -776,12 +776,9 @@ def _dispatch(argv: list[str] | None) -> int:
       file=sys.stderr,
     )
     return 130
-  except Exception as e:
-    from dreamer import distributed
+  except Exception as e:  # anything else escapes to main, which reports a lost peer over several processes
     from dreamer.train import Diverged  # the training code is imported only when needed
 
-    if distributed.is_lost_peer(e):
-      _lost_peer(e)
     if not isinstance(e, Diverged):
       raise
     print(f"dreamer: error: {e}", file=sys.stderr)

@@ -389,8 +389,8 @@ def restore(p: Parts, c: Carry) -> Carry:
   c.key = jax.device_put(saved.state["key"])
   c.obs = np.asarray(saved.state["obs"])[p.rows if p.rows is not None else slice(None)]
   c.progress = Progress.from_meta(saved.meta["progress"], f"checkpoint {p.ckpts.path(saved.step)!r}")
-  own = _own_world_state(saved.meta.get("world_state"))
-  problem = _restore_world(p.world, own)
+  own, problem = _own_world_state(saved.meta.get("world_state"))
+  problem = problem or _restore_world(p.world, own)
   if problem:
     where = p.ckpts.path(saved.step)
     _note(p.console, f"warning: checkpoint {where!r}: {problem}; the run resumes with new episodes", always=True)
@@ -402,21 +402,17 @@ def restore(p: Parts, c: Carry) -> Carry:
   return c
 
 
-class _WorldStateProblem(str):
-  """What stops a process from continuing its saved episodes (a reason, in place of a world state)."""
-
-
-def _own_world_state(saved: Any) -> Any:
-  """This process's part of a checkpoint's world state: over several processes it is a list, one entry per
-  process; a _WorldStateProblem when the process count has changed since."""
+def _own_world_state(saved: Any) -> tuple[Any, str | None]:
+  """(this process's part of a checkpoint's world state, None), or (None, why it cannot be continued): over
+  several processes the saved state is a list, one entry per process, usable with the same process count."""
   processes = distributed.count()
   if isinstance(saved, list):
     if len(saved) == processes:
-      return saved[jax.process_index()]
-    return _WorldStateProblem(f"its episodes were saved by {len(saved)} processes, this run has {processes}")
+      return saved[jax.process_index()], None
+    return None, f"its episodes were saved by {len(saved)} processes, this run has {processes}"
   if saved is not None and processes > 1:
-    return _WorldStateProblem(f"its episodes were saved by one process, this run has {processes}")
-  return saved
+    return None, f"its episodes were saved by one process, this run has {processes}"
+  return saved, None
 
 
 def _restore_world(world: worlds.World, saved: Any) -> str | None:
@@ -425,8 +421,6 @@ def _restore_world(world: worlds.World, saved: Any) -> str | None:
   text): it is never loaded."""
   if saved is None:
     return None
-  if isinstance(saved, _WorldStateProblem):
-    return str(saved)
   if isinstance(saved, str):
     return "its world state is in the old pickled format, which is never loaded"
   try:
