@@ -769,7 +769,8 @@ def _dispatch(argv: list[str] | None) -> int:
       _lost_peer(e)
     print(f"dreamer: error: {e}", file=sys.stderr)
     return 1 if isinstance(e, StorageError) else 2
-  except KeyboardInterrupt:
+  except KeyboardInterrupt:  # Ctrl-C before a run took its stop signals, or in a command that takes none
+    signal.signal(signal.SIGINT, lambda *_: os._exit(130))  # a second one while shutting down: out at once
     print(
       "dreamer: interrupted; what was complete is kept (resume with dreamer train --logdir DIR, or re-issue "
       "the same dreamer dream command)",

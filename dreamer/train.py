@@ -228,44 +228,46 @@ def _train_in(
     **config_lib.world_kwargs(config, train=True),
   )
   eval_world = log = ckpts = None
-  try:
-    check_network(config, world.spec)
-    eval_world = worlds.make(
-      config.world,
-      num_envs=config.eval_episodes,
-      seed=config.seed + 10_000,
-      **config_lib.world_kwargs(config, train=False),
-    )
-    if primary:
-      _write_config(run_dir, config)
-      log = Logger(run_dir, total_env_steps=config.total_env_steps, console=console, tensorboard=config.tensorboard)
-      if starting is not None:
-        starting.agree()  # the other processes may enter
-    else:
-      log = Silent(run_dir / "metrics.jsonl")
-    ckpts = ckpt_lib.Checkpoints(run_dir, keep=config.checkpoints_kept)
-    parts = Parts(config, Agent(config, world.spec), world, eval_world, log, ckpts, run_dir, console, rows)
-    if layout.count > 1:
-      platforms = "/".join(sorted({d.platform for d in layout.mesh.devices.flat}))
-      over = f" of {layout.processes} processes" if layout.processes > 1 else ""
-      _note(console, f"data parallel over {layout.count} {platforms} devices{over}")
-    with StopSignals() as signals:
+  # Stop signals are taken before the run's metrics.jsonl exists: a Ctrl-C while the agent is built (its
+  # first compiles take seconds) stops the run after its first step, like one at any later time.
+  with StopSignals() as signals:
+    try:
+      check_network(config, world.spec)
+      eval_world = worlds.make(
+        config.world,
+        num_envs=config.eval_episodes,
+        seed=config.seed + 10_000,
+        **config_lib.world_kwargs(config, train=False),
+      )
+      if primary:
+        _write_config(run_dir, config)
+        log = Logger(run_dir, total_env_steps=config.total_env_steps, console=console, tensorboard=config.tensorboard)
+        if starting is not None:
+          starting.agree()  # the other processes may enter
+      else:
+        log = Silent(run_dir / "metrics.jsonl")
+      ckpts = ckpt_lib.Checkpoints(run_dir, keep=config.checkpoints_kept)
+      parts = Parts(config, Agent(config, world.spec), world, eval_world, log, ckpts, run_dir, console, rows)
+      if layout.count > 1:
+        platforms = "/".join(sorted({d.platform for d in layout.mesh.devices.flat}))
+        over = f" of {layout.processes} processes" if layout.processes > 1 else ""
+        _note(console, f"data parallel over {layout.count} {platforms} devices{over}")
       return run_loop(parts, changed=changed, signals=signals, stop_after_updates=stop_after_updates)
-  except OSError as e:
-    if isinstance(e, ckpt_lib.StorageError):
-      raise
-    last = f"; {ckpts.last_complete()}" if ckpts else ""
-    raise ckpt_lib.StorageError(f"cannot write to run directory {str(run_dir)!r}: {e.strerror or e}{last}") from None
-  finally:
-    # Over several processes, closing the checkpoints waits for the others: not after an error (one of them
-    # may be gone), when the write in flight is abandoned (orbax writes to a temporary directory).
-    done = sys.exc_info()[0] is None or distributed.count() == 1
-    closers = (done and ckpts and ckpts.close, log and log.close, world.close, eval_world and eval_world.close)
-    for close in closers:
-      try:
-        close and close()
-      except Exception:  # noqa: BLE001 - the error that got here is the one to report
-        pass
+    except OSError as e:
+      if isinstance(e, ckpt_lib.StorageError):
+        raise
+      last = f"; {ckpts.last_complete()}" if ckpts else ""
+      raise ckpt_lib.StorageError(f"cannot write to run directory {str(run_dir)!r}: {e.strerror or e}{last}") from None
+    finally:
+      # Over several processes, closing the checkpoints waits for the others: not after an error (one of them
+      # may be gone), when the write in flight is abandoned (orbax writes to a temporary directory).
+      done = sys.exc_info()[0] is None or distributed.count() == 1
+      closers = (done and ckpts and ckpts.close, log and log.close, world.close, eval_world and eval_world.close)
+      for close in closers:
+        try:
+          close and close()
+        except Exception:  # noqa: BLE001 - the error that got here is the one to report
+          pass
 
 
 class Silent:
