@@ -176,6 +176,10 @@ class Config:
   q_normalization: str = "children"
   """Gumbel: min-max range for completed Q-values: 'tree' (every visited edge, as EfficientZero) or 'children'
   (the node's own children, mctx's default; with two actions this turns any Q difference into 0 vs 1)."""
+  q_range_floor: float = 1e-8
+  """Gumbel: the smallest min-max range completed Q-values are normalised by. Before the first reward every
+  Q difference is model noise; a range floored at this stops it from being stretched into a full preference
+  (EfficientZero and EfficientZero V2 floor it at 0.01; mctx at 1e-8)."""
   dirichlet_alpha: float = 0.3
   """pUCT: concentration of root Dirichlet noise."""
   dirichlet_fraction: float = 0.25
@@ -329,6 +333,7 @@ class Config:
         self.q_normalization in ("tree", "children"),
         f"q_normalization must be 'tree' or 'children', got {self.q_normalization!r}",
       ),
+      (self.q_range_floor > 0.0, "q_range_floor must be > 0"),
       (self.optimizer in ("adam", "sgd"), f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}"),
       (self.num_simulations >= 2, "num_simulations must be >= 2"),
       (self.max_considered_actions >= 1, "max_considered_actions must be >= 1"),

@@ -126,6 +126,7 @@ def settings(config: Config) -> dict[str, Any]:
     horizon=config.value_prefix_horizon,
     max_considered_actions=config.max_considered_actions,
     q_normalization=config.q_normalization,
+    q_range_floor=config.q_range_floor,
     dirichlet_fraction=config.dirichlet_fraction,
     dirichlet_alpha=config.dirichlet_alpha,
     pb_c_init=config.pb_c_init,
@@ -147,6 +148,7 @@ def run_search(
   noise: jax.Array | bool,
   max_considered_actions: int = 16,
   q_normalization: str = "children",
+  q_range_floor: float = 1e-8,
   value_scale: float = 0.1,
   dirichlet_fraction: float = 0.25,
   dirichlet_alpha: float = 0.3,
@@ -159,7 +161,8 @@ def run_search(
   discount, horizon: the model's discount and value-prefix horizon. temperature: pUCT samples the action from
   visits**(1/temperature) (0: the most visited); Gumbel scales its Gumbel noise by it (0: deterministic).
   noise: pUCT adds root Dirichlet noise (dirichlet_fraction, dirichlet_alpha). Gumbel: max_considered_actions,
-  q_normalization ('children': mctx's per-node min-max; 'tree': qtransform_tree_minmax) and value_scale, the
+  q_normalization ('children': mctx's per-node min-max; 'tree': qtransform_tree_minmax), q_range_floor (the
+  smallest range either normalises by) and value_scale, the
   weight of the completed Q-values in its improved policy softmax(prior logits + sigma(q)) (mctx's 0.1; 0
   makes the policy target the prior). pUCT: pb_c_init, pb_c_base.
   """
@@ -174,7 +177,7 @@ def run_search(
       num_simulations,
       max_num_considered_actions=max_considered_actions,
       gumbel_scale=temperature,
-      qtransform=functools.partial(qtransform, value_scale=value_scale),
+      qtransform=functools.partial(qtransform, value_scale=value_scale, epsilon=q_range_floor),
     )
   else:
     out = mctx.muzero_policy(

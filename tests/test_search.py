@@ -1,5 +1,6 @@
 """Search on a tiny hand-made model: exact value-prefix decoding and the known best action."""
 
+import dataclasses
 from typing import NamedTuple
 
 import jax
@@ -96,3 +97,54 @@ def test_search_picks_the_known_best_action(kind):
   assert np.all(np.asarray(out.policy)[:, 1] > 0.5)
   # The root value is a visit-weighted mix of returns 3 and 1 and the root's own estimate 0.
   assert np.all((np.asarray(out.value) > 1.0) & (np.asarray(out.value) <= 3.0))
+
+
+def _tree_minmax_reference(tree, node, *, floor, value_scale=0.1, maxvisit_init=50.0):
+  """qtransform_tree_minmax written out in numpy for one node of one unbatched tree."""
+  t = jax.tree.map(np.asarray, tree)
+  children = t.children_index[node]
+  visits = t.children_visits[node].astype(np.float64)
+  q = t.children_rewards[node] + t.children_discounts[node] * t.children_values[node]
+  prior = np.exp(t.children_prior_logits[node] - t.children_prior_logits[node].max())
+  prior /= prior.sum()
+  seen = visits > 0
+  mixed = (t.raw_values[node] + visits.sum() * np.sum(prior[seen] * q[seen]) / prior[seen].sum()) / (visits.sum() + 1)
+  completed = np.where(seen, q, mixed)
+  all_q = (t.children_rewards + t.children_discounts * t.children_values)[t.children_visits > 0]
+  low, high = min(all_q.min(), completed.min()), max(all_q.max(), completed.max())
+  assert children.shape == visits.shape
+  return (maxvisit_init + visits.max()) * value_scale * (completed - low) / max(high - low, floor)
+
+
+def _shrunk_tree(scale):
+  """One unbatched tree (as mctx calls the transform) of an 8-simulation Gumbel search of TreeModel, its
+  rewards and values multiplied by `scale`."""
+  import mctx
+
+  model = TreeModel()
+  root = search.make_root(model, None, jnp.zeros((1, 1)))
+  recurrent = search.make_recurrent_fn(model, discount=1.0, horizon=2)
+  out = mctx.gumbel_muzero_policy(None, jax.random.PRNGKey(0), root, recurrent, 8, max_num_considered_actions=2)
+  tree = jax.tree.map(lambda x: x[0], out.search_tree)
+  return dataclasses.replace(
+    tree,
+    children_rewards=tree.children_rewards * scale,
+    children_values=tree.children_values * scale,
+    raw_values=tree.raw_values * scale,
+  )
+
+
+@pytest.mark.parametrize("floor", [1e-8, 0.01])
+def test_tree_minmax_against_a_numpy_reference_and_its_floor(floor):
+  tree, small = _shrunk_tree(1.0), _shrunk_tree(1e-4)  # shrunk: every Q within 3e-4, noise-sized differences
+  nodes = [n for n in range(int(tree.num_simulations) + 1) if (np.asarray(tree.children_visits[n]) > 0).any()]
+  assert len(nodes) >= 3
+  for node in nodes:
+    got = np.asarray(search.qtransform_tree_minmax(tree, jnp.asarray(node), epsilon=floor))
+    np.testing.assert_allclose(got, _tree_minmax_reference(tree, node, floor=floor), rtol=1e-5, atol=1e-6)
+    got_small = np.asarray(search.qtransform_tree_minmax(small, jnp.asarray(node), epsilon=floor))
+    np.testing.assert_allclose(got_small, _tree_minmax_reference(small, node, floor=floor), rtol=1e-4, atol=1e-6)
+    if floor == 0.01:  # a range below the floor is not stretched: the tree's Q range 3 x 1e-4, over the floor
+      np.testing.assert_allclose(got_small, got * (3 * 1e-4) / 0.01, rtol=1e-3, atol=1e-6)
+    else:  # min-max normalisation is blind to scale: noise-sized differences become full preferences
+      np.testing.assert_allclose(got_small, got, rtol=1e-3, atol=1e-5)
