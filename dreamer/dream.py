@@ -24,6 +24,7 @@ import functools
 import json
 import math
 import os
+import resource
 import shutil
 import sys
 import time
@@ -283,8 +284,9 @@ class Job:
 
   def _replays(self) -> None:
     """Training and held-out replays of the experience and the anchor, each ring as long as its recording
-    needs; the mixed replay of adaptation pads them to one length (the checkpoint's, with `adapt_replay`) and
-    gives every row one priority, so that sampling follows each source's share of the rows."""
+    needs. Adaptation samples them and the checkpoint's own replay (with `adapt_replay`) together, each as it
+    is (`replay.Sources`: nothing copied into one buffer or padded to the longest ring), every batch split in
+    proportion to their rows, every row at priority 1 to start with."""
     stack = self.config.frame_stack
     parts = {}
     for name, rec in (("exp", self.exp), ("anchor", self.anchor)):
@@ -302,40 +304,23 @@ class Job:
       parts[f"{name}_held"] = held
     self.rb_exp, self.rb_exp_held = parts["exp"], parts["exp_held"]
     self.rb_anchor, self.rb_anchor_held = parts.get("anchor"), parts.get("anchor_held")
+
+  def mixed(self) -> replay_lib.Sources:
+    """Adaptation's (and the control's) data, made afresh for each (the learner takes its replay over): the
+    experience, the anchor and, with `adapt_replay`, the checkpoint's replay, each row at priority 1."""
     sources = [self.rb_exp] + ([self.rb_anchor] if self.rb_anchor is not None else [])
+    sources = [jax.tree.map(jnp.copy, rb) for rb in sources]
     if self.dc.adapt_replay:
       sources.append(jax.device_put(self.saved.state["replay"]))
-    ring = max(rb.priority.shape[1] for rb in sources)
-    mixed = sources[0] if len(sources) == 1 else functools.reduce(_concat, [_pad_rings(rb, ring) for rb in sources])
-    self.rb_mixed = mixed._replace(
-      priority=jnp.where(mixed.priority > 0, 1.0, 0.0).astype(jnp.float32), max_priority=jnp.ones((), jnp.float32)
+    flat = tuple(
+      rb._replace(priority=jnp.where(rb.priority > 0, 1.0, 0.0).astype(jnp.float32), max_priority=jnp.ones(()))
+      for rb in sources
     )
+    return replay_lib.Sources.of(flat, self.learn_config.batch_size)
 
   def world(self, world_id: str, episodes: int, seed: int):
     kwargs = config_lib.world_kwargs(dataclasses.replace(self.config, world=world_id), train=False)
     return worlds.make(world_id, num_envs=episodes, seed=seed, **kwargs)
-
-
-def _pad_rings(rb: replay_lib.ReplayState, ring: int) -> replay_lib.ReplayState:
-  """`rb` with rings of `ring` rows: each ring rotated into write order (oldest row in slot 0, head = rows
-  kept, so a slot is again its row's index) and lengthened by unwritten rows, which are never sampled."""
-  t = rb.priority.shape[1]
-  shift = jnp.where(rb.head > t, rb.head % t, 0)  # wrapped rings: the oldest row sits at slot head % t
-  rotate = jax.vmap(lambda x, k: jnp.roll(x, -k, axis=0))
-  pad = lambda x: jnp.concatenate([x, jnp.zeros((x.shape[0], ring - t, *x.shape[2:]), x.dtype)], axis=1)  # noqa: E731
-  fix = lambda x: pad(rotate(x, shift))  # noqa: E731
-  return rb._replace(rows=jax.tree.map(fix, rb.rows), priority=fix(rb.priority), head=jnp.minimum(rb.head, t))
-
-
-def _concat(a: replay_lib.ReplayState, b: replay_lib.ReplayState) -> replay_lib.ReplayState:
-  """One replay holding the env rings of both (equal ring lengths)."""
-  cat = lambda x, y: jnp.concatenate([x, y], axis=0)  # noqa: E731
-  return replay_lib.ReplayState(
-    jax.tree.map(cat, a.rows, b.rows),
-    cat(a.priority, b.priority),
-    cat(a.head, b.head),
-    jnp.maximum(a.max_priority, b.max_priority),
-  )
 
 
 # ------------------------------------------------------------------ phases
@@ -461,11 +446,11 @@ def adapt(job: Job, out: Path, *, console: bool) -> dict[str, Any]:
   # Copies: the learner chunk donates its state and replay, and the job's own arrays are read again later.
   state = learner_lib.init_state(jax.tree.map(jnp.copy, job.base), optimizer, jax.random.PRNGKey(dc.seed))
   state = state._replace(target_params=jax.device_put(job.saved.state["learner"].target_params))
-  rb = jax.tree.map(jnp.copy, job.rb_mixed)
+  rb = job.mixed()
   best_params, progress = jax.tree.map(jnp.copy, job.base), {"updates": 0, "best": None, "best_at": 0, "history": []}
   if snap.exists():
-    (state, priority, best_params), progress = _load_tree(snap, (state, rb.priority, best_params))
-    rb = rb._replace(priority=priority, max_priority=jnp.maximum(rb.max_priority, jnp.max(priority)))
+    (state, priorities, best_params), progress = _load_tree(snap, (state, rb.priorities(), best_params))
+    rb = rb.with_priorities(priorities)
     _say(console, f"[2/5 adapt] resuming at update {progress['updates']}")
   if progress["best"] is None:
     fit = model_fit(job, job.base, held)
@@ -490,7 +475,7 @@ def adapt(job: Job, out: Path, *, console: bool) -> dict[str, Any]:
     )
     progress["seconds"] = progress.get("seconds", 0.0) + time.perf_counter() - start
     start = time.perf_counter()
-    _save_tree(snap, (state, rb.priority, best_params), progress)  # rows are rebuilt from the inputs
+    _save_tree(snap, (state, rb.priorities(), best_params), progress)  # rows are rebuilt from the inputs
   teacher = best_params
   if dc.corrupt_dynamics > 0:
     teacher = corrupt(teacher, dc.corrupt_dynamics, jax.random.PRNGKey(dc.seed + 7))
@@ -608,11 +593,11 @@ def _control(job: Job, teacher, updates: int, snap: Path, *, console: bool) -> t
   # From the teacher (the end of adaptation), every parameter, on the same mixed replay; copies, because the
   # chunk donates its state and replay.
   state = learner_lib.init_state(jax.tree.map(jnp.copy, teacher), optimizer, jax.random.PRNGKey(dc.seed + 1))
-  rb = jax.tree.map(jnp.copy, job.rb_mixed)
+  rb = job.mixed()
   progress = {"updates": 0, "history": []}
   if snap.exists():
-    (state, priority), progress = _load_tree(snap, (state, rb.priority))
-    rb = rb._replace(priority=priority, max_priority=jnp.maximum(rb.max_priority, jnp.max(priority)))
+    (state, priorities), progress = _load_tree(snap, (state, rb.priorities()))
+    rb = rb.with_priorities(priorities)
   while progress["updates"] < total:
     state, rb, metrics = chunk(state, rb, jnp.int32(job.learn_config.total_env_steps))
     progress["updates"] += chunk_n
@@ -621,7 +606,7 @@ def _control(job: Job, teacher, updates: int, snap: Path, *, console: bool) -> t
     _say(console, f"[3/5 control] update {progress['updates']}/{total}: real-data loss {loss:.4f}")
     progress["seconds"] = progress.get("seconds", 0.0) + time.perf_counter() - start
     start = time.perf_counter()
-    _save_tree(snap, (state, rb.priority), progress)
+    _save_tree(snap, (state, rb.priorities()), progress)
   return state.params, progress, total * sum(steps.values()), total * forward_learner, start
 
 
@@ -771,7 +756,7 @@ def run(
   mode = "control" if job.dc.control else "distil"
 
   def finish(phase: str, result: dict[str, Any]) -> None:
-    done[phase] = result
+    done[phase] = {**result, "peak_rss_bytes": peak_rss_bytes()}  # of this process, up to the phase's end
     _write_state(out, state)
 
   if "baseline" not in done:
@@ -804,6 +789,13 @@ def run(
     finish("write", write(job, out, student if g["accepted"] else job.base, state))
   _say(console, f"[5/5 write] checkpoint {done['write']['checkpoint']!r}, report {str(out / 'report.md')!r}")
   return json.loads((out / "report.json").read_text())
+
+
+def peak_rss_bytes() -> int:
+  """The most resident memory this process has held so far (Linux and macOS report ru_maxrss in different
+  units)."""
+  peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+  return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
 def _returns_line(evals: dict[str, Any]) -> str:

@@ -51,6 +51,11 @@ def summary(job, state: dict[str, Any]) -> dict[str, Any]:
         "seconds": dist["seconds"],
       },
       "evaluation_seconds": done["baseline"]["seconds"] + done["gate"]["seconds"],
+      # Phases done in an earlier process of a resumed job have their own peak (None: from before the count).
+      "peak_rss_bytes": max(
+        (done[k].get("peak_rss_bytes") or 0 for k in ("baseline", "adapt", "distil", "gate")), default=0
+      )
+      or None,
       "imagined_per_real_step": dist["imagined_per_real_step"],
       "model_steps_per_real_step": (adapt["model_steps"] + dist["model_steps"]) / real,
     },
@@ -109,6 +114,10 @@ def _returns_lines(returns: dict[str, Any]) -> list[str]:
   return lines
 
 
+def _mib(n: int | None) -> str:
+  return "not recorded" if not n else f"{n / 2**20:,.0f} MiB"
+
+
 def _compute_lines(c: dict[str, Any]) -> list[str]:
   """Updates, model steps and seconds of each phase, and the imagined steps per real one."""
   phase = "control" if "control" in c else "distil"
@@ -121,6 +130,8 @@ def _compute_lines(c: dict[str, Any]) -> list[str]:
     f"| adapt | {c['adapt']['updates']} | {c['adapt']['model_steps']:,} | {c['adapt']['seconds']:.1f} |",
     f"| {phase} | {c[phase]['updates']} | {c[phase]['model_steps']:,} | {c[phase]['seconds']:.1f} |",
     f"| evaluation | | | {c['evaluation_seconds']:.1f} |",
+    "",
+    f"Peak resident memory of the job's process: {_mib(c.get('peak_rss_bytes'))}.",
     "",
     f"Phase 3 in forward-pass equivalents (a backpropagated model step counts 3; the control is matched "
     f"on these): {c[phase]['forward_steps']:,}.",

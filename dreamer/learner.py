@@ -7,6 +7,7 @@ reading the replay rows and updating their priorities on the device, so the host
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -234,8 +235,19 @@ def make_batch(
   sample_key, search_key = jax.random.split(rng_key)
   progress = jnp.minimum(env_step / config.total_env_steps, 1.0)
   beta = config.priority_beta + (1.0 - config.priority_beta) * progress
-  smp = replay_lib.sample(rb, sample_key, config.batch_size, alpha=config.priority_alpha, beta=beta)
-  window, known = replay_lib.gather(rb, smp.env, smp.index, k_max + n + 1, stack=config.frame_stack)
+  if isinstance(rb, replay_lib.Sources):  # several replays sampled as one (a /dream job's data)
+    if sum(rb.sizes) != config.batch_size or split is not None:
+      raise ValueError(f"sources' sizes {rb.sizes} must add up to batch_size {config.batch_size}, on one device")
+    smp = replay_lib.sample_sources(rb, sample_key, alpha=config.priority_alpha, beta=beta)
+    parts = [
+      replay_lib.gather(src, one.env, one.index, k_max + n + 1, stack=config.frame_stack)
+      for src, one in zip(rb.replays, smp, strict=True)
+    ]
+    window, known = jax.tree.map(lambda *x: jnp.concatenate(x), *parts)
+    weight = jnp.concatenate([one.weight for one in smp])
+  else:
+    smp = replay_lib.sample(rb, sample_key, config.batch_size, alpha=config.priority_alpha, beta=beta)
+    window, known = replay_lib.gather(rb, smp.env, smp.index, k_max + n + 1, stack=config.frame_stack)
   if split is not None:
     smp, window, known = split((smp, window, known))
   age = env_step - window.step[:, 0]
@@ -269,8 +281,10 @@ def make_batch(
     policy = policy.at[:num_re].set(fresh_policy)
     if config.value_target != "td":
       tg = tg._replace(value=search_values(tg, fresh.value.reshape(num_re, k_max + 1), age[:num_re], config=config))
+  if not isinstance(rb, replay_lib.Sources):
+    weight = smp.weight
   batch = Batch(
-    obs=window.obs[:, : k_max + 1], action=window.action[:, :k_max], policy=policy, targets=tg, weight=smp.weight
+    obs=window.obs[:, : k_max + 1], action=window.action[:, :k_max], policy=policy, targets=tg, weight=weight
   )
   return batch, smp
 
@@ -314,9 +328,18 @@ def update(
     params = reset_if_due(params, count, batch_key, model=model, obs_shape=batch.obs.shape[2:], config=config)
   sync = count % config.target_update_interval == 0
   target = jax.tree.map(lambda p, t: jnp.where(sync, p, t), params, state.target_params)
-  rb = replay_lib.set_priorities(rb, smp.env, smp.index, aux.pop("priority") + config.priority_eps)
+  priority = aux.pop("priority") + config.priority_eps
+  if isinstance(rb, replay_lib.Sources):
+    cuts = (0, *itertools.accumulate(rb.sizes))
+    replays = tuple(
+      replay_lib.set_priorities(src, one.env, one.index, priority[a:b])
+      for src, one, a, b in zip(rb.replays, smp, cuts[:-1], cuts[1:], strict=True)
+    )
+    rb = replay_lib.Sources(replays, rb.sizes)
+  else:
+    rb = replay_lib.set_priorities(rb, smp.env, smp.index, priority)
   aux["train/grad_norm"] = optax.tree.norm(grads)
-  aux["train/weight_min"] = jnp.min(smp.weight)
+  aux["train/weight_min"] = jnp.min(batch.weight)
   return TrainState(params, target, opt_state, rng_key, count), rb, aux
 
 

@@ -15,6 +15,8 @@ the S-1 oldest rows of a ring that has wrapped are never sampled.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from typing import NamedTuple
 
 import jax
@@ -115,6 +117,13 @@ def pick(p: jax.Array, cdf: jax.Array, u: jax.Array) -> jax.Array:
 
 def sample(state: ReplayState, rng_key: jax.Array, batch: int, *, alpha: float, beta: jax.Array) -> Sample:
   """Draws `batch` rows with probability p_i**alpha / sum_j p_j**alpha, with replacement."""
+  env, index, prob, count = _draw(state, rng_key, batch, alpha=alpha)
+  weight = (count * prob) ** (-beta)
+  return Sample(env, index, weight / jnp.max(weight))
+
+
+def _draw(state: ReplayState, rng_key: jax.Array, batch: int, *, alpha: float) -> tuple[jax.Array, ...]:
+  """(env i32[B], absolute index i32[B], probability f32[B] of each draw, count of sampleable rows)."""
   e, t = state.priority.shape
   p = jnp.where(state.priority > 0, state.priority**alpha, 0.0).reshape(-1)
   cdf = jnp.cumsum(p)
@@ -123,10 +132,66 @@ def sample(state: ReplayState, rng_key: jax.Array, batch: int, *, alpha: float, 
   env, slot = flat // t, flat % t
   newest = state.head[env] - 1
   index = newest - (newest - slot) % t
-  prob = p[flat] / total
-  count = jnp.sum(p > 0)
-  weight = (count * prob) ** (-beta)
-  return Sample(env.astype(jnp.int32), index.astype(jnp.int32), weight / jnp.max(weight))
+  return env.astype(jnp.int32), index.astype(jnp.int32), p[flat] / total, jnp.sum(p > 0)
+
+
+@functools.partial(jax.tree_util.register_dataclass, data_fields=["replays"], meta_fields=["sizes"])
+@dataclasses.dataclass(frozen=True)
+class Sources:
+  """Several replays sampled as one, each as it is (rings of their own lengths, nothing copied or padded):
+  every batch takes `sizes[s]` rows from `replays[s]` (`sample_sources`). The learner takes it wherever it
+  takes a ReplayState; `sizes` is static (part of the compiled program), sum(sizes) the batch size."""
+
+  replays: tuple[ReplayState, ...]
+  sizes: tuple[int, ...]
+
+  @staticmethod
+  def of(replays: tuple[ReplayState, ...], batch: int) -> Sources:
+    """The replays with a batch split in proportion to their sampleable rows (`shares`)."""
+    return Sources(tuple(replays), shares(tuple(replays), batch))
+
+  def priorities(self) -> tuple[jax.Array, ...]:
+    return tuple(r.priority for r in self.replays)
+
+  def with_priorities(self, priorities: tuple[jax.Array, ...]) -> Sources:
+    """These replays with `priorities` (as `priorities()` gave them), max_priority raised to cover them."""
+    replays = tuple(
+      r._replace(priority=p, max_priority=jnp.maximum(r.max_priority, jnp.max(p)))
+      for r, p in zip(self.replays, priorities, strict=True)
+    )
+    return Sources(replays, self.sizes)
+
+
+def sample_sources(sources: Sources, rng_key: jax.Array, *, alpha: float, beta: jax.Array) -> tuple[Sample, ...]:
+  """`sizes[s]` draws from `replays[s]` by its priorities: a batch stratified by source, each source's share
+  fixed. Importance weights are over the union, as `sample`'s: P(i) = sizes[s] / B x p_i**alpha / (the sum
+  over source s), N the sampleable rows of all sources, weights normalised by the batch's maximum. With
+  shares in proportion to the sources' rows and priorities all equal, this samples the union uniformly, each
+  source's count fixed at its expectation rather than binomial."""
+  sizes = sources.sizes
+  keys = [rng_key] if len(sizes) == 1 else jax.random.split(rng_key, len(sizes))  # one source: as `sample`
+  draws = [_draw(src, k, n, alpha=alpha) for src, k, n in zip(sources.replays, keys, sizes, strict=True)]
+  count = sum(d[3] for d in draws)
+  batch = sum(sizes)
+  weights = [(count * (n / batch) * d[2]) ** (-beta) for n, d in zip(sizes, draws, strict=True)]
+  top = jnp.max(jnp.concatenate(weights))
+  return tuple(Sample(d[0], d[1], w / top) for d, w in zip(draws, weights, strict=True))
+
+
+def shares(sources: tuple[ReplayState, ...], batch: int) -> tuple[int, ...]:
+  """Draws per source for `sample_sources`, on the host: in proportion to each source's sampleable rows (what
+  sampling their union uniformly would give on average), at least one for a source that has any, summing to
+  `batch`."""
+  counts = np.array([int(jnp.sum(src.priority > 0)) for src in sources], np.float64)
+  if counts.sum() == 0:
+    raise ValueError("no source has a row to sample")
+  exact = batch * counts / counts.sum()
+  sizes = np.maximum(np.floor(exact), (counts > 0).astype(np.float64)).astype(int)
+  while sizes.sum() > batch:  # the minimum of one took draws from the largest
+    sizes[np.argmax(sizes)] -= 1
+  for i in np.argsort(-(exact - sizes))[: batch - sizes.sum()]:  # largest remainders first
+    sizes[i] += 1
+  return tuple(int(n) for n in sizes)
 
 
 def gather(

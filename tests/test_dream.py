@@ -204,20 +204,27 @@ def test_without_the_search_bonus_the_teacher_is_the_prior_and_the_weights_barel
   assert moved[1.0] > 1e-3, moved
 
 
-def test_padded_rings_keep_every_row_in_write_order():
-  # Two rings of 4 slots (slot = row index % 4). Env 0 wrapped: 7 rows written, rows 3..6 kept in slots
-  # [4, 5, 6, 3]; env 1 holds rows 0 and 1.
-  rb = replay_lib.init(2, 8, (1,), np.float32, 2)
-  obs = np.array([[4, 5, 6, 3], [0, 1, 0, 0]], np.float32)[..., None]
-  priority = np.array([[1, 1, 1, 1], [1, 1, 0, 0]], np.float32)
-  rb = rb._replace(
-    rows=rb.rows._replace(obs=jnp.asarray(obs)), priority=jnp.asarray(priority), head=jnp.array([7, 2], jnp.int32)
+def test_the_job_samples_its_replays_as_they_are(reset_run):
+  # Adaptation's data: the experience and anchor recordings and the checkpoint's replay, each at its own ring
+  # length (nothing padded to the longest), every batch split in proportion to their sampleable rows.
+  _, run, rec = reset_run
+  job = dream.Job(str(run), str(rec), str(rec), dream.dream_config(SMALL))
+  assert job.dc.adapt_replay
+  mixed = job.mixed()
+  saved = job.saved.state["replay"]
+  assert [r.priority.shape for r in mixed.replays] == [
+    job.rb_exp.priority.shape,
+    job.rb_anchor.priority.shape,
+    saved.priority.shape,
+  ]
+  assert sum(replay_lib.nbytes(r) for r in mixed.replays) == sum(
+    replay_lib.nbytes(r) for r in (job.rb_exp, job.rb_anchor, jax.tree.map(jnp.asarray, saved))
   )
-  out = dream._pad_rings(rb, 6)
-  assert out.priority.shape == (2, 6)
-  np.testing.assert_array_equal(np.asarray(out.rows.obs[..., 0]), [[3, 4, 5, 6, 0, 0], [0, 1, 0, 0, 0, 0]])
-  np.testing.assert_array_equal(np.asarray(out.priority), [[1, 1, 1, 1, 0, 0], [1, 1, 0, 0, 0, 0]])
-  np.testing.assert_array_equal(np.asarray(out.head), [4, 2])  # a slot is again its row's index
+  counts = [int(np.sum(np.asarray(r.priority) > 0)) for r in mixed.replays]
+  assert sum(mixed.sizes) == job.learn_config.batch_size
+  for n, c in zip(mixed.sizes, counts, strict=True):
+    assert abs(n - job.learn_config.batch_size * c / sum(counts)) < 1
+  assert all(set(np.unique(np.asarray(r.priority))) <= {0.0, 1.0} for r in mixed.replays)
 
 
 @pytest.mark.parametrize("train", ["policy", "heads", "all"])

@@ -235,6 +235,59 @@ def test_importance_weights(alpha, beta):
   assert len(set(zip(env.tolist(), index.tolist()))) > 3  # the batch is not degenerate
 
 
+# ------------------------------------------------------------------ several replays sampled as one
+
+
+def _one_env_buffer():
+  """E=1, T=4, rows 0..2 written at priorities 1, 3, 2 (a source of another ring length than small_buffer's)."""
+  st = replay.init(1, 4, (2,), np.float32, 3)
+  m = Model(1, 4)
+  for s in range(3):
+    st = m.add(st, s)
+  return SET_PRIORITIES(st, jnp.array([0, 0, 0]), jnp.array([0, 1, 2]), jnp.array([1.0, 3.0, 2.0]))
+
+
+def test_shares_follow_the_sources_rows_and_add_up_to_the_batch():
+  a, _ = small_buffer()  # 6 sampleable rows
+  b = _one_env_buffer()  # 3
+  assert replay.shares((a, b), 9) == (6, 3)
+  assert replay.shares((a, b), 10) == (7, 3)  # 6.67 + 3.33: the larger remainder takes the spare draw
+  assert replay.shares((a, b, b), 3) == (1, 1, 1)  # 1.5, 0.75, 0.75: every source with rows gets a draw
+  empty = replay.init(1, 4, (2,), np.float32, 3)
+  assert replay.shares((a, empty), 5) == (5, 0)
+
+
+def test_one_source_samples_exactly_as_the_replay_itself():
+  st, _ = small_buffer()
+  key, beta = jax.random.key(3), jnp.float32(0.4)
+  (got,) = replay.sample_sources(replay.Sources((st,), (64,)), key, alpha=0.6, beta=beta)
+  want = replay.sample(st, key, 64, alpha=0.6, beta=beta)
+  for g, w in zip(got, want, strict=True):
+    np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
+
+
+@pytest.mark.parametrize("alpha,beta", [(0.6, 0.4), (1.0, 1.0)])
+def test_sources_draw_their_shares_with_weights_over_the_union(alpha, beta):
+  a, prio_a = small_buffer()
+  b = _one_env_buffer()
+  prio_b = np.asarray(b.priority)
+  sizes = (40, 24)
+  smp = jax.jit(lambda s, k: replay.sample_sources(s, k, alpha=alpha, beta=jnp.float32(beta)))(
+    replay.Sources((a, b), sizes), jax.random.key(5)
+  )
+  assert [len(np.asarray(one.env)) for one in smp] == list(sizes)
+  weights = []
+  for one, prio, n in zip(smp, (prio_a, prio_b), sizes, strict=True):
+    env, index = np.asarray(one.env), np.asarray(one.index)
+    t = prio.shape[1]
+    assert np.all(prio[env, index % t] > 0)  # only sampleable rows of its own source
+    p = np.where(prio > 0, prio**alpha, 0.0)
+    weights.append((9 * n / 64 * p[env, index % t] / p.sum()) ** (-beta))  # N = 6 + 3 rows in the union
+  top = max(w.max() for w in weights)
+  for one, w in zip(smp, weights, strict=True):
+    np.testing.assert_allclose(np.asarray(one.weight), w / top, rtol=1e-5)
+
+
 # ------------------------------------------------------------------ wrap-around indices, set_priorities
 
 

@@ -1,0 +1,38 @@
+"""Host memory of a /dream job on an image world (MinAtar Breakout, bool[10, 10, 4] frames): its replays are
+sampled as they are, so the job holds the checkpoint's replay and the recordings once each, whatever the
+checkpoint's ring length. Before, every recording's rings were padded to the checkpoint's length and copied
+into one buffer (here 2 x 16 envs x 25,000 rows x 445 bytes = 356 MB more, and once more for the learner's
+copy: ~0.7 GB; on Atari frames ~6.6 GB)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+# Measured on the 2-core CPU (jax 0.10, Python 3.11; `/usr/bin/time -v` on the same dream command): 1,433 MiB
+# (1,480 in the suite's process); with the padded, concatenated replay of commit 39f28b8, 2,250 MiB.
+BOUND_MB = 1800
+
+
+def _cli(*args: str, timeout: float = 900) -> None:
+  done = subprocess.run([sys.executable, "-m", "dreamer.cli", *args], capture_output=True, text=True, timeout=timeout)
+  assert done.returncode == 0, done.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_a_dream_job_on_an_image_world_stays_within_its_memory_bound(tmp_path):
+  run, rec, out = tmp_path / "run", tmp_path / "rec", tmp_path / "dream"
+  train = ["total_env_steps=800", "learning_starts=400", "replay_capacity=200000", "eval_every=100000"]
+  train += ["eval_episodes=2", "checkpoint_every_updates=0"]
+  _cli("train", "--config", "minatar", "--logdir", str(run), "--quiet", *(f"--set={s}" for s in train))
+  _cli("play", "--checkpoint", str(run), "--steps", "400", "--envs", "16", "--out", str(rec))
+  settings = ["adapt_updates=25", "dream_ratio=5", "eval_episodes=2", "roots=16", "batch_size=32"]
+  _cli(
+    "dream", "--checkpoint", str(run), "--experience", str(rec), "--anchor", str(rec), "--out", str(out),
+    "--quiet", *(f"--set={s}" for s in settings),
+  )  # fmt: skip
+  report = json.loads((out / "report.json").read_text())
+  peak_mb = report["compute"]["peak_rss_bytes"] / 2**20
+  print(f"peak RSS of the dream job: {peak_mb:.0f} MB")
+  assert peak_mb < BOUND_MB, f"peak RSS {peak_mb:.0f} MB, bound {BOUND_MB} MB"
