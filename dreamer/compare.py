@@ -283,6 +283,9 @@ def load_run(run_dir: str | Path) -> RunData:
     raise config_lib.ConfigError(
       f"{str(run_dir)!r} is not a readable run directory (config.json and metrics.jsonl): {e}"
     ) from None
+  # A key added after the run was made reads as its default (what the run did), so that it does not tell runs
+  # of one configuration apart in labels.
+  config = {**json.loads(json.dumps(config_lib.Config().to_dict())), **config}
   evals = evaluations(records)
   summary = next((r for r in reversed(records) if r.get("summary")), None)
   if summary is None or not evals or summary.get("stopped") is not None:

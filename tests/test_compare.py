@@ -77,6 +77,18 @@ def test_summary_of_hand_made_runs(tmp_path):
   assert compare._median_reached([None, 5, 3]) == "5"
 
 
+def test_a_key_newer_than_a_run_reads_as_its_default(tmp_path):
+  old = fake_run(tmp_path / "old", seed=0, sims=4, evals=[(200, 10, 1.0, 0.5)])
+  new = fake_run(tmp_path / "new", seed=1, sims=4, evals=[(200, 10, 2.0, 0.5)])
+  other = fake_run(tmp_path / "other", seed=0, sims=8, evals=[(200, 10, 2.0, 0.5)])
+  config = json.loads((old / "config.json").read_text())
+  del config["q_range_floor"]  # as written before the key existed
+  (old / "config.json").write_text(json.dumps(config))
+  runs = [compare.load_run(p) for p in (old, new, other)]
+  assert runs[0].config["q_range_floor"] == config_lib.Config().q_range_floor
+  assert compare.labels(runs) == ["num_simulations=4", "num_simulations=4", "num_simulations=8"]
+
+
 def test_logged_dream_ratio_is_used_when_present(tmp_path):
   dream = {"dream/ratio": 50.0, "dream/act_ratio": 10.0, "dream/reanalyse_ratio": 0.0, "dream/unroll_ratio": 40.0}
   run = compare.load_run(fake_run(tmp_path / "r", seed=0, sims=4, evals=[(100, 1, 0.0, 0.0)], dream=dream))
