@@ -238,13 +238,12 @@ def make_batch(
   if isinstance(rb, replay_lib.Sources):  # several replays sampled as one (a /dream job's data)
     if sum(rb.sizes) != config.batch_size or split is not None:
       raise ValueError(f"sources' sizes {rb.sizes} must add up to batch_size {config.batch_size}, on one device")
-    smp = replay_lib.sample_sources(rb, sample_key, alpha=config.priority_alpha, beta=beta)
+    per_source = replay_lib.sample_sources(rb, sample_key, alpha=config.priority_alpha, beta=beta)
     parts = [
       replay_lib.gather(src, one.env, one.index, k_max + n + 1, stack=config.frame_stack)
-      for src, one in zip(rb.replays, smp, strict=True)
+      for src, one in zip(rb.replays, per_source, strict=True)
     ]
-    window, known = jax.tree.map(lambda *x: jnp.concatenate(x), *parts)
-    weight = jnp.concatenate([one.weight for one in smp])
+    (window, known), smp = jax.tree.map(lambda *x: jnp.concatenate(x), *zip(parts, per_source, strict=True))
   else:
     smp = replay_lib.sample(rb, sample_key, config.batch_size, alpha=config.priority_alpha, beta=beta)
     window, known = replay_lib.gather(rb, smp.env, smp.index, k_max + n + 1, stack=config.frame_stack)
@@ -281,10 +280,8 @@ def make_batch(
     policy = policy.at[:num_re].set(fresh_policy)
     if config.value_target != "td":
       tg = tg._replace(value=search_values(tg, fresh.value.reshape(num_re, k_max + 1), age[:num_re], config=config))
-  if not isinstance(rb, replay_lib.Sources):
-    weight = smp.weight
   batch = Batch(
-    obs=window.obs[:, : k_max + 1], action=window.action[:, :k_max], policy=policy, targets=tg, weight=weight
+    obs=window.obs[:, : k_max + 1], action=window.action[:, :k_max], policy=policy, targets=tg, weight=smp.weight
   )
   return batch, smp
 
@@ -329,17 +326,17 @@ def update(
   sync = count % config.target_update_interval == 0
   target = jax.tree.map(lambda p, t: jnp.where(sync, p, t), params, state.target_params)
   priority = aux.pop("priority") + config.priority_eps
-  if isinstance(rb, replay_lib.Sources):
+  if isinstance(rb, replay_lib.Sources):  # the batch is the sources' draws in order: each takes its slice
     cuts = (0, *itertools.accumulate(rb.sizes))
     replays = tuple(
-      replay_lib.set_priorities(src, one.env, one.index, priority[a:b])
-      for src, one, a, b in zip(rb.replays, smp, cuts[:-1], cuts[1:], strict=True)
+      replay_lib.set_priorities(src, smp.env[a:b], smp.index[a:b], priority[a:b])
+      for src, a, b in zip(rb.replays, cuts[:-1], cuts[1:], strict=True)
     )
     rb = replay_lib.Sources(replays, rb.sizes)
   else:
     rb = replay_lib.set_priorities(rb, smp.env, smp.index, priority)
   aux["train/grad_norm"] = optax.tree.norm(grads)
-  aux["train/weight_min"] = jnp.min(batch.weight)
+  aux["train/weight_min"] = jnp.min(smp.weight)
   return TrainState(params, target, opt_state, rng_key, count), rb, aux
 
 
