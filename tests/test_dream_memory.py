@@ -36,3 +36,23 @@ def test_a_dream_job_on_an_image_world_stays_within_its_memory_bound(tmp_path):
   peak_mb = report["compute"]["peak_rss_bytes"] / 2**20
   print(f"peak RSS of the dream job: {peak_mb:.0f} MB")
   assert peak_mb < BOUND_MB, f"peak RSS {peak_mb:.0f} MB, bound {BOUND_MB} MB"
+
+
+_CHILD = """
+import sys
+from dreamer.dream import peak_rss_bytes
+grow = bytearray(int(sys.argv[1]) * 2**20)
+grow[::4096] = b"\\1" * len(grow[::4096])  # touch every page, so it is resident
+print(peak_rss_bytes())
+"""
+
+
+def test_the_peak_is_the_programs_own_not_its_forking_parents():
+  """A child started from a parent holding 1 GiB reads its own peak: at least what it touched, far below the
+  parent's (ru_maxrss on Linux would read the parent's 1 GiB)."""
+  held = bytearray(2**30)
+  held[::4096] = b"\1" * len(held[::4096])
+  done = subprocess.run([sys.executable, "-c", _CHILD, "300"], capture_output=True, text=True, timeout=120)
+  assert done.returncode == 0, done.stderr[-2000:]
+  peak_mb = int(done.stdout) / 2**20
+  assert 300 <= peak_mb < 900, f"child's peak {peak_mb:.0f} MB: touched 300 MB, its parent holds {len(held) >> 20}"
