@@ -42,6 +42,11 @@ def part_mask(params: Params, parts: tuple[str, ...]) -> Any:
   return {col: {name: leaf(col, name, sub) for name, sub in tree.items()} for col, tree in params.items()}
 
 
+def with_parts(params: Params, donor: Params, parts: tuple[str, ...]) -> Params:
+  """`params` with the leaves of `parts` (see part_mask) taken from `donor`."""
+  return jax.tree.map(lambda m, a, b: b if m else a, part_mask(params, parts), params, donor)
+
+
 def only(
   optimizer: optax.GradientTransformation, params: Params, parts: tuple[str, ...]
 ) -> optax.GradientTransformation:

@@ -117,6 +117,11 @@ class DreamConfig:
   train: str = "heads"
   """Parameters distillation may change: 'policy' (the policy head), 'heads' (the prediction function: policy
   and value heads and their shared layers) or 'all'."""
+  student_model: str = "adapted"
+  """The world model (representation, dynamics, value prefix) the distilled student carries: 'adapted' (the
+  teacher's) or 'checkpoint' (the checkpoint's own, with the distilled prediction function on top; needs
+  adapt_train 'model' and train 'policy' or 'heads', so that the heads read the checkpoint's representation).
+  The control is a plain fine-tune of every parameter either way."""
   updates_per_chunk: int = 10
   """Distil updates per jitted dispatch (and between resumable snapshots)."""
   eval_episodes: int = 32
@@ -162,6 +167,15 @@ class DreamConfig:
       ),
       (self.train in ("policy", "heads", "all"), f"train must be 'policy', 'heads' or 'all', got {self.train!r}"),
       (self.adapt_train in ("model", "all"), f"adapt_train must be 'model' or 'all', got {self.adapt_train!r}"),
+      (
+        self.student_model in ("adapted", "checkpoint"),
+        f"student_model must be 'adapted' or 'checkpoint', got {self.student_model!r}",
+      ),
+      (
+        self.student_model == "adapted" or (self.adapt_train == "model" and self.train != "all"),
+        "student_model 'checkpoint' needs adapt_train 'model' and train 'policy' or 'heads' (the distilled heads "
+        "must read the checkpoint's representation); or set student_model=adapted",
+      ),
       (self.updates_per_chunk >= 1 and self.eval_episodes >= 1, "updates_per_chunk and eval_episodes must be >= 1"),
       (
         0.0 <= self.anchor_keep <= 1.0 and 0.0 <= self.search_keep <= 1.0,
@@ -555,7 +569,8 @@ def _measure(student, teacher, base, rb_exp, rb_anchor, *, model, config: Config
 
 def distil(job: Job, out: Path, *, console: bool) -> dict[str, Any]:
   """Phase 3: rehearse + distil for the budget (or, with `control`, real-data fine-tuning of the same model
-  steps); saves the student to phases/student.npz."""
+  steps); saves the student (with `student_model` 'checkpoint': its prediction function on the checkpoint's
+  world model) to phases/student.npz."""
   dc = job.dc
   teacher, _ = _load_tree(out / "phases" / "teacher.npz", job.base)
   updates, per = distil_updates(job)
@@ -563,6 +578,8 @@ def distil(job: Job, out: Path, *, console: bool) -> dict[str, Any]:
   snap = out / "phases" / "distil.npz"
   run = _control if dc.control else _rehearse_and_distil
   student, progress, model_steps, forward_steps, start = run(job, teacher, updates, snap, console=console)
+  if not dc.control and dc.student_model == "checkpoint":
+    student = distil_lib.with_parts(job.base, student, distil_lib.PREDICTION_PARTS)
   _save_tree(out / "phases" / "student.npz", student)
   after = measure(job, student, teacher)
   return {

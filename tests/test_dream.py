@@ -154,6 +154,26 @@ def test_corrupted_dynamics_is_rejected_by_the_gate(reset_run):
     np.testing.assert_array_equal(a, b)
 
 
+def test_a_student_on_the_checkpoints_model_carries_its_distilled_heads_and_nothing_else(reset_run):
+  """student_model 'checkpoint': the written student is the checkpoint's representation and world model with
+  the distilled prediction function, exactly; with a corrupted teacher model (what 'adapted' would carry)."""
+  root, run, rec = reset_run
+  settings = SMALL + ["corrupt_dynamics=30", "student_model=checkpoint"]
+  dream.run(str(run), str(rec), root / "own-model", settings=dream.dream_config(settings), console=False)
+  job = dream.Job(str(run), str(rec), None, dream.dream_config(settings))
+  teacher, _ = dream._load_tree(root / "own-model" / "phases" / "teacher.npz", job.base)
+  student, _ = dream._load_tree(root / "own-model" / "phases" / "student.npz", job.base)
+  heads = distil.part_mask(job.base, distil.PREDICTION_PARTS)
+  dynamics = distil.part_mask(job.base, distil.DYNAMICS_PARTS)  # what corrupt_dynamics spoils
+  moved = lambda a, b: float(jnp.max(jnp.abs(a - b)))  # noqa: E731
+  for is_head, is_dyn, s, t, b in zip(*map(jax.tree.leaves, (heads, dynamics, student, teacher, job.base))):
+    if is_head:
+      continue
+    np.testing.assert_array_equal(s, b)  # representation and world model: the checkpoint's
+    assert not is_dyn or moved(t, b) > 1.0  # ... not the teacher's corrupted one
+  assert max(moved(s, b) for h, s, b in zip(*map(jax.tree.leaves, (heads, student, job.base))) if h) > 1e-4
+
+
 @pytest.mark.slow
 def test_without_the_search_bonus_the_teacher_is_the_prior_and_the_weights_barely_move(debug_run, reset_run):
   _, run_dir, _ = debug_run
