@@ -114,14 +114,19 @@ class DreamConfig:
   the value function that the student's own search will read while the shared layers move)."""
   kl_weight: float = 1.0
   """Weight of KL(checkpoint policy || student policy) on anchor states."""
-  train: str = "heads"
+  train: str = "policy"
   """Parameters distillation may change: 'policy' (the policy head), 'heads' (the prediction function: policy
-  and value heads and their shared layers) or 'all'."""
-  student_model: str = "adapted"
-  """The world model (representation, dynamics, value prefix) the distilled student carries: 'adapted' (the
-  teacher's) or 'checkpoint' (the checkpoint's own, with the distilled prediction function on top; needs
-  adapt_train 'model' and train 'policy' or 'heads', so that the heads read the checkpoint's representation).
-  The control is a plain fine-tune of every parameter either way."""
+  and value heads and their shared layers) or 'all'. 'policy' leaves every value the student's search reads
+  exactly as it was: with 'heads', the shared layers moved the values of states distillation never saw, and
+  in CartPole, whose search turns small Q differences into full preferences, that alone cut a checkpoint's
+  search return 450 -> 189 (docs/dream.md, the diagnosis)."""
+  student_model: str = "checkpoint"
+  """The world model (representation, dynamics, value prefix) the distilled student carries: 'checkpoint' (its
+  own, with the distilled prediction function on top; needs adapt_train 'model' and train 'policy' or
+  'heads', so that the heads read the checkpoint's representation) or 'adapted' (the teacher's). The adapted
+  model is early-stopped on the recording's held-out model loss, which does not see what search needs: on
+  cartpole:high-gravity it cut the search return 484 -> 249 and 450 -> 262 in two of three tuning seeds
+  (docs/dream.md). The control is a plain fine-tune of every parameter either way."""
   updates_per_chunk: int = 10
   """Distil updates per jitted dispatch (and between resumable snapshots)."""
   eval_episodes: int = 32

@@ -54,6 +54,7 @@ class Paired(NamedTuple):
   distilled with train 'heads' or 'policy' and its teacher do."""
 
   model: Model
+  prior_scale: float = 1.0  # multiplies the prior logits: < 1 flattens the prior, argmax unchanged
 
   def represent(self, params: dict, obs: jax.Array) -> jax.Array:
     return self.model.represent(params["value"], obs)
@@ -63,6 +64,7 @@ class Paired(NamedTuple):
 
   def predict(self, params: dict, latent: jax.Array):
     logits, _ = self.model.predict(params["prior"], latent)
+    logits = logits * self.prior_scale
     _, value_logits = self.model.predict(params["value"], latent)
     return logits, value_logits
 
@@ -100,10 +102,13 @@ def with_search(act, params, seed: int):
   return lambda obs: np.asarray(act(params, obs, next(keys), 0.0).action)
 
 
-def evaluate_pairings(job: dream_lib.Job, nets: dict[str, Any], *, episodes: int, seed: int) -> dict[str, Any]:
-  """Search returns on each world of the job for each (prior, values and model) pairing of PAIRINGS, and the
-  policy alone of each net."""
+def evaluate_pairings(
+  job: dream_lib.Job, nets: dict[str, Any], *, episodes: int, seed: int, prior_scales: tuple[float, ...] = ()
+) -> dict[str, Any]:
+  """Search returns on each world of the job for each (prior, values and model) pairing of PAIRINGS, the
+  student's search with its prior logits scaled by each of `prior_scales`, and the policy alone of each net."""
   act = actor_lib.make_act(Paired(job.model), job.config)
+  scaled = {x: actor_lib.make_act(Paired(job.model, x), job.config) for x in prior_scales}
   policy_act = actor_lib.make_policy_act(job.model)
   out = {}
   for name, rec in (("experience", job.exp), ("anchor", job.anchor)):
@@ -113,6 +118,9 @@ def evaluate_pairings(job: dream_lib.Job, nets: dict[str, Any], *, episodes: int
     for prior, value in PAIRINGS:
       choose = with_search(act, {"prior": nets[prior], "value": nets[value]}, seed)
       res[f"search: prior {prior}, values {value}"] = episodes_of(job, world, choose, episodes=episodes, seed=seed)
+    for x, act_x in scaled.items():
+      choose = with_search(act_x, {"prior": nets["student"], "value": nets["student"]}, seed)
+      res[f"search: student, prior logits x {x:g}"] = episodes_of(job, world, choose, episodes=episodes, seed=seed)
     for who, params in nets.items():
       choose = functools.partial(lambda p, obs: np.asarray(policy_act(p, obs)), params)
       res[f"policy alone: {who}"] = episodes_of(job, world, choose, episodes=episodes, seed=seed)
@@ -160,6 +168,7 @@ def main() -> None:
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--job", type=Path, required=True, help="a dream job's --out directory (distil phase done)")
   p.add_argument("--episodes", type=int, default=100)
+  p.add_argument("--prior-scales", type=float, nargs="*", default=[], help="student prior logit scales to try")
   p.add_argument("--eval-seed", type=int, default=70_000, help="first seed of the fresh evaluation episodes")
   a = p.parse_args()
   state = json.loads((a.job / "dream.json").read_text())
@@ -179,7 +188,7 @@ def main() -> None:
   print(json.dumps({
     "commit": commit(), "job": str(a.job), "settings": state["settings"],
     "gate": state["done"].get("gate", {}).get("reasons"),
-    "returns": evaluate_pairings(job, nets, episodes=a.episodes, seed=a.eval_seed),
+    "returns": evaluate_pairings(job, nets, episodes=a.episodes, seed=a.eval_seed, prior_scales=tuple(a.prior_scales)),
     "recorded_states": on_recorded_states(job, teacher, student, seed=a.eval_seed),
   }, indent=1))  # fmt: skip
 

@@ -133,9 +133,9 @@ def test_perfect_model_distils_the_search_return_into_the_policy(reset_run, caps
 
 def test_corrupted_dynamics_is_rejected_by_the_gate(reset_run):
   root, run, rec = reset_run
-  report = dream.run(
-    str(run), str(rec), root / "bad", settings=dream.dream_config(SMALL + ["corrupt_dynamics=30"]), console=False
-  )
+  # student_model 'adapted': the student carries the spoilt model (with 'checkpoint' it would not).
+  settings = dream.dream_config(SMALL + ["corrupt_dynamics=30", "student_model=adapted"])
+  report = dream.run(str(run), str(rec), root / "bad", settings=settings, console=False)
   assert not report["accepted"]
   # Distilling search in a spoilt model must fail a check of the experience world: either its search return
   # falls (the student carries the spoilt model) or its policy alone does not rise (the labels were noise).
