@@ -1,5 +1,8 @@
 """Helpers shared by the resume tests: equal saved states, and TensorBoard's view equal to metrics.jsonl."""
 
+import subprocess
+import sys
+
 import numpy as np
 
 from dreamer import board
@@ -55,3 +58,9 @@ def assert_mirrors(run_dir) -> None:
     steps = [s for s, _ in got[tag]]
     assert steps == [s for s, _ in want[tag]], tag  # same steps, increasing, none twice
     np.testing.assert_allclose([v for _, v in got[tag]], [v for _, v in want[tag]], rtol=1e-6, err_msg=tag)
+
+
+def run_cli(*args: str, timeout: float = 900) -> None:
+  """`python -m dreamer.cli ARGS` in a fresh process; asserts it exits 0 (its stderr's tail otherwise)."""
+  done = subprocess.run([sys.executable, "-m", "dreamer.cli", *args], capture_output=True, text=True, timeout=timeout)
+  assert done.returncode == 0, done.stderr[-3000:]

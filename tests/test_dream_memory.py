@@ -9,15 +9,11 @@ import subprocess
 import sys
 
 import pytest
+from helpers import run_cli
 
 # Measured on the 2-core CPU (jax 0.10, Python 3.11; `/usr/bin/time -v` on the same dream command): 1,433 MiB
 # (1,480 in the suite's process); with the padded, concatenated replay of commit 39f28b8, 2,250 MiB.
 BOUND_MB = 1800
-
-
-def _cli(*args: str, timeout: float = 900) -> None:
-  done = subprocess.run([sys.executable, "-m", "dreamer.cli", *args], capture_output=True, text=True, timeout=timeout)
-  assert done.returncode == 0, done.stderr[-3000:]
 
 
 @pytest.mark.slow
@@ -25,10 +21,10 @@ def test_a_dream_job_on_an_image_world_stays_within_its_memory_bound(tmp_path):
   run, rec, out = tmp_path / "run", tmp_path / "rec", tmp_path / "dream"
   train = ["total_env_steps=800", "learning_starts=400", "replay_capacity=200000", "eval_every=100000"]
   train += ["eval_episodes=2", "checkpoint_every_updates=0"]
-  _cli("train", "--config", "minatar", "--logdir", str(run), "--quiet", *(f"--set={s}" for s in train))
-  _cli("play", "--checkpoint", str(run), "--steps", "400", "--envs", "16", "--out", str(rec))
+  run_cli("train", "--config", "minatar", "--logdir", str(run), "--quiet", *(f"--set={s}" for s in train))
+  run_cli("play", "--checkpoint", str(run), "--steps", "400", "--envs", "16", "--out", str(rec))
   settings = ["adapt_updates=25", "dream_ratio=5", "eval_episodes=2", "roots=16", "batch_size=32"]
-  _cli(
+  run_cli(
     "dream", "--checkpoint", str(run), "--experience", str(rec), "--anchor", str(rec), "--out", str(out),
     "--quiet", *(f"--set={s}" for s in settings),
   )  # fmt: skip
