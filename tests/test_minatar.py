@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import worlds
-from worlds.minatar import MINATAR_GAMES, MissingPackageError
+from worlds.minatar import MINATAR_GAMES, MINATAR_VARIANTS, MissingPackageError
 
 try:
   from minatar import Environment
@@ -19,11 +19,20 @@ needs_minatar = pytest.mark.skipif(Environment is None, reason="needs the option
 MISSING = 'minatar:Breakout needs the optional package minatar: pip install "dreamer[minatar]"'
 
 
-def reference(game: str, seed: int, actions: np.ndarray, *, sticky: float, action_set=None, max_steps=10**9):
-  """Plays env i of a world by hand: obs [T, 10, 10, C], rewards, terminated, truncated and game returns."""
+def reference(
+  game: str, seed: int, actions: np.ndarray, *, sticky: float, action_set=None, max_steps=10**9, start=None
+):
+  """Plays env i of a world by hand: obs [T, 10, 10, C], rewards, terminated, truncated and game returns.
+  `start`: the game object's attributes set after every reset (a variant)."""
   env = Environment(MINATAR_GAMES[game], sticky_action_prob=sticky)
   env.seed(seed)
-  env.reset()
+
+  def reset():
+    env.reset()
+    for k, v in (start or {}).items():
+      setattr(env.env, k, v)
+
+  reset()
   obs, rewards, terms, truncs, returns = [], [], [], [], []
   total, steps = 0.0, 0
   for a in actions:
@@ -34,7 +43,7 @@ def reference(game: str, seed: int, actions: np.ndarray, *, sticky: float, actio
     rewards.append(r), terms.append(done), truncs.append(cut)
     returns.append(total if done or cut else np.nan)
     if done or cut:
-      env.reset()
+      reset()
       total, steps = 0.0, 0
     obs.append(env.state().astype(bool))
   return np.stack(obs), np.array(rewards, np.float32), np.array(terms), np.array(truncs), np.array(returns)
@@ -60,6 +69,25 @@ def test_world_matches_the_package(game):
     ended += int(term.sum() + trunc.sum())
   assert first.shape == (envs, *world.spec.obs_shape)
   assert ended > 0  # the comparison crossed game ends
+
+
+@needs_minatar
+@pytest.mark.parametrize("name", list(MINATAR_VARIANTS))
+def test_a_variant_is_its_game_started_later_in_its_ramp(name):
+  game, start = MINATAR_VARIANTS[name].game, MINATAR_VARIANTS[name].start
+  steps, seed = 600, 4
+  actions = np.random.default_rng(3).integers(0, 6, (steps, 2))
+  world = worlds.make(f"minatar:{name}", num_envs=2, seed=seed, max_steps=200)
+  world.reset()
+  got = np.stack([world.step(a).obs for a in actions], axis=1)  # [envs, T, 10, 10, C]
+  for i in range(2):
+    obs, *_ = reference(game, seed + i, actions[:, i], sticky=0.1, max_steps=200, start=start)
+    np.testing.assert_array_equal(got[i], obs)
+    plain_game, *_ = reference(game, seed + i, actions[:, i], sticky=0.1, max_steps=200)
+    assert not np.array_equal(got[i], plain_game)  # the start changed what was played
+  saved = world.get_state()
+  with pytest.raises(worlds.WorldStateError, match=f"saved state is of minatar:{name}, this world is minatar:{game}"):
+    worlds.make(f"minatar:{game}", num_envs=2).set_state(saved)
 
 
 @needs_minatar
@@ -97,6 +125,9 @@ def test_state_round_trip_continues_bit_identically():
 def test_bad_arguments_are_clear_errors():  # told before the package is imported: runs without it
   with pytest.raises(ValueError, match="did you mean 'minatar:SpaceInvaders'"):
     worlds.make("minatar:spaceinvaders", num_envs=1)
+  with pytest.raises(ValueError, match="did you mean 'minatar:SpaceInvaders-fast'"):
+    worlds.make("minatar:SpaceInvaders-fsat", num_envs=1)
+  assert "minatar:Asterix-fast" in worlds.available()
   with pytest.raises(ValueError, match="sticky_actions must be in"):
     worlds.make("minatar:Breakout", num_envs=1, sticky_actions=1.5)
 

@@ -1,5 +1,5 @@
 """Build worlds from id strings like 'toy:chain', 'toy:chain-8', 'gym:CartPole-v1', 'atari:Pong',
-'minatar:Breakout', 'cartpole:long-pole'.
+'minatar:Breakout', 'minatar:SpaceInvaders-fast', 'cartpole:long-pole'.
 
 An id is '<family>:<name>'. Each family is one entry in `FAMILIES`: a factory
 `(name, *, num_envs, seed, **kwargs) -> World` plus the id patterns shown in
@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 
 from worlds.base import World, check_num_envs
 from worlds.cartpole import CARTPOLE_VARIANTS
+from worlds.minatar import MINATAR_VARIANTS
 
 Factory = Callable[..., World]  # (name: str, *, num_envs: int, seed: int, **kwargs) -> World
 
@@ -154,10 +155,11 @@ def _make_atari(name: str, *, num_envs: int, seed: int, **kwargs: Any) -> World:
 
 
 def _make_minatar(name: str, *, num_envs: int, seed: int, **kwargs: Any) -> World:
-  from worlds.minatar import MINATAR_GAMES, MinAtarWorld, close_games
+  from worlds.minatar import MINATAR_GAMES, MINATAR_VARIANTS, MinAtarWorld, close_games
 
-  if name not in MINATAR_GAMES:
-    raise _unknown(f"minatar:{name}", "no such MinAtar game", [f"minatar:{c}" for c in close_games(name)])
+  if name not in MINATAR_GAMES and name not in MINATAR_VARIANTS:
+    why = "no such MinAtar game or variant"
+    raise _unknown(f"minatar:{name}", why, [f"minatar:{c}" for c in close_games(name)])
   return MinAtarWorld(name, num_envs, seed=seed, **kwargs)
 
 
@@ -171,3 +173,4 @@ register(
 )
 register("cartpole", _make_cartpole, tuple(f"cartpole:{v}" for v in CARTPOLE_VARIANTS))
 add_ids("toy", ("toy:chain-mirror", "toy:chain-mirror-<n>"))  # after gym: error messages start as before
+add_ids("minatar", tuple(f"minatar:{v}" for v in MINATAR_VARIANTS))
