@@ -61,7 +61,9 @@ def summary(job, state: dict[str, Any]) -> dict[str, Any]:
     },
     "fit": adapt["fit"],
     "adapt_history": adapt["history"],
-    "teacher_from_update": adapt["best_at"],
+    # 0: the checkpoint's own model teaches (no better held-out fit, or the teacher check found it searched worse)
+    "teacher_from_update": 0 if (adapt.get("teacher_check") or {}).get("teacher") == "checkpoint" else adapt["best_at"],
+    "teacher_check": adapt.get("teacher_check"),
     "distil": {"mode": dist["mode"], "before": dist["before"], "after": dist["after"], "history": dist["history"]},
   }
 
@@ -147,7 +149,13 @@ def _fit_lines(fits: dict[str, Any], *, teacher_from_update: int) -> list[str]:
   lines = [
     "## Model fit on held-out recorded data, by unroll depth",
     "",
-    f"The teacher is the adapted model after update {teacher_from_update}. |error| is in return units.",
+    (
+      f"The teacher is the adapted model after update {teacher_from_update}."
+      if teacher_from_update
+      else "The teacher is the checkpoint's own model (adaptation found no better held-out fit, or searched worse"
+      " than the checkpoint: see teacher_check in report.json)."
+    )
+    + " |error| is in return units.",
     "",
   ]
   for name, fit in fits.items():

@@ -135,7 +135,7 @@ def test_perfect_model_distils_the_search_return_into_the_policy(reset_run, caps
 def test_corrupted_dynamics_is_rejected_by_the_gate(reset_run):
   root, run, rec = reset_run
   # student_model 'adapted': the student carries the spoilt model (with 'checkpoint' it would not).
-  settings = dream.dream_config(SMALL + ["corrupt_dynamics=30", "student_model=adapted"])
+  settings = dream.dream_config(SMALL + ["corrupt_dynamics=30", "student_model=adapted", "teacher_check=false"])
   report = dream.run(str(run), str(rec), root / "bad", settings=settings, console=False)
   assert not report["accepted"]
   # Distilling search in a spoilt model must fail a check of the experience world: either its search return
@@ -159,7 +159,7 @@ def test_a_student_on_the_checkpoints_model_carries_its_distilled_heads_and_noth
   """student_model 'checkpoint': the written student is the checkpoint's representation and world model with
   the distilled prediction function, exactly; with a corrupted teacher model (what 'adapted' would carry)."""
   root, run, rec = reset_run
-  settings = SMALL + ["corrupt_dynamics=30", "student_model=checkpoint"]
+  settings = SMALL + ["corrupt_dynamics=30", "student_model=checkpoint", "teacher_check=false"]
   dream.run(str(run), str(rec), root / "own-model", settings=dream.dream_config(settings), console=False)
   job = dream.Job(str(run), str(rec), None, dream.dream_config(settings))
   teacher, _ = dream._load_tree(root / "own-model" / "phases" / "teacher.npz", job.base)
@@ -173,6 +173,42 @@ def test_a_student_on_the_checkpoints_model_carries_its_distilled_heads_and_noth
     np.testing.assert_array_equal(s, b)  # representation and world model: the checkpoint's
     assert not is_dyn or moved(t, b) > 1.0  # ... not the teacher's corrupted one
   assert max(moved(s, b) for h, s, b in zip(*map(jax.tree.leaves, (heads, student, job.base))) if h) > 1e-4
+
+
+def test_the_teacher_check_keeps_the_adapted_model_only_where_it_searches_no_worse():
+  base = {"experience": {"search": [400.0, 404.0], "policy": [1.0]}, "anchor": {"search": [460.0], "policy": [2.0]}}
+  worse = {"experience": {"search": [284.0, 284.0], "policy": [9.0]}, "anchor": {"search": [470.0], "policy": [0.0]}}
+  got = dream.teacher_check(base, worse, keep=0.9)
+  assert got == {"search": {"experience": [402.0, 284.0], "anchor": [460.0, 470.0]}, "teacher": "checkpoint",
+                 "worse_on": ["experience"]}  # fmt: skip
+  within = {"experience": {"search": [362.0, 362.0]}, "anchor": {"search": [415.0]}}  # 90.05% and 90.2%
+  assert dream.teacher_check(base, within, keep=0.9)["teacher"] == "adapted"
+  assert dream.teacher_check(base, within, keep=0.95)["worse_on"] == ["experience", "anchor"]
+  negative = {"experience": {"search": [-20.0]}}  # Pong: -20 -> -21.9 keeps 90%, -22.1 does not
+  assert dream.teacher_check(negative, {"experience": {"search": [-21.9]}}, keep=0.9)["teacher"] == "adapted"
+  assert dream.teacher_check(negative, {"experience": {"search": [-22.1]}}, keep=0.9)["teacher"] == "checkpoint"
+
+
+def test_a_teacher_that_fails_its_check_is_replaced_by_the_checkpoint(reset_run, monkeypatch):
+  """The corrupted teacher is judged worse (forced here: on the chain the prior may carry search): the job's
+  teacher is then the checkpoint, exactly, and the report says so."""
+  root, run, rec = reset_run
+  calls = []
+
+  def worse(baseline, teacher, *, keep):
+    calls.append(set(baseline))
+    return {"search": {w: [1.0, 0.0] for w in baseline}, "teacher": "checkpoint", "worse_on": sorted(baseline)}
+
+  monkeypatch.setattr(dream, "teacher_check", worse)
+  settings = dream.dream_config(SMALL + ["corrupt_dynamics=30"])
+  report = dream.run(str(run), str(rec), root / "checked", settings=settings, console=False)
+  assert calls == [{"experience"}]  # judged on the worlds the baseline evaluated
+  job = dream.Job(str(run), str(rec), None, settings)
+  teacher, _ = dream._load_tree(root / "checked" / "phases" / "teacher.npz", job.base)
+  for t, b in zip(jax.tree.leaves(teacher), jax.tree.leaves(job.base)):
+    np.testing.assert_array_equal(t, b)
+  assert report["teacher_check"]["teacher"] == "checkpoint" and report["teacher_from_update"] == 0
+  assert "the checkpoint's own model" in (root / "checked" / "report.md").read_text()
 
 
 @pytest.mark.slow
