@@ -219,3 +219,15 @@ def test_scaling_figure_appears_for_worlds_with_two_dream_ratios(tmp_path):
   breakout, chain = text.split("## toy:chain")
   assert "![scaling](scaling.png)" in breakout and "scaling.png" not in chain
   assert (tmp_path / "out" / "scaling.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_reference_far_above_the_data_is_named_not_drawn():
+  from dreamer import plots, stats
+
+  refs = {f"{m} @ {compare._steps_label(n)}": r for m, n, r in stats.reference_returns("minatar:SpaceInvaders")}
+  ax = plots.figure().subplots()
+  compare.draw_references(ax, "minatar:SpaceInvaders", top=16.0)
+  drawn = sorted(float(line.get_ydata()[0]) for line in ax.lines if len(line.get_ydata()))
+  named = [line.get_label() for line in ax.lines if not len(line.get_ydata())]
+  assert drawn == sorted(r for r in refs.values() if r <= 32.0) and len(drawn) >= 2
+  assert named == [f"{k} (published): {r:g}, above" for k, r in refs.items() if r > 32.0] and named
