@@ -172,5 +172,5 @@ register(
   ("minatar:Breakout", "minatar:Asterix", "minatar:Freeway", "minatar:SpaceInvaders", "minatar:Seaquest"),
 )
 register("cartpole", _make_cartpole, tuple(f"cartpole:{v}" for v in CARTPOLE_VARIANTS))
-add_ids("toy", ("toy:chain-mirror", "toy:chain-mirror-<n>"))  # after gym: error messages start as before
 add_ids("minatar", tuple(f"minatar:{v}" for v in MINATAR_VARIANTS))
+add_ids("toy", ("toy:chain-mirror", "toy:chain-mirror-<n>"))  # after gym: error messages start as before
