@@ -533,6 +533,8 @@ def adapt(job: Job, out: Path, *, console: bool, baseline: dict[str, Any]) -> di
     "seconds": progress.get("seconds", 0.0) + time.perf_counter() - start,
     "corrupt_dynamics": dc.corrupt_dynamics,
     "teacher_check": check,
+    # 0: the checkpoint's own model teaches (no better held-out fit, or the check found it searched worse)
+    "teacher_from_update": 0 if check and check["teacher"] == "checkpoint" else progress["best_at"],
   }
 
 
@@ -818,12 +820,9 @@ def run(
   if "adapt" not in done:
     finish("adapt", adapt(job, out, console=console, baseline=done["baseline"]))
   a = done["adapt"]
-  kept = (a.get("teacher_check") or {}).get("teacher") != "checkpoint" and a["best_at"] > 0
-  _say(
-    console,
-    f"[2/5 adapt] done: {a['updates']} updates, "
-    + (f"teacher from update {a['best_at']}" if kept else "the checkpoint's own model teaches"),
-  )
+  since = a["teacher_from_update"]
+  teacher = f"teacher from update {since}" if since else "the checkpoint's own model teaches"
+  _say(console, f"[2/5 adapt] done: {a['updates']} updates, {teacher}")
   if "distil" not in done:
     n, per = distil_updates(job)
     _say(

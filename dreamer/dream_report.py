@@ -61,8 +61,7 @@ def summary(job, state: dict[str, Any]) -> dict[str, Any]:
     },
     "fit": adapt["fit"],
     "adapt_history": adapt["history"],
-    # 0: the checkpoint's own model teaches (no better held-out fit, or the teacher check found it searched worse)
-    "teacher_from_update": 0 if (adapt.get("teacher_check") or {}).get("teacher") == "checkpoint" else adapt["best_at"],
+    "teacher_from_update": adapt["teacher_from_update"],
     "teacher_check": adapt.get("teacher_check"),
     "distil": {"mode": dist["mode"], "before": dist["before"], "after": dist["after"], "history": dist["history"]},
   }

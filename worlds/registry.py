@@ -155,7 +155,7 @@ def _make_atari(name: str, *, num_envs: int, seed: int, **kwargs: Any) -> World:
 
 
 def _make_minatar(name: str, *, num_envs: int, seed: int, **kwargs: Any) -> World:
-  from worlds.minatar import MINATAR_GAMES, MINATAR_VARIANTS, MinAtarWorld, close_games
+  from worlds.minatar import MINATAR_GAMES, MinAtarWorld, close_games
 
   if name not in MINATAR_GAMES and name not in MINATAR_VARIANTS:
     why = "no such MinAtar game or variant"
