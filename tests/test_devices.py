@@ -129,9 +129,9 @@ def _losses(run_dir) -> dict[int, float]:
   return {r["updates"]: r["loss/total"] for r in read_metrics(run_dir) if "loss/total" in r}
 
 
-def _assert_same_run(a: ckpt_lib.Saved, b: ckpt_lib.Saved) -> None:
+def _assert_same_run(a: ckpt_lib.Saved, b: ckpt_lib.Saved, *, atol: float = ATOL) -> None:
   """What the worlds wrote to the replay (observations, actions, rewards, episode ends) and every counter
-  identical; parameters, optimizer state, priorities and the search statistics of acting within ATOL."""
+  identical; parameters, optimizer state, priorities and the search statistics of acting within `atol`."""
   fa, fb = ckpt_lib.flatten((a.params, a.state)), ckpt_lib.flatten((b.params, b.state))
   assert fa.keys() == fb.keys() and a.step == b.step
   for key in fa:
@@ -139,7 +139,7 @@ def _assert_same_run(a: ckpt_lib.Saved, b: ckpt_lib.Saved) -> None:
     if x.dtype.kind in "biu" or key.endswith(("rows_obs", "rows_reward")):
       np.testing.assert_array_equal(x, y, err_msg=key)
     else:
-      np.testing.assert_allclose(x, y, atol=ATOL, err_msg=key)
+      np.testing.assert_allclose(x, y, atol=atol, err_msg=key)
 
 
 def test_a_four_device_run_trains_as_one_and_resumes_on_two(tmp_path):

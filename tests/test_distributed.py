@@ -19,6 +19,8 @@ from dreamer.agent import load_checkpoint
 from dreamer.logger import read_metrics
 from tests.test_devices import RTOL, _assert_same_run, _losses
 
+LONG_ATOL = 1e-3  # parameters after 40 updates, absolute: a third of one Adam step at the debug learning rate
+
 # The debug preset at a fixed length, a checkpoint every 8 updates (one chunk).
 ARGS = ["--config", "debug", "--quiet", "--set", "stop_return=inf", "--set", "total_env_steps=800"]
 ARGS += ["--set", "checkpoint_every_updates=8", "--set", "tensorboard=false"]
@@ -88,7 +90,10 @@ def test_two_processes_train_as_one_and_resume_after_one_is_killed(tmp_path):
   assert _finish(alone, *_pair(two, stop=40)) == [(0, "")] * 3
   resumed = [r for r in read_metrics(two) if r.get("event") == "resume"]
   assert resumed[-1]["updates"] >= 24
-  _assert_same_run(load_checkpoint(one), load_checkpoint(two))
+  # Summed in another order, gradients differ in their last bits and Adam's steps carry that forward: after 40
+  # updates a few weights of one layer were 2.8e-4 apart on an AMD EPYC (under 1e-4 on the earlier CI
+  # machines), a tenth of one step at learning rate 3e-3, while the replay (what acting chose) stays identical.
+  _assert_same_run(load_checkpoint(one), load_checkpoint(two), atol=LONG_ATOL)
 
   # The two processes' checkpoint resumes in one process; their episodes in progress cannot continue there.
   [(code, message)] = _finish(_start(two, stop=48))

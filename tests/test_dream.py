@@ -107,12 +107,14 @@ def test_perfect_model_distils_the_search_return_into_the_policy(reset_run, caps
   root, run, rec = reset_run
   capsys.readouterr()
   # adapt_updates=0: the teacher is the checkpoint itself, whose model of the chain is exact (next test).
-  report = dream.run(str(run), str(rec), root / "d", settings=dream.dream_config(SMALL), console=False)
+  # Budget 80 gives 10 distil updates; 5 (budget 20) left the KL at 0.36x its start on one CPU, 0.22x on another.
+  settings = dream.dream_config([*SMALL, "dream_ratio=80"])
+  report = dream.run(str(run), str(rec), root / "d", settings=settings, console=False)
   ret = report["returns"]["experience"]
   assert ret["policy"]["before"][0] == pytest.approx(0.1) and ret["search"]["before"][0] == pytest.approx(1.0)
   assert ret["policy"]["after"][0] == pytest.approx(ret["search"]["before"][0])  # the policy alone reaches search
   assert report["accepted"]
-  # The policy head alone (train 'policy', the default) fits the labels: KL 0.449 -> 0.097 measured.
+  # The policy head alone (train 'policy', the default) fits the labels: KL 0.499 -> 0.071 measured (AMD EPYC).
   assert report["distil"]["after"]["teacher_kl"] < 0.25 * report["distil"]["before"]["teacher_kl"]
   # A perfect model: held-out rewards are predicted within 0.15 at every depth the chain reaches.
   fit = report["fit"]["experience"]["teacher"]
@@ -126,7 +128,7 @@ def test_perfect_model_distils_the_search_return_into_the_policy(reset_run, caps
   state = json.loads((root / "d" / "dream.json").read_text())
   del state["done"]["gate"], state["done"]["write"]
   (root / "d" / "dream.json").write_text(json.dumps(state))
-  again = dream.run(str(run), str(rec), root / "d", settings=dream.dream_config(SMALL), console=False)
+  again = dream.run(str(run), str(rec), root / "d", settings=settings, console=False)
   assert again["returns"] == report["returns"] and again["accepted"]
   with pytest.raises(dream.ConfigError, match="holds a dream job with other inputs or settings"):
     dream.run(str(run), str(rec), root / "d", settings=dream.dream_config(SMALL + ["roots=16"]), console=False)
