@@ -51,6 +51,54 @@ def temperature(config: Config, env_step: int) -> float:
   return float(config.temperatures[stage])
 
 
+class Repeats(NamedTuple):
+  """Exploratory repeats (ez-greedy) of B envs: the action each holds and the steps it still runs (0: none)."""
+
+  action: np.ndarray  # i32[B]
+  left: np.ndarray  # i32[B]
+
+  @classmethod
+  def none(cls, b: int) -> Repeats:
+    return cls(np.zeros(b, np.int32), np.zeros(b, np.int32))
+
+
+def explore_epsilon(config: Config, env_step: int) -> float:
+  """The probability of starting an exploratory repeat at `env_step`: explore_epsilon, falling linearly to 0
+  over explore_decay_steps when that is set."""
+  if config.explore_decay_steps == 0:
+    return config.explore_epsilon
+  return config.explore_epsilon * max(0.0, 1.0 - env_step / config.explore_decay_steps)
+
+
+def make_explore(config: Config, num_actions: int) -> Callable[[jax.Array, float], tuple[np.ndarray, ...]]:
+  """jit(rng_key, epsilon) -> (start bool[N], action i32[N], duration i32[N]) for all `config.num_envs` envs
+  (every process draws them all and keeps its own rows): whether each env would start a repeat now, its
+  action (uniform) and its duration (P(n) proportional to n^-explore_zeta on 1..explore_max_repeat)."""
+  n = config.num_envs
+  log_p = -config.explore_zeta * jnp.log(jnp.arange(1, config.explore_max_repeat + 1, dtype=jnp.float32))
+
+  def draw(rng_key, epsilon):
+    k_start, k_action, k_duration = jax.random.split(rng_key, 3)
+    start = jax.random.uniform(k_start, (n,)) < epsilon
+    action = jax.random.randint(k_action, (n,), 0, num_actions, dtype=jnp.int32)
+    duration = jax.random.categorical(k_duration, log_p, shape=(n,)).astype(jnp.int32) + 1
+    return start, action, duration
+
+  return jax.jit(draw)
+
+
+def explore(chosen: np.ndarray, repeats: Repeats, start: np.ndarray, action: np.ndarray, duration: np.ndarray):
+  """(the actions taken i32[B], the repeats after this step): an env with no repeat running starts the drawn
+  one where `start`; an env with a repeat running takes its action (this step counts as one of its
+  `duration`); the others take `chosen`, the search's action."""
+  begin = (repeats.left == 0) & start
+  held = np.where(begin, action, repeats.action).astype(np.int32)
+  left = np.where(begin, duration, repeats.left).astype(np.int32)
+  running = left > 0
+  taken = np.where(running, held, chosen).astype(np.int32)
+  return taken, Repeats(np.where(running, held, 0).astype(np.int32), np.maximum(left - 1, 0).astype(np.int32))
+
+
 class EvalResult(NamedTuple):
   returns: np.ndarray  # f32[episodes]
   lengths: np.ndarray  # i32[episodes]

@@ -37,7 +37,8 @@ class Agent:
   add(replay, rows, final_obs, ended, terminated) -> replay (donates the replay);
   over several processes, act / policy_act / add take and give this process's env rows only, and
   eval_act / eval_policy_act (what `evaluate` uses) run the same evaluation on every process;
-  place(state, replay) -> both laid over the run's devices (`layout`, from `config.devices`)."""
+  place(state, replay) -> both laid over the run's devices (`layout`, from `config.devices`);
+  explore_draw(key, epsilon) -> the exploratory repeats every env would start now (`actor.make_explore`)."""
 
   def __init__(self, config: Config, spec: worlds.Spec):
     self.config = config
@@ -50,6 +51,7 @@ class Agent:
     self.obs_shape = frames.obs_shape(spec.obs_shape, config.frame_stack)  # what the networks see
     add = functools.partial(replay_lib.add, stack=config.frame_stack)
     act, policy_act = actor_lib.make_act(self.model, config), actor_lib.make_policy_act(self.model)
+    self.explore_draw = actor_lib.make_explore(config, spec.num_actions)
     layout = self.layout
     self.eval_act, self.eval_policy_act = act, policy_act
     if layout.count == 1:

@@ -192,6 +192,19 @@ class Config:
   """Acting temperature per stage of training (pUCT: visit-count temperature; Gumbel: gumbel noise scale)."""
   temperature_bounds: tuple[float, ...] = (0.5, 0.75)
   """Fractions of total_env_steps at which the acting temperature moves to the next stage."""
+  explore_epsilon: float = 0.0
+  """Temporally-extended exploration (ez-greedy, Dabney, Ostrovski & Barreto 2021) while training: an env
+  with no exploratory repeat running starts one with this probability per step, repeating one action drawn
+  uniformly from the action set for a duration drawn from a zeta distribution (`explore_zeta`). 0: off.
+  Before the first reward a search over a flat model acts like a random walk (MinAtar Freeway: no crossing in
+  10,000 uniform-random steps); repeats reach states that single random steps do not. Evaluation never
+  explores."""
+  explore_zeta: float = 2.0
+  """Exponent mu of the repeat durations' distribution P(n) proportional to n^-mu, n in 1..explore_max_repeat."""
+  explore_max_repeat: int = 100
+  """The longest exploratory repeat, in env steps."""
+  explore_decay_steps: int = 0
+  """Env steps over which explore_epsilon falls linearly to 0 (0: it stays constant for the whole run)."""
   value_prefix_horizon: int = 5
   """The value-prefix LSTM state and prefix are reset every this many model steps."""
 
@@ -406,6 +419,10 @@ class Config:
       ),
       (all(t >= 0 for t in self.temperatures), "temperatures must be >= 0"),
       (list(self.temperature_bounds) == sorted(self.temperature_bounds), "temperature_bounds must be increasing"),
+      (0.0 <= self.explore_epsilon <= 1.0, "explore_epsilon must be in [0, 1] (0: no exploratory repeats)"),
+      (self.explore_zeta > 0.0, "explore_zeta must be > 0"),
+      (self.explore_max_repeat >= 1, "explore_max_repeat must be >= 1"),
+      (self.explore_decay_steps >= 0, "explore_decay_steps must be >= 0 (0: epsilon stays constant)"),
       (min(self.latent_dim, self.hidden_dim, self.lstm_dim, self.proj_dim) >= 1, "layer widths must be >= 1"),
       (self.value_support >= 1 and self.reward_support >= 1, "supports must be >= 1"),
     ]

@@ -326,6 +326,7 @@ class Carry:
   video_ok: bool = True  # False once a video could not be made: the run goes on without them
   solved: bool = False
   resumed_from: int | None = None
+  repeats: actor_lib.Repeats | None = None  # this process's envs' exploratory repeats (ez-greedy)
 
 
 def clocks(config: Config) -> tuple[schedule.Every, schedule.Every, schedule.Ratio]:
@@ -347,6 +348,7 @@ def start(p: Parts) -> Carry:
   evals, saves, _ = clocks(config)
   progress = Progress(next_eval=evals.first(), next_checkpoint=saves.first())
   carry = Carry(state, rb, key, obs, progress, dream_ratio.Dreams(), collections.deque(maxlen=20), 0.0, {})
+  carry.repeats = actor_lib.Repeats.none(len(obs))
   steps = p.ckpts.steps()
   if distributed.joined() and any(seen != steps for seen in distributed.gather_json(steps)):
     raise ckpt_lib.CheckpointError(
@@ -398,10 +400,29 @@ def restore(p: Parts, c: Carry) -> Carry:
     _note(p.console, f"warning: checkpoint {where!r}: {problem}; the run resumes with new episodes", always=True)
   if problem or own is None:  # no episodes to continue: start new ones
     c.obs = frames.start(p.world.reset(p.config.seed + p.first_env + c.progress.env_steps), p.config.frame_stack)
+  else:
+    c.repeats = _saved_repeats(saved.meta.get("repeats"), p, f"checkpoint {p.ckpts.path(saved.step)!r}")
   if p.config.checkpoint_every_updates != saved.meta["config"].get("checkpoint_every_updates"):
     c.progress.next_checkpoint = clocks(p.config)[1].following(c.progress.updates)
   c.resumed_from = saved.step
   return c
+
+
+def _saved_repeats(saved: Any, p: Parts, where: str) -> actor_lib.Repeats:
+  """This process's envs' exploratory repeats from a checkpoint's meta (untrusted: every env's actions in the
+  action set and steps left in 0..explore_max_repeat); none running when it has none (older checkpoints).
+  CheckpointError naming the problem."""
+  n = p.config.num_envs
+  if saved is None:
+    return actor_lib.Repeats.none(len(range(n)[p.rows or slice(None)]))
+  ok = isinstance(saved, dict) and set(saved) == set(actor_lib.Repeats._fields)
+  ok = ok and all(isinstance(v, list) and len(v) == n and all(type(x) is int for x in v) for v in saved.values())
+  ok = ok and all(0 <= a < p.world.spec.num_actions for a in saved["action"])
+  ok = ok and all(0 <= s <= p.config.explore_max_repeat for s in saved["left"])
+  if not ok:
+    raise ckpt_lib.CheckpointError(f"{where} has damaged exploratory repeats: {str(saved)[:80]}")
+  rows = p.rows or slice(None)
+  return actor_lib.Repeats(*(np.asarray(saved[k], np.int32)[rows] for k in actor_lib.Repeats._fields))
 
 
 def _own_world_state(saved: Any) -> tuple[Any, str | None]:
@@ -471,9 +492,15 @@ def act(p: Parts, c: Carry) -> None:
   c.key, act_key = jax.random.split(c.key)
   out = p.agent.act(c.state.params, c.obs, act_key, actor_lib.temperature(config, c.progress.env_steps))
   action = np.asarray(out.action)
+  if config.explore_epsilon > 0:  # the key is split only then: runs without exploration keep their stream
+    c.key, explore_key = jax.random.split(c.key)
+    epsilon = actor_lib.explore_epsilon(config, c.progress.env_steps)
+    drawn = [np.asarray(x)[p.rows or slice(None)] for x in p.agent.explore_draw(explore_key, epsilon)]
+    action, c.repeats = actor_lib.explore(action, c.repeats, *drawn)
   b = len(action)  # this process's envs
   step = p.world.step(action)
   ended = step.terminated | step.truncated
+  c.repeats = actor_lib.Repeats(*(np.where(ended, 0, x).astype(np.int32) for x in c.repeats))  # ends with its game
   row = replay_lib.Rows(
     obs=frames.newest(c.obs, stack),
     action=action,
@@ -580,6 +607,9 @@ def record(p: Parts, c: Carry, chunks: list[dict[str, np.ndarray]]) -> None:
   }
   if c.recent:
     rec["train/episode_return"] = float(np.mean(c.recent))
+  if p.config.explore_epsilon > 0:
+    rec["train/explore_epsilon"] = actor_lib.explore_epsilon(p.config, progress.env_steps)
+    rec["train/exploring"] = float(np.mean(distributed.gather(c.repeats.left) > 0))  # envs in a repeat now
   if dt > 2.0:
     c.window = {"t": now, "env_steps": progress.env_steps, "updates": progress.updates}
   p.log.write(rec)
@@ -665,6 +695,7 @@ def save(p: Parts, c: Carry) -> None:
     "spec": spec_dict(p.world.spec),
     "progress": dataclasses.asdict(progress),
     "world_state": world_state,
+    "repeats": {k: distributed.gather(v).tolist() for k, v in c.repeats._asdict().items()},  # every env's
   }
   every_obs = distributed.gather(c.obs)  # every process's envs, as one process would have them
   p.ckpts.save(progress.env_steps, c.state.params, checkpoint_state(c.state, c.rb, c.key, every_obs), meta)

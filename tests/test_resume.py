@@ -242,3 +242,23 @@ def test_resume_is_bit_identical_with_resets_on(tmp_path):
   second = train(_config(*resets), tmp_path / "cut", console=False)
   assert second["updates"] == straight_run["updates"] and second["updates"] > 48  # three resets at least
   assert_same_state(load_checkpoint(tmp_path / "straight"), load_checkpoint(tmp_path / "cut"))
+
+
+def test_resume_is_bit_identical_with_exploratory_repeats_on(tmp_path):
+  # Repeats running at the cut are saved in the checkpoint's meta and continued, and their draws come from the
+  # loop's own key: a run cut mid-repeat and resumed ends exactly where an unbroken one does.
+  explore = ["total_env_steps=480", "explore_epsilon=0.5", "explore_zeta=1.5", "explore_max_repeat=50"]
+  explore.append("explore_decay_steps=450")
+  straight_run = train(_config(*explore), tmp_path / "straight", console=False)
+  first = train(_config(*explore), tmp_path / "cut", console=False, stop_after_updates=40)
+  assert first["stopped"] == "stop_after_updates" and first["updates"] < straight_run["updates"]
+  cut = ckpt_lib.Checkpoints(tmp_path / "cut", keep=3)
+  try:
+    assert any(left > 0 for left in cut.read_meta(max(cut.steps()))["repeats"]["left"])  # cut mid-repeat
+  finally:
+    cut.close()
+  second = train(_config(*explore), tmp_path / "cut", console=False)
+  assert second["updates"] == straight_run["updates"]
+  assert_same_state(load_checkpoint(tmp_path / "straight"), load_checkpoint(tmp_path / "cut"))
+  records = [r for r in read_metrics(tmp_path / "straight") if "train/exploring" in r]
+  assert max(r["train/exploring"] for r in records) > 0 and records[-1]["train/explore_epsilon"] == 0

@@ -17,10 +17,11 @@ import numpy as np
 import pytest
 
 import worlds
+from dreamer import checkpoint as ckpt_lib
 from dreamer import config as config_lib
 from dreamer import dream
 from dreamer import experience as exp_lib
-from dreamer.train import _restore_world, train
+from dreamer.train import Parts, _restore_world, _saved_repeats, train
 from worlds import plain
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -425,6 +426,29 @@ def test_restore_world_restores_a_good_state():
   world = worlds.make("toy:chain", num_envs=3)
   assert _restore_world(world, json.loads(json.dumps(_saved(_chain_state())))) is None
   assert world.step(np.array([1, 1, 1])).obs.argmax(1).tolist() == [3, 3, 1]
+
+
+@pytest.mark.parametrize(
+  "saved",
+  [
+    [1, 2],
+    {"action": [0, 1, 1]},
+    {"action": [0, 1, 1], "left": [0, 2]},
+    {"action": [0, 1, 2], "left": [0, 2, 0]},  # toy:chain has 2 actions
+    {"action": [0, 1, 1], "left": [0, -1, 0]},
+    {"action": [0, 1, 1], "left": [0, 2, 101]},  # longer than explore_max_repeat
+    {"action": [0, 1.0, 1], "left": [0, 2, 0]},
+  ],
+)
+def test_damaged_exploratory_repeats_are_one_line_errors(saved):
+  config = config_lib.Config(world="toy:chain", num_envs=3, replay_capacity=1000, explore_epsilon=0.1)
+  parts = Parts(config, None, worlds.make("toy:chain", num_envs=3), None, None, None, None)
+  with pytest.raises(ckpt_lib.CheckpointError, match="damaged exploratory repeats") as e:
+    _saved_repeats(saved, parts, "checkpoint 'c'")
+  assert one_line(str(e.value))
+  good = _saved_repeats({"action": [0, 1, 1], "left": [0, 2, 100]}, parts, "checkpoint 'c'")
+  assert good.action.tolist() == [0, 1, 1] and good.left.tolist() == [0, 2, 100]
+  assert _saved_repeats(None, parts, "checkpoint 'c'").left.tolist() == [0, 0, 0]  # an older checkpoint
 
 
 def test_a_planted_pickle_in_a_checkpoint_never_runs(debug_run, tmp_path, payload, capsys):
