@@ -87,16 +87,20 @@ def make_explore(config: Config, num_actions: int) -> Callable[[jax.Array, float
   return jax.jit(draw)
 
 
-def explore(chosen: np.ndarray, repeats: Repeats, start: np.ndarray, action: np.ndarray, duration: np.ndarray):
-  """(the actions taken i32[B], the repeats after this step): an env with no repeat running starts the drawn
-  one where `start`; an env with a repeat running takes its action (this step counts as one of its
-  `duration`); the others take `chosen`, the search's action."""
+def explore(
+  chosen: np.ndarray, repeats: Repeats, *, start: np.ndarray, action: np.ndarray, duration: np.ndarray
+) -> tuple[np.ndarray, Repeats, np.ndarray]:
+  """(the actions taken i32[B], the repeats after this step, which envs a repeat moved bool[B]): an env with
+  no repeat running starts the drawn one (`action`, `duration`) where `start` bool[B]; an env with a repeat
+  running takes its action (this step counts as one of its duration); the others take `chosen`, the search's
+  action."""
   begin = (repeats.left == 0) & start
   held = np.where(begin, action, repeats.action).astype(np.int32)
   left = np.where(begin, duration, repeats.left).astype(np.int32)
   running = left > 0
   taken = np.where(running, held, chosen).astype(np.int32)
-  return taken, Repeats(np.where(running, held, 0).astype(np.int32), np.maximum(left - 1, 0).astype(np.int32))
+  after = Repeats(np.where(running, held, 0).astype(np.int32), np.maximum(left - 1, 0).astype(np.int32))
+  return taken, after, running
 
 
 class EvalResult(NamedTuple):

@@ -301,6 +301,11 @@ class Parts:
   rows: slice | None = None  # the env rows this process steps (over several processes); None: all of them
 
   @property
+  def own(self) -> slice:
+    """This process's env rows among every process's."""
+    return self.rows if self.rows is not None else slice(None)
+
+  @property
   def first_env(self) -> int:
     """The global index of this process's first env: its worlds are seeded from seed + first_env."""
     return self.rows.start if self.rows is not None else 0
@@ -319,6 +324,7 @@ class Carry:
   recent: collections.deque  # returns of the last 20 training episodes
   start: float  # perf_counter() at which the run's wall-clock (over all its segments) began
   window: dict[str, float]  # the speed window: its start time and counters then
+  repeats: actor_lib.Repeats  # this process's envs' exploratory repeats (ez-greedy)
   timers: dict[str, float] = dataclasses.field(
     default_factory=lambda: {"act": 0.0, "learn": 0.0, "eval": 0.0, "checkpoint": 0.0}
   )
@@ -326,7 +332,7 @@ class Carry:
   video_ok: bool = True  # False once a video could not be made: the run goes on without them
   solved: bool = False
   resumed_from: int | None = None
-  repeats: actor_lib.Repeats | None = None  # this process's envs' exploratory repeats (ez-greedy)
+  explored: int = 0  # actions taken by exploratory repeats in this segment of the run (every process's envs)
 
 
 def clocks(config: Config) -> tuple[schedule.Every, schedule.Every, schedule.Ratio]:
@@ -347,8 +353,8 @@ def start(p: Parts) -> Carry:
   obs = frames.start(p.world.reset(config.seed + p.first_env), config.frame_stack)
   evals, saves, _ = clocks(config)
   progress = Progress(next_eval=evals.first(), next_checkpoint=saves.first())
-  carry = Carry(state, rb, key, obs, progress, dream_ratio.Dreams(), collections.deque(maxlen=20), 0.0, {})
-  carry.repeats = actor_lib.Repeats.none(len(obs))
+  recent, repeats = collections.deque(maxlen=20), actor_lib.Repeats.none(len(obs))
+  carry = Carry(state, rb, key, obs, progress, dream_ratio.Dreams(), recent, 0.0, {}, repeats)
   steps = p.ckpts.steps()
   if distributed.joined() and any(seen != steps for seen in distributed.gather_json(steps)):
     raise ckpt_lib.CheckpointError(
@@ -360,6 +366,7 @@ def start(p: Parts) -> Carry:
   progress = carry.progress
   carry.start = time.perf_counter() - progress.wall_s
   carry.window = {"t": time.perf_counter(), "env_steps": progress.env_steps, "updates": progress.updates}
+  carry.window["explored"] = 0
   carry.recent.extend(progress.recent_returns)
   carry.solved = bool(progress.last_eval) and progress.last_eval["eval/search_return"] >= config.stop_return
   if progress.dreams or not progress.env_steps:
@@ -391,7 +398,7 @@ def restore(p: Parts, c: Carry) -> Carry:
   learner = saved.state["learner"]._replace(params=saved.params)
   c.state, c.rb = p.agent.place(learner, saved.state["replay"])  # on this run's devices, whatever saved them
   c.key = jax.device_put(saved.state["key"])
-  c.obs = np.asarray(saved.state["obs"])[p.rows if p.rows is not None else slice(None)]
+  c.obs = np.asarray(saved.state["obs"])[p.own]
   c.progress = Progress.from_meta(saved.meta["progress"], f"checkpoint {p.ckpts.path(saved.step)!r}")
   own, problem = _own_world_state(saved.meta.get("world_state"))
   problem = problem or _restore_world(p.world, own)
@@ -409,20 +416,21 @@ def restore(p: Parts, c: Carry) -> Carry:
 
 
 def _saved_repeats(saved: Any, p: Parts, where: str) -> actor_lib.Repeats:
-  """This process's envs' exploratory repeats from a checkpoint's meta (untrusted: every env's actions in the
-  action set and steps left in 0..explore_max_repeat); none running when it has none (older checkpoints).
-  CheckpointError naming the problem."""
+  """This process's envs' exploratory repeats from a checkpoint's meta (untrusted: every env's action in the
+  action set, its steps left a non-negative int32); none running when it has none (older checkpoints). A
+  repeat longer than today's explore_max_repeat (changed on resume) is cut to it. CheckpointError naming the
+  problem."""
   n = p.config.num_envs
   if saved is None:
-    return actor_lib.Repeats.none(len(range(n)[p.rows or slice(None)]))
+    return actor_lib.Repeats.none(len(range(n)[p.own]))
   ok = isinstance(saved, dict) and set(saved) == set(actor_lib.Repeats._fields)
   ok = ok and all(isinstance(v, list) and len(v) == n and all(type(x) is int for x in v) for v in saved.values())
   ok = ok and all(0 <= a < p.world.spec.num_actions for a in saved["action"])
-  ok = ok and all(0 <= s <= p.config.explore_max_repeat for s in saved["left"])
+  ok = ok and all(0 <= s < 2**31 for s in saved["left"])
   if not ok:
-    raise ckpt_lib.CheckpointError(f"{where} has damaged exploratory repeats: {str(saved)[:80]}")
-  rows = p.rows or slice(None)
-  return actor_lib.Repeats(*(np.asarray(saved[k], np.int32)[rows] for k in actor_lib.Repeats._fields))
+    raise ckpt_lib.CheckpointError(f"{where} has damaged exploratory repeats: {json.dumps(saved)[:80]}")
+  left = np.minimum(np.asarray(saved["left"], np.int64), p.config.explore_max_repeat).astype(np.int32)
+  return actor_lib.Repeats(np.asarray(saved["action"], np.int32)[p.own], left[p.own])
 
 
 def _own_world_state(saved: Any) -> tuple[Any, str | None]:
@@ -495,8 +503,9 @@ def act(p: Parts, c: Carry) -> None:
   if config.explore_epsilon > 0:  # the key is split only then: runs without exploration keep their stream
     c.key, explore_key = jax.random.split(c.key)
     epsilon = actor_lib.explore_epsilon(config, c.progress.env_steps)
-    drawn = [np.asarray(x)[p.rows or slice(None)] for x in p.agent.explore_draw(explore_key, epsilon)]
-    action, c.repeats = actor_lib.explore(action, c.repeats, *drawn)
+    start, held, duration = (np.asarray(x)[p.own] for x in p.agent.explore_draw(explore_key, epsilon))
+    action, c.repeats, explored = actor_lib.explore(action, c.repeats, start=start, action=held, duration=duration)
+    c.explored += int(distributed.gather(explored).sum())  # every process's envs: the same count everywhere
   b = len(action)  # this process's envs
   step = p.world.step(action)
   ended = step.terminated | step.truncated
@@ -609,9 +618,10 @@ def record(p: Parts, c: Carry, chunks: list[dict[str, np.ndarray]]) -> None:
     rec["train/episode_return"] = float(np.mean(c.recent))
   if p.config.explore_epsilon > 0:
     rec["train/explore_epsilon"] = actor_lib.explore_epsilon(p.config, progress.env_steps)
-    rec["train/exploring"] = float(np.mean(distributed.gather(c.repeats.left) > 0))  # envs in a repeat now
+    acted = progress.env_steps - c.window["env_steps"]
+    rec["train/explored"] = (c.explored - c.window["explored"]) / max(acted, 1)  # share of actions since the last
   if dt > 2.0:
-    c.window = {"t": now, "env_steps": progress.env_steps, "updates": progress.updates}
+    c.window = {"t": now, "env_steps": progress.env_steps, "updates": progress.updates, "explored": c.explored}
   p.log.write(rec)
 
 

@@ -32,7 +32,9 @@ def test_repeats_follow_a_hand_stepped_reference():
   durations = rng.integers(1, 6, (steps, envs))
   repeats, taken = actor_lib.Repeats.none(envs), []
   for t in range(steps):
-    a, repeats = actor_lib.explore(chosen[t], repeats, starts[t], actions[t], durations[t])
+    a, after, moved = actor_lib.explore(chosen[t], repeats, start=starts[t], action=actions[t], duration=durations[t])
+    assert (moved == ((repeats.left > 0) | starts[t])).all()  # a running repeat, or one starting now
+    repeats = after
     taken.append(a)
   taken = np.stack(taken)
   for e in range(envs):
@@ -46,7 +48,7 @@ def test_a_repeat_holds_its_action_for_exactly_its_duration():
   for t in range(6):  # env 0 starts a 3-step repeat of action 4 at t=0; the later draws are ignored until it ends
     start = np.array([True, False])
     drawn = np.array([4 if t == 0 else 5, 2])
-    a, repeats = actor_lib.explore(np.array([1, 1]), repeats, start, drawn, np.array([3, 3]))
+    a, repeats, _ = actor_lib.explore(np.array([1, 1]), repeats, start=start, action=drawn, duration=np.array([3, 3]))
     seen.append(a.tolist())
   assert seen == [[4, 1], [4, 1], [4, 1], [5, 1], [5, 1], [5, 1]]
 

@@ -260,5 +260,5 @@ def test_resume_is_bit_identical_with_exploratory_repeats_on(tmp_path):
   second = train(_config(*explore), tmp_path / "cut", console=False)
   assert second["updates"] == straight_run["updates"]
   assert_same_state(load_checkpoint(tmp_path / "straight"), load_checkpoint(tmp_path / "cut"))
-  records = [r for r in read_metrics(tmp_path / "straight") if "train/exploring" in r]
-  assert max(r["train/exploring"] for r in records) > 0 and records[-1]["train/explore_epsilon"] == 0
+  records = [r for r in read_metrics(tmp_path / "straight") if "train/explored" in r]
+  assert max(r["train/explored"] for r in records) > 0 and records[-1]["train/explore_epsilon"] == 0

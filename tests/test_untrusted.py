@@ -436,8 +436,10 @@ def test_restore_world_restores_a_good_state():
     {"action": [0, 1, 1], "left": [0, 2]},
     {"action": [0, 1, 2], "left": [0, 2, 0]},  # toy:chain has 2 actions
     {"action": [0, 1, 1], "left": [0, -1, 0]},
-    {"action": [0, 1, 1], "left": [0, 2, 101]},  # longer than explore_max_repeat
+    {"action": [0, 1, 1], "left": [0, 2, 2**40]},
     {"action": [0, 1.0, 1], "left": [0, 2, 0]},
+    {"action": [0, 1, 1], "left": [0, True, 0]},
+    "a\nb",
   ],
 )
 def test_damaged_exploratory_repeats_are_one_line_errors(saved):
@@ -446,9 +448,19 @@ def test_damaged_exploratory_repeats_are_one_line_errors(saved):
   with pytest.raises(ckpt_lib.CheckpointError, match="damaged exploratory repeats") as e:
     _saved_repeats(saved, parts, "checkpoint 'c'")
   assert one_line(str(e.value))
-  good = _saved_repeats({"action": [0, 1, 1], "left": [0, 2, 100]}, parts, "checkpoint 'c'")
-  assert good.action.tolist() == [0, 1, 1] and good.left.tolist() == [0, 2, 100]
-  assert _saved_repeats(None, parts, "checkpoint 'c'").left.tolist() == [0, 0, 0]  # an older checkpoint
+
+
+def test_saved_exploratory_repeats_restore_this_process_rows_cut_to_the_longest_repeat():
+  config = config_lib.Config(world="toy:chain", num_envs=3, replay_capacity=1000, explore_max_repeat=50)
+  world = worlds.make("toy:chain", num_envs=2)
+  saved = {"action": [0, 1, 1], "left": [0, 2, 80]}  # written when explore_max_repeat was larger
+  every = _saved_repeats(saved, Parts(config, None, world, None, None, None, None), "checkpoint 'c'")
+  assert every.action.tolist() == [0, 1, 1] and every.left.tolist() == [0, 2, 50]
+  own = _saved_repeats(saved, Parts(config, None, world, None, None, None, None, rows=slice(1, 3)), "c")
+  assert own.action.tolist() == [1, 1] and own.left.tolist() == [2, 50]
+  assert _saved_repeats(
+    None, Parts(config, None, world, None, None, None, None, rows=slice(1, 3)), "c"
+  ).left.tolist() == [0, 0]
 
 
 def test_a_planted_pickle_in_a_checkpoint_never_runs(debug_run, tmp_path, payload, capsys):
