@@ -365,8 +365,7 @@ def start(p: Parts) -> Carry:
     carry = restore(p, carry)
   progress = carry.progress
   carry.start = time.perf_counter() - progress.wall_s
-  carry.window = {"t": time.perf_counter(), "env_steps": progress.env_steps, "updates": progress.updates}
-  carry.window["explored"] = 0
+  carry.window = {"t": time.perf_counter(), "env_steps": progress.env_steps, "updates": progress.updates, "explored": 0}
   carry.recent.extend(progress.recent_returns)
   carry.solved = bool(progress.last_eval) and progress.last_eval["eval/search_return"] >= config.stop_return
   if progress.dreams or not progress.env_steps:
@@ -509,7 +508,8 @@ def act(p: Parts, c: Carry) -> None:
   b = len(action)  # this process's envs
   step = p.world.step(action)
   ended = step.terminated | step.truncated
-  c.repeats = actor_lib.Repeats(*(np.where(ended, 0, x).astype(np.int32) for x in c.repeats))  # ends with its game
+  if config.explore_epsilon > 0:  # a repeat ends with its game
+    c.repeats = actor_lib.Repeats(*(np.where(ended, 0, x).astype(np.int32) for x in c.repeats))
   row = replay_lib.Rows(
     obs=frames.newest(c.obs, stack),
     action=action,
