@@ -1,0 +1,136 @@
+"""Does a checkpoint's value know its game? Plays evaluation games with search and prints JSON.
+
+A search can only improve on the prior where the value (and the model's value prefix) ranks actions right, so
+when a game does not learn, this separates "the value has not learned the game" from "search spoils a good
+value". The checkpoint plays one game per env with search, greedy and without noise (as `dreamer eval`), and
+records at every step the network's root value, its prior and the search's policy and action. It reports:
+
+  value_corr            correlation over all steps of the root value with the discounted return-to-go that
+                        followed (the checkpoint's discount; a game cut at the step limit counts what it got);
+  value_mean, return_to_go_mean
+  value_before_end      the mean root value k steps before each game's last step (k = 1, 2, 3, 5, 10, 20):
+                        a value that foresees the end falls towards it (Breakout's losing the ball);
+  prior_entropy, search_entropy   mean entropy (nats) of the prior and of the search's policy;
+  search_is_prior_argmax          fraction of steps where search acts as the prior's argmax would.
+
+  python scripts/value_probe.py RUN_OR_CHECKPOINT [--world ID] [--games 16] [--seed 7] [--max-steps N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+from dreamer import actor, frames  # noqa: E402
+from dreamer import agent as agent_lib  # noqa: E402
+from dreamer import search as search_lib  # noqa: E402
+from dreamer.networks import Model  # noqa: E402
+from dreamer.suites import commit  # noqa: E402
+
+BEFORE_END = (1, 2, 3, 5, 10, 20)
+
+
+def returns_to_go(rewards: np.ndarray, alive: np.ndarray, discount: float) -> np.ndarray:
+  """f32[T, B] discounted sum of each step's reward and its game's later rewards. rewards f32[T, B]: reward of
+  the step taken at t; alive bool[T, B]: env b's game was running at step t (one game per env, so alive is a
+  prefix of each column). Zero where not alive."""
+  out = np.zeros(rewards.shape, np.float64)
+  acc = np.zeros(rewards.shape[1], np.float64)
+  for t in range(rewards.shape[0] - 1, -1, -1):
+    acc = np.where(alive[t], rewards[t] + discount * acc, 0.0)
+    out[t] = acc
+  return out
+
+
+def _entropy(p: np.ndarray) -> np.ndarray:
+  return -(p * np.log(np.maximum(p, 1e-12))).sum(-1)
+
+
+def play(acting: agent_lib.Acting, *, seed: int, max_steps: int) -> dict[str, np.ndarray]:
+  """One game per env with greedy search; per step [T, B] arrays: value, prior and search entropies, whether
+  search took the prior's argmax, reward, alive."""
+  config, world = acting.config, acting.world
+  model = Model(acting.net)
+  act = actor.make_act(model, config)
+
+  @jax.jit
+  def root(params, obs):
+    r = search_lib.make_root(model, params, obs)
+    return r.value, jax.nn.softmax(r.prior_logits)
+
+  obs = frames.start(world.reset(seed), config.frame_stack)
+  running = np.ones(world.num_envs, bool)
+  keys = iter(jax.random.split(jax.random.PRNGKey(seed), max_steps))
+  rows = {k: [] for k in ("value", "prior_entropy", "search_entropy", "agree", "reward", "alive")}
+  for _ in range(max_steps):
+    out = act(acting.params, obs, next(keys), 0.0)
+    value, prior = map(np.asarray, root(acting.params, obs))
+    action = np.asarray(out.action)
+    step = world.step(action)
+    for k, v in (("value", value), ("prior_entropy", _entropy(prior)), ("search_entropy", _entropy(out.policy))):
+      rows[k].append(np.asarray(v, np.float64))
+    rows["agree"].append(action == prior.argmax(-1))
+    rows["reward"].append(np.where(running, step.reward, 0.0))
+    rows["alive"].append(running.copy())
+    ended = step.terminated | step.truncated
+    running &= ~ended
+    obs = frames.push(obs, step.obs, ended, config.frame_stack)
+    if not running.any():
+      break
+  return {k: np.stack(v) for k, v in rows.items()}
+
+
+def summarise(rec: dict[str, np.ndarray], discount: float) -> dict:
+  alive = rec["alive"]
+  togo = returns_to_go(rec["reward"], alive, discount)
+  value, lengths = rec["value"][alive], alive.sum(0)
+  before = {}
+  for k in BEFORE_END:
+    vs = [rec["value"][n - k, b] for b, n in enumerate(lengths) if n > k]
+    before[str(k)] = float(np.mean(vs)) if vs else None
+  corr = np.corrcoef(value, togo[alive])[0, 1] if value.std() > 0 and togo[alive].std() > 0 else None
+  return {
+    "games": int(alive.shape[1]),
+    "return_mean": float(rec["reward"].sum(0).mean()),
+    "length_mean": float(lengths.mean()),
+    "value_corr": None if corr is None else float(corr),
+    "value_mean": float(value.mean()),
+    "return_to_go_mean": float(togo[alive].mean()),
+    "value_before_end": before,
+    "prior_entropy": float(rec["prior_entropy"][alive].mean()),
+    "search_entropy": float(rec["search_entropy"][alive].mean()),
+    "search_is_prior_argmax": float(rec["agree"][alive].mean()),
+  }
+
+
+def main(argv: list[str] | None = None) -> dict:
+  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  ap.add_argument("checkpoint", help="a run directory (its newest checkpoint) or one checkpoints/<step>")
+  ap.add_argument("--world", default=None, help="world id to play (default: the checkpoint's)")
+  ap.add_argument("--games", type=int, default=16, help="games played, one per env (default 16)")
+  ap.add_argument("--seed", type=int, default=7, help="the worlds' and search's seed (default 7)")
+  ap.add_argument("--max-steps", type=int, default=None, help="steps per game (default: eval_max_steps)")
+  args = ap.parse_args(argv)
+  if args.games < 2:
+    ap.error(f"--games must be at least 2 (a correlation needs several games), got {args.games}")
+  acting = agent_lib.load_acting(args.checkpoint, args.world, num_envs=args.games, seed=args.seed, train=False)
+  try:
+    max_steps = args.max_steps or acting.config.eval_max_steps
+    rec = play(acting, seed=args.seed, max_steps=max_steps)
+  finally:
+    acting.world.close()
+  out = {"checkpoint": acting.path, "world": acting.world_id, "seed": args.seed, "commit": commit()}
+  out |= summarise(rec, acting.config.discount)
+  print(json.dumps(out))
+  return out
+
+
+if __name__ == "__main__":
+  main()
