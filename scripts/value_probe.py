@@ -8,10 +8,16 @@ records at every step the network's root value, its prior and the search's polic
   value_corr            correlation over all steps of the root value with the discounted return-to-go that
                         followed (the checkpoint's discount; a game cut at the step limit counts what it got);
   value_mean, return_to_go_mean
-  value_before_end      the mean root value k steps before each game's last step (k = 1, 2, 3, 5, 10, 20):
-                        a value that foresees the end falls towards it (Breakout's losing the ball);
+  value_before_end      the mean root value k steps before each game's end (k = 1, 2, 3, 5, 10, 20; k = 1 is the
+                        step whose action ended the game), over the games that ended (terminated) within the
+                        step limit, counted in ended_games: a value that foresees the end falls towards it
+                        (Breakout's losing the ball);
   prior_entropy, search_entropy   mean entropy (nats) of the prior and of the search's policy;
   search_is_prior_argmax          fraction of steps where search acts as the prior's argmax would.
+
+Evaluation worlds give true scores: on Atari (unclipped scores, no life-loss endings) the value was trained on
+other returns than these, so value_mean against return_to_go_mean compares like with like only where training
+and evaluation rewards agree (MinAtar, classic control).
 
   python scripts/value_probe.py RUN_OR_CHECKPOINT [--world ID] [--games 16] [--seed 7] [--max-steps N]
 """
@@ -38,7 +44,7 @@ BEFORE_END = (1, 2, 3, 5, 10, 20)
 
 
 def returns_to_go(rewards: np.ndarray, alive: np.ndarray, discount: float) -> np.ndarray:
-  """f32[T, B] discounted sum of each step's reward and its game's later rewards. rewards f32[T, B]: reward of
+  """f64[T, B] discounted sum of each step's reward and its game's later rewards. rewards f32[T, B]: reward of
   the step taken at t; alive bool[T, B]: env b's game was running at step t (one game per env, so alive is a
   prefix of each column). Zero where not alive."""
   out = np.zeros(rewards.shape, np.float64)
@@ -55,7 +61,7 @@ def _entropy(p: np.ndarray) -> np.ndarray:
 
 def play(acting: agent_lib.Acting, *, seed: int, max_steps: int) -> dict[str, np.ndarray]:
   """One game per env with greedy search; per step [T, B] arrays: value, prior and search entropies, whether
-  search took the prior's argmax, reward, alive."""
+  search took the prior's argmax, reward, alive, and ended (the game terminated at this step)."""
   config, world = acting.config, acting.world
   model = Model(acting.net)
   act = actor.make_act(model, config)
@@ -68,17 +74,18 @@ def play(acting: agent_lib.Acting, *, seed: int, max_steps: int) -> dict[str, np
   obs = frames.start(world.reset(seed), config.frame_stack)
   running = np.ones(world.num_envs, bool)
   keys = iter(jax.random.split(jax.random.PRNGKey(seed), max_steps))
-  rows = {k: [] for k in ("value", "prior_entropy", "search_entropy", "agree", "reward", "alive")}
+  rows = {k: [] for k in ("value", "prior_entropy", "search_entropy", "agree", "reward", "alive", "ended")}
   for _ in range(max_steps):
     out = act(acting.params, obs, next(keys), 0.0)
     value, prior = map(np.asarray, root(acting.params, obs))
-    action = np.asarray(out.action)
+    action, policy = np.asarray(out.action), np.asarray(out.policy)
     step = world.step(action)
-    for k, v in (("value", value), ("prior_entropy", _entropy(prior)), ("search_entropy", _entropy(out.policy))):
+    for k, v in (("value", value), ("prior_entropy", _entropy(prior)), ("search_entropy", _entropy(policy))):
       rows[k].append(np.asarray(v, np.float64))
     rows["agree"].append(action == prior.argmax(-1))
     rows["reward"].append(np.where(running, step.reward, 0.0))
     rows["alive"].append(running.copy())
+    rows["ended"].append(running & step.terminated)
     ended = step.terminated | step.truncated
     running &= ~ended
     obs = frames.push(obs, step.obs, ended, config.frame_stack)
@@ -88,18 +95,21 @@ def play(acting: agent_lib.Acting, *, seed: int, max_steps: int) -> dict[str, np
 
 
 def summarise(rec: dict[str, np.ndarray], discount: float) -> dict:
+  """The JSON fields of the module docstring from `play`'s record: [T, B] arrays value, prior_entropy,
+  search_entropy (f64), agree, alive, ended (bool) and reward."""
   alive = rec["alive"]
   togo = returns_to_go(rec["reward"], alive, discount)
-  value, lengths = rec["value"][alive], alive.sum(0)
+  value, lengths, ended = rec["value"][alive], alive.sum(0), rec["ended"].any(0)
   before = {}
   for k in BEFORE_END:
-    vs = [rec["value"][n - k, b] for b, n in enumerate(lengths) if n > k]
+    vs = [rec["value"][n - k, b] for b, n in enumerate(lengths) if ended[b] and n >= k]
     before[str(k)] = float(np.mean(vs)) if vs else None
   corr = np.corrcoef(value, togo[alive])[0, 1] if value.std() > 0 and togo[alive].std() > 0 else None
   return {
     "games": int(alive.shape[1]),
     "return_mean": float(rec["reward"].sum(0).mean()),
     "length_mean": float(lengths.mean()),
+    "ended_games": int(ended.sum()),
     "value_corr": None if corr is None else float(corr),
     "value_mean": float(value.mean()),
     "return_to_go_mean": float(togo[alive].mean()),

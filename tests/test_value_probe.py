@@ -4,7 +4,12 @@ probe of a solved debug run."""
 import importlib.util
 from pathlib import Path
 
+import jax
 import numpy as np
+
+from dreamer import actor
+from dreamer import agent as agent_lib
+from dreamer.networks import Model
 
 spec = importlib.util.spec_from_file_location(
   "value_probe", Path(__file__).resolve().parent.parent / "scripts" / "value_probe.py"
@@ -39,30 +44,46 @@ def test_returns_to_go_by_hand():
 
 
 def test_summary_by_hand():
-  t, b = 25, 2
-  alive = np.ones((t, b), bool)
-  alive[22:, 1] = False  # game 1 lasts 22 steps
-  lengths = alive.sum(0)
-  value = np.where(alive, lengths[None, :] - np.arange(t)[:, None], -7.0)  # the undiscounted return-to-go
+  t, lengths = 25, np.array([25, 22, 2])  # game 2 is shorter than most k; game 1 is cut at the step limit
+  steps = np.arange(t)[:, None]
+  alive = steps < lengths[None, :]
+  ended = steps == lengths[None, :] - 1
+  ended[:, 1] = False
+  value = np.where(alive, lengths[None, :] - steps, -7.0)  # the undiscounted return-to-go (-7 after the end)
+  value[:, 2] *= 3  # game 2's value is three times its return-to-go: 6, 3
   rec = {
     "value": value,
-    "prior_entropy": np.ones((t, b)),
-    "search_entropy": np.zeros((t, b)),
-    "agree": np.arange(t * b).reshape(t, b) % 2 == 0,
+    "prior_entropy": np.where(alive, 1.0, 50.0),
+    "search_entropy": np.where(alive, steps % 2, 50.0),
+    "agree": np.arange(t * 3).reshape(t, 3) % 2 == 0,
     "reward": np.where(alive, 1.0, 0.0),
     "alive": alive,
+    "ended": ended,
   }
   out = value_probe.summarise(rec, 1.0)
-  assert out["return_mean"] == 23.5 and out["length_mean"] == 23.5
-  # k steps before its end a game's value is k (the last step is 1 before the end)
-  assert [out["value_before_end"][str(k)] for k in value_probe.BEFORE_END] == list(value_probe.BEFORE_END)
-  assert out["value_mean"] == value[alive].mean() and out["return_to_go_mean"] == out["value_mean"]
-  assert np.isclose(out["value_corr"], 1.0)
-  assert out["search_is_prior_argmax"] == rec["agree"][alive].mean()
+  assert out["games"] == 3 and out["ended_games"] == 2
+  assert out["return_mean"] == 49 / 3 and out["length_mean"] == 49 / 3
+  # k steps before its end game 0's value is k, game 2's 3k (for k = 1, 2 only); game 1 never ended
+  assert out["value_before_end"] == {"1": 2.0, "2": 4.0, "3": 3.0, "5": 5.0, "10": 10.0, "20": 20.0}
+  assert out["value_mean"] == (325 + 253 + 9) / 49 and out["return_to_go_mean"] == (325 + 253 + 3) / 49
+  assert 0.99 < out["value_corr"] < 1.0
+  assert out["prior_entropy"] == 1.0 and out["search_entropy"] == (12 + 11 + 1) / 49
+  assert out["search_is_prior_argmax"] == 25 / 49
 
 
 def test_a_solved_debug_run_has_a_value_that_knows_its_game(debug_run, capsys):
   _, run_dir, _ = debug_run
   out = value_probe.main([str(run_dir), "--games", "4"])
   assert out["games"] == 4 and out["checkpoint"].startswith(str(run_dir))
+  # the probe's games are `dreamer eval`'s: the same seed gives the same search return
+  acting = agent_lib.load_acting(run_dir, None, num_envs=4, seed=7, train=False)
+  model = Model(acting.net)
+  act, policy_act = actor.make_act(model, acting.config), actor.make_policy_act(model)
+  steps = acting.config.eval_max_steps
+  try:
+    res = actor.evaluate(acting.world, acting.params, act, policy_act, jax.random.PRNGKey(7), seed=7, max_steps=steps)
+  finally:
+    acting.world.close()
+  assert np.isclose(out["return_mean"], res["search"].returns.mean())
+  assert out["length_mean"] == res["search"].lengths.mean()
   assert out["value_corr"] is not None and out["value_corr"] > 0.5, out
