@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -117,11 +117,13 @@ def run_episodes(
   max_steps: int,
   stack: int = 1,
   record: Callable[[], None] | None = None,
+  after: Callable[[np.ndarray, Any, np.ndarray], None] | None = None,
 ) -> EvalResult:
   """Plays exactly one episode in each of the world's envs (`choose` sees observations stacked `stack` frames
   deep); episodes still running at `max_steps` count with the return they have so far. Evaluation worlds
   give true scores as rewards (an Atari world in "eval" mode neither clips nor ends episodes at life loss).
-  `record()` is called before every action of env 0's episode (a video's frames)."""
+  `record()` is called before every action of env 0's episode (a video's frames); `after(action i32[B], step,
+  running bool[B])` after every step, with the envs whose episode was still running when it was taken."""
   obs = frames.start(world.reset(seed), stack)
   n = world.num_envs
   returns, lengths = np.zeros(n, np.float32), np.zeros(n, np.int32)
@@ -130,7 +132,10 @@ def run_episodes(
   for _ in range(max_steps):
     if record is not None and running[0]:
       record()
-    step = world.step(choose(obs))
+    action = choose(obs)
+    step = world.step(action)
+    if after is not None:
+      after(action, step, running.copy())
     steps += int(running.sum())
     returns += np.where(running, step.reward, 0.0)
     lengths += running

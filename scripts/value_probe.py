@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from dreamer import actor, frames  # noqa: E402
+from dreamer import actor  # noqa: E402
 from dreamer import agent as agent_lib  # noqa: E402
 from dreamer import search as search_lib  # noqa: E402
 from dreamer.networks import Model  # noqa: E402
@@ -60,9 +60,10 @@ def _entropy(p: np.ndarray) -> np.ndarray:
 
 
 def play(acting: agent_lib.Acting, *, seed: int, max_steps: int) -> dict[str, np.ndarray]:
-  """One game per env with greedy search; per step [T, B] arrays: value, prior and search entropies, whether
-  search took the prior's argmax, reward, alive, and ended (the game terminated at this step)."""
-  config, world = acting.config, acting.world
+  """One game per env with greedy search, `dreamer eval`'s games (`actor.run_episodes`, the same keys); per
+  step [T, B] arrays: value, prior and search entropies, whether search took the prior's argmax, reward, alive,
+  and ended (the game terminated at this step)."""
+  config = acting.config
   model = Model(acting.net)
   act = actor.make_act(model, config)
 
@@ -71,26 +72,24 @@ def play(acting: agent_lib.Acting, *, seed: int, max_steps: int) -> dict[str, np
     r = search_lib.make_root(model, params, obs)
     return r.value, jax.nn.softmax(r.prior_logits)
 
-  obs = frames.start(world.reset(seed), config.frame_stack)
-  running = np.ones(world.num_envs, bool)
   keys = iter(jax.random.split(jax.random.PRNGKey(seed), max_steps))
   rows = {k: [] for k in ("value", "prior_entropy", "search_entropy", "agree", "reward", "alive", "ended")}
-  for _ in range(max_steps):
+
+  def choose(obs):
     out = act(acting.params, obs, next(keys), 0.0)
     value, prior = map(np.asarray, root(acting.params, obs))
     action, policy = np.asarray(out.action), np.asarray(out.policy)
-    step = world.step(action)
     for k, v in (("value", value), ("prior_entropy", _entropy(prior)), ("search_entropy", _entropy(policy))):
       rows[k].append(np.asarray(v, np.float64))
     rows["agree"].append(action == prior.argmax(-1))
+    return action
+
+  def after(action, step, running):
     rows["reward"].append(np.where(running, step.reward, 0.0))
-    rows["alive"].append(running.copy())
+    rows["alive"].append(running)
     rows["ended"].append(running & step.terminated)
-    ended = step.terminated | step.truncated
-    running &= ~ended
-    obs = frames.push(obs, step.obs, ended, config.frame_stack)
-    if not running.any():
-      break
+
+  actor.run_episodes(acting.world, choose, seed=seed, max_steps=max_steps, stack=config.frame_stack, after=after)
   return {k: np.stack(v) for k, v in rows.items()}
 
 

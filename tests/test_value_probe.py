@@ -71,7 +71,7 @@ def test_summary_by_hand():
   assert out["search_is_prior_argmax"] == 25 / 49
 
 
-def test_a_solved_debug_run_has_a_value_that_knows_its_game(debug_run, capsys):
+def test_a_solved_debug_run_has_a_value_that_knows_its_game(debug_run):
   _, run_dir, _ = debug_run
   out = value_probe.main([str(run_dir), "--games", "4"])
   assert out["games"] == 4 and out["checkpoint"].startswith(str(run_dir))
