@@ -3,8 +3,9 @@ writes the same to OUT/gpu_check.json.
 
   device      backend, device name and memory, jax and jaxlib versions
   throughput  atari100k and atari100k-fast on Breakout, each in float32 and bfloat16: compile seconds, learner
-              updates/s, acting env steps/s, search nodes/s, peak device memory; the cost model's FLOPs of one
-              update and one acting step (dreamer/cost.py) and the achieved fraction of the device's peak
+              updates/s, acting env steps/s, search nodes/s, peak device memory, the projected seconds of a
+              whole run; the cost model's FLOPs of one update and one acting step (dreamer/cost.py, counted on
+              the host's CPU while the device works) and the achieved fraction of the device's peak
   train       a few minutes of atari100k-fast on Breakout, stopped by SIGINT as a user would stop it; its run
               directory is OUT/train (metrics.jsonl, checkpoint)
 
@@ -35,11 +36,14 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 # Only the standard library up here: the parent must run without the project's dependencies (to say how to
 # install them) and must not start an accelerator client, which would hold memory its children need.
 ROOT = Path(__file__).resolve().parent.parent
-PRESETS = ("atari100k-fast", "atari100k")  # the cheaper first: time it leaves unused passes to the next
+# The cheaper first: time it leaves unused passes to the next. On an H200 (jax 0.11.2) atari100k's learner chunk
+# compiled in 30 s and atari100k-fast's (Gumbel search in its reanalysis) in 55 s.
+PRESETS = ("atari100k", "atari100k-fast")
 DTYPES = ("float32", "bfloat16")
 WORLD = "atari:Breakout"
 TRAIN_PRESET = "atari100k-fast"
@@ -114,17 +118,14 @@ def accelerator_name(kind: str) -> str | None:
   return None
 
 
-def device_peak(kind: str, dtype: str) -> dict | None:
-  """The named accelerator's peak TFLOP/s for `dtype`, or None when the device is not in the table. At jax's
-  default precision float32 matmuls may run on TF32 tensor cores, so float32 gets both peaks."""
-  from dreamer import cost
-
-  name = accelerator_name(kind)
-  if name is None:
+def dtype_peak(device: dict, dtype: str) -> dict | None:
+  """The peak TFLOP/s for `dtype` of the accelerator the device section matched, or None when it matched none.
+  At jax's default precision float32 matmuls may run on TF32 tensor cores, so float32 gets both peaks."""
+  if not device.get("peak_tflops"):
     return None
-  acc = cost.ACCELERATORS[name]
   names = ["tfloat32", "float32"] if dtype == "float32" else [dtype]
-  return {"accelerator": name, "tflops": {n: acc.peak_tflops[n] for n in names}, "source": acc.source}
+  tflops = {n: device["peak_tflops"][n] for n in names}
+  return {"accelerator": device["accelerator"], "tflops": tflops, "source": device["peak_source"]}
 
 
 def peak_memory() -> dict:
@@ -145,19 +146,25 @@ def nvidia_smi() -> str | None:
   return done.stdout.strip() or None
 
 
-def device_part() -> None:
+def device_part(_: argparse.Namespace) -> None:
   import jax
   import jaxlib
 
+  from dreamer import cost
+
   devices = jax.devices()
   stats = devices[0].memory_stats() or {}
+  name = accelerator_name(devices[0].device_kind)
+  acc = cost.ACCELERATORS.get(name)
   emit(
     backend=jax.default_backend(),
     name=devices[0].device_kind,
     count=len(devices),
     memory_bytes=stats.get("bytes_limit"),
     host_memory_bytes=os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"),
-    accelerator=accelerator_name(devices[0].device_kind),
+    accelerator=name,
+    peak_tflops=acc and acc.peak_tflops,
+    peak_source=acc and acc.source,
     jax=jax.__version__,
     jaxlib=jaxlib.__version__,
     python=platform.python_version(),
@@ -214,8 +221,8 @@ def time_learning(agent, state, rb, *, chunks: int) -> float:
 
 def measure(config, *, act_steps: int, chunks: int):
   """Times acting and learning as scripts/throughput.py does (its replay filling reused: random actions on the
-  real world), emitting each figure when it is known. Returns the agent, learner updates/s and the median
-  seconds of one acting search."""
+  real world), emitting each figure when it is known. Returns learner updates/s, the median seconds of one
+  acting search and acting env steps/s (search plus world step)."""
   import jax
 
   import worlds
@@ -235,27 +242,18 @@ def measure(config, *, act_steps: int, chunks: int):
   act_s = time_acting(agent, state.params, obs, steps=act_steps, world_s=world_s)
   updates_per_s = time_learning(agent, state, rb, chunks=chunks)
   emit(peak_memory=peak_memory())
-  return agent, updates_per_s, act_s
+  return updates_per_s, act_s, b / (act_s + world_s)
 
 
-def achieved(agent, *, updates_per_s: float, act_s: float) -> dict:
-  """The cost model's FLOPs of one update and one acting step (search trip counts put back in), times how many
-  of them ran per second, over the device's peak where dreamer/cost.py names the device."""
-  import jax
-
+def projected_run_s(config, *, updates_per_s: float, acting_env_steps_per_s: float) -> dict:
+  """Seconds of a whole run at the measured rates: its updates (by the training loop's own clocks) over
+  updates/s plus its env steps over acting env steps/s; evaluation, whose length is data dependent, is left out."""
   from dreamer import cost
 
-  state, rb = jax.eval_shape(agent.init, jax.random.PRNGKey(0))  # shapes only: nothing is allocated
-  update, _ = cost.update_cost(agent, state, rb)
-  acting = cost.acting_cost(agent, state.params, agent.config.num_envs)
-  peak = device_peak(jax.devices()[0].device_kind, agent.config.compute_dtype)
-  out = {"peak": peak}
-  for part, c, per_s in (("update", update.total, updates_per_s), ("acting_step", acting.total, 1.0 / act_s)):
-    tflops = c.flops * per_s / 1e12
-    out[part] = {"flops": c.flops, "bytes": c.bytes, "per_s": per_s, "achieved_tflops": tflops}
-    if peak is not None:
-      out[part]["fraction_of_peak"] = {name: tflops / p for name, p in peak["tflops"].items()}
-  return out
+  counts = cost.run_counts(config)
+  learning = counts["updates"] / updates_per_s
+  acting = config.total_env_steps / acting_env_steps_per_s
+  return {**counts, "learning": learning, "acting": acting, "total_without_eval": learning + acting}
 
 
 def throughput_part(args: argparse.Namespace) -> None:
@@ -273,11 +271,46 @@ def throughput_part(args: argparse.Namespace) -> None:
       "reanalysed_samples": dream_ratio.reanalysed_samples(config),
     },
   )
-  agent, updates_per_s, act_s = measure(config, act_steps=args.act_steps, chunks=args.chunks)
-  try:
-    emit(cost=achieved(agent, updates_per_s=updates_per_s, act_s=act_s))
-  except Exception as e:  # noqa: BLE001 - the throughput figures above stand without it
-    emit(cost={"error": f"{type(e).__name__}: {e}"})
+  updates_per_s, _, acting_per_s = measure(config, act_steps=args.act_steps, chunks=args.chunks)
+  emit(projected_run_s=projected_run_s(config, updates_per_s=updates_per_s, acting_env_steps_per_s=acting_per_s))
+
+
+def cost_part(args: argparse.Namespace) -> None:
+  """The cost model's flops and bytes of one update and one acting step of `args.preset` in each of `args.dtypes`,
+  emitted by dtype. The parent runs it on the host's CPU (JAX_PLATFORMS=cpu) beside the device's parts: the
+  counts are properties of the programs, and compiling them there costs the device's time nothing."""
+  import jax
+
+  from dreamer import agent as agent_lib
+  from dreamer import config as config_lib
+  from dreamer import cost
+
+  for dtype in args.dtypes:
+    config = config_lib.load(args.preset, overrides(dtype=dtype, smoke=args.smoke))
+    spec = agent_lib.check_world(config.world, "world", **config_lib.world_kwargs(config, train=True))
+    agent = agent_lib.Agent(config, spec)
+    state, rb = jax.eval_shape(agent.init, jax.random.PRNGKey(0))  # shapes only: nothing is allocated
+    update, _ = cost.update_cost(agent, state, rb)
+    acting = cost.acting_cost(agent, state.params, config.num_envs)
+    counted = {"update": update.total, "acting_step": acting.total}
+    emit(**{dtype: {part: {"flops": c.flops, "bytes": c.bytes} for part, c in counted.items()}})
+
+
+def achieved(counts: dict, run: dict, peak: dict | None) -> dict:
+  """The cost model's counts of one update and one acting step (`counts`, from cost_part) times how many of them
+  ran per second in the throughput `run`, over the device's `peak` (dtype_peak) when it has one."""
+  out = {"peak": peak, "counted_on": "the host CPU's XLA compiler (JAX_PLATFORMS=cpu)"}
+  act_s = run.get("act_search_s_median")
+  rates = {"update": run.get("learner_updates_per_s"), "acting_step": act_s and 1.0 / act_s}
+  for part, per_s in rates.items():
+    out[part] = dict(counts[part])
+    if per_s is None:  # the throughput run did not get that far
+      continue
+    tflops = counts[part]["flops"] * per_s / 1e12
+    out[part].update(per_s=per_s, achieved_tflops=tflops)
+    if peak is not None:
+      out[part]["fraction_of_peak"] = {name: tflops / p for name, p in peak["tflops"].items()}
+  return out
 
 
 def train_part(args: argparse.Namespace) -> None:
@@ -297,12 +330,7 @@ def train_part(args: argparse.Namespace) -> None:
 def part(args: argparse.Namespace) -> None:
   """One part, in its own process: its figures go to stdout as MARK lines; an exception becomes its error."""
   try:
-    if args.part == "device":
-      device_part()
-    elif args.part == "throughput":
-      throughput_part(args)
-    else:
-      train_part(args)
+    {"device": device_part, "throughput": throughput_part, "cost": cost_part, "train": train_part}[args.part](args)
   except Exception as e:  # noqa: BLE001 - reported to the parent, which keeps the other parts
     emit(error=f"{type(e).__name__}: {e}")
     raise SystemExit(1) from None
@@ -342,43 +370,62 @@ def wait_or_stop(proc: subprocess.Popen, *, timeout: float, stop_after: float | 
   return why
 
 
-def run_part(command: list[str], *, label: str, timeout: float, stop_after: float | None = None, env=None) -> dict:
-  """Runs one part's process; returns the merge of the JSON objects it printed, its wall seconds and, when it
-  failed or was cut short, an "error" (its own, else why, with the end of its stderr). Its stderr is relayed."""
-  start = time.monotonic()
-  limit = f"SIGINT after {stop_after:.0f} s" if stop_after is not None else f"up to {timeout:.0f} s"
+class Running(NamedTuple):
+  """A part's process under way: what it has printed so far is merged into `result` by the reader threads."""
+
+  proc: subprocess.Popen
+  readers: list[threading.Thread]
+  result: dict
+  tail: collections.deque
+  start: float
+
+
+def start_part(command: list[str], *, label: str, limit: str, env=None) -> Running:
+  """Starts one part's process; its MARK lines are merged into the result as they come, its stderr relayed."""
   print(f"[{label}] starts, {limit}", file=sys.stderr, flush=True)
   proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
-  result: dict = {}
-  tail: collections.deque[str] = collections.deque(maxlen=8)
+  running = Running(proc, [], {}, collections.deque(maxlen=8), time.monotonic())
 
   def collect() -> None:
     for line in proc.stdout:  # read to the end, whatever comes: a full pipe would block the part
       if not line.startswith(MARK):
         continue
       try:
-        merge(result, json.loads(line[len(MARK) :]))
+        merge(running.result, json.loads(line[len(MARK) :]))
       except json.JSONDecodeError:  # a line torn by a kill
         continue
       print(f"[{label}] {line[len(MARK) :]}", end="", file=sys.stderr, flush=True)  # progress, as it comes
 
   def relay() -> None:
     for line in proc.stderr:
-      tail.append(line.rstrip())
+      running.tail.append(line.rstrip())
       print(f"[{label}] {line}", end="", file=sys.stderr, flush=True)
 
-  readers = [threading.Thread(target=collect, daemon=True), threading.Thread(target=relay, daemon=True)]
-  for reader in readers:
+  running.readers.extend([threading.Thread(target=collect, daemon=True), threading.Thread(target=relay, daemon=True)])
+  for reader in running.readers:
     reader.start()
-  cut = wait_or_stop(proc, timeout=timeout, stop_after=stop_after)
-  for reader in readers:
+  return running
+
+
+def finish_part(running: Running, *, timeout: float, stop_after: float | None = None) -> dict:
+  """Waits for a started part (wait_or_stop); returns the merge of the JSON objects it printed, its wall seconds
+  and, when it failed or was cut short, an "error" (its own, else why, with the end of its stderr)."""
+  cut = wait_or_stop(running.proc, timeout=timeout, stop_after=stop_after)
+  for reader in running.readers:
     reader.join(timeout=10)
-  result["wall_s"] = time.monotonic() - start
-  if cut or proc.returncode:
-    why = cut or f"exit status {proc.returncode}"
-    said = " | ".join(tail)[-1500:]  # XLA's warnings can be long
+  result = running.result
+  result["wall_s"] = time.monotonic() - running.start
+  if cut or running.proc.returncode:
+    why = cut or f"exit status {running.proc.returncode}"
+    said = " | ".join(running.tail)[-1500:]  # XLA's warnings can be long
     result["error"] = result.get("error") or (f"{why}; stderr ends: {said}" if said else why)
   return result
+
+
+def run_part(command: list[str], *, label: str, timeout: float, stop_after: float | None = None, env=None) -> dict:
+  """Runs one part's process to its end, its deadline or its SIGINT (finish_part)."""
+  limit = f"SIGINT after {stop_after:.0f} s" if stop_after is not None else f"up to {timeout:.0f} s"
+  return finish_part(start_part(command, label=label, limit=limit, env=env), timeout=timeout, stop_after=stop_after)
 
 
 class Plan:
@@ -425,6 +472,36 @@ def throughput_runs(args: argparse.Namespace, plan: Plan, run) -> dict:
     options = ["--part", "throughput", "--preset", preset, "--dtype", dtype, *sizes]
     out[preset][dtype] = {**run(command(*options), label=f"{preset} {dtype}", timeout=seconds), "limit_s": seconds}
   return out
+
+
+def start_costs(args: argparse.Namespace) -> dict[str, Running]:
+  """One cost_part per preset, for the dtypes of its throughput runs, on the host's CPU: started first, it counts
+  while the device's parts run, and costs the device nothing."""
+  dtypes: dict[str, list[str]] = collections.defaultdict(list)
+  for preset, dtype in throughput_pairs(args):
+    dtypes[preset].append(dtype)
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}  # no accelerator client: the device's memory stays the parts'
+  smoke = ["--smoke"] if args.smoke else []
+  return {
+    preset: start_part(
+      command("--part", "cost", "--preset", preset, "--dtypes", *names, *smoke),
+      label=f"{preset} cost (cpu)",
+      limit="until the budget ends",
+      env=env,
+    )
+    for preset, names in dtypes.items()
+  }
+
+
+def attach_costs(throughput: dict, counted: dict[str, dict], device: dict) -> None:
+  """Puts each throughput run's `cost` (achieved) in place from its preset's counts, or the count's error."""
+  for preset, by_dtype in throughput.items():
+    for dtype, run in by_dtype.items():
+      counts = counted[preset].get(dtype)
+      if counts is None:
+        run["cost"] = {"error": counted[preset].get("error") or "not counted"}
+      else:
+        run["cost"] = achieved(counts, run, dtype_peak(device, dtype))
 
 
 def training_run(args: argparse.Namespace, plan: Plan, run, run_dir: Path) -> dict:
@@ -479,6 +556,7 @@ def check(args: argparse.Namespace) -> int:
     def run(cmd, **kwargs):
       return run_part(cmd, env=env, **kwargs)
 
+    costs = start_costs(args) if "throughput" in args.parts else {}
     if "device" in args.parts:
       runs = 1 + len(throughput_pairs(args)) * ("throughput" in args.parts)
       result["device"] = run(command("--part", "device"), label="device", timeout=min(60.0, plan.share(runs)))
@@ -486,6 +564,9 @@ def check(args: argparse.Namespace) -> int:
       result["throughput"] = throughput_runs(args, plan, run)
     if "train" in args.parts:
       result["train"] = training_run(args, plan, run, out / "train")
+    if costs:
+      counted = {preset: finish_part(c, timeout=max(plan.left(), 10.0)) for preset, c in costs.items()}
+      attach_costs(result["throughput"], counted, result.get("device", {}))
   result["wall_s"] = time.monotonic() - start
   result["errors"] = errors(result)
   text = json.dumps(result, indent=2)
@@ -511,7 +592,7 @@ def parse_args() -> argparse.Namespace:
   parser.add_argument("--act-steps", type=int, help="acting searches timed per run (default 20; --smoke: 3)")
   parser.add_argument("--chunks", type=int, help="learner chunks timed per run (default 3; --smoke: 2)")
   # A part's own process: set by the parent, not by hand.
-  parser.add_argument("--part", choices=["device", "throughput", "train"], help=argparse.SUPPRESS)
+  parser.add_argument("--part", choices=["device", "throughput", "cost", "train"], help=argparse.SUPPRESS)
   parser.add_argument("--preset", choices=PRESETS, help=argparse.SUPPRESS)
   parser.add_argument("--dtype", choices=DTYPES, help=argparse.SUPPRESS)
   parser.add_argument("--run-dir", type=Path, help=argparse.SUPPRESS)

@@ -45,7 +45,7 @@ def test_smoke_device_section(smoke):
 @pytest.mark.slow
 def test_smoke_throughput_of_both_presets_and_both_dtypes(smoke):
   throughput = smoke[0]["throughput"]  # the smoke runs each preset once, the dtypes in turn
-  assert {p: set(d) for p, d in throughput.items()} == {"atari100k-fast": {"float32"}, "atari100k": {"bfloat16"}}
+  assert {p: set(d) for p, d in throughput.items()} == {"atari100k": {"float32"}, "atari100k-fast": {"bfloat16"}}
   for preset, by_dtype in throughput.items():
     for dtype, run in by_dtype.items():
       assert "error" not in run, (preset, dtype, run)
@@ -55,6 +55,11 @@ def test_smoke_throughput_of_both_presets_and_both_dtypes(smoke):
         assert run[key] > 0, (preset, dtype, key)
       assert run["compile_s"]["act"] > 0 and run["compile_s"]["train_chunk"] > 0
       assert run["peak_memory"]["bytes"] > 0 and "RSS" in run["peak_memory"]["source"]
+      projected = run["projected_run_s"]  # smoke: 64 env steps, learning from the 32nd, 2 envs, chunks of 2
+      assert projected["acting_steps"] == 32 and projected["updates"] > 0
+      assert projected["learning"] == pytest.approx(projected["updates"] / run["learner_updates_per_s"])
+      assert projected["acting"] == pytest.approx(64 / run["acting_env_steps_per_s"])
+      assert projected["total_without_eval"] == pytest.approx(projected["learning"] + projected["acting"])
 
 
 @pytest.mark.slow
@@ -63,6 +68,7 @@ def test_smoke_cost_and_achieved_flops(smoke):
     for run in by_dtype.values():
       cost = run["cost"]
       assert cost["peak"] is None  # no named peak on a CPU: achieved FLOP/s only
+      assert "CPU" in cost["counted_on"]
       for part in ["update", "acting_step"]:
         assert cost[part]["flops"] > 0 and cost[part]["per_s"] > 0
         assert cost[part]["achieved_tflops"] == pytest.approx(cost[part]["flops"] * cost[part]["per_s"] / 1e12)
@@ -133,10 +139,39 @@ def test_accelerator_names(kind, name):
   assert gpu_check.accelerator_name(kind) == name
 
 
+H200 = {"accelerator": "h200", "peak_tflops": {"float32": 67.0, "tfloat32": 494.7, "bfloat16": 989.4}}
+H200["peak_source"] = "s"
+
+
 def test_peaks_for_each_dtype():
-  assert gpu_check.device_peak("NVIDIA H200", "bfloat16")["tflops"] == {"bfloat16": 989.4}
-  assert set(gpu_check.device_peak("NVIDIA H200", "float32")["tflops"]) == {"tfloat32", "float32"}
-  assert gpu_check.device_peak("cpu", "float32") is None
+  assert gpu_check.dtype_peak(H200, "bfloat16") == {"accelerator": "h200", "tflops": {"bfloat16": 989.4}, "source": "s"}
+  assert gpu_check.dtype_peak(H200, "float32")["tflops"] == {"tfloat32": 494.7, "float32": 67.0}
+  assert gpu_check.dtype_peak({"accelerator": None, "peak_tflops": None}, "float32") is None
+  assert gpu_check.dtype_peak({}, "float32") is None  # no device section
+
+
+def test_achieved_flops_by_hand():
+  counts = {"update": {"flops": 2.0e12, "bytes": 8.0}, "acting_step": {"flops": 3.0e9, "bytes": 4.0}}
+  run = {"learner_updates_per_s": 10.0, "act_search_s_median": 0.5}
+  out = gpu_check.achieved(counts, run, gpu_check.dtype_peak(H200, "bfloat16"))
+  assert out["update"]["achieved_tflops"] == pytest.approx(20.0)  # 2 TFLOP x 10 per second
+  assert out["update"]["fraction_of_peak"] == {"bfloat16": pytest.approx(20.0 / 989.4)}
+  assert out["acting_step"]["per_s"] == 2.0 and out["acting_step"]["achieved_tflops"] == pytest.approx(0.006)
+  assert out["update"]["bytes"] == 8.0 and counts["update"] == {"flops": 2.0e12, "bytes": 8.0}  # not mutated
+  cut = gpu_check.achieved(counts, {"act_search_s_median": 0.25}, None)  # killed before its learner figures
+  assert cut["update"] == {"flops": 2.0e12, "bytes": 8.0} and cut["acting_step"]["per_s"] == 4.0
+  assert "fraction_of_peak" not in cut["acting_step"]
+
+
+def test_costs_attach_by_preset_and_dtype_or_say_why_not():
+  counts = {"update": {"flops": 1.0e12, "bytes": 1.0}, "acting_step": {"flops": 1.0e9, "bytes": 1.0}}
+  throughput = {"atari100k": {"float32": {"learner_updates_per_s": 4.0}, "bfloat16": {}}, "atari100k-fast": {"x": {}}}
+  counted = {"atari100k": {"float32": counts, "wall_s": 1.0}, "atari100k-fast": {"error": "timed out"}}
+  gpu_check.attach_costs(throughput, counted, H200)
+  assert throughput["atari100k"]["float32"]["cost"]["update"]["achieved_tflops"] == pytest.approx(4.0)
+  assert throughput["atari100k"]["float32"]["cost"]["peak"]["tflops"] == {"tfloat32": 494.7, "float32": 67.0}
+  assert throughput["atari100k"]["bfloat16"]["cost"] == {"error": "not counted"}
+  assert throughput["atari100k-fast"]["x"]["cost"] == {"error": "timed out"}
 
 
 def test_a_missing_package_prints_how_to_install_from_wheels(monkeypatch, capsys, tmp_path):
