@@ -509,7 +509,7 @@ def _compare(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
   import numpy as np
 
-  from dreamer import agent
+  from dreamer import agent, stats
   from dreamer import video as video_lib
 
   _check_count("--episodes", args.episodes, 1)
@@ -533,6 +533,11 @@ def _eval(args: argparse.Namespace) -> int:
   for name, r in res.items():
     out[f"{name}_return"] = float(np.mean(r.returns))
     out[f"{name}_return_std"] = float(np.std(r.returns))
+    # Each game's score and the mean's 95% percentile-bootstrap interval over them (seeded by --seed): what a
+    # claim such as "above random play" needs.
+    _, low, high = stats.mean_ci(np.asarray(r.returns), rng=np.random.default_rng(args.seed))
+    out[f"{name}_return_ci95"] = [low, high]
+    out[f"{name}_returns"] = [float(x) for x in r.returns]
   if recorder is not None:
     try:
       recorder.finish()

@@ -40,3 +40,8 @@ def test_cli_eval_reads_the_checkpoint(debug_run, capsys):
   out = json.loads(capsys.readouterr().out)
   assert out["search_return"] == pytest.approx(summary["eval/search_return"], abs=1e-6)
   assert out["episodes"] == 4
+  for mode in ["search", "policy"]:
+    returns = out[f"{mode}_returns"]
+    assert len(returns) == 4 and sum(returns) / 4 == pytest.approx(out[f"{mode}_return"])
+    low, high = out[f"{mode}_return_ci95"]
+    assert min(returns) <= low <= out[f"{mode}_return"] <= high <= max(returns)
