@@ -257,6 +257,17 @@ def run_counts(config: Config) -> dict[str, int]:
   return {"acting_steps": acting, "updates": updates, "evaluations": evaluations}
 
 
+def projected_seconds(config: Config, *, updates_per_s: float, acting_env_steps_per_s: float) -> dict[str, float]:
+  """Seconds of a whole run at measured rates: its updates (run_counts) over updates/s plus its env steps over
+  acting env steps/s (search and world step), the two alternating in the training loop. Evaluation, whose length
+  depends on the games, is left out; its count is given."""
+  counts = run_counts(config)
+  learning = counts["updates"] / updates_per_s
+  acting = config.total_env_steps / acting_env_steps_per_s
+  return {**counts, "total_env_steps": config.total_env_steps, "learning": learning, "acting": acting,
+          "total_without_eval": learning + acting}  # fmt: skip
+
+
 def run_total(
   *, update: Cost, acting: Cost, evaluation: Cost, counts: dict[str, int], episode_length: int
 ) -> dict[str, Cost]:

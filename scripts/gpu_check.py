@@ -245,20 +245,9 @@ def measure(config, *, act_steps: int, chunks: int):
   return updates_per_s, act_s, b / (act_s + world_s)
 
 
-def projected_run_s(config, *, updates_per_s: float, acting_env_steps_per_s: float) -> dict:
-  """Seconds of a whole run at the measured rates: its updates (by the training loop's own clocks) over
-  updates/s plus its env steps over acting env steps/s; evaluation, whose length is data dependent, is left out."""
-  from dreamer import cost
-
-  counts = cost.run_counts(config)
-  learning = counts["updates"] / updates_per_s
-  acting = config.total_env_steps / acting_env_steps_per_s
-  return {**counts, "learning": learning, "acting": acting, "total_without_eval": learning + acting}
-
-
 def throughput_part(args: argparse.Namespace) -> None:
   from dreamer import config as config_lib
-  from dreamer import dream_ratio
+  from dreamer import cost, dream_ratio
 
   sets = overrides(dtype=args.dtype, smoke=args.smoke)
   config = config_lib.load(args.preset, sets)
@@ -272,7 +261,7 @@ def throughput_part(args: argparse.Namespace) -> None:
     },
   )
   updates_per_s, _, acting_per_s = measure(config, act_steps=args.act_steps, chunks=args.chunks)
-  emit(projected_run_s=projected_run_s(config, updates_per_s=updates_per_s, acting_env_steps_per_s=acting_per_s))
+  emit(projected_run_s=cost.projected_seconds(config, updates_per_s=updates_per_s, acting_env_steps_per_s=acting_per_s))
 
 
 def cost_part(args: argparse.Namespace) -> None:

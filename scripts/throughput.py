@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 
 import worlds  # noqa: E402
 from dreamer import config as config_lib  # noqa: E402
-from dreamer import frames  # noqa: E402
+from dreamer import cost, frames  # noqa: E402
 from dreamer import replay as replay_lib  # noqa: E402
 from dreamer.agent import Agent  # noqa: E402
 from dreamer.suites import commit  # noqa: E402
@@ -136,16 +136,9 @@ def main() -> None:
     "acting_env_steps_per_s": config.num_envs / (act_s + world_s),
   }
   # A whole run: every env step is one batched search plus one world step; every update is paid in chunks.
-  updates_total = max(config.total_env_steps - config.learning_starts, 0) * config.updates_per_env_step
-  acting_total = config.total_env_steps / result["acting_env_steps_per_s"]
-  learning_total = updates_total / updates_per_s
-  result["projected_run_s"] = {
-    "acting": acting_total,
-    "learning": learning_total,
-    "total_without_eval": acting_total + learning_total,
-    "total_env_steps": config.total_env_steps,
-    "updates": updates_total,
-  }
+  result["projected_run_s"] = cost.projected_seconds(
+    config, updates_per_s=updates_per_s, acting_env_steps_per_s=result["acting_env_steps_per_s"]
+  )
   if not args.no_train:
     with tempfile.TemporaryDirectory() as tmp:
       summary = train(config, Path(tmp) / "run", console=False)

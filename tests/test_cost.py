@@ -155,6 +155,13 @@ def test_run_counts_and_totals_on_hand_numbers():
   assert total["total"] == cost.Cost(9520.0 + 1000.0 + 210.0, 952.0 + 500.0)
 
 
+def test_projected_seconds_on_hand_numbers():
+  config = config_lib.load("debug", [])  # 952 updates, 4000 env steps (above)
+  out = cost.projected_seconds(config, updates_per_s=4.0, acting_env_steps_per_s=100.0)
+  assert out["learning"] == 238.0 and out["acting"] == 40.0 and out["total_without_eval"] == 278.0
+  assert out["updates"] == 952 and out["evaluations"] == 10 and out["total_env_steps"] == 4000
+
+
 def test_script_prints_the_cost_json():
   small = ["--set", "unroll_steps=1", "--set", "td_steps=1", "--set", "batch_size=8"]  # a quick compile
   small += ["--set", "reanalyze_fraction=0.5"]  # 4 samples x (K+1) = 8 roots searched in each update
