@@ -66,6 +66,7 @@ SMOKE = [
 MARK = "@gpu_check "  # starts each JSON line a part's process prints; anything else on its stdout is ignored
 STOP_GRACE_S = 45.0  # a stopped run writes its checkpoint (atari100k's replay holds 3.3 GB) before it exits
 EXIT_GRACE_S = 15.0  # after a second SIGINT or a kill
+TIMED_OUT = "timed out"  # wait_or_stop's answer when it killed a part at its deadline
 
 
 def emit(**values) -> None:
@@ -118,9 +119,19 @@ def accelerator_name(kind: str) -> str | None:
   return None
 
 
+def peaks(kind: str) -> dict:
+  """The accelerator of dreamer/cost.py's table that jax's `device_kind` names, its vendor peaks by dtype and
+  their source (all None when it names none): what the device part and every throughput run report."""
+  from dreamer import cost
+
+  name = accelerator_name(kind)
+  acc = cost.ACCELERATORS.get(name)
+  return {"accelerator": name, "peak_tflops": acc and acc.peak_tflops, "peak_source": acc and acc.source}
+
+
 def dtype_peak(device: dict, dtype: str) -> dict | None:
-  """The peak TFLOP/s for `dtype` of the accelerator the device section matched, or None when it matched none.
-  At jax's default precision float32 matmuls may run on TF32 tensor cores, so float32 gets both peaks."""
+  """The peak TFLOP/s for `dtype` from a `peaks` entry, or None when it matched no accelerator. At jax's default
+  precision float32 matmuls may run on TF32 tensor cores, so float32 gets both peaks."""
   if not device.get("peak_tflops"):
     return None
   names = ["tfloat32", "float32"] if dtype == "float32" else [dtype]
@@ -150,21 +161,15 @@ def device_part(_: argparse.Namespace) -> None:
   import jax
   import jaxlib
 
-  from dreamer import cost
-
   devices = jax.devices()
   stats = devices[0].memory_stats() or {}
-  name = accelerator_name(devices[0].device_kind)
-  acc = cost.ACCELERATORS.get(name)
   emit(
     backend=jax.default_backend(),
     name=devices[0].device_kind,
     count=len(devices),
     memory_bytes=stats.get("bytes_limit"),
     host_memory_bytes=os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"),
-    accelerator=name,
-    peak_tflops=acc and acc.peak_tflops,
-    peak_source=acc and acc.source,
+    **peaks(devices[0].device_kind),
     jax=jax.__version__,
     jaxlib=jaxlib.__version__,
     python=platform.python_version(),
@@ -221,8 +226,8 @@ def time_learning(agent, state, rb, *, chunks: int) -> float:
 
 def measure(config, *, act_steps: int, chunks: int):
   """Times acting and learning as scripts/throughput.py does (its replay filling reused: random actions on the
-  real world), emitting each figure when it is known. Returns learner updates/s, the median seconds of one
-  acting search and acting env steps/s (search plus world step)."""
+  real world), emitting each figure when it is known. Returns learner updates/s and acting env steps/s (search
+  plus world step)."""
   import jax
 
   import worlds
@@ -241,8 +246,8 @@ def measure(config, *, act_steps: int, chunks: int):
   emit(world_env_steps_per_s=b / world_s)
   act_s = time_acting(agent, state.params, obs, steps=act_steps, world_s=world_s)
   updates_per_s = time_learning(agent, state, rb, chunks=chunks)
-  emit(peak_memory=peak_memory())
-  return updates_per_s, act_s, b / (act_s + world_s)
+  emit(peak_memory=peak_memory(), device=peaks(jax.devices()[0].device_kind))
+  return updates_per_s, b / (act_s + world_s)
 
 
 def throughput_part(args: argparse.Namespace) -> None:
@@ -260,14 +265,17 @@ def throughput_part(args: argparse.Namespace) -> None:
       "reanalysed_samples": dream_ratio.reanalysed_samples(config),
     },
   )
-  updates_per_s, _, acting_per_s = measure(config, act_steps=args.act_steps, chunks=args.chunks)
+  updates_per_s, acting_per_s = measure(config, act_steps=args.act_steps, chunks=args.chunks)
   emit(projected_run_s=cost.projected_seconds(config, updates_per_s=updates_per_s, acting_env_steps_per_s=acting_per_s))
 
 
 def cost_part(args: argparse.Namespace) -> None:
   """The cost model's flops and bytes of one update and one acting step of `args.preset` in each of `args.dtypes`,
-  emitted by dtype. The parent runs it on the host's CPU (JAX_PLATFORMS=cpu) beside the device's parts: the
-  counts are properties of the programs, and compiling them there costs the device's time nothing."""
+  emitted by dtype. The parent runs it on the host's CPU (JAX_PLATFORMS=cpu) beside the device's parts, so that
+  compiling it costs the device's time nothing. The flops are the programs' (the CPU compiler counts the same
+  matmuls and convolutions); the bytes follow the CPU compiler's fusion and are indicative only. At the lowest
+  priority: the device's parts, whose host work (compiling, stepping worlds) is timed, come first."""
+  os.nice(19)
   import jax
 
   from dreamer import agent as agent_lib
@@ -285,7 +293,7 @@ def cost_part(args: argparse.Namespace) -> None:
     emit(**{dtype: {part: {"flops": c.flops, "bytes": c.bytes} for part, c in counted.items()}})
 
 
-def achieved(counts: dict, run: dict, peak: dict | None) -> dict:
+def achieved(counts: dict, *, run: dict, peak: dict | None) -> dict:
   """The cost model's counts of one update and one acting step (`counts`, from cost_part) times how many of them
   ran per second in the throughput `run`, over the device's `peak` (dtype_peak) when it has one."""
   out = {"peak": peak, "counted_on": "the host CPU's XLA compiler (JAX_PLATFORMS=cpu)"}
@@ -339,7 +347,7 @@ def exited(proc: subprocess.Popen, seconds: float) -> bool:
 def wait_or_stop(proc: subprocess.Popen, *, timeout: float, stop_after: float | None) -> str | None:
   """Waits for `proc`; returns what cut it short, or None. With `stop_after`: a SIGINT then, as a user stops a
   training run (it checkpoints and exits: not an error); if it has not exited within STOP_GRACE_S, a second
-  SIGINT (it exits at once). Else it is killed at `timeout`."""
+  SIGINT (it exits at once). Else it is killed at `timeout`, and the answer is TIMED_OUT."""
   if stop_after is not None:
     if exited(proc, stop_after):
       return None
@@ -353,14 +361,15 @@ def wait_or_stop(proc: subprocess.Popen, *, timeout: float, stop_after: float | 
   elif exited(proc, timeout):
     return None
   else:
-    why = f"timed out after {timeout:.0f} s, its share of the time budget; killed"
+    why = TIMED_OUT
   proc.kill()
   proc.wait()
   return why
 
 
 class Running(NamedTuple):
-  """A part's process under way: what it has printed so far is merged into `result` by the reader threads."""
+  """A part's process under way: its reader threads merge what it prints into `result` and set `result["wall_s"]`
+  when its output ends (its exit)."""
 
   proc: subprocess.Popen
   readers: list[threading.Thread]
@@ -372,28 +381,31 @@ class Running(NamedTuple):
 def start_part(command: list[str], *, label: str, limit: str, env=None) -> Running:
   """Starts one part's process; its MARK lines are merged into the result as they come, its stderr relayed."""
   print(f"[{label}] starts, {limit}", file=sys.stderr, flush=True)
+  start = time.monotonic()
   proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
-  running = Running(proc, [], {}, collections.deque(maxlen=8), time.monotonic())
+  result: dict = {}
+  tail: collections.deque[str] = collections.deque(maxlen=8)
 
   def collect() -> None:
     for line in proc.stdout:  # read to the end, whatever comes: a full pipe would block the part
       if not line.startswith(MARK):
         continue
       try:
-        merge(running.result, json.loads(line[len(MARK) :]))
+        merge(result, json.loads(line[len(MARK) :]))
       except json.JSONDecodeError:  # a line torn by a kill
         continue
       print(f"[{label}] {line[len(MARK) :]}", end="", file=sys.stderr, flush=True)  # progress, as it comes
+    result["wall_s"] = time.monotonic() - start
 
   def relay() -> None:
     for line in proc.stderr:
-      running.tail.append(line.rstrip())
+      tail.append(line.rstrip())
       print(f"[{label}] {line}", end="", file=sys.stderr, flush=True)
 
-  running.readers.extend([threading.Thread(target=collect, daemon=True), threading.Thread(target=relay, daemon=True)])
-  for reader in running.readers:
+  readers = [threading.Thread(target=collect, daemon=True), threading.Thread(target=relay, daemon=True)]
+  for reader in readers:
     reader.start()
-  return running
+  return Running(proc, readers, result, tail, start)
 
 
 def finish_part(running: Running, *, timeout: float, stop_after: float | None = None) -> dict:
@@ -403,7 +415,10 @@ def finish_part(running: Running, *, timeout: float, stop_after: float | None = 
   for reader in running.readers:
     reader.join(timeout=10)
   result = running.result
-  result["wall_s"] = time.monotonic() - running.start
+  elapsed = time.monotonic() - running.start
+  result.setdefault("wall_s", elapsed)
+  if cut == TIMED_OUT:  # since the part started: a part collected late (the cost counts) waited longer than this
+    cut = f"timed out after {elapsed:.0f} s, its share of the time budget; killed"
   if cut or running.proc.returncode:
     why = cut or f"exit status {running.proc.returncode}"
     said = " | ".join(running.tail)[-1500:]  # XLA's warnings can be long
@@ -482,15 +497,34 @@ def start_costs(args: argparse.Namespace) -> dict[str, Running]:
   }
 
 
-def attach_costs(throughput: dict, counted: dict[str, dict], device: dict) -> None:
-  """Puts each throughput run's `cost` (achieved) in place from its preset's counts, or the count's error."""
+def attach_costs(throughput: dict, *, counted: dict[str, dict]) -> None:
+  """Puts each throughput run's `cost` (achieved, over the peaks its run reported) in place from its preset's
+  counts, or the count's error; `count_s`: how long its preset's counting ran."""
   for preset, by_dtype in throughput.items():
     for dtype, run in by_dtype.items():
       counts = counted[preset].get(dtype)
       if counts is None:
         run["cost"] = {"error": counted[preset].get("error") or "not counted"}
       else:
-        run["cost"] = achieved(counts, run, dtype_peak(device, dtype))
+        run["cost"] = achieved(counts, run=run, peak=dtype_peak(run.get("device", {}), dtype))
+      run["cost"]["count_s"] = counted[preset].get("wall_s")
+
+
+def count_costs(args: argparse.Namespace, plan: Plan, device_parts) -> dict:
+  """Runs `device_parts()` (the device's parts, returning the document's sections) while the cost processes
+  count on the host, then puts the costs into the throughput runs. The counters are killed if anything fails."""
+  costs = start_costs(args) if "throughput" in args.parts else {}
+  try:
+    result = device_parts()
+    if costs:
+      counted = {preset: finish_part(c, timeout=max(plan.left(), 10.0)) for preset, c in costs.items()}
+      attach_costs(result["throughput"], counted=counted)
+    return result
+  finally:
+    for running in costs.values():
+      if running.proc.poll() is None:
+        running.proc.kill()
+        running.proc.wait()
 
 
 def training_run(args: argparse.Namespace, plan: Plan, run, run_dir: Path) -> dict:
@@ -545,17 +579,18 @@ def check(args: argparse.Namespace) -> int:
     def run(cmd, **kwargs):
       return run_part(cmd, env=env, **kwargs)
 
-    costs = start_costs(args) if "throughput" in args.parts else {}
-    if "device" in args.parts:
-      runs = 1 + len(throughput_pairs(args)) * ("throughput" in args.parts)
-      result["device"] = run(command("--part", "device"), label="device", timeout=min(60.0, plan.share(runs)))
-    if "throughput" in args.parts:
-      result["throughput"] = throughput_runs(args, plan, run)
-    if "train" in args.parts:
-      result["train"] = training_run(args, plan, run, out / "train")
-    if costs:
-      counted = {preset: finish_part(c, timeout=max(plan.left(), 10.0)) for preset, c in costs.items()}
-      attach_costs(result["throughput"], counted, result.get("device", {}))
+    def device_parts() -> dict:
+      sections = {}
+      if "device" in args.parts:
+        runs = 1 + len(throughput_pairs(args)) * ("throughput" in args.parts)
+        sections["device"] = run(command("--part", "device"), label="device", timeout=min(60.0, plan.share(runs)))
+      if "throughput" in args.parts:
+        sections["throughput"] = throughput_runs(args, plan, run)
+      if "train" in args.parts:
+        sections["train"] = training_run(args, plan, run, out / "train")
+      return sections
+
+    result.update(count_costs(args, plan, device_parts))
   result["wall_s"] = time.monotonic() - start
   result["errors"] = errors(result)
   text = json.dumps(result, indent=2)

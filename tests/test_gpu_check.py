@@ -1,6 +1,7 @@
 """scripts/gpu_check.py: its smoke run on the CPU (the same code a GPU runs, at tiny sizes, so it cannot rot), the
 stop of a part's process at its deadline, the accelerator names, and the install line when a package is missing."""
 
+import argparse
 import json
 import subprocess
 import sys
@@ -139,39 +140,74 @@ def test_accelerator_names(kind, name):
   assert gpu_check.accelerator_name(kind) == name
 
 
-H200 = {"accelerator": "h200", "peak_tflops": {"float32": 67.0, "tfloat32": 494.7, "bfloat16": 989.4}}
-H200["peak_source"] = "s"
-
-
 def test_peaks_for_each_dtype():
-  assert gpu_check.dtype_peak(H200, "bfloat16") == {"accelerator": "h200", "tflops": {"bfloat16": 989.4}, "source": "s"}
-  assert gpu_check.dtype_peak(H200, "float32")["tflops"] == {"tfloat32": 494.7, "float32": 67.0}
-  assert gpu_check.dtype_peak({"accelerator": None, "peak_tflops": None}, "float32") is None
-  assert gpu_check.dtype_peak({}, "float32") is None  # no device section
+  h200 = gpu_check.peaks("NVIDIA H200")  # what the device part and every throughput run report
+  assert h200["accelerator"] == "h200" and "H200 datasheet" in h200["peak_source"]
+  assert gpu_check.dtype_peak(h200, "bfloat16")["tflops"] == {"bfloat16": 989.4}
+  assert gpu_check.dtype_peak(h200, "float32")["tflops"] == {"tfloat32": 494.7, "float32": 67.0}
+  cpu = gpu_check.peaks("cpu")
+  assert cpu == {"accelerator": None, "peak_tflops": None, "peak_source": None}
+  assert gpu_check.dtype_peak(cpu, "float32") is None and gpu_check.dtype_peak({}, "float32") is None
+
+
+H200 = {
+  "accelerator": "h200",
+  "peak_tflops": {"float32": 67.0, "tfloat32": 494.7, "bfloat16": 989.4},
+  "peak_source": "",
+}
 
 
 def test_achieved_flops_by_hand():
   counts = {"update": {"flops": 2.0e12, "bytes": 8.0}, "acting_step": {"flops": 3.0e9, "bytes": 4.0}}
   run = {"learner_updates_per_s": 10.0, "act_search_s_median": 0.5}
-  out = gpu_check.achieved(counts, run, gpu_check.dtype_peak(H200, "bfloat16"))
+  out = gpu_check.achieved(counts, run=run, peak=gpu_check.dtype_peak(H200, "bfloat16"))
   assert out["update"]["achieved_tflops"] == pytest.approx(20.0)  # 2 TFLOP x 10 per second
   assert out["update"]["fraction_of_peak"] == {"bfloat16": pytest.approx(20.0 / 989.4)}
   assert out["acting_step"]["per_s"] == 2.0 and out["acting_step"]["achieved_tflops"] == pytest.approx(0.006)
   assert out["update"]["bytes"] == 8.0 and counts["update"] == {"flops": 2.0e12, "bytes": 8.0}  # not mutated
-  cut = gpu_check.achieved(counts, {"act_search_s_median": 0.25}, None)  # killed before its learner figures
+  cut = gpu_check.achieved(counts, run={"act_search_s_median": 0.25}, peak=None)  # cut before its learner chunk
   assert cut["update"] == {"flops": 2.0e12, "bytes": 8.0} and cut["acting_step"]["per_s"] == 4.0
   assert "fraction_of_peak" not in cut["acting_step"]
 
 
-def test_costs_attach_by_preset_and_dtype_or_say_why_not():
+def test_costs_attach_by_preset_and_dtype_over_each_runs_own_peaks_or_say_why_not():
   counts = {"update": {"flops": 1.0e12, "bytes": 1.0}, "acting_step": {"flops": 1.0e9, "bytes": 1.0}}
-  throughput = {"atari100k": {"float32": {"learner_updates_per_s": 4.0}, "bfloat16": {}}, "atari100k-fast": {"x": {}}}
-  counted = {"atari100k": {"float32": counts, "wall_s": 1.0}, "atari100k-fast": {"error": "timed out"}}
-  gpu_check.attach_costs(throughput, counted, H200)
-  assert throughput["atari100k"]["float32"]["cost"]["update"]["achieved_tflops"] == pytest.approx(4.0)
-  assert throughput["atari100k"]["float32"]["cost"]["peak"]["tflops"] == {"tfloat32": 494.7, "float32": 67.0}
-  assert throughput["atari100k"]["bfloat16"]["cost"] == {"error": "not counted"}
-  assert throughput["atari100k-fast"]["x"]["cost"] == {"error": "timed out"}
+  throughput = {
+    "atari100k": {"float32": {"learner_updates_per_s": 4.0, "device": H200}, "bfloat16": {}},
+    "atari100k-fast": {"float32": {"learner_updates_per_s": 4.0}},  # a run cut before it named its device
+  }
+  counted = {"atari100k": {"float32": counts, "wall_s": 7.0}, "atari100k-fast": {"error": "timed out"}}
+  gpu_check.attach_costs(throughput, counted=counted)
+  full = throughput["atari100k"]["float32"]["cost"]
+  assert full["update"]["achieved_tflops"] == pytest.approx(4.0) and full["count_s"] == 7.0
+  assert full["peak"]["tflops"] == {"tfloat32": 494.7, "float32": 67.0}
+  assert throughput["atari100k"]["bfloat16"]["cost"] == {"error": "not counted", "count_s": 7.0}
+  assert throughput["atari100k-fast"]["float32"]["cost"] == {"error": "timed out", "count_s": None}
+
+
+@pytest.mark.parametrize("smoke", [False, True])
+def test_costs_count_on_the_cpu_once_per_preset_for_its_runs_dtypes(monkeypatch, smoke):
+  started = []
+  monkeypatch.setattr(gpu_check, "start_part", lambda cmd, **kw: started.append((cmd, kw)) or len(started))
+  args = argparse.Namespace(presets=list(gpu_check.PRESETS), dtypes=list(gpu_check.DTYPES), smoke=smoke)
+  costs = gpu_check.start_costs(args)
+  assert set(costs) == set(gpu_check.PRESETS) and len(started) == 2
+  for cmd, kw in started:
+    assert kw["env"]["JAX_PLATFORMS"] == "cpu"
+    i = cmd.index("--dtypes")
+    preset, dtypes = cmd[cmd.index("--preset") + 1], cmd[i + 1 : i + 1 + (1 if smoke else 2)]
+    pairs = [d for p, d in gpu_check.throughput_pairs(args) if p == preset]
+    assert dtypes == pairs and ("--smoke" in cmd) == smoke
+
+
+def test_a_part_started_first_keeps_what_it_printed_while_others_run():
+  early = "import json\nprint('@gpu_check ' + json.dumps({'float32': {'update': 1}}), flush=True)\n"
+  running = gpu_check.start_part([sys.executable, "-c", early], label="counter", limit="x")
+  other = gpu_check.run_part([sys.executable, "-c", "import time; time.sleep(2)"], label="other", timeout=30)
+  assert "error" not in other
+  result = gpu_check.finish_part(running, timeout=30)
+  assert result["float32"] == {"update": 1} and "error" not in result
+  assert result["wall_s"] < other["wall_s"]  # when its output ended, not when it was collected (after `other`)
 
 
 def test_a_missing_package_prints_how_to_install_from_wheels(monkeypatch, capsys, tmp_path):
