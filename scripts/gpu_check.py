@@ -273,9 +273,8 @@ def cost_part(args: argparse.Namespace) -> None:
   """The cost model's flops and bytes of one update and one acting step of `args.preset` in each of `args.dtypes`,
   emitted by dtype. The parent runs it on the host's CPU (JAX_PLATFORMS=cpu) beside the device's parts, so that
   compiling it costs the device's time nothing. The flops are the programs' (the CPU compiler counts the same
-  matmuls and convolutions); the bytes follow the CPU compiler's fusion and are indicative only. At the lowest
-  priority: the device's parts, whose host work (compiling, stepping worlds) is timed, come first."""
-  os.nice(19)
+  matmuls and convolutions); the bytes follow the CPU compiler's fusion and are indicative only. It runs at the
+  normal priority: niced, it starved for 17 minutes on a loaded 2-core machine and ran past the smoke's budget."""
   import jax
 
   from dreamer import agent as agent_lib
