@@ -13,7 +13,15 @@ records at every step the network's root value, its prior and the search's polic
                         step limit, counted in ended_games: a value that foresees the end falls towards it
                         (Breakout's losing the ball);
   prior_entropy, search_entropy   mean entropy (nats) of the prior and of the search's policy;
-  search_is_prior_argmax          fraction of steps where search acts as the prior's argmax would.
+  search_is_prior_argmax          fraction of steps where search acts as the prior's argmax would;
+  q_spread, q_spread_below_floor  the mean over steps of the root's one-step Q spread, max_a Q(a) - min_a Q(a)
+                        with Q(a) = predicted reward + discount * value after a, over every action (what a
+                        depth-1 search compares), and the fraction of steps where it is under 0.01 (EfficientZero's
+                        floor on the range search normalises by: below it, min-max normalisation stretches the
+                        spread to a full preference);
+  reward_pred_by_sign   the model's predicted reward for the action taken, averaged over the steps whose real
+                        reward was negative / zero / positive (with their counts): does the model foresee the
+                        rewards that came (Boxing's being hit is a negative reward).
 
 Evaluation worlds give true scores: on Atari (unclipped scores, no life-loss endings) the value was trained on
 other returns than these, so value_mean against return_to_go_mean compares like with like only where training
@@ -32,6 +40,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from dreamer import actor  # noqa: E402
@@ -61,25 +70,35 @@ def _entropy(p: np.ndarray) -> np.ndarray:
 
 def play(acting: agent_lib.Acting, *, seed: int, max_steps: int) -> dict[str, np.ndarray]:
   """One game per env with greedy search, `dreamer eval`'s games (`actor.run_episodes`, the same keys); per
-  step [T, B] arrays: value, prior and search entropies, whether search took the prior's argmax, reward, alive,
-  and ended (the game terminated at this step)."""
+  step [T, B] arrays: value, prior and search entropies, whether search took the prior's argmax, the root's
+  one-step Q spread, the predicted reward of the action taken, reward, alive, and ended (the game terminated at
+  this step)."""
   config = acting.config
   model = Model(acting.net)
   act = actor.make_act(model, config)
 
+  step = search_lib.make_recurrent_fn(model, discount=config.discount, horizon=config.value_prefix_horizon)
+
   @jax.jit
   def root(params, obs):
+    """obs [B, ...] -> root value f32[B], prior f32[B, A], one-step reward and Q for every action f32[B, A]."""
     r = search_lib.make_root(model, params, obs)
-    return r.value, jax.nn.softmax(r.prior_logits)
+    actions = jnp.arange(r.prior_logits.shape[-1], dtype=jnp.int32)
+    out, _ = jax.vmap(lambda a: step(params, None, jnp.full_like(r.embedding.depth, a), r.embedding))(actions)
+    reward, q = out.reward.T, (out.reward + out.discount * out.value).T  # [A, B] -> [B, A]
+    return r.value, jax.nn.softmax(r.prior_logits), reward, q
 
   keys = iter(jax.random.split(jax.random.PRNGKey(seed), max_steps))
-  rows = {k: [] for k in ("value", "prior_entropy", "search_entropy", "agree", "reward", "alive", "ended")}
+  names = ("value", "prior_entropy", "search_entropy", "agree", "q_spread", "reward_pred", "reward", "alive", "ended")
+  rows = {k: [] for k in names}
 
   def choose(obs):
     out = act(acting.params, obs, next(keys), 0.0)
-    value, prior = map(np.asarray, root(acting.params, obs))
+    value, prior, reward, q = map(np.asarray, root(acting.params, obs))
     action, policy = np.asarray(out.action), np.asarray(out.policy)
-    for k, v in (("value", value), ("prior_entropy", _entropy(prior)), ("search_entropy", _entropy(policy))):
+    taken = np.take_along_axis(reward, action[:, None], axis=1)[:, 0]
+    fields = (("value", value), ("prior_entropy", _entropy(prior)), ("search_entropy", _entropy(policy)))
+    for k, v in fields + (("q_spread", q.max(1) - q.min(1)), ("reward_pred", taken)):
       rows[k].append(np.asarray(v, np.float64))
     rows["agree"].append(action == prior.argmax(-1))
     return action
@@ -95,7 +114,7 @@ def play(acting: agent_lib.Acting, *, seed: int, max_steps: int) -> dict[str, np
 
 def summarise(rec: dict[str, np.ndarray], discount: float) -> dict:
   """The JSON fields of the module docstring from `play`'s record: [T, B] arrays value, prior_entropy,
-  search_entropy (f64), agree, alive, ended (bool) and reward."""
+  search_entropy, q_spread, reward_pred (f64), agree, alive, ended (bool) and reward."""
   alive = rec["alive"]
   togo = returns_to_go(rec["reward"], alive, discount)
   value, lengths, ended = rec["value"][alive], alive.sum(0), rec["ended"].any(0)
@@ -116,7 +135,18 @@ def summarise(rec: dict[str, np.ndarray], discount: float) -> dict:
     "prior_entropy": float(rec["prior_entropy"][alive].mean()),
     "search_entropy": float(rec["search_entropy"][alive].mean()),
     "search_is_prior_argmax": float(rec["agree"][alive].mean()),
+    "q_spread": float(rec["q_spread"][alive].mean()),
+    "q_spread_below_floor": float((rec["q_spread"][alive] < 0.01).mean()),
+    "reward_pred_by_sign": _by_sign(rec["reward_pred"][alive], rec["reward"][alive]),
   }
+
+
+def _by_sign(pred: np.ndarray, real: np.ndarray) -> dict:
+  """The mean prediction and count over the steps whose real reward is negative, zero, positive."""
+  out = {}
+  for name, mask in (("negative", real < 0), ("zero", real == 0), ("positive", real > 0)):
+    out[name] = {"count": int(mask.sum()), "mean": float(pred[mask].mean()) if mask.any() else None}
+  return out
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -56,17 +56,25 @@ def test_summary_by_hand():
     "prior_entropy": np.where(alive, 1.0, 50.0),
     "search_entropy": np.where(alive, steps % 2, 50.0),
     "agree": np.arange(t * 3).reshape(t, 3) % 2 == 0,
-    "reward": np.where(alive, 1.0, 0.0),
+    "q_spread": np.where(alive, np.where(steps < 5, 0.005, 0.5), 50.0),  # under the 0.01 floor for 5 steps each
+    "reward_pred": np.where(steps == 0, -2.0, np.where(alive, 0.25, 50.0)),
+    "reward": np.where(steps == 0, -1.0, np.where(alive, 1.0, 0.0)),
     "alive": alive,
     "ended": ended,
   }
   out = value_probe.summarise(rec, 1.0)
   assert out["games"] == 3 and out["ended_games"] == 2
-  assert out["return_mean"] == 49 / 3 and out["length_mean"] == 49 / 3
+  assert out["return_mean"] == 43 / 3 and out["length_mean"] == 49 / 3
   # k steps before its end game 0's value is k, game 2's 3k (for k = 1, 2 only); game 1 never ended
   assert out["value_before_end"] == {"1": 2.0, "2": 4.0, "3": 3.0, "5": 5.0, "10": 10.0, "20": 20.0}
-  assert out["value_mean"] == (325 + 253 + 9) / 49 and out["return_to_go_mean"] == (325 + 253 + 3) / 49
+  assert out["value_mean"] == (325 + 253 + 9) / 49 and out["return_to_go_mean"] == (325 + 253 + 3 - 6) / 49
   assert 0.99 < out["value_corr"] < 1.0
+  assert out["q_spread_below_floor"] == 12 / 49 and np.isclose(out["q_spread"], (12 * 0.005 + 37 * 0.5) / 49)
+  assert out["reward_pred_by_sign"] == {
+    "negative": {"count": 3, "mean": -2.0},
+    "zero": {"count": 0, "mean": None},
+    "positive": {"count": 46, "mean": 0.25},
+  }
   assert out["prior_entropy"] == 1.0 and out["search_entropy"] == (12 + 11 + 1) / 49
   assert out["search_is_prior_argmax"] == 25 / 49
 
