@@ -25,6 +25,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -42,9 +43,9 @@ from dreamer.suites import commit  # noqa: E402
 from dreamer.support import logits_to_scalar, scalar_to_probs  # noqa: E402
 
 
-def collect(config: config_lib.Config, *, steps: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def collect(config: config_lib.Config, *, steps: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, Any]:
   """`steps` env steps (over the config's num_envs) of uniformly random play in the training world:
-  stacked observations [N, *obs_shape] (before each action), actions i32[N], rewards f32[N]."""
+  stacked observations [N, *obs_shape] (before each action), actions i32[N], rewards f32[N], the world's Spec."""
   world = worlds.make(config.world, num_envs=config.num_envs, seed=seed, **config_lib.world_kwargs(config, train=True))
   rng = np.random.default_rng(seed)
   obs = frames.start(world.reset(seed), config.frame_stack)
@@ -59,7 +60,8 @@ def collect(config: config_lib.Config, *, steps: int, seed: int) -> tuple[np.nda
       obs = frames.push(obs, step.obs, step.terminated | step.truncated, config.frame_stack)
   finally:
     world.close()
-  return np.concatenate(out_obs), np.concatenate(out_act).astype(np.int32), np.concatenate(out_rew).astype(np.float32)
+  acts, rews = np.concatenate(out_act).astype(np.int32), np.concatenate(out_rew).astype(np.float32)
+  return np.concatenate(out_obs), acts, rews, world.spec
 
 
 def auc(low: np.ndarray, high: np.ndarray) -> float | None:
@@ -103,14 +105,11 @@ def main(argv: list[str] | None = None) -> dict:
   args = ap.parse_args(argv)
   config = config_lib.load(args.config, args.set)
   t0 = time.perf_counter()
-  obs, act, rew = collect(config, steps=args.steps, seed=args.seed)
-  t_obs, t_act, t_rew = collect(config, steps=args.test_steps, seed=args.seed + 10_000)
+  obs, act, rew, spec = collect(config, steps=args.steps, seed=args.seed)
+  t_obs, t_act, t_rew, _ = collect(config, steps=args.test_steps, seed=args.seed + 10_000)
   collect_s = time.perf_counter() - t0
 
-  spec = worlds.make(config.world, num_envs=1, seed=0, **config_lib.world_kwargs(config, train=True))
-  num_actions, obs_dtype = spec.spec.num_actions, spec.spec.obs_dtype
-  spec.close()
-  model = Model(make_network(config, num_actions, obs_dtype))
+  model = Model(make_network(config, spec.num_actions, spec.obs_dtype))
   params = init_params(model.net, jax.random.PRNGKey(args.seed), obs.shape[1:])
   opt = make_optimizer(config)
   opt_state = opt.init(params)
