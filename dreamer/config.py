@@ -177,9 +177,10 @@ class Config:
   """Gumbel: min-max range for completed Q-values: 'tree' (every visited edge, as EfficientZero) or 'children'
   (the node's own children, mctx's default; with two actions this turns any Q difference into 0 vs 1)."""
   q_range_floor: float = 1e-8
-  """Gumbel: the smallest min-max range completed Q-values are normalised by. Before the first reward every
-  Q difference is model noise; a range floored at this stops it from being stretched into a full preference
-  (EfficientZero and EfficientZero V2 floor it at 0.01; mctx at 1e-8)."""
+  """The smallest min-max range Q-values are normalised by (Gumbel: its completed Q-values, over the range
+  `q_normalization` picks; pUCT: mctx's range over the node's value and its children's Q). Before the first
+  reward every Q difference is model noise; a range floored at this stops it from being stretched into a full
+  preference (EfficientZero and EfficientZero V2 floor it at 0.01; mctx at 1e-8)."""
   dirichlet_alpha: float = 0.3
   """pUCT: concentration of root Dirichlet noise."""
   dirichlet_fraction: float = 0.25

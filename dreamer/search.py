@@ -162,7 +162,7 @@ def run_search(
   visits**(1/temperature) (0: the most visited); Gumbel scales its Gumbel noise by it (0: deterministic).
   noise: pUCT adds root Dirichlet noise (dirichlet_fraction, dirichlet_alpha). Gumbel: max_considered_actions,
   q_normalization ('children': mctx's per-node min-max; 'tree': qtransform_tree_minmax), q_range_floor (the
-  smallest range either normalises by) and value_scale, the
+  smallest range either normalises by; pUCT's per-node min-max too) and value_scale, the
   weight of the completed Q-values in its improved policy softmax(prior logits + sigma(q)) (mctx's 0.1; 0
   makes the policy target the prior). pUCT: pb_c_init, pb_c_base.
   """
@@ -191,5 +191,6 @@ def run_search(
       pb_c_init=pb_c_init,
       pb_c_base=pb_c_base,
       temperature=temperature,
+      qtransform=functools.partial(mctx.qtransform_by_parent_and_siblings, epsilon=q_range_floor),
     )
   return SearchOutput(out.action.astype(jnp.int32), out.action_weights, out.search_tree.summary().value)

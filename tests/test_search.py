@@ -148,3 +148,48 @@ def test_tree_minmax_against_a_numpy_reference_and_its_floor(floor):
       np.testing.assert_allclose(got_small, got * (3 * 1e-4) / 0.01, rtol=1e-3, atol=1e-6)
     else:  # min-max normalisation is blind to scale: noise-sized differences become full preferences
       np.testing.assert_allclose(got_small, got, rtol=1e-3, atol=1e-5)
+
+
+class ShrunkTreeModel(NamedTuple):
+  """TreeModel with its rewards multiplied by `scale` and a prior that prefers the worse first action 0."""
+
+  scale: float
+  lstm_dim: int = 2
+
+  def represent(self, params, obs):
+    return TreeModel().represent(params, obs)
+
+  def dynamics(self, params, latent, action, lstm):
+    state = jnp.argmax(latent, -1)
+    prefix = lstm.c[:, 0] + self.scale * jnp.asarray(REWARD)[state, action]
+    c = lstm.c.at[:, 0].set(prefix)
+    return jax.nn.one_hot(jnp.asarray(NEXT)[state, action], 4), LSTMState(c, lstm.h), _logits_of(prefix)
+
+  def predict(self, params, latent):
+    b = latent.shape[0]
+    return jnp.tile(jnp.asarray([[1.0, 0.0]]), (b, 1)), _logits_of(jnp.zeros((b,)))
+
+
+@pytest.mark.parametrize("kind", ["gumbel", "puct"])
+def test_q_range_floor_binds_only_on_noise_sized_q_ranges(kind):
+  # The same search on TreeModel's rewards and on them shrunk to 1e-4 (noise-sized Q differences). Min-max
+  # normalisation is blind to scale: with mctx's 1e-8 floor both searches give the same policy, far from the
+  # prior. With EfficientZero's 0.01 the floor does not bind at full scale (the same policy again) and keeps
+  # the shrunk differences small, so the search policy stays near the prior (73% on action 0).
+  def policy(scale, floor):
+    model = ShrunkTreeModel(scale=scale)
+    root = search.make_root(model, None, jnp.zeros((2, 1)))
+    config = _config(
+      search=kind, num_simulations=32, value_prefix_horizon=2, q_range_floor=floor, q_normalization="tree"
+    )
+    out = search.run_search(
+      model, None, jax.random.PRNGKey(3), root, temperature=0.0, noise=False, **search.settings(config)
+    )
+    return np.asarray(out.policy)
+
+  prior = np.asarray(jax.nn.softmax(jnp.asarray([1.0, 0.0])))
+  full = policy(1.0, 1e-8)
+  assert np.all(np.abs(full - prior) > 0.2)
+  np.testing.assert_allclose(policy(1.0, 0.01), full, atol=1e-6)
+  np.testing.assert_allclose(policy(1e-4, 1e-8), full, atol=1e-3)
+  np.testing.assert_allclose(policy(1e-4, 0.01), np.broadcast_to(prior, full.shape), atol=0.05)
