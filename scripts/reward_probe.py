@@ -25,7 +25,6 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -41,9 +40,10 @@ from dreamer.learner import make_optimizer  # noqa: E402
 from dreamer.networks import Model, init_params, make_network, zero_lstm_state  # noqa: E402
 from dreamer.suites import commit  # noqa: E402
 from dreamer.support import logits_to_scalar, scalar_to_probs  # noqa: E402
+from worlds.base import Spec  # noqa: E402
 
 
-def collect(config: config_lib.Config, *, steps: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, Any]:
+def collect(config: config_lib.Config, *, steps: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, Spec]:
   """`steps` env steps (over the config's num_envs) of uniformly random play in the training world:
   stacked observations [N, *obs_shape] (before each action), actions i32[N], rewards f32[N], the world's Spec."""
   world = worlds.make(config.world, num_envs=config.num_envs, seed=seed, **config_lib.world_kwargs(config, train=True))

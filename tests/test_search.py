@@ -32,20 +32,22 @@ def _logits_of(x):
 
 class TreeModel(NamedTuple):
   lstm_dim: int = 2
+  scale: float = 1.0  # multiplies every reward
+  prior: tuple[float, float] = (0.0, 0.0)  # the prior logits at every state
 
   def represent(self, params, obs):
     return jax.nn.one_hot(obs[:, 0].astype(jnp.int32), 4)
 
   def dynamics(self, params, latent, action, lstm):
     state = jnp.argmax(latent, -1)
-    reward = jnp.asarray(REWARD)[state, action]
+    reward = self.scale * jnp.asarray(REWARD)[state, action]
     prefix = lstm.c[:, 0] + reward
     c = lstm.c.at[:, 0].set(prefix)
     return jax.nn.one_hot(jnp.asarray(NEXT)[state, action], 4), LSTMState(c, lstm.h), _logits_of(prefix)
 
   def predict(self, params, latent):
     b = latent.shape[0]
-    return jnp.zeros((b, 2)), _logits_of(jnp.zeros((b,)))
+    return jnp.tile(jnp.asarray([self.prior]), (b, 1)), _logits_of(jnp.zeros((b,)))
 
 
 def _config(**kw):
@@ -150,26 +152,6 @@ def test_tree_minmax_against_a_numpy_reference_and_its_floor(floor):
       np.testing.assert_allclose(got_small, got, rtol=1e-3, atol=1e-5)
 
 
-class ShrunkTreeModel(NamedTuple):
-  """TreeModel with its rewards multiplied by `scale` and a prior that prefers the worse first action 0."""
-
-  scale: float
-  lstm_dim: int = 2
-
-  def represent(self, params, obs):
-    return TreeModel().represent(params, obs)
-
-  def dynamics(self, params, latent, action, lstm):
-    state = jnp.argmax(latent, -1)
-    prefix = lstm.c[:, 0] + self.scale * jnp.asarray(REWARD)[state, action]
-    c = lstm.c.at[:, 0].set(prefix)
-    return jax.nn.one_hot(jnp.asarray(NEXT)[state, action], 4), LSTMState(c, lstm.h), _logits_of(prefix)
-
-  def predict(self, params, latent):
-    b = latent.shape[0]
-    return jnp.tile(jnp.asarray([[1.0, 0.0]]), (b, 1)), _logits_of(jnp.zeros((b,)))
-
-
 @pytest.mark.parametrize("kind", ["gumbel", "puct"])
 def test_q_range_floor_binds_only_on_noise_sized_q_ranges(kind):
   # The same search on TreeModel's rewards and on them shrunk to 1e-4 (noise-sized Q differences). Min-max
@@ -177,7 +159,7 @@ def test_q_range_floor_binds_only_on_noise_sized_q_ranges(kind):
   # prior. With EfficientZero's 0.01 the floor does not bind at full scale (the same policy again) and keeps
   # the shrunk differences small, so the search policy stays near the prior (73% on action 0).
   def policy(scale, floor):
-    model = ShrunkTreeModel(scale=scale)
+    model = TreeModel(scale=scale, prior=(1.0, 0.0))  # the prior prefers the worse first action 0
     root = search.make_root(model, None, jnp.zeros((2, 1)))
     config = _config(
       search=kind, num_simulations=32, value_prefix_horizon=2, q_range_floor=floor, q_normalization="tree"
