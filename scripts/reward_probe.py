@@ -15,12 +15,19 @@ Reported, on the test steps, every `--report-every` updates and at the end:
   auc_negative, auc_positive   how well the prediction ranks negative (positive) reward steps below (above)
                         zero-reward steps (0.5: no better than chance; 1: perfect).
 
+With `--checkpoint RUN` the network starts from a trained run's parameters (and the run's config) instead of a
+fresh initialisation, and a report at update 0 shows what the run's own model predicts; `--train-parts
+lstm,prefix_head` then trains only those modules (the rest frozen): whether the run's representation and
+dynamics hold what predicts the rewards, and only its reward head has not read it out.
+
   python scripts/reward_probe.py --config atari-cpu --set world=atari:Boxing [--steps 40000] [--updates 3000]
+  python scripts/reward_probe.py --checkpoint runs/asterix --train-parts lstm,prefix_head
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -34,8 +41,9 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 import worlds  # noqa: E402
+from dreamer import agent as agent_lib  # noqa: E402
 from dreamer import config as config_lib  # noqa: E402
-from dreamer import frames  # noqa: E402
+from dreamer import distil, frames  # noqa: E402
 from dreamer.learner import make_optimizer  # noqa: E402
 from dreamer.networks import Model, init_params, make_network, zero_lstm_state  # noqa: E402
 from dreamer.suites import commit  # noqa: E402
@@ -93,9 +101,18 @@ def summary(pred: np.ndarray, reward: np.ndarray, loss: float, loss_constant: fl
   }
 
 
+def check_parts(ap: argparse.ArgumentParser, params: dict, parts: tuple[str, ...]) -> None:
+  """Exits with one line when a --train-parts name is not a top-level module of the network `params`."""
+  unknown = [p for p in parts if p not in params["params"]]
+  if unknown:
+    ap.error(f"--train-parts {','.join(unknown)}: not a module of this network; allowed: {', '.join(params['params'])}")
+
+
 def main(argv: list[str] | None = None) -> dict:
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  ap.add_argument("--config", required=True, help="a preset name or a .toml path")
+  ap.add_argument("--config", help="a preset name or a .toml path (or --checkpoint)")
+  ap.add_argument("--checkpoint", help="a run directory or checkpoint: start from its parameters and config")
+  ap.add_argument("--train-parts", default="", help="comma-separated modules to train, the rest frozen (default: all)")
   ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
   ap.add_argument("--steps", type=int, default=40000, help="random env steps to train on (default 40000)")
   ap.add_argument("--test-steps", type=int, default=8000, help="random env steps to test on (default 8000)")
@@ -103,15 +120,28 @@ def main(argv: list[str] | None = None) -> dict:
   ap.add_argument("--report-every", type=int, default=1000, help="updates between test reports (default 1000)")
   ap.add_argument("--seed", type=int, default=0)
   args = ap.parse_args(argv)
-  config = config_lib.load(args.config, args.set)
+  parts = tuple(p for p in args.train_parts.split(",") if p)
+  if (args.config is None) == (args.checkpoint is None):
+    ap.error("give exactly one of --config and --checkpoint")
+  start = None
+  if args.checkpoint:
+    acting = agent_lib.load_acting(args.checkpoint, None, num_envs=1, seed=args.seed, train=False)
+    acting.world.close()
+    sets = dict(config_lib.parse_override(item) for item in args.set)
+    config = dataclasses.replace(acting.config, **{k: config_lib.coerce(k, v, "--set") for k, v in sets.items()})
+    start = acting.params
+    check_parts(ap, start, parts)  # before collecting: a typo costs nothing
+  else:
+    config = config_lib.load(args.config, args.set)
   t0 = time.perf_counter()
   obs, act, rew, spec = collect(config, steps=args.steps, seed=args.seed)
   t_obs, t_act, t_rew, _ = collect(config, steps=args.test_steps, seed=args.seed + 10_000)
   collect_s = time.perf_counter() - t0
 
   model = Model(make_network(config, spec.num_actions, spec.obs_dtype))
-  params = init_params(model.net, jax.random.PRNGKey(args.seed), obs.shape[1:])
-  opt = make_optimizer(config)
+  params = init_params(model.net, jax.random.PRNGKey(args.seed), obs.shape[1:]) if start is None else start
+  check_parts(ap, params, parts)
+  opt = distil.only(make_optimizer(config), params, parts) if parts else make_optimizer(config)
   opt_state = opt.init(params)
   size = config.reward_support
 
@@ -131,7 +161,8 @@ def main(argv: list[str] | None = None) -> dict:
   @jax.jit
   def update(params, opt_state, o, a, r):
     (loss, params_moved), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, o, a, r)
-    moved = {k: v for k, v in params_moved.items() if k != "params"}  # BatchNorm's running averages
+    # BatchNorm's running averages move with training, unless parts are frozen (a probe of trained features)
+    moved = {} if parts else {k: v for k, v in params_moved.items() if k != "params"}
     updates, opt_state = opt.update(grads, opt_state, params)
     return {**optax.apply_updates(params, updates), **moved}, opt_state, loss
 
@@ -153,7 +184,7 @@ def main(argv: list[str] | None = None) -> dict:
     return summary(np.concatenate(preds), t_rew, float(np.concatenate(losses).mean()), float(const))
 
   rng = np.random.default_rng(args.seed)
-  reports, t1 = [], time.perf_counter()
+  reports, t1 = ([{"updates": 0, **test(params)}] if start is not None else []), time.perf_counter()
   for n in range(1, args.updates + 1):
     idx = rng.integers(0, len(rew), size=config.batch_size)
     params, opt_state, _ = update(params, opt_state, obs[idx], act[idx], rew[idx])
@@ -161,7 +192,8 @@ def main(argv: list[str] | None = None) -> dict:
       reports.append({"updates": n, **test(params)})
   out = {
     "world": config.world,
-    "config": args.config,
+    "config": args.config or args.checkpoint,
+    "train_parts": list(parts),
     "overrides": args.set,
     "commit": commit(),
     "train_steps": len(rew),

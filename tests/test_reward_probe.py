@@ -5,6 +5,10 @@ import importlib.util
 from pathlib import Path
 
 import numpy as np
+import pytest
+
+from dreamer import config as config_lib
+from dreamer.train import train
 
 spec = importlib.util.spec_from_file_location(
   "reward_probe", Path(__file__).resolve().parent.parent / "scripts" / "reward_probe.py"
@@ -49,3 +53,18 @@ def test_the_debug_network_learns_its_rewards_offline():
   assert last["auc_positive"] > 0.9
   assert last["pred_by_sign"]["positive"]["mean"] > last["pred_by_sign"]["zero"]["mean"] + 0.1
   assert first["updates"] == 200 and len(out["reports"]) == 1
+
+
+def test_a_checkpoint_probe_trains_only_its_parts(tmp_path, capsys):
+  run_dir = tmp_path / "run"  # a checkpoint before any update: what is probed is which weights move
+  train(config_lib.load("debug", total_env_steps=64, eval_episodes=1), run_dir, console=False)
+  probe = ["--checkpoint", str(run_dir), "--steps", "600", "--test-steps", "300", "--updates", "20"]
+  frozen = reward_probe.main([*probe, "--train-parts", "projector"])  # off the reward's path: nothing moves
+  assert frozen["train_parts"] == ["projector"] and [r["updates"] for r in frozen["reports"]] == [0, 20]
+  assert frozen["reports"][0]["loss"] == frozen["reports"][1]["loss"]
+  head = reward_probe.main([*probe, "--train-parts", "lstm,prefix_head"])
+  assert head["reports"][0]["loss"] == frozen["reports"][0]["loss"]  # the same checkpoint, the same test steps
+  assert head["reports"][1]["loss"] != head["reports"][0]["loss"]
+  with pytest.raises(SystemExit):
+    reward_probe.main([*probe, "--train-parts", "prefix"])
+  assert "--train-parts prefix: not a module of this network; allowed:" in capsys.readouterr().err
