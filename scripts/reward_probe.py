@@ -27,7 +27,6 @@ dynamics hold what predicts the rewards, and only its reward head has not read i
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import time
@@ -127,8 +126,7 @@ def main(argv: list[str] | None = None) -> dict:
   if args.checkpoint:
     acting = agent_lib.load_acting(args.checkpoint, None, num_envs=1, seed=args.seed, train=False)
     acting.world.close()
-    sets = dict(config_lib.parse_override(item) for item in args.set)
-    config = dataclasses.replace(acting.config, **{k: config_lib.coerce(k, v, "--set") for k, v in sets.items()})
+    config = config_lib.from_dict(acting.config.to_dict(), f"checkpoint {acting.path!r}", args.set)
     start = acting.params
     check_parts(ap, start, parts)  # before collecting: a typo costs nothing
   else:
@@ -139,8 +137,10 @@ def main(argv: list[str] | None = None) -> dict:
   collect_s = time.perf_counter() - t0
 
   model = Model(make_network(config, spec.num_actions, spec.obs_dtype))
-  params = init_params(model.net, jax.random.PRNGKey(args.seed), obs.shape[1:]) if start is None else start
-  check_parts(ap, params, parts)
+  params = start
+  if start is None:
+    params = init_params(model.net, jax.random.PRNGKey(args.seed), obs.shape[1:])
+    check_parts(ap, params, parts)
   opt = distil.only(make_optimizer(config), params, parts) if parts else make_optimizer(config)
   opt_state = opt.init(params)
   size = config.reward_support
