@@ -9,7 +9,7 @@
   (temperature 1, with noise) against the network's prior, under each `--floors` value of `q_range_floor`: the
   KL divergence target || prior, how often the target's argmax is another action than the prior's, and how
   often two searches with different keys agree on it. A target that moves far from the prior while two
-  searches disagree is noise the policy is trained to follow.
+  searches disagree is noise the policy is trained to follow. (null for a `search = "none"` run.)
 
   python scripts/learner_probe.py runs/asterix[/checkpoints/<step>] [--batches 16] [--samples 1024]
     [--floors 0.01,0.1,1]
@@ -152,7 +152,10 @@ def main(argv: list[str] | None = None) -> dict:
     "world": config.world,
     "commit": commit(),
     "gradients": gradients(agent, state, rb, step, batches=args.batches, seed=args.seed),
-    "search_targets": search_targets(agent, state.params, rb, floors=floors, samples=args.samples, seed=args.seed),
+    # a search=none run's policy learns from the actions taken, not from search targets
+    "search_targets": None
+    if config.search == "none"
+    else search_targets(agent, state.params, rb, floors=floors, samples=args.samples, seed=args.seed),
   }
   print(json.dumps(out, indent=1))
   return out
