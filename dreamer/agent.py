@@ -117,6 +117,11 @@ def spec_dict(spec: worlds.Spec) -> dict[str, Any]:
   }
 
 
+def spec_from_dict(s: dict[str, Any]) -> worlds.Spec:
+  """The world spec a checkpoint's meta holds (`spec_dict`'s inverse)."""
+  return worlds.Spec(tuple(int(n) for n in s["obs_shape"]), np.dtype(s["obs_dtype"]), s["num_actions"])
+
+
 def checkpoint_state(
   state: learner_lib.TrainState, rb: replay_lib.ReplayState, key: jax.Array, obs: Any
 ) -> dict[str, Any]:
@@ -179,8 +184,7 @@ def newest_readable(
 
 def _restore_whole(ckpts: ckpt_lib.Checkpoints, step: int) -> ckpt_lib.Saved:
   meta = ckpts.read_meta(step)
-  s = meta["spec"]
-  spec = worlds.Spec(tuple(s["obs_shape"]), np.dtype(s["obs_dtype"]), s["num_actions"])
+  spec = spec_from_dict(meta["spec"])
   config = config_lib.from_dict(meta["config"], ckpts.path(step))
   agent = Agent(dataclasses.replace(config, devices=1), spec)  # for the shapes only: any machine reads it
   state, rb = jax.eval_shape(agent.init, jax.random.PRNGKey(0))

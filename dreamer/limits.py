@@ -32,7 +32,7 @@ import numpy as np
 import worlds
 from dreamer import checkpoint as ckpt_lib
 from dreamer import config as config_lib
-from dreamer.agent import Agent
+from dreamer.agent import Agent, spec_from_dict
 from dreamer.config import Config
 
 Part = tuple[str, str, float]  # (the setting to lower, what it sizes, bytes)
@@ -138,8 +138,7 @@ def checkpoint_config(path: str | Path) -> tuple[Config, worlds.Spec] | None:
       try:
         meta = ckpts.read_meta(candidate)
         config = config_lib.from_dict(meta["config"], "a checkpoint")
-        s = meta["spec"]
-        return config, worlds.Spec(tuple(int(n) for n in s["obs_shape"]), np.dtype(s["obs_dtype"]), s["num_actions"])
+        return config, spec_from_dict(meta["spec"])
       except (ckpt_lib.CheckpointError, config_lib.ConfigError, KeyError, TypeError, ValueError):
         continue
     return None

@@ -30,7 +30,6 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-import worlds  # noqa: E402
 from dreamer import agent as agent_lib  # noqa: E402
 from dreamer import checkpoint as ckpt_lib  # noqa: E402
 from dreamer import config as config_lib  # noqa: E402
@@ -54,9 +53,7 @@ def load(run: str) -> tuple[Config, agent_lib.Agent, learner.TrainState, replay_
   run_dir, step = ckpt_lib.locate(run)
   saved = agent_lib.load_checkpoint(run_dir, step)
   config = config_lib.from_dict(saved.meta["config"], run)
-  s = saved.meta["spec"]
-  spec = worlds.Spec(tuple(s["obs_shape"]), np.dtype(s["obs_dtype"]), s["num_actions"])
-  agent = agent_lib.Agent(dataclasses.replace(config, devices=1), spec)
+  agent = agent_lib.Agent(dataclasses.replace(config, devices=1), agent_lib.spec_from_dict(saved.meta["spec"]))
   saved_learner = saved.state["learner"]
   state = saved_learner._replace(params=saved.params)
   return config, agent, jax.device_put(state), jax.device_put(saved.state["replay"]), saved.step
