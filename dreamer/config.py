@@ -168,7 +168,13 @@ class Config:
   temperature), does no reanalysis, and trains the policy by advantage-weighted regression on the actions
   taken (see `awr_temperature`); the model is still trained, and evaluation 'with search' is its argmax."""
   awr_temperature: float = 1.0
-  """search 'none': temperature of the advantage weights exp(A / (awr_temperature * rms(A)))."""
+  """Temperature of the advantage weights exp(A / (awr_temperature * rms(A))) (search 'none', `awr_weight`)."""
+  awr_weight: float = 0.0
+  """search 'gumbel' or 'puct': weight of the advantage-weighted regression on the actions taken (search
+  'none''s policy loss), added to the cross-entropy to search's policy target. It learns from the returns
+  actually seen, as Muesli adds a policy gradient to its model-based target: where the model's Q differences are
+  too small for search to move the target (`q_range_floor`), the policy still learns. 0: search's target alone.
+  Must be 0 with search 'none', whose policy loss is this regression alone."""
   num_simulations: int = 16
   """Simulations per search, when acting and when reanalysing."""
   max_considered_actions: int = 16
@@ -343,6 +349,12 @@ class Config:
       ),
       (self.search in ("gumbel", "puct", "none"), f"search must be 'gumbel', 'puct' or 'none', got {self.search!r}"),
       (self.awr_temperature > 0.0, "awr_temperature must be > 0"),
+      (self.awr_weight >= 0.0, "awr_weight must be >= 0 (0: search's policy target alone)"),
+      (
+        self.search != "none" or self.awr_weight == 0.0,
+        "awr_weight adds advantage-weighted regression to a search's policy target; with search 'none' the policy "
+        "loss is that regression alone: leave awr_weight at 0",
+      ),
       (
         self.q_normalization in ("tree", "children"),
         f"q_normalization must be 'tree' or 'children', got {self.q_normalization!r}",

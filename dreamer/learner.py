@@ -153,13 +153,16 @@ def depth_losses(
   config: Config,
 ):
   """Masked per-sample losses by unroll depth (the outputs of `unroll` against the batch's targets): value
-  and policy f32[B, K+1], value prefix and consistency (negative cosine) f32[B, K]."""
+  and policy f32[B, K+1], value prefix and consistency (negative cosine) f32[B, K]. The policy loss is the
+  cross-entropy to search's target plus `awr_weight` times the AWR loss, or the AWR loss alone without search."""
   tg = batch.targets
   value_loss = _cross_entropy(value_logits, support.scalar_to_probs(tg.value, config.value_support)) * tg.value_mask
   if config.search == "none":
     policy_loss = _awr_loss(policy_logits, value_logits, batch.action, tg, config)
   else:
     policy_loss = _cross_entropy(policy_logits, batch.policy) * tg.policy_mask
+    if config.awr_weight > 0.0:  # a static choice: without it the graph is today's, bit for bit
+      policy_loss = policy_loss + config.awr_weight * _awr_loss(policy_logits, value_logits, batch.action, tg, config)
   prefix_loss = (
     _cross_entropy(prefix_logits, support.scalar_to_probs(tg.prefix, config.reward_support)) * tg.prefix_mask
   )

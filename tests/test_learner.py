@@ -1,5 +1,6 @@
 """The learner: jit equals no-jit, losses fall when overfitting one batch, target-network sync."""
 
+import dataclasses
 import functools
 
 import jax
@@ -220,6 +221,39 @@ def test_awr_policy_loss_equals_a_plain_reference():
       want[i, j] = -min(np.exp(adv[i, j] / (0.7 * rms)), 20.0) * mask[i, j] * logp[action[i, j]]
   np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
   assert (got[:, k] == 0).all() and got[1, 1] == 0 and got[2, 0] == 0  # masked rows
+
+
+def test_awr_weight_adds_exactly_the_awr_term_to_search_targets_cross_entropy():
+  """awr_weight w: the policy loss of a search agent is CE(search target) + w * the AWR loss, element by element,
+  and the same batch's other losses do not change; w = 0 is search's target alone."""
+  base = config_lib.Config(**SMALL)
+  agent, state, rb = _filled(base)
+  batch, _ = jax.jit(functools.partial(learner.make_batch, model=agent.model, config=base))(
+    state, rb, jax.random.PRNGKey(1), jnp.int32(240)
+  )
+
+  def losses(config):
+    outs = learner.unroll_outputs(
+      lambda method, *args: agent.model.call(state.params, method, *args, train=True)[0],
+      batch.obs[:, 0],
+      batch.obs[:, 1:],
+      batch.action,
+      horizon=config.value_prefix_horizon,
+      lstm_dim=agent.model.lstm_dim,
+    )
+    return outs, [np.asarray(x) for x in learner.depth_losses(*outs, batch, config)]
+
+  outs, plain = losses(base)
+  _, mixed = losses(dataclasses.replace(base, awr_weight=0.5, awr_temperature=0.7))
+  awr = np.asarray(
+    learner._awr_loss(outs[1], outs[0], batch.action, batch.targets, dataclasses.replace(base, awr_temperature=0.7))
+  )
+  ce = np.asarray(learner._cross_entropy(outs[1], batch.policy) * batch.targets.policy_mask)
+  np.testing.assert_allclose(plain[1], ce, rtol=1e-6)
+  np.testing.assert_allclose(mixed[1], ce + 0.5 * awr, rtol=1e-5, atol=1e-6)
+  assert np.abs(awr).max() > 1e-2  # the term is not empty on this batch
+  for i in (0, 2, 3):
+    np.testing.assert_array_equal(mixed[i], plain[i])
 
 
 def _bn_state(state):
