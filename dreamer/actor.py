@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -42,6 +43,16 @@ def make_policy_act(model: Model) -> Callable[[Params, jax.Array], jax.Array]:
     return jnp.argmax(logits, axis=-1).astype(jnp.int32)
 
   return jax.jit(act)
+
+
+def make_sampled_policy_act(
+  model: Model, config: Config, rng_key: jax.Array, temperature: float, steps: int
+) -> Callable[[Params, jax.Array], np.ndarray]:
+  """(params, obs [B, ...]) -> i32[B]: the policy network alone, sampling softmax(logits / temperature) (the
+  `search = "none"` baseline's acting), one key of `rng_key`'s `steps` split keys per call."""
+  sample = make_act(model, dataclasses.replace(config, search="none"))
+  keys = iter(jax.random.split(rng_key, steps))
+  return lambda params, obs: np.asarray(sample(params, obs, next(keys), temperature).action)
 
 
 def temperature(config: Config, env_step: int) -> float:
@@ -158,13 +169,15 @@ def evaluate(
   max_steps: int,
   stack: int = 1,
   record: Callable[[], None] | None = None,
+  temperature: float = 0.0,
 ) -> dict[str, EvalResult]:
-  """Returns of one episode per env, acting with search (greedy, no noise) and with the policy network alone;
-  `record` (see `run_episodes`) sees env 0's episode acting with search."""
+  """Returns of one episode per env, acting with search and with the policy network alone (`policy_act`);
+  `record` (see `run_episodes`) sees env 0's episode acting with search. At `temperature` 0 (the protocol)
+  search is greedy, without noise; above 0 it samples as acting does, with its noise scaled by it."""
   keys = iter(jax.random.split(rng_key, max_steps))
 
   def with_search(obs):
-    return np.asarray(act(params, obs, next(keys), 0.0).action)
+    return np.asarray(act(params, obs, next(keys), temperature).action)
 
   def with_policy(obs):
     return np.asarray(policy_act(params, obs))

@@ -123,6 +123,14 @@ def _parser() -> argparse.ArgumentParser:
   ev.add_argument("--episodes", type=int, default=32, metavar="N", help="episodes per mode (default: 32)")
   ev.add_argument("--seed", type=int, default=12345, metavar="N", help="seed of the evaluation worlds")
   ev.add_argument(
+    "--temperature",
+    type=_finite,
+    default=0.0,
+    metavar="T",
+    help="0 (default, the protocol): greedy; above 0 both modes sample as acting does at T (search with its "
+    "noise scaled by T, the policy from softmax(logits / T))",
+  )
+  ev.add_argument(
     "--video",
     metavar="FILE",
     help="also write the first episode acting with search as an mp4 (needs the 'video' extra)",
@@ -514,6 +522,8 @@ def _eval(args: argparse.Namespace) -> int:
 
   _check_count("--episodes", args.episodes, 1)
   _check_count("--seed", args.seed, 0)
+  if args.temperature < 0:
+    raise config_lib.ConfigError(f"--temperature must be >= 0 (0: greedy), got {args.temperature}")
   _check_acting_memory(args.checkpoint, envs=args.episodes, envs_flag="--episodes")
   if args.video is not None:
     _check_video_path(args.video)
@@ -522,14 +532,16 @@ def _eval(args: argparse.Namespace) -> int:
   )
   recorder = None if args.video is None else video_lib.Recorder(world, args.video, fps=config.video_fps)
   try:
-    res = _evaluate_checkpoint(config, world, net, params, seed=args.seed, recorder=recorder)
+    res = _evaluate_checkpoint(
+      config, world, net, params, seed=args.seed, recorder=recorder, temperature=args.temperature
+    )
   except BaseException:
     if recorder is not None:
       recorder.abandon()
     raise
   finally:
     world.close()
-  out = {"checkpoint": path, "world": world_id, "episodes": args.episodes}
+  out = {"checkpoint": path, "world": world_id, "episodes": args.episodes, "temperature": args.temperature}
   for name, r in res.items():
     out[f"{name}_return"] = float(np.mean(r.returns))
     out[f"{name}_return_std"] = float(np.std(r.returns))
@@ -549,24 +561,31 @@ def _eval(args: argparse.Namespace) -> int:
   return 0
 
 
-def _evaluate_checkpoint(config, world, net, params, *, seed: int, recorder) -> dict:
-  """dreamer eval's episodes: with search and with the policy network alone (actor.evaluate)."""
+def _evaluate_checkpoint(config, world, net, params, *, seed: int, recorder, temperature: float = 0.0) -> dict:
+  """dreamer eval's episodes: with search and with the policy network alone (actor.evaluate), greedy at
+  temperature 0, else sampled at it."""
   import jax
 
   from dreamer import actor as actor_lib
   from dreamer.networks import Model
 
   model = Model(net)
+  search_key, policy_key = jax.random.split(jax.random.PRNGKey(seed))
+  if temperature == 0:  # keys as before the option existed: greedy evaluations stay what they were
+    search_key, policy_act = jax.random.PRNGKey(seed), actor_lib.make_policy_act(model)
+  else:
+    policy_act = actor_lib.make_sampled_policy_act(model, config, policy_key, temperature, config.eval_max_steps)
   return actor_lib.evaluate(
     world,
     params,
     actor_lib.make_act(model, config),
-    actor_lib.make_policy_act(model),
-    jax.random.PRNGKey(seed),
+    policy_act,
+    search_key,
     seed=seed,
     max_steps=config.eval_max_steps,
     stack=config.frame_stack,
     record=recorder,
+    temperature=temperature,
   )
 
 

@@ -45,3 +45,20 @@ def test_cli_eval_reads_the_checkpoint(debug_run, capsys):
     assert len(returns) == 4 and sum(returns) / 4 == pytest.approx(out[f"{mode}_return"])
     low, high = out[f"{mode}_return_ci95"]
     assert min(returns) <= low <= out[f"{mode}_return"] <= high <= max(returns)
+
+
+def test_cli_eval_samples_at_a_temperature_and_is_seeded(debug_run, capsys):
+  # Greedy, the trained chain agent always walks right; sampling at a huge temperature is a random walk on the
+  # chain, which ends some of 16 games at the left trap or the time limit. The same seed replays the same games.
+  _, run_dir, _ = debug_run
+  runs = []
+  for temperature in ["0", "1000", "1000"]:
+    args = ["eval", "--checkpoint", str(run_dir), "--episodes", "16", "--seed", "3", "--temperature", temperature]
+    assert cli.main(args) == 0
+    runs.append(json.loads(capsys.readouterr().out))
+  greedy, hot, again = runs
+  assert greedy["temperature"] == 0 and hot["temperature"] == 1000
+  for mode in ["search", "policy"]:
+    assert greedy[f"{mode}_returns"] == [1.0] * 16
+    assert min(hot[f"{mode}_returns"]) < 1.0
+    assert hot[f"{mode}_returns"] == again[f"{mode}_returns"]
