@@ -570,10 +570,10 @@ def _evaluate_checkpoint(config, world, net, params, *, seed: int, recorder, tem
   from dreamer.networks import Model
 
   model = Model(net)
-  search_key, policy_key = jax.random.split(jax.random.PRNGKey(seed))
   if temperature == 0:  # keys as before the option existed: greedy evaluations stay what they were
     search_key, policy_act = jax.random.PRNGKey(seed), actor_lib.make_policy_act(model)
   else:
+    search_key, policy_key = jax.random.split(jax.random.PRNGKey(seed))
     policy_act = actor_lib.make_sampled_policy_act(model, config, policy_key, temperature, config.eval_max_steps)
   return actor_lib.evaluate(
     world,
