@@ -234,6 +234,9 @@ class Config:
   """Initial importance-weight exponent, annealed linearly to 1 over training."""
   priority_eps: float = 1e-6
   """Added to |value error| to form a priority."""
+  priority_reward_weight: float = 0.0
+  """w: a sampled row's priority is |root value error| + w * the largest |value-prefix error| along its unroll
+  (0: EfficientZero's value error alone). Rare rewards the model still mispredicts get their rows replayed more."""
   reanalyze_fraction: float = 0.0
   """Fraction of each batch whose policy targets are recomputed by fresh search with current parameters."""
   value_target: str = "td"
@@ -382,6 +385,7 @@ class Config:
         "replay_capacity must hold at least num_envs * (unroll_steps + td_steps + 4) rows",
       ),
       (self.priority_alpha >= 0.0, "priority_alpha must be >= 0"),
+      (self.priority_reward_weight >= 0.0, "priority_reward_weight must be >= 0 (0: the root value error alone)"),
       (0.0 <= self.priority_beta <= 1.0, "priority_beta must be in [0, 1]"),
       (self.priority_eps > 0.0, "priority_eps must be > 0"),
       (0.0 <= self.reanalyze_fraction <= 1.0, "reanalyze_fraction must be in [0, 1]"),

@@ -170,6 +170,17 @@ def depth_losses(
   return value_loss, policy_loss, prefix_loss, consistency_loss
 
 
+def _priority(value_pred: jax.Array, prefix_logits: jax.Array, tg: targets_lib.Targets, config: Config) -> jax.Array:
+  """f32[B] new priorities of the sampled rows: |root value error| (EfficientZero), plus `priority_reward_weight`
+  times the largest |value-prefix error| over the K unrolled steps [B, K], so that rows whose rare rewards the
+  model still mispredicts are replayed more."""
+  priority = jnp.abs(value_pred - tg.value[:, 0])
+  if config.priority_reward_weight > 0.0:  # a static choice: without it the graph is today's, bit for bit
+    prefix_error = jnp.abs(support.logits_to_scalar(prefix_logits) - tg.prefix) * tg.prefix_mask
+    priority = priority + config.priority_reward_weight * prefix_error.max(1)
+  return priority
+
+
 def loss_fn(
   params: Params, batch: Batch, aug_key: jax.Array | None = None, *, model: Model, config: Config
 ) -> tuple[jax.Array, dict]:
@@ -214,7 +225,7 @@ def loss_fn(
     "train/value_pred": jnp.mean(value_pred),
     "train/value_target": jnp.mean(tg.value[:, 0]),
     "train/td_steps": jnp.mean(tg.td_steps.astype(jnp.float32)),
-    "priority": jnp.abs(value_pred - tg.value[:, 0]),
+    "priority": _priority(value_pred, prefix_logits, tg, config),
     # BatchNorm's running averages after this forward pass (no gradient flows to them); {} with LayerNorm.
     "moved": {k: v for k, v in variables.items() if k != "params"},
   }

@@ -256,6 +256,47 @@ def test_awr_weight_adds_exactly_the_awr_term_to_search_targets_cross_entropy():
     np.testing.assert_array_equal(mixed[i], plain[i])
 
 
+def test_priority_reward_weight_adds_the_largest_value_prefix_error_to_the_value_error():
+  """priority_reward_weight w: a row's priority is |root value error| + w * max over the unroll of the masked
+  |value-prefix error|, against a numpy reference from the same logits; w = 0 leaves the value error alone and
+  the losses do not depend on w."""
+  base = config_lib.Config(**SMALL)
+  agent, state, rb = _filled(base)
+  batch, _ = jax.jit(functools.partial(learner.make_batch, model=agent.model, config=base))(
+    state, rb, jax.random.PRNGKey(1), jnp.int32(240)
+  )
+  outs = learner.unroll_outputs(
+    lambda method, *args: agent.model.call(state.params, method, *args, train=True)[0],
+    batch.obs[:, 0],
+    batch.obs[:, 1:],
+    batch.action,
+    horizon=base.value_prefix_horizon,
+    lstm_dim=agent.model.lstm_dim,
+  )
+
+  def expected_scalar(logits):  # the support's expectation and h^-1, by hand
+    logits = np.asarray(logits, np.float64)
+    size = (logits.shape[-1] - 1) // 2
+    p = np.exp(logits - logits.max(-1, keepdims=True))
+    x = (p / p.sum(-1, keepdims=True)) @ np.arange(-size, size + 1)
+    eps = 0.001  # EfficientZero's h(x) = sign(x)(sqrt(|x| + 1) - 1) + eps x, inverted
+    return np.sign(x) * (((np.sqrt(1 + 4 * eps * (np.abs(x) + 1 + eps)) - 1) / (2 * eps)) ** 2 - 1)
+
+  tg = batch.targets
+  value_error = np.abs(expected_scalar(outs[0][:, 0]) - np.asarray(tg.value[:, 0]))
+  prefix_error = np.abs(expected_scalar(outs[2]) - np.asarray(tg.prefix)) * np.asarray(tg.prefix_mask)
+  assert prefix_error.max() > 1e-2  # the term is not empty on this batch
+
+  def aux(config):
+    return jax.jit(functools.partial(learner.loss_fn, model=agent.model, config=config))(state.params, batch)[1]
+
+  plain, weighted = aux(base), aux(dataclasses.replace(base, priority_reward_weight=0.5))
+  np.testing.assert_allclose(plain["priority"], value_error, rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(weighted["priority"], value_error + 0.5 * prefix_error.max(1), rtol=1e-4, atol=1e-5)
+  for key in ("loss/total", "loss/value", "loss/policy", "loss/value_prefix", "loss/consistency"):
+    assert float(weighted[key]) == float(plain[key])
+
+
 def _bn_state(state):
   return {k: v for k, v in state.params.items() if k != "params"}
 
