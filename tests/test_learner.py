@@ -223,28 +223,35 @@ def test_awr_policy_loss_equals_a_plain_reference():
   assert (got[:, k] == 0).all() and got[1, 1] == 0 and got[2, 0] == 0  # masked rows
 
 
+def _batch_and_outputs(config):
+  """A filled replay's learner batch (fixed key, env step 240) and the training unroll's outputs on it:
+  (agent, state, batch, (value, policy, prefix logits, online and target projections))."""
+  agent, state, rb = _filled(config)
+  batch, _ = jax.jit(functools.partial(learner.make_batch, model=agent.model, config=config))(
+    state, rb, jax.random.PRNGKey(1), jnp.int32(240)
+  )
+  outs = learner.unroll_outputs(
+    lambda method, *args: agent.model.call(state.params, method, *args, train=True)[0],
+    batch.obs[:, 0],
+    batch.obs[:, 1:],
+    batch.action,
+    horizon=config.value_prefix_horizon,
+    lstm_dim=agent.model.lstm_dim,
+  )
+  return agent, state, batch, outs
+
+
 def test_awr_weight_adds_exactly_the_awr_term_to_search_targets_cross_entropy():
   """awr_weight w: the policy loss of a search agent is CE(search target) + w * the AWR loss, element by element,
   and the same batch's other losses do not change; w = 0 is search's target alone."""
   base = config_lib.Config(**SMALL)
-  agent, state, rb = _filled(base)
-  batch, _ = jax.jit(functools.partial(learner.make_batch, model=agent.model, config=base))(
-    state, rb, jax.random.PRNGKey(1), jnp.int32(240)
-  )
+  _, _, batch, outs = _batch_and_outputs(base)
 
   def losses(config):
-    outs = learner.unroll_outputs(
-      lambda method, *args: agent.model.call(state.params, method, *args, train=True)[0],
-      batch.obs[:, 0],
-      batch.obs[:, 1:],
-      batch.action,
-      horizon=config.value_prefix_horizon,
-      lstm_dim=agent.model.lstm_dim,
-    )
-    return outs, [np.asarray(x) for x in learner.depth_losses(*outs, batch, config)]
+    return [np.asarray(x) for x in learner.depth_losses(*outs, batch, config)]
 
-  outs, plain = losses(base)
-  _, mixed = losses(dataclasses.replace(base, awr_weight=0.5, awr_temperature=0.7))
+  plain = losses(base)
+  mixed = losses(dataclasses.replace(base, awr_weight=0.5, awr_temperature=0.7))
   awr = np.asarray(
     learner._awr_loss(outs[1], outs[0], batch.action, batch.targets, dataclasses.replace(base, awr_temperature=0.7))
   )
@@ -261,18 +268,7 @@ def test_priority_reward_weight_adds_the_largest_value_prefix_error_to_the_value
   |value-prefix error|, against a numpy reference from the same logits; w = 0 leaves the value error alone and
   the losses do not depend on w."""
   base = config_lib.Config(**SMALL)
-  agent, state, rb = _filled(base)
-  batch, _ = jax.jit(functools.partial(learner.make_batch, model=agent.model, config=base))(
-    state, rb, jax.random.PRNGKey(1), jnp.int32(240)
-  )
-  outs = learner.unroll_outputs(
-    lambda method, *args: agent.model.call(state.params, method, *args, train=True)[0],
-    batch.obs[:, 0],
-    batch.obs[:, 1:],
-    batch.action,
-    horizon=base.value_prefix_horizon,
-    lstm_dim=agent.model.lstm_dim,
-  )
+  agent, state, batch, outs = _batch_and_outputs(base)
 
   def expected_scalar(logits):  # the support's expectation and h^-1, by hand
     logits = np.asarray(logits, np.float64)
