@@ -131,6 +131,14 @@ def _parser() -> argparse.ArgumentParser:
     "noise scaled by T, the policy from softmax(logits / T))",
   )
   ev.add_argument(
+    "--search-set",
+    action="append",
+    default=[],
+    metavar="KEY=VALUE",
+    help="evaluate with other search settings over the checkpoint's own networks (repeatable; only "
+    f"{', '.join(SEARCH_KEYS)}), e.g. a search=none run searched with search=gumbel",
+  )
+  ev.add_argument(
     "--video",
     metavar="FILE",
     help="also write the first episode acting with search as an mp4 (needs the 'video' extra)",
@@ -524,12 +532,18 @@ def _eval(args: argparse.Namespace) -> int:
   _check_count("--seed", args.seed, 0)
   if args.temperature < 0:
     raise config_lib.ConfigError(f"--temperature must be >= 0 (0: greedy), got {args.temperature}")
+  search_set = _search_settings(args.search_set)
   _check_acting_memory(args.checkpoint, envs=args.episodes, envs_flag="--episodes")
   if args.video is not None:
     _check_video_path(args.video)
   config, world, world_id, net, params, path = agent.load_acting(
     args.checkpoint, args.world, num_envs=args.episodes, seed=args.seed, train=False, render=args.video is not None
   )
+  try:
+    config = dataclasses.replace(config, **search_set)  # the combination is checked as every config is
+  except config_lib.ConfigError:
+    world.close()
+    raise
   recorder = None if args.video is None else video_lib.Recorder(world, args.video, fps=config.video_fps)
   try:
     res = _evaluate_checkpoint(
@@ -542,6 +556,8 @@ def _eval(args: argparse.Namespace) -> int:
   finally:
     world.close()
   out = {"checkpoint": path, "world": world_id, "episodes": args.episodes, "temperature": args.temperature}
+  if search_set:
+    out["search_set"] = search_set
   for name, r in res.items():
     out[f"{name}_return"] = float(np.mean(r.returns))
     out[f"{name}_return_std"] = float(np.std(r.returns))
@@ -559,6 +575,35 @@ def _eval(args: argparse.Namespace) -> int:
       out.update(video=None, video_error=str(e))
   print(json.dumps(out))
   return 0
+
+
+# The settings `dreamer eval --search-set` may change: the search's own (search.settings), not the model's
+# discount or value-prefix horizon, which the networks were trained for.
+SEARCH_KEYS = (
+  "search",
+  "num_simulations",
+  "max_considered_actions",
+  "q_normalization",
+  "q_range_floor",
+  "dirichlet_fraction",
+  "dirichlet_alpha",
+  "pb_c_init",
+  "pb_c_base",
+)
+
+
+def _search_settings(items: list[str]) -> dict:
+  """`--search-set KEY=VALUE` items as checked config values; ConfigError (one line) for a key that is not one
+  of SEARCH_KEYS or a value of the wrong type, before any checkpoint is read."""
+  out = {}
+  for item in items:
+    key, value = config_lib.parse_override(item)
+    if key not in SEARCH_KEYS:
+      raise config_lib.ConfigError(
+        f"--search-set {item!r}: only the search's settings can change at evaluation ({', '.join(SEARCH_KEYS)})"
+      )
+    out[key] = config_lib.coerce(key, value, "--search-set")
+  return out
 
 
 def _evaluate_checkpoint(config, world, net, params, *, seed: int, recorder, temperature: float = 0.0) -> dict:

@@ -62,3 +62,20 @@ def test_cli_eval_samples_at_a_temperature_and_is_seeded(debug_run, capsys):
     assert greedy[f"{mode}_returns"] == [1.0] * 16
     assert min(hot[f"{mode}_returns"]) < 1.0
     assert hot[f"{mode}_returns"] == again[f"{mode}_returns"]
+
+
+def test_cli_eval_searches_with_the_settings_given(debug_run, capsys, monkeypatch):
+  # --search-set changes the search over the checkpoint's own networks: the act function is built from the
+  # changed config and the JSON records it; search 'none' then plays exactly as the policy alone does.
+  from dreamer import actor as actor_lib
+
+  _, run_dir, _ = debug_run
+  seen, make_act = [], actor_lib.make_act
+  monkeypatch.setattr(actor_lib, "make_act", lambda model, config: seen.append(config) or make_act(model, config))
+  sets = ["--search-set", "search=none", "--search-set", "q_range_floor=0.5"]
+  assert cli.main(["eval", "--checkpoint", str(run_dir), "--episodes", "8", "--seed", "3", *sets]) == 0
+  out = json.loads(capsys.readouterr().out)
+  # The last act function built is evaluation's (loading the checkpoint builds its own first).
+  assert seen[0].search == "gumbel" and (seen[-1].search, seen[-1].q_range_floor) == ("none", 0.5)
+  assert out["search_set"] == {"search": "none", "q_range_floor": 0.5}
+  assert out["search_returns"] == out["policy_returns"]
