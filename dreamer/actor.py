@@ -50,7 +50,7 @@ def make_sampled_policy_act(
 ) -> Callable[[Params, jax.Array], np.ndarray]:
   """(params, obs [B, ...]) -> i32[B]: the policy network alone, sampling softmax(logits / temperature) (the
   `search = "none"` baseline's acting), one key of `rng_key`'s `steps` split keys per call."""
-  sample = make_act(model, dataclasses.replace(config, search="none"))
+  sample = make_act(model, dataclasses.replace(config, search="none", train_search=True))
   keys = iter(jax.random.split(rng_key, steps))
   return lambda params, obs: np.asarray(sample(params, obs, next(keys), temperature).action)
 

@@ -51,18 +51,23 @@ class Agent:
     self.obs_shape = frames.obs_shape(spec.obs_shape, config.frame_stack)  # what the networks see
     add = functools.partial(replay_lib.add, stack=config.frame_stack)
     act, policy_act = actor_lib.make_act(self.model, config), actor_lib.make_policy_act(self.model)
+    # train_search off: training acts as search 'none' does (the policy, sampled); evaluation still searches.
+    train_act = act
+    if not config.train_search:
+      train_act = actor_lib.make_act(self.model, dataclasses.replace(config, search="none", train_search=True))
     self.explore_draw = actor_lib.make_explore(config, spec.num_actions)
     layout = self.layout
     self.eval_act, self.eval_policy_act = act, policy_act
     if layout.count == 1:
-      self.act, self.policy_act = act, policy_act
+      self.act, self.policy_act = train_act, policy_act
       self.add = jax.jit(add, donate_argnums=0)
     elif layout.processes == 1:  # observations split over the devices, so the batched search runs on all of them
-      self.act = self.eval_act = lambda params, obs, *args: act(params, layout.rows(obs), *args)
+      self.act = lambda params, obs, *args: train_act(params, layout.rows(obs), *args)
+      self.eval_act = lambda params, obs, *args: act(params, layout.rows(obs), *args)
       self.policy_act = self.eval_policy_act = lambda params, obs: policy_act(params, layout.rows(obs))
       self.add = jax.jit(add, donate_argnums=0, out_shardings=layout.replay)
     else:  # each process acts on its own envs' rows (in and out); evaluation runs on every process alike
-      self.act = lambda params, obs, *args: layout.to_local(act(params, layout.to_global(obs), *args))
+      self.act = lambda params, obs, *args: layout.to_local(train_act(params, layout.to_global(obs), *args))
       self.policy_act = lambda params, obs: layout.to_local(policy_act(params, layout.to_global(obs)))
       self.eval_act = lambda params, obs, *args: act(params, layout.replicate(obs), *args)
       self.eval_policy_act = lambda params, obs: policy_act(params, layout.replicate(obs))

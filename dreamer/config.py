@@ -175,6 +175,12 @@ class Config:
   actually seen, as Muesli adds a policy gradient to its model-based target: where the model's Q differences are
   too small for search to move the target (`q_range_floor`), the policy still learns. 0: search's target alone.
   Must be 0 with search 'none', whose policy loss is this regression alone."""
+  train_search: bool = True
+  """False: training runs no search: acting samples the policy network and the policy learns by search 'none''s
+  advantage-weighted regression on real returns, so the run trains exactly as search 'none' does; `search` then
+  runs only in evaluations, over the learned model, so the run's figures 'with search' show what searching the
+  model adds at decision time to a policy that search did not teach (for budgets where the model's Q
+  differences are too noisy to train on). Needs a search; no reanalysis, no `awr_weight`."""
   num_simulations: int = 16
   """Simulations per search, when acting and when reanalysing."""
   max_considered_actions: int = 16
@@ -359,6 +365,14 @@ class Config:
         "loss is that regression alone: leave awr_weight at 0",
       ),
       (
+        self.train_search or self.search != "none",
+        "train_search=false trains without search and evaluates with it: it needs search 'gumbel' or 'puct'",
+      ),
+      (
+        self.train_search or self.awr_weight == 0.0,
+        "train_search=false already trains the policy by that regression alone: leave awr_weight at 0",
+      ),
+      (
         self.q_normalization in ("tree", "children"),
         f"q_normalization must be 'tree' or 'children', got {self.q_normalization!r}",
       ),
@@ -389,6 +403,10 @@ class Config:
       (0.0 <= self.priority_beta <= 1.0, "priority_beta must be in [0, 1]"),
       (self.priority_eps > 0.0, "priority_eps must be > 0"),
       (0.0 <= self.reanalyze_fraction <= 1.0, "reanalyze_fraction must be in [0, 1]"),
+      (
+        self.train_search or self.reanalyze_fraction == 0.0,
+        "train_search=false runs no search in training, so no reanalysis: leave reanalyze_fraction at 0",
+      ),
       (
         self.value_target in ("td", "search", "mixed"),
         f"value_target must be 'td', 'search' or 'mixed', got {self.value_target!r}",

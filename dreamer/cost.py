@@ -218,11 +218,12 @@ def observations(agent: Agent, batch: int) -> jax.ShapeDtypeStruct:
   return jax.ShapeDtypeStruct((batch, *agent.obs_shape), agent.spec.obs_dtype)
 
 
-def acting_cost(agent: Agent, params: Params, batch: int) -> SearchCost:
-  """One acting step for `batch` envs: one batched search (search 'none': the act function, the policy network
-  and sampling)."""
+def acting_cost(agent: Agent, params: Params, batch: int, *, training: bool = True) -> SearchCost:
+  """One acting step for `batch` envs: one batched search (where no search acts, search 'none' or in training
+  with `train_search` off: the act function, the policy network and sampling). `training` False: evaluation's."""
   obs = observations(agent, batch)
-  if agent.config.search == "none":
+  searching = dream_ratio.trains_with_search(agent.config) if training else agent.config.search != "none"
+  if not searching:
     return SearchCost(batch, 0, xla_cost(agent.act, params, obs, _KEY, _SCALAR), Cost(), Cost())
   return search_cost(agent.model, params, obs, settings=search_lib.settings(agent.config))
 

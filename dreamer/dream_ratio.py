@@ -23,14 +23,19 @@ from dreamer.config import Config
 KINDS = ("act", "reanalyse", "unroll")
 
 
+def trains_with_search(config: Config) -> bool:
+  """Whether training acts with search and learns from its targets (not search 'none', not `train_search` off)."""
+  return config.search != "none" and config.train_search
+
+
 def act_steps(config: Config) -> int:
-  """Model steps of one acting step (all `num_envs` envs together)."""
-  return 0 if config.search == "none" else config.num_envs * config.num_simulations
+  """Model steps of one acting step in training (all `num_envs` envs together)."""
+  return config.num_envs * config.num_simulations if trains_with_search(config) else 0
 
 
 def reanalysed_samples(config: Config) -> int:
   """Samples of each learner batch whose policy target is recomputed by search."""
-  return 0 if config.search == "none" else int(round(config.reanalyze_fraction * config.batch_size))
+  return int(round(config.reanalyze_fraction * config.batch_size)) if trains_with_search(config) else 0
 
 
 def update_steps(config: Config) -> dict[str, int]:

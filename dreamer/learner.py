@@ -157,7 +157,7 @@ def depth_losses(
   cross-entropy to search's target plus `awr_weight` times the AWR loss, or the AWR loss alone without search."""
   tg = batch.targets
   value_loss = _cross_entropy(value_logits, support.scalar_to_probs(tg.value, config.value_support)) * tg.value_mask
-  if config.search == "none":
+  if not dream_ratio.trains_with_search(config):
     policy_loss = _awr_loss(policy_logits, value_logits, batch.action, tg, config)
   else:
     policy_loss = _cross_entropy(policy_logits, batch.policy) * tg.policy_mask

@@ -169,8 +169,8 @@ def step_costs(agent: agent_lib.Agent, state, rb) -> tuple[dict, dict[str, cost.
   progress("update", flops=update.total.flops)
   acting = cost.acting_cost(agent, state.params, config.num_envs)
   progress("acting_step", flops=acting.total.flops)
-  same = config.eval_episodes == config.num_envs
-  eval_search = acting if same else cost.acting_cost(agent, state.params, config.eval_episodes)
+  same = config.eval_episodes == config.num_envs and config.train_search
+  eval_search = acting if same else cost.acting_cost(agent, state.params, config.eval_episodes, training=False)
   eval_policy = cost.policy_cost(agent, state.params, config.eval_episodes)
   compiled_act = cost.compile_acting(agent, state.params)
   raw = cost.of_compiled(compiled_act)

@@ -79,3 +79,37 @@ def test_cli_eval_searches_with_the_settings_given(debug_run, capsys, monkeypatc
   assert seen[0].search == "gumbel" and (seen[-1].search, seen[-1].q_range_floor) == ("none", 0.5)
   assert out["search_set"] == {"search": "none", "q_range_floor": 0.5}
   assert out["search_returns"] == out["policy_returns"]
+
+
+def test_train_search_off_trains_exactly_as_search_none_and_evaluates_with_search(tmp_path):
+  # train_search=false: every training record (losses, counts, dream ratio) is search 'none''s to the bit, while
+  # evaluation's act function searches (its policy is not the prior's softmax, as search 'none''s is).
+  import jax
+  import numpy as np
+
+  from dreamer import agent as agent_lib
+  from dreamer import config as config_lib
+  from dreamer.train import train
+
+  def training(run_dir):
+    keep = ("loss/", "train/", "dream/", "updates", "env_steps", "episodes")
+    return [{k: v for k, v in r.items() if k.startswith(keep)} for r in read_metrics(run_dir) if "loss/total" in r]
+
+  common = ["total_env_steps=1200", "stop_return=inf", "eval_every=600"]
+  extras = {"none": "search=none", "off": "train_search=false"}
+  configs = {name: config_lib.load("debug", [*common, extra]) for name, extra in extras.items()}
+  for name, config in configs.items():
+    train(config, tmp_path / name, console=False)
+  assert len(training(tmp_path / "none")) > 5 and training(tmp_path / "none") == training(tmp_path / "off")
+  assert all(r["dream/act_ratio"] == 0 for r in training(tmp_path / "off"))
+
+  for name, searches in [("none", False), ("off", True)]:  # the run's trained networks (identical in both)
+    config, world, _, _, params, _ = agent_lib.load_acting(tmp_path / name, None, num_envs=4, seed=0, train=False)
+    obs = world.reset(0)
+    agent = agent_lib.Agent(config, world.spec)
+    trained = agent.act(params, obs, jax.random.PRNGKey(1), 1.0).policy
+    evaluated = agent.eval_act(params, obs, jax.random.PRNGKey(1), 0.0).policy
+    np.testing.assert_array_equal(trained, agent.act(params, obs, jax.random.PRNGKey(2), 0.0).policy)  # the prior
+    world.close()
+    gap = np.abs(np.asarray(evaluated) - np.asarray(trained)).max()
+    assert gap > 1e-4 if searches else gap == 0
