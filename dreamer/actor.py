@@ -35,6 +35,12 @@ def make_act(model: Model, config: Config) -> ActFn:
   return jax.jit(act)
 
 
+def policy_only(config: Config) -> Config:
+  """`config` acting as the search 'none' baseline does: sampling the policy network (its argmax at
+  temperature 0), whatever search it was trained or evaluates with."""
+  return dataclasses.replace(config, search="none", train_search=True)
+
+
 def make_policy_act(model: Model) -> Callable[[Params, jax.Array], jax.Array]:
   """jit(params, obs [B, ...]) -> i32[B]: argmax of the policy network's logits, no search."""
 
@@ -50,7 +56,7 @@ def make_sampled_policy_act(
 ) -> Callable[[Params, jax.Array], np.ndarray]:
   """(params, obs [B, ...]) -> i32[B]: the policy network alone, sampling softmax(logits / temperature) (the
   `search = "none"` baseline's acting), one key of `rng_key`'s `steps` split keys per call."""
-  sample = make_act(model, dataclasses.replace(config, search="none", train_search=True))
+  sample = make_act(model, policy_only(config))
   keys = iter(jax.random.split(rng_key, steps))
   return lambda params, obs: np.asarray(sample(params, obs, next(keys), temperature).action)
 

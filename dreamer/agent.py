@@ -54,7 +54,7 @@ class Agent:
     # train_search off: training acts as search 'none' does (the policy, sampled); evaluation still searches.
     train_act = act
     if not config.train_search:
-      train_act = actor_lib.make_act(self.model, dataclasses.replace(config, search="none", train_search=True))
+      train_act = actor_lib.make_act(self.model, actor_lib.policy_only(config))
     self.explore_draw = actor_lib.make_explore(config, spec.num_actions)
     layout = self.layout
     self.eval_act, self.eval_policy_act = act, policy_act

@@ -705,7 +705,7 @@ def _play(args: argparse.Namespace) -> int:
     args.checkpoint, args.world, num_envs=args.envs, seed=args.seed, train=True
   )
   model = Model(net)
-  config = dataclasses.replace(config, search="none", train_search=True) if args.policy else config
+  config = actor_lib.policy_only(config) if args.policy else config
   act = actor_lib.make_act(model, config)
   temperature = config.temperatures[-1] if args.temperature is None else args.temperature
   keys = iter(jax.random.split(jax.random.PRNGKey(args.seed), steps))
