@@ -175,6 +175,11 @@ class Config:
   actually seen, as Muesli adds a policy gradient to its model-based target: where the model's Q differences are
   too small for search to move the target (`q_range_floor`), the policy still learns. 0: search's target alone.
   Must be 0 with search 'none', whose policy loss is this regression alone."""
+  policy_entropy_weight: float = 0.0
+  """Weight of an entropy bonus on the policy head: every unrolled step with a policy target subtracts
+  w * H(pi) from its policy loss (LightZero's `policy_entropy_weight`). Advantage-weighted regression on the
+  agent's own actions has nothing else that keeps the policy from narrowing onto what it already does, which
+  feeds back through acting; 0: no bonus."""
   train_search: bool = True
   """False: training runs no search: acting samples the policy network and the policy learns by search 'none''s
   advantage-weighted regression on real returns, so the run trains exactly as search 'none' does; `search` then
@@ -359,6 +364,7 @@ class Config:
       (self.search in ("gumbel", "puct", "none"), f"search must be 'gumbel', 'puct' or 'none', got {self.search!r}"),
       (self.awr_temperature > 0.0, "awr_temperature must be > 0"),
       (self.awr_weight >= 0.0, "awr_weight must be >= 0 (0: search's policy target alone)"),
+      (self.policy_entropy_weight >= 0.0, "policy_entropy_weight must be >= 0 (0: no entropy bonus)"),
       (
         self.search != "none" or self.awr_weight == 0.0,
         "awr_weight adds advantage-weighted regression to a search's policy target; with search 'none' the policy "

@@ -80,6 +80,11 @@ def _cross_entropy(logits: jax.Array, probs: jax.Array) -> jax.Array:
   return -jnp.sum(probs * jax.nn.log_softmax(logits), axis=-1)
 
 
+def _entropy(logits: jax.Array) -> jax.Array:
+  logp = jax.nn.log_softmax(logits)
+  return -jnp.sum(jnp.exp(logp) * logp, axis=-1)
+
+
 def _cosine(a: jax.Array, b: jax.Array) -> jax.Array:
   a = a / jnp.maximum(jnp.linalg.norm(a, axis=-1, keepdims=True), 1e-8)
   b = b / jnp.maximum(jnp.linalg.norm(b, axis=-1, keepdims=True), 1e-8)
@@ -154,7 +159,8 @@ def depth_losses(
 ):
   """Masked per-sample losses by unroll depth (the outputs of `unroll` against the batch's targets): value
   and policy f32[B, K+1], value prefix and consistency (negative cosine) f32[B, K]. The policy loss is the
-  cross-entropy to search's target plus `awr_weight` times the AWR loss, or the AWR loss alone without search."""
+  cross-entropy to search's target plus `awr_weight` times the AWR loss, or the AWR loss alone without search,
+  less `policy_entropy_weight` times the policy's entropy where it has a target."""
   tg = batch.targets
   value_loss = _cross_entropy(value_logits, support.scalar_to_probs(tg.value, config.value_support)) * tg.value_mask
   if not dream_ratio.trains_with_search(config):
@@ -163,6 +169,8 @@ def depth_losses(
     policy_loss = _cross_entropy(policy_logits, batch.policy) * tg.policy_mask
     if config.awr_weight > 0.0:  # a static choice: without it the graph is today's, bit for bit
       policy_loss = policy_loss + config.awr_weight * _awr_loss(policy_logits, value_logits, batch.action, tg, config)
+  if config.policy_entropy_weight > 0.0:  # a static choice: without it the graph is today's, bit for bit
+    policy_loss = policy_loss - config.policy_entropy_weight * _entropy(policy_logits) * tg.policy_mask
   prefix_loss = (
     _cross_entropy(prefix_logits, support.scalar_to_probs(tg.prefix, config.reward_support)) * tg.prefix_mask
   )
@@ -225,6 +233,9 @@ def loss_fn(
     "train/value_pred": jnp.mean(value_pred),
     "train/value_target": jnp.mean(tg.value[:, 0]),
     "train/td_steps": jnp.mean(tg.td_steps.astype(jnp.float32)),
+    # The root policy's entropy (nats): a policy narrowing onto its own argmax shows here first.
+    "train/policy_entropy": jnp.sum(_entropy(policy_logits[:, 0]) * tg.policy_mask[:, 0])
+    / jnp.maximum(jnp.sum(tg.policy_mask[:, 0]), 1.0),
     "priority": _priority(value_pred, prefix_logits, tg, config),
     # BatchNorm's running averages after this forward pass (no gradient flows to them); {} with LayerNorm.
     "moved": {k: v for k, v in variables.items() if k != "params"},

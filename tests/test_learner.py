@@ -263,6 +263,41 @@ def test_awr_weight_adds_exactly_the_awr_term_to_search_targets_cross_entropy():
     np.testing.assert_array_equal(mixed[i], plain[i])
 
 
+def test_policy_entropy_weight_subtracts_the_policys_entropy_where_it_has_a_target():
+  """policy_entropy_weight w: the policy loss is today's minus w * H(softmax(logits)) at every step with a
+  policy target, against a numpy entropy, for search's target and for search 'none''s AWR loss; the other
+  losses do not move, and the logged root entropy is the numpy one's masked mean."""
+  base = config_lib.Config(**SMALL)
+  agent, state, batch, outs = _batch_and_outputs(base)
+  # The policy head starts at uniform: random logits of the same shape give the entropy something to vary.
+  outs = (outs[0], jax.random.normal(jax.random.PRNGKey(3), outs[1].shape) * 2.0, *outs[2:])
+  logits = np.asarray(outs[1], np.float64)
+  p = np.exp(logits - logits.max(-1, keepdims=True))
+  p /= p.sum(-1, keepdims=True)
+  entropy = -(p * np.log(p)).sum(-1)  # [B, K+1]
+  mask = np.asarray(batch.targets.policy_mask)
+  assert entropy.std() > 1e-3 and 0 < mask.sum() < mask.size  # a varied entropy and a mask that binds
+  for search in ("gumbel", "none"):
+    plain_config = dataclasses.replace(base, search=search)
+    plain = [np.asarray(x) for x in learner.depth_losses(*outs, batch, plain_config)]
+    bonus_config = dataclasses.replace(plain_config, policy_entropy_weight=0.3)
+    bonus = [np.asarray(x) for x in learner.depth_losses(*outs, batch, bonus_config)]
+    np.testing.assert_allclose(bonus[1], plain[1] - 0.3 * entropy * mask, rtol=1e-5, atol=1e-6)
+    for i in (0, 2, 3):
+      np.testing.assert_array_equal(bonus[i], plain[i])
+  leaves, tree = jax.tree.flatten(state.params)  # perturbed, so the logged root entropy varies by row too
+  keys = jax.random.split(jax.random.PRNGKey(4), len(leaves))
+  params = jax.tree.unflatten(tree, [x + 0.3 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
+  aux = jax.jit(functools.partial(learner.loss_fn, model=agent.model, config=base))(params, batch)[1]
+  root = np.asarray(agent.model.predict(params, agent.model.represent(params, batch.obs[:, 0]))[0], np.float64)
+  q = np.exp(root - root.max(-1, keepdims=True))
+  q /= q.sum(-1, keepdims=True)
+  root_entropy = -(q * np.log(q)).sum(-1)
+  assert root_entropy.std() > 1e-3
+  expected = (root_entropy * mask[:, 0]).sum() / mask[:, 0].sum()
+  np.testing.assert_allclose(float(aux["train/policy_entropy"]), expected, rtol=1e-4)
+
+
 def test_priority_reward_weight_adds_the_largest_value_prefix_error_to_the_value_error():
   """priority_reward_weight w: a row's priority is |root value error| + w * max over the unroll of the masked
   |value-prefix error|, against a numpy reference from the same logits; w = 0 leaves the value error alone and
