@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dreamer import frames
+from dreamer import dream_ratio, frames
 from dreamer import search as search_lib
 from dreamer.config import Config
 from dreamer.networks import Model, Params
@@ -62,7 +62,12 @@ def make_sampled_policy_act(
 
 
 def temperature(config: Config, env_step: int) -> float:
-  """Acting temperature of the stage that `env_step` falls in."""
+  """Training's acting temperature at `env_step`: that of the stage it falls in, or 1 when training acts with
+  the policy network alone (search 'none', `train_search` off). That policy learns by regression onto the
+  actions it took, so acting at T < 1 would make each fit a sharper copy of itself, pi^(1/T), compounding with
+  every update: KungFuMaster's policy-only run collapsed that way once the schedule reached 0.5 and 0.25."""
+  if not dream_ratio.trains_with_search(config):
+    return 1.0
   fraction = env_step / config.total_env_steps
   stage = sum(fraction >= b for b in config.temperature_bounds)
   return float(config.temperatures[stage])

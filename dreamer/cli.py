@@ -705,9 +705,10 @@ def _play(args: argparse.Namespace) -> int:
     args.checkpoint, args.world, num_envs=args.envs, seed=args.seed, train=True
   )
   model = Model(net)
+  last = actor_lib.temperature(config, config.total_env_steps)  # the checkpoint's last training temperature
   config = actor_lib.policy_only(config) if args.policy else config
   act = actor_lib.make_act(model, config)
-  temperature = config.temperatures[-1] if args.temperature is None else args.temperature
+  temperature = last if args.temperature is None else args.temperature
   keys = iter(jax.random.split(jax.random.PRNGKey(args.seed), steps))
 
   def choose(obs):

@@ -207,7 +207,9 @@ class Config:
   pb_c_base: float = 19652.0
   """pUCT: exploration constant c2."""
   temperatures: tuple[float, ...] = (1.0, 0.5, 0.25)
-  """Acting temperature per stage of training (pUCT: visit-count temperature; Gumbel: gumbel noise scale)."""
+  """Acting temperature per stage of training (pUCT: visit-count temperature; Gumbel: gumbel noise scale).
+  Training that acts with the policy network alone (search 'none', `train_search` off) samples it at 1
+  throughout (`actor.temperature` says why)."""
   temperature_bounds: tuple[float, ...] = (0.5, 0.75)
   """Fractions of total_env_steps at which the acting temperature moves to the next stage."""
   explore_epsilon: float = 0.0

@@ -46,13 +46,14 @@ class FakeAgent:
       nan_at,
       nan_weights_at,
     )
-    self.chunks_at, self.rows = [], 0
+    self.chunks_at, self.rows, self.temperatures = [], 0, []
 
   def init(self, rng_key):
     zeros = np.zeros(2, np.float32)
     return FakeState(zeros, zeros, zeros, 0), {"count": np.zeros(1, np.int64)}
 
   def act(self, params, obs, rng_key, temperature):
+    self.temperatures.append(temperature)
     b = obs.shape[0]
     return SimpleNamespace(action=np.zeros(b, np.int32), policy=np.full((b, 2), 0.5), value=np.zeros(b))
 
@@ -131,8 +132,9 @@ class FakeLog:
     self.records.append(record)
 
 
-def run(tmp_path, *, stop_after_updates=None, **kwargs):
-  config = config_lib.Config(**SETTINGS)
+def run(tmp_path, *, stop_after_updates=None, settings=(), **kwargs):
+  tmp_path.mkdir(parents=True, exist_ok=True)
+  config = config_lib.Config(**SETTINGS, **dict(settings))
   agent = FakeAgent(config, **kwargs)
   log, ckpts = FakeLog(tmp_path / "metrics.jsonl"), FakeCheckpoints()
   world = FakeWorld(config.num_envs)
@@ -219,3 +221,14 @@ def test_ratio_pays_whole_chunks_and_keeps_the_fraction():
   owed = ratio.owe(0.0, 2, done=4)
   assert ratio.pay(owed) == (0, 0.6)
   assert ratio.pay(5.5) == (2, 1.5)
+
+
+def test_acting_follows_the_temperature_schedule_only_when_training_learns_from_search(tmp_path):
+  # 20 acting steps at env steps 0, 2, ..., 38; the default schedule (1, 0.5, 0.25) moves at 50% and 75%.
+  _, agent, _, _ = run(tmp_path / "search")
+  assert agent.temperatures == [1.0] * 10 + [0.5] * 5 + [0.25] * 5
+  # The policy alone learns from the actions it took: it is sampled at 1 throughout, trained with or without
+  # a search to evaluate with.
+  for name, settings in (("none", {"search": "none"}), ("off", {"train_search": False})):
+    _, agent, _, _ = run(tmp_path / name, settings=settings)
+    assert agent.temperatures == [1.0] * 20
