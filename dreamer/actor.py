@@ -65,7 +65,7 @@ def temperature(config: Config, env_step: int) -> float:
   """Training's acting temperature at `env_step`: that of the stage it falls in, or 1 when training acts with
   the policy network alone (search 'none', `train_search` off). That policy learns by regression onto the
   actions it took, so acting at T < 1 would make each fit a sharper copy of itself, pi^(1/T), compounding with
-  every update: KungFuMaster's policy-only run collapsed that way once the schedule reached 0.5 and 0.25."""
+  every update: KungFuMaster's policy-only run collapsed that way once the schedule reached 0.25."""
   if not dream_ratio.trains_with_search(config):
     return 1.0
   fraction = env_step / config.total_env_steps

@@ -164,9 +164,10 @@ class Config:
   # --- search ---
   search: str = "gumbel"
   """'gumbel' (Gumbel MuZero), 'puct' (MuZero pUCT with root Dirichlet noise), or 'none': the policy-only
-  baseline, the same agent without search: it acts by sampling the policy network (at the acting
-  temperature), does no reanalysis, and trains the policy by advantage-weighted regression on the actions
-  taken (see `awr_temperature`); the model is still trained, and evaluation 'with search' is its argmax."""
+  baseline, the same agent without search: it acts by sampling the policy network (at temperature 1 in
+  training: `actor.temperature`), does no reanalysis, and trains the policy by advantage-weighted regression
+  on the actions taken (see `awr_temperature`); the model is still trained, and evaluation 'with search' is
+  its argmax."""
   awr_temperature: float = 1.0
   """Temperature of the advantage weights exp(A / (awr_temperature * rms(A))) (search 'none', `awr_weight`)."""
   awr_weight: float = 0.0

@@ -94,6 +94,12 @@ def _cosine(a: jax.Array, b: jax.Array) -> jax.Array:
 AWR_MAX_WEIGHT = 20.0  # Peng et al. (2019)'s clip of the advantage weights
 
 
+def _awr_mask(tg: targets_lib.Targets) -> jax.Array:
+  """f32[B, K+1]: where the AWR loss has a target: a policy and a value target, and an action taken (not row K)."""
+  mask = tg.policy_mask * tg.value_mask
+  return mask.at[:, -1].set(0.0)
+
+
 def _awr_loss(
   policy_logits: jax.Array, value_logits: jax.Array, action: jax.Array, tg: targets_lib.Targets, config: Config
 ) -> jax.Array:
@@ -102,7 +108,7 @@ def _awr_loss(
   advantage A = z_k - v_k of the n-step value target over the predicted value (no gradient through either),
   scaled by its root mean square over the batch so one temperature serves any reward scale."""
   k = action.shape[1]
-  mask = tg.policy_mask[:, :k] * tg.value_mask[:, :k]
+  mask = _awr_mask(tg)[:, :k]
   adv = tg.value[:, :k] - jax.lax.stop_gradient(support.logits_to_scalar(value_logits[:, :k]))
   rms = jnp.sqrt(jnp.sum(mask * adv**2) / jnp.maximum(jnp.sum(mask), 1.0))
   weight = jnp.minimum(jnp.exp(adv / (config.awr_temperature * jnp.maximum(rms, 1e-6))), AWR_MAX_WEIGHT)
@@ -160,17 +166,19 @@ def depth_losses(
   """Masked per-sample losses by unroll depth (the outputs of `unroll` against the batch's targets): value
   and policy f32[B, K+1], value prefix and consistency (negative cosine) f32[B, K]. The policy loss is the
   cross-entropy to search's target plus `awr_weight` times the AWR loss, or the AWR loss alone without search,
-  less `policy_entropy_weight` times the policy's entropy where it has a target."""
+  less `policy_entropy_weight` times the policy's entropy where that loss has a target."""
   tg = batch.targets
   value_loss = _cross_entropy(value_logits, support.scalar_to_probs(tg.value, config.value_support)) * tg.value_mask
   if not dream_ratio.trains_with_search(config):
     policy_loss = _awr_loss(policy_logits, value_logits, batch.action, tg, config)
+    target_mask = _awr_mask(tg)
   else:
     policy_loss = _cross_entropy(policy_logits, batch.policy) * tg.policy_mask
+    target_mask = tg.policy_mask
     if config.awr_weight > 0.0:  # a static choice: without it the graph is today's, bit for bit
       policy_loss = policy_loss + config.awr_weight * _awr_loss(policy_logits, value_logits, batch.action, tg, config)
   if config.policy_entropy_weight > 0.0:  # a static choice: without it the graph is today's, bit for bit
-    policy_loss = policy_loss - config.policy_entropy_weight * _entropy(policy_logits) * tg.policy_mask
+    policy_loss = policy_loss - config.policy_entropy_weight * _entropy(policy_logits) * target_mask
   prefix_loss = (
     _cross_entropy(prefix_logits, support.scalar_to_probs(tg.prefix, config.reward_support)) * tg.prefix_mask
   )
@@ -233,7 +241,8 @@ def loss_fn(
     "train/value_pred": jnp.mean(value_pred),
     "train/value_target": jnp.mean(tg.value[:, 0]),
     "train/td_steps": jnp.mean(tg.td_steps.astype(jnp.float32)),
-    # The root policy's entropy (nats): a policy narrowing onto its own argmax shows here first.
+    # The root policy's entropy (nats) in this training forward pass (augmented frames, BatchNorm on the batch's
+    # statistics, replay's roots): a policy narrowing onto its own argmax shows here first.
     "train/policy_entropy": jnp.sum(_entropy(policy_logits[:, 0]) * tg.policy_mask[:, 0])
     / jnp.maximum(jnp.sum(tg.policy_mask[:, 0]), 1.0),
     "priority": _priority(value_pred, prefix_logits, tg, config),

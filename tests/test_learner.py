@@ -275,26 +275,35 @@ def test_policy_entropy_weight_subtracts_the_policys_entropy_where_it_has_a_targ
   p = np.exp(logits - logits.max(-1, keepdims=True))
   p /= p.sum(-1, keepdims=True)
   entropy = -(p * np.log(p)).sum(-1)  # [B, K+1]
-  mask = np.asarray(batch.targets.policy_mask)
-  assert entropy.std() > 1e-3 and 0 < mask.sum() < mask.size  # a varied entropy and a mask that binds
-  for search in ("gumbel", "none"):
+  tg = batch.targets
+  mask = np.asarray(tg.policy_mask)
+  # The AWR loss has a target where there are policy and value targets and an action (not the last row).
+  awr_mask = mask * np.asarray(tg.value_mask)
+  awr_mask[:, -1] = 0
+  assert entropy.std() > 1e-3 and 0 < mask.sum() < mask.size and awr_mask.sum() < mask.sum()
+  for search, target_mask in (("gumbel", mask), ("none", awr_mask)):
     plain_config = dataclasses.replace(base, search=search)
     plain = [np.asarray(x) for x in learner.depth_losses(*outs, batch, plain_config)]
     bonus_config = dataclasses.replace(plain_config, policy_entropy_weight=0.3)
     bonus = [np.asarray(x) for x in learner.depth_losses(*outs, batch, bonus_config)]
-    np.testing.assert_allclose(bonus[1], plain[1] - 0.3 * entropy * mask, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(bonus[1], plain[1] - 0.3 * entropy * target_mask, rtol=1e-5, atol=1e-6)
     for i in (0, 2, 3):
       np.testing.assert_array_equal(bonus[i], plain[i])
   leaves, tree = jax.tree.flatten(state.params)  # perturbed, so the logged root entropy varies by row too
   keys = jax.random.split(jax.random.PRNGKey(4), len(leaves))
   params = jax.tree.unflatten(tree, [x + 0.3 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
+  # Rows 0-4 lose their root policy target: the record is a mean over the others only.
+  root_mask = np.asarray(tg.policy_mask).copy()
+  root_mask[:5, 0] = 0
+  batch = batch._replace(targets=tg._replace(policy_mask=jnp.asarray(root_mask)))
   aux = jax.jit(functools.partial(learner.loss_fn, model=agent.model, config=base))(params, batch)[1]
   root = np.asarray(agent.model.predict(params, agent.model.represent(params, batch.obs[:, 0]))[0], np.float64)
   q = np.exp(root - root.max(-1, keepdims=True))
   q /= q.sum(-1, keepdims=True)
   root_entropy = -(q * np.log(q)).sum(-1)
   assert root_entropy.std() > 1e-3
-  expected = (root_entropy * mask[:, 0]).sum() / mask[:, 0].sum()
+  expected = (root_entropy * root_mask[:, 0]).sum() / root_mask[:, 0].sum()
+  assert abs(expected - root_entropy.mean()) > 1e-4  # a plain mean would not pass
   np.testing.assert_allclose(float(aux["train/policy_entropy"]), expected, rtol=1e-4)
 
 
