@@ -81,25 +81,34 @@ def test_cli_eval_searches_with_the_settings_given(debug_run, capsys, monkeypatc
   assert out["search_returns"] == out["policy_returns"]
 
 
-def test_train_search_off_trains_exactly_as_search_none_and_evaluates_with_search(tmp_path):
+@pytest.fixture(scope="module")
+def policy_only_runs(tmp_path_factory):
+  """A directory holding two debug runs of 1200 env steps that act with the policy alone in training:
+  'none' (search=none) and 'off' (train_search=false)."""
+  from dreamer import config as config_lib
+  from dreamer.train import train
+
+  tmp_path = tmp_path_factory.mktemp("policy_only")
+  common = ["total_env_steps=1200", "stop_return=inf", "eval_every=600"]
+  for name, extra in {"none": "search=none", "off": "train_search=false"}.items():
+    train(config_lib.load("debug", [*common, extra]), tmp_path / name, console=False)
+  return tmp_path
+
+
+def test_train_search_off_trains_exactly_as_search_none_and_evaluates_with_search(policy_only_runs):
   # train_search=false: every training record (losses, counts, dream ratio) is search 'none''s to the bit, while
   # evaluation's act function searches (its policy is not the prior's softmax, as search 'none''s is).
   import jax
   import numpy as np
 
   from dreamer import agent as agent_lib
-  from dreamer import config as config_lib
-  from dreamer.train import train
+
+  tmp_path = policy_only_runs
 
   def training(run_dir):
     keep = ("loss/", "train/", "dream/", "updates", "env_steps", "episodes")
     return [{k: v for k, v in r.items() if k.startswith(keep)} for r in read_metrics(run_dir) if "loss/total" in r]
 
-  common = ["total_env_steps=1200", "stop_return=inf", "eval_every=600"]
-  extras = {"none": "search=none", "off": "train_search=false"}
-  configs = {name: config_lib.load("debug", [*common, extra]) for name, extra in extras.items()}
-  for name, config in configs.items():
-    train(config, tmp_path / name, console=False)
   assert len(training(tmp_path / "none")) > 5 and training(tmp_path / "none") == training(tmp_path / "off")
   assert all(r["dream/act_ratio"] == 0 for r in training(tmp_path / "off"))
 
@@ -113,3 +122,17 @@ def test_train_search_off_trains_exactly_as_search_none_and_evaluates_with_searc
     world.close()
     gap = np.abs(np.asarray(evaluated) - np.asarray(trained)).max()
     assert gap > 1e-4 if searches else gap == 0
+
+
+def test_cli_play_defaults_to_the_checkpoints_last_training_temperature(policy_only_runs, debug_run, capsys):
+  # A search run's last stage of the schedule, with search or with --policy; 1 for runs whose training acted
+  # with the policy alone (search none, train_search off), which never follow the schedule.
+  config, search_run, _ = debug_run
+  assert config.temperatures[-1] != 1.0  # the two cases differ
+  cases = [(search_run, [], config.temperatures[-1]), (search_run, ["--policy"], config.temperatures[-1])]
+  cases += [(policy_only_runs / name, flags, 1.0) for name in ("none", "off") for flags in ([], ["--policy"])]
+  for i, (run_dir, flags, expected) in enumerate(cases):
+    out = policy_only_runs / f"play-{i}"
+    args = ["play", "--checkpoint", str(run_dir), "--steps", "8", "--envs", "2", "--out", str(out), *flags]
+    assert cli.main(args) == 0
+    assert json.loads((out / "experience.json").read_text())["temperature"] == expected, (run_dir, flags)
