@@ -271,6 +271,13 @@ class Config:
   """Value-prefix loss weight."""
   consistency_loss_weight: float = 2.0
   """Self-supervised consistency loss weight (0 disables it)."""
+  terminal_loss_weight: float = 0.0
+  """> 0: the network gets a terminal head (DreamerV3's continuation predictor, on MuZero's latents): on every
+  unrolled latent it predicts whether that step ended its episode by termination (a death, not a time limit),
+  trained by binary cross-entropy on replay's terminations with this weight, and search discounts each model
+  step by discount * (1 - p(terminal)), so a child predicted terminal adds its reward and nothing after it. Without
+  it the value alone must foresee a death, one low target per episode. 0: no head (the network and every
+  search are today's, bit for bit)."""
   optimizer: str = "adam"
   """'adam' (AdamW) or 'sgd' (SGD with momentum, EfficientZero's choice)."""
   learning_rate: float = 3e-3
@@ -368,6 +375,7 @@ class Config:
       (self.awr_temperature > 0.0, "awr_temperature must be > 0"),
       (self.awr_weight >= 0.0, "awr_weight must be >= 0 (0: search's policy target alone)"),
       (self.policy_entropy_weight >= 0.0, "policy_entropy_weight must be >= 0 (0: no entropy bonus)"),
+      (self.terminal_loss_weight >= 0.0, "terminal_loss_weight must be >= 0 (0: no terminal head)"),
       (
         self.search != "none" or self.awr_weight == 0.0,
         "awr_weight adds advantage-weighted regression to a search's policy target; with search 'none' the policy "

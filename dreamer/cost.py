@@ -143,6 +143,8 @@ class Idle:
   dynamics returns its latent and LSTM state as they are, and the heads' logits are read from `params` (inputs,
   so XLA cannot fold them away)."""
 
+  has_terminal = False  # a terminal head is the model's work, counted with the model's calls
+
   def dynamics(self, params: Params, latent: jax.Array, action: jax.Array, lstm: Any):
     del action
     return latent, lstm, params["prefix"]

@@ -27,8 +27,9 @@ PREDICTION_PARTS = ("trunk", "policy_head", "value_head", "pred_blocks")
 POLICY_PARTS = ("policy_head",)
 # Modules of the dynamics function (the next latent; not the value-prefix LSTM and head).
 DYNAMICS_PARTS = ("dyn_",)
-# The world model that adaptation changes by default: dynamics and the value prefix (reward) LSTM and head.
-MODEL_PARTS = ("dyn_", "lstm", "prefix_")
+# The world model that adaptation changes by default: dynamics, the value prefix (reward) LSTM and head, and the
+# terminal head where there is one (`end_head`).
+MODEL_PARTS = ("dyn_", "lstm", "prefix_", "end_")
 
 
 def part_mask(params: Params, parts: tuple[str, ...]) -> Any:

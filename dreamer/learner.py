@@ -125,7 +125,14 @@ def _flat(fn, x: jax.Array, lead: int = 2):
 
 
 def unroll_outputs(
-  call, root_obs: jax.Array, next_obs: jax.Array, action: jax.Array, *, horizon: int, lstm_dim: int
+  call,
+  root_obs: jax.Array,
+  next_obs: jax.Array,
+  action: jax.Array,
+  *,
+  horizon: int,
+  lstm_dim: int,
+  terminal: bool = False,
 ) -> tuple[jax.Array, ...]:
   """Training's K-step model unroll (networks.unroll) from root observations [B, *obs] along actions
   i32[B, K], with `call(method, *args)` running each network call (training or eval mode). Returns value
@@ -133,25 +140,34 @@ def unroll_outputs(
   f32[B, K, P] of the unrolled latents and their consistency targets f32[B, K, P] (projections of the real
   next observations [B, K, *obs], no gradient). The gradient into each unrolled latent is halved, as MuZero.
   Each depth's projection and prediction run right after its dynamics step, as always, so BatchNorm's running
-  averages move in the same order and the gradients sum in the same order."""
+  averages move in the same order and the gradients sum in the same order. With `terminal` (a network with a
+  terminal head), a sixth output: the terminal logits f32[B, K] of the unrolled latents, read after each
+  depth's prediction."""
   target_proj = jax.lax.stop_gradient(_flat(lambda o: call("project", call("represent", o), False), next_obs))
 
   def read(k: int, latent: jax.Array) -> tuple[Any, ...]:  # projection (unrolled latents only), prediction
-    return (call("project", latent, True) if k > 0 else None, *call("predict", latent))
+    out = (call("project", latent, True) if k > 0 else None, *call("predict", latent))
+    return (*out, call("terminal", latent) if k > 0 else None) if terminal else out
 
   _, prefix_logits, reads = unroll(
     call, call("represent", root_obs), action, lstm_dim=lstm_dim, horizon=horizon,
     after_step=lambda z: scale_gradient(z, 0.5), read=read,
   )  # fmt: skip
-  online_proj, policy_logits, value_logits = zip(*reads)
-  online_proj = online_proj[1:]
-  return (
+  online_proj, policy_logits, value_logits, *end_logits = zip(*reads)
+  outs = (
     jnp.stack(value_logits, 1),
     jnp.stack(policy_logits, 1),
     jnp.stack(prefix_logits, 1),
-    jnp.stack(online_proj, 1),
+    jnp.stack(online_proj[1:], 1),
     target_proj,
   )
+  return (*outs, jnp.stack(end_logits[0][1:], 1)) if terminal else outs
+
+
+def terminal_loss(logits: jax.Array, tg: targets_lib.Targets) -> jax.Array:
+  """f32[B, K] binary cross-entropy of the terminal head's logits f32[B, K] against the unrolled rows' terminal
+  targets, where the row belongs to the root's episode (its last row included)."""
+  return optax.sigmoid_binary_cross_entropy(logits, tg.terminal) * tg.obs_mask[:, 1:]
 
 
 def depth_losses(
@@ -216,9 +232,11 @@ def loss_fn(
     out, variables = model.call(variables, method, *args, train=True)
     return out
 
-  value_logits, policy_logits, prefix_logits, online_proj, target_proj = unroll_outputs(
-    call, root_obs, next_obs, batch.action, horizon=config.value_prefix_horizon, lstm_dim=model.lstm_dim
-  )
+  outs = unroll_outputs(
+    call, root_obs, next_obs, batch.action, horizon=config.value_prefix_horizon, lstm_dim=model.lstm_dim,
+    terminal=model.has_terminal,
+  )  # fmt: skip
+  value_logits, policy_logits, prefix_logits, online_proj, target_proj = outs[:5]
   value_loss, policy_loss, prefix_loss, consistency_loss = depth_losses(
     value_logits, policy_logits, prefix_logits, online_proj, target_proj, batch, config
   )
@@ -230,6 +248,9 @@ def loss_fn(
     + config.reward_loss_weight * prefix_loss.sum(1) / k_max
     + config.consistency_loss_weight * consistency_loss.sum(1) / k_max
   )
+  if model.has_terminal:  # a static choice: without the head the graph is today's, bit for bit
+    end_loss = terminal_loss(outs[5], tg).sum(1) / k_max
+    per_sample = per_sample + config.terminal_loss_weight * end_loss
   loss = jnp.mean(batch.weight * per_sample)
   value_pred = support.logits_to_scalar(value_logits[:, 0])
   aux = {
@@ -249,6 +270,8 @@ def loss_fn(
     # BatchNorm's running averages after this forward pass (no gradient flows to them); {} with LayerNorm.
     "moved": {k: v for k, v in variables.items() if k != "params"},
   }
+  if model.has_terminal:
+    aux["loss/terminal"] = jnp.mean(end_loss)
   return loss, aux
 
 

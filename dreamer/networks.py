@@ -29,6 +29,10 @@ from dreamer.config import Config
 
 Params = Any
 
+# The terminal head's initial logit: p = 0.007, so that an untrained head barely discounts search (deaths are
+# rare steps) while its gradient is not yet saturated.
+TERMINAL_BIAS = -5.0
+
 
 class LSTMState(NamedTuple):
   """The value-prefix LSTM's carry: c, h: f32[B, lstm_dim]."""
@@ -103,6 +107,7 @@ class MLP(nn.Module):
   hidden: tuple[int, ...]
   out: int
   zero_last: bool = False
+  bias_last: float = 0.0  # the final Dense's initial bias
   norm: str = "layer"  # see `make_norm`
   train: bool = False  # only read by norm 'batch'
   dtype: Any = None  # compute dtype of every layer (None: float32, from the inputs and parameters)
@@ -112,7 +117,8 @@ class MLP(nn.Module):
     for width in self.hidden:
       x = nn.relu(make_norm(self.norm, self.train, self.dtype)(nn.Dense(width, dtype=self.dtype)(x)))
     init = nn.initializers.zeros if self.zero_last else nn.initializers.lecun_normal()
-    return nn.Dense(self.out, kernel_init=init, dtype=self.dtype)(x)
+    bias = nn.initializers.constant(self.bias_last)
+    return nn.Dense(self.out, kernel_init=init, bias_init=bias, dtype=self.dtype)(x)
 
 
 class MuZeroMLP(nn.Module):
@@ -128,6 +134,7 @@ class MuZeroMLP(nn.Module):
   reward_atoms: int
   state_norm: bool = True
   conv_channels: int = 0  # > 0: a 3x3 convolution (same padding) and ReLU read image observations first
+  terminal_head: bool = False  # a head predicting whether a latent ended its episode (`terminal`)
   norm: str = "layer"  # see `make_norm`
   train: bool = False  # only read by norm 'batch'
   dtype: Any = None  # compute dtype (see `make_network`); every method returns float32
@@ -142,6 +149,8 @@ class MuZeroMLP(nn.Module):
     self.trunk = MLP((), h, dtype=self.dtype)
     self.policy_head = MLP((h,), self.num_actions, zero_last=True, **nk)
     self.value_head = MLP((h,), self.value_atoms, zero_last=True, **nk)
+    if self.terminal_head:
+      self.end_head = MLP((h,), 1, zero_last=True, bias_last=TERMINAL_BIAS, **nk)
     self.projector = MLP((self.proj_dim,), self.proj_dim, **nk)
     self.proj_predictor = MLP((self.proj_dim // 2,), self.proj_dim, **nk)
 
@@ -167,6 +176,10 @@ class MuZeroMLP(nn.Module):
     x = nn.relu(self.trunk(latent))
     return self.policy_head(x).astype(jnp.float32), self.value_head(x).astype(jnp.float32)
 
+  def terminal(self, latent: jax.Array) -> jax.Array:
+    """latent f32[B, D] -> logit f32[B] that the step into this latent ended its episode (`terminal_head`)."""
+    return self.end_head(latent)[:, 0].astype(jnp.float32)
+
   def project(self, latent: jax.Array, with_head: bool) -> jax.Array:
     """latent -> projection f32[B, P]; the online branch adds the prediction head (SimSiam style)."""
     z = self.projector(latent)
@@ -176,7 +189,8 @@ class MuZeroMLP(nn.Module):
     """Touches every part once (for `init`)."""
     latent = self.represent(obs)
     nxt, _, prefix = self.dynamics(latent, action, zero_lstm_state(obs.shape[0], self.lstm_dim))
-    return self.predict(nxt), prefix, self.project(nxt, True)
+    end = self.terminal(nxt) if self.terminal_head else None
+    return self.predict(nxt), prefix, self.project(nxt, True), end
 
 
 def normalize_latent_nd(x: jax.Array) -> jax.Array:
@@ -231,6 +245,7 @@ class Head(nn.Module):
   channels: int
   hidden: int
   out: int
+  bias_last: float = 0.0
   norm: str = "layer"
   train: bool = False
   dtype: Any = None
@@ -238,7 +253,8 @@ class Head(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     x = nn.relu(make_norm(self.norm, self.train, self.dtype)(nn.Conv(self.channels, (1, 1), dtype=self.dtype)(x)))
-    mlp = MLP((self.hidden,), self.out, zero_last=True, norm=self.norm, train=self.train, dtype=self.dtype)
+    nk = {"norm": self.norm, "train": self.train, "dtype": self.dtype}
+    mlp = MLP((self.hidden,), self.out, zero_last=True, bias_last=self.bias_last, **nk)
     return mlp(x.reshape(x.shape[0], -1)).astype(jnp.float32)
 
 
@@ -264,6 +280,7 @@ class MuZeroResNet(nn.Module):
   reward_atoms: int
   state_norm: bool = False
   downsample: bool = True  # False: no stride or pooling (small frames such as MinAtar's 10x10)
+  terminal_head: bool = False  # a head predicting whether a latent ended its episode (`terminal`)
   pixel_max: float = 255.0  # observations are divided by this: 255 for uint8 pixels, 1 for MinAtar's bools
   norm: str = "layer"  # see `make_norm`
   train: bool = False  # only read by norm 'batch'
@@ -292,6 +309,8 @@ class MuZeroResNet(nn.Module):
     self.pred_blocks = [ResBlock(c, **nk) for _ in range(self.blocks)]
     self.value_head = Head(self.head_channels, self.head_hidden, self.value_atoms, **nk)
     self.policy_head = Head(self.head_channels, self.head_hidden, self.num_actions, **nk)
+    if self.terminal_head:
+      self.end_head = Head(self.head_channels, self.head_hidden, 1, bias_last=TERMINAL_BIAS, **nk)
     p = self.proj_dim
     self.projector = [nn.Dense(p, dtype=dt), norm(), nn.Dense(p, dtype=dt), norm(), nn.Dense(p, dtype=dt), norm()]
     self.proj_predictor = MLP((p // 2,), p, **nk)
@@ -337,6 +356,10 @@ class MuZeroResNet(nn.Module):
       x = block(x)
     return self.policy_head(x), self.value_head(x)
 
+  def terminal(self, latent: jax.Array) -> jax.Array:
+    """latent f32[B, h, w, c] -> logit f32[B] that the step into this latent ended its episode."""
+    return self.end_head(latent)[:, 0]
+
   def project(self, latent: jax.Array, with_head: bool) -> jax.Array:
     """latent -> projection f32[B, proj_dim]; the online branch adds the prediction head."""
     z = latent.reshape(latent.shape[0], -1)
@@ -348,7 +371,8 @@ class MuZeroResNet(nn.Module):
     """Touches every part once (for `init`)."""
     latent = self.represent(obs)
     nxt, _, prefix = self.dynamics(latent, action, zero_lstm_state(obs.shape[0], self.lstm_dim))
-    return self.predict(nxt), prefix, self.project(nxt, True)
+    end = self.terminal(nxt) if self.terminal_head else None
+    return self.predict(nxt), prefix, self.project(nxt, True), end
 
 
 def make_network(config: Config, num_actions: int, obs_dtype: Any = jnp.uint8) -> nn.Module:
@@ -370,6 +394,7 @@ def make_network(config: Config, num_actions: int, obs_dtype: Any = jnp.uint8) -
       proj_dim=config.proj_dim,
       state_norm=config.state_norm,
       downsample=config.downsample,
+      terminal_head=config.terminal_loss_weight > 0.0,
       norm=config.norm,
       pixel_max=255.0 if jnp.dtype(obs_dtype) == jnp.uint8 else 1.0,
       **atoms,
@@ -382,6 +407,7 @@ def make_network(config: Config, num_actions: int, obs_dtype: Any = jnp.uint8) -
     proj_dim=config.proj_dim,
     state_norm=config.state_norm,
     conv_channels=config.conv_channels,
+    terminal_head=config.terminal_loss_weight > 0.0,
     norm=config.norm,
     **atoms,
   )
@@ -420,6 +446,14 @@ class Model(NamedTuple):
 
   def project(self, params: Params, latent: jax.Array, with_head: bool) -> jax.Array:
     return self.call(params, "project", latent, with_head)
+
+  def terminal(self, params: Params, latent: jax.Array) -> jax.Array:
+    return self.call(params, "terminal", latent)
+
+  @property
+  def has_terminal(self) -> bool:
+    """Whether the network predicts terminations (config `terminal_loss_weight` > 0)."""
+    return self.net.terminal_head
 
   @property
   def lstm_dim(self) -> int:

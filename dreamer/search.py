@@ -56,7 +56,8 @@ def root_from_latent(model: Model, params: Params, latent: jax.Array) -> mctx.Ro
 def make_recurrent_fn(model: Model, *, discount: float, horizon: int) -> mctx.RecurrentFn:
   """The mctx recurrent function: one model step (networks.dynamics_step, whose LSTM restarts on the step out
   of every depth that is a multiple of `horizon`) with value-prefix decoding: a node's reward is its prefix
-  minus its parent's, and the parent's counts as 0 where the prefix restarted."""
+  minus its parent's, and the parent's counts as 0 where the prefix restarted. With a terminal head
+  (`Model.has_terminal`) the step's discount is `discount` * (1 - p(terminal))."""
 
   def recurrent_fn(
     params: Params, rng_key: chex.PRNGKey, action: jax.Array, embedding: Embedding
@@ -71,9 +72,11 @@ def make_recurrent_fn(model: Model, *, discount: float, horizon: int) -> mctx.Re
     reward = prefix - jnp.where(restarted, 0.0, embedding.prefix)
     logits, value_logits = model.predict(params, latent)
     child = Embedding(latent, lstm, prefix, embedding.depth + 1)
-    out = mctx.RecurrentFnOutput(
-      reward=reward, discount=jnp.full_like(reward, discount), prior_logits=logits, value=logits_to_scalar(value_logits)
-    )
+    gamma = jnp.full_like(reward, discount)
+    if model.has_terminal:  # a step predicted to end the episode keeps its reward and discounts the rest away
+      gamma = gamma * (1.0 - jax.nn.sigmoid(model.terminal(params, latent)))
+    value = logits_to_scalar(value_logits)
+    out = mctx.RecurrentFnOutput(reward=reward, discount=gamma, prior_logits=logits, value=value)
     return out, child
 
   return recurrent_fn

@@ -5,6 +5,7 @@ For unroll row k (0..K):
   h = min(k + n_eff, end of episode, newest written row); beyond a terminal end z_k = 0 (absorbing);
 - value prefix (k >= 1): the sum of rewards r_s..r_{k-1} since the last LSTM reset s = ((k-1)//H)*H, with
   zero rewards beyond a terminal end;
+- terminal (k >= 1): whether row k is the root episode's terminal end (its last row, the episode terminated);
 - masks say which targets exist: nothing is trained past a truncation or past the newest written row.
 n_eff is the off-policy correction: n shrinks by one per `td_age_steps` env steps of the root's age.
 """
@@ -27,6 +28,8 @@ class Targets(NamedTuple):
   policy_mask: jax.Array  # f32[B, K+1]  a search policy exists for the row
   obs_mask: jax.Array  # f32[B, K+1]  the row's observation belongs to the root's episode
   td_steps: jax.Array  # i32[B]       n_eff
+  terminal: jax.Array | None = None  # f32[B, K]  1 at unroll step k (1..K) if row k ends the root's episode by
+  # termination, else 0 (a truncation's last row included); trained where obs_mask[:, 1:] is 1
 
 
 def td_horizon(age: jax.Array, *, td_steps: int, td_age_steps: int) -> jax.Array:
@@ -105,4 +108,5 @@ def compute(
     policy_mask=(in_episode & ~last)[:, : k_max + 1].astype(jnp.float32),
     obs_mask=in_episode[:, : k_max + 1].astype(jnp.float32),
     td_steps=n_eff,
+    terminal=end_terminal[:, 1 : k_max + 1].astype(jnp.float32),
   )

@@ -530,3 +530,36 @@ def test_search_value_target_needs_a_reanalysis_search():
   for bad in (dict(reanalyze_fraction=0.0), dict(reanalyze_fraction=0.5, search="none")):
     with pytest.raises(config_lib.ConfigError, match="value_target 'mixed' takes its values from the reanalysis"):
       config_lib.Config(**{**SMALL, **bad}, value_target="mixed")
+
+
+def test_terminal_loss_weight_adds_the_heads_masked_cross_entropy():
+  # The loss at terminal_loss_weight 3 is the loss at 1 plus 2 * mean_b weight_b * sum_k obs_mask[b, k+1] *
+  # BCE(logit[b, k], terminal[b, k]) / K, with the logits read off the training unroll and the BCE written in
+  # numpy; the chain's replay holds terminal targets of both kinds. Without the weight there is no head, and the
+  # head leaves every other initial parameter as it was.
+  config = config_lib.Config(**SMALL, terminal_loss_weight=1.0)
+  agent, state, rb = _filled(config)
+  plain_agent, plain_state, _ = _filled(config_lib.Config(**SMALL))
+  assert "end_head" in state.params["params"] and "end_head" not in plain_state.params["params"]
+  rest = {k: v for k, v in state.params["params"].items() if k != "end_head"}
+  for a, b in zip(jax.tree.leaves(rest), jax.tree.leaves(plain_state.params["params"]), strict=True):
+    np.testing.assert_array_equal(a, b)
+  batch, _ = learner.make_batch(state, rb, jax.random.PRNGKey(1), jnp.int32(240), model=agent.model, config=config)
+  tg = batch.targets
+  mask, target = np.asarray(tg.obs_mask[:, 1:]), np.asarray(tg.terminal)
+  assert (target * mask).sum() >= 1 and ((1 - target) * mask).sum() >= 1
+  outs = learner.unroll_outputs(
+    lambda method, *args: agent.model.call(state.params, method, *args, train=True)[0],
+    batch.obs[:, 0], batch.obs[:, 1:], batch.action,
+    horizon=config.value_prefix_horizon, lstm_dim=agent.model.lstm_dim, terminal=True,
+  )  # fmt: skip
+  x = np.asarray(outs[5], np.float64)
+  bce = -(target * np.log(1 / (1 + np.exp(-x))) + (1 - target) * np.log(1 / (1 + np.exp(x))))
+  per_sample = (bce * mask).sum(1) / config.unroll_steps
+  losses = {}
+  for w in (1.0, 3.0):
+    c = dataclasses.replace(config, terminal_loss_weight=w)
+    losses[w] = learner.loss_fn(state.params, batch, model=agent.model, config=c)
+  weighted = float(np.mean(np.asarray(batch.weight) * per_sample))
+  assert float(losses[3.0][0] - losses[1.0][0]) == pytest.approx(2.0 * weighted, rel=1e-4)
+  assert float(losses[1.0][1]["loss/terminal"]) == pytest.approx(float(per_sample.mean()), rel=1e-5)

@@ -34,6 +34,14 @@ class TreeModel(NamedTuple):
   lstm_dim: int = 2
   scale: float = 1.0  # multiplies every reward
   prior: tuple[float, float] = (0.0, 0.0)  # the prior logits at every state
+  ends: tuple[float, ...] = ()  # the terminal head's logit of each state; () means no terminal head
+
+  @property
+  def has_terminal(self):
+    return bool(self.ends)
+
+  def terminal(self, params, latent):
+    return jnp.asarray(self.ends)[jnp.argmax(latent, -1)]
 
   def represent(self, params, obs):
     return jax.nn.one_hot(obs[:, 0].astype(jnp.int32), 4)
@@ -68,6 +76,25 @@ def test_recurrent_fn_decodes_rewards_with_resets(horizon):
     rewards.append(float(out.reward[0]))
   np.testing.assert_allclose(rewards, [0.0, 3.0, 0.0, 0.0, 0.0], atol=1e-4)
   assert int(emb.depth[0]) == 5
+
+
+def test_recurrent_fn_discounts_by_the_terminal_heads_probability():
+  # Every state and action: the step's discount is discount * (1 - sigmoid(terminal logit of the next state))
+  # with a terminal head, exactly `discount` without one; rewards, priors and values do not change.
+  ends = (-3.0, 0.0, 2.0, 30.0)
+  plain, ending = TreeModel(), TreeModel(ends=ends)
+  for state in range(4):
+    for a in range(2):
+      outs = []
+      for model in (plain, ending):
+        emb = search.make_root(model, None, jnp.full((1, 1), state)).embedding
+        out, _ = search.make_recurrent_fn(model, discount=0.9, horizon=2)(None, None, jnp.asarray([a]), emb)
+        outs.append(out)
+      nxt = NEXT[state][a]
+      assert float(outs[0].discount[0]) == pytest.approx(0.9, abs=1e-7)
+      assert float(outs[1].discount[0]) == pytest.approx(0.9 / (1.0 + np.exp(ends[nxt])), abs=1e-6)
+      for field in ("reward", "prior_logits", "value"):
+        np.testing.assert_array_equal(getattr(outs[0], field), getattr(outs[1], field))
 
 
 def test_recurrent_fn_restarts_the_prefix_every_horizon_steps():

@@ -87,6 +87,8 @@ def ref_one(reward, boot, last, terminal, known, age, *, K, n, td_age_steps, dis
     policy_mask=policy_mask,
     obs_mask=obs_mask,
     td_steps=n_eff,
+    # the terminal head's target at unroll step k: row k is the root episode's terminal end
+    terminal=[1.0 if term_end and k == end else 0.0 for k in range(1, K + 1)],
   )
 
 
@@ -195,7 +197,7 @@ def compare(cfg, ages, seed, layouts):
       int(age[i]),
       **cfg,
     )
-    for field in ("value", "value_mask", "prefix", "prefix_mask", "policy_mask", "obs_mask"):
+    for field in ("value", "value_mask", "prefix", "prefix_mask", "policy_mask", "obs_mask", "terminal"):
       np.testing.assert_allclose(
         getattr(got, field)[i],
         np.asarray(want[field], np.float32),
@@ -274,12 +276,14 @@ def test_hand_terminal_and_truncation():
   np.testing.assert_array_equal(t.obs_mask, [1, 1])
   np.testing.assert_array_equal(t.prefix, [1.0])
   np.testing.assert_array_equal(t.prefix_mask, [1])
+  np.testing.assert_array_equal(t.terminal, [1.0])  # the step into row 1 ended the episode
   # terminal at row 2: z0 = 1 + .5*2 = 2 ; z1 = 2 (h=2 is terminal -> no bootstrap)
   t = one(R4, V4, [False, False, True, False], [False, False, True, False], T4, 0, **HAND)
   np.testing.assert_array_equal(t.value, [2.0, 2.0])
   # truncated at row 1: z0 = 1 + .5*V1(20) = 11 ; z1 = V1 = 20 (bootstraps from the final observation)
   t = one(R4, V4, [False, True, False, False], F4, T4, 0, **HAND)
   np.testing.assert_array_equal(t.value, [11.0, 20.0])
+  np.testing.assert_array_equal(t.terminal, [0.0])  # a time limit is not a termination
   np.testing.assert_array_equal(t.value_mask, [1, 1])
   np.testing.assert_array_equal(t.policy_mask, [1, 0])
   np.testing.assert_array_equal(t.prefix_mask, [1])
