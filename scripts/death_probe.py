@@ -1,0 +1,143 @@
+"""Does a checkpoint see a death coming one step ahead? MinAtar games that end on a collision; prints JSON.
+
+A game such as Asterix ends the moment the player meets an enemy, and some actions lead there at once. The
+checkpoint plays one game per env with greedy search (as `dreamer eval`); at every step each of the 6 actions
+is tried on a copy of the game (the package's own `act`, without sticky actions), which marks it fatal (the
+copy's game ended) or safe. Over the steps with both kinds it reports:
+
+  fatal_share            the fraction of actions that are fatal (what a uniform policy would take);
+  search_took_fatal, prior_argmax_fatal, argmax_q_fatal   how often search's action, the prior's argmax and
+                         the one-step Q's argmax (Q(a) = predicted reward + search's discount * value after a)
+                         were fatal;
+  prior_mass_on_fatal    the prior's probability on the fatal actions;
+  q_fatal, q_safe        mean one-step Q of fatal and of safe actions;
+  auc_q                  P(Q(safe) > Q(fatal)) over pairs at the same step's pool (0.5: the model cannot tell);
+  p_terminal_fatal, p_terminal_safe, auc_terminal   the same for the terminal head's probability, where the
+                         network has one (`terminal_loss_weight`).
+
+  python scripts/death_probe.py RUN_OR_CHECKPOINT [--games 16] [--seed 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from dreamer import actor  # noqa: E402
+from dreamer import agent as agent_lib  # noqa: E402
+from dreamer import search as search_lib  # noqa: E402
+from dreamer.networks import Model  # noqa: E402
+from dreamer.suites import commit  # noqa: E402
+
+
+def fatal_actions(game, num_actions: int) -> list[bool]:
+  """For a running MinAtar game object (the package's `Env`): whether each action ends the game at once."""
+  out = []
+  for a in range(num_actions):
+    trial = copy.deepcopy(game)
+    trial.act(a)
+    out.append(bool(trial.terminal))
+  return out
+
+
+def auc(pos: list[float], neg: list[float]) -> float | None:
+  """P(pos > neg) + P(pos == neg) / 2 over all pairs; None without both."""
+  if not pos or not neg:
+    return None
+  p, n = np.asarray(pos)[:, None], np.asarray(neg)[None]
+  return float((p > n).mean() + 0.5 * (p == n).mean())
+
+
+def play(acting: agent_lib.Acting, *, seed: int, max_steps: int) -> list[dict]:
+  """Per step of every running game with both fatal and safe actions: fatal bool[A], q, prior and p(terminal)
+  f32[A] (None without a head), and search's action."""
+  config, model = acting.config, Model(acting.net)
+  act = actor.make_act(model, config)
+  step = search_lib.make_recurrent_fn(model, discount=config.discount, horizon=config.value_prefix_horizon)
+
+  @jax.jit
+  def root(params, obs):
+    r = search_lib.make_root(model, params, obs)
+    actions = jnp.arange(r.prior_logits.shape[-1], dtype=jnp.int32)
+    out, child = jax.vmap(lambda a: step(params, None, jnp.full_like(r.embedding.depth, a), r.embedding))(actions)
+    q = (out.reward + out.discount * out.value).T  # [A, B] -> [B, A]
+    end = jax.vmap(lambda z: jax.nn.sigmoid(model.terminal(params, z)))(child.latent).T if model.has_terminal else q
+    return jax.nn.softmax(r.prior_logits), q, end
+
+  keys = iter(jax.random.split(jax.random.PRNGKey(seed), max_steps))
+  rows = []
+
+  def choose(obs):
+    action = np.asarray(act(acting.params, obs, next(keys), 0.0).action)
+    prior, q, end = map(np.asarray, root(acting.params, obs))
+    for i, env in enumerate(acting.world._envs):
+      if env.env.terminal:
+        continue
+      fatal = fatal_actions(env.env, q.shape[1])
+      if any(fatal) and not all(fatal):
+        p_end = end[i] if model.has_terminal else None
+        rows.append({"fatal": fatal, "q": q[i], "prior": prior[i], "p_end": p_end, "action": int(action[i])})
+    return action
+
+  actor.run_episodes(acting.world, choose, seed=seed, max_steps=max_steps, stack=config.frame_stack)
+  return rows
+
+
+def summarise(rows: list[dict]) -> dict:
+  """The JSON fields of the module docstring."""
+
+  def split(key):
+    fatal = [float(v) for r in rows for v, f in zip(r[key], r["fatal"]) if f]
+    safe = [float(v) for r in rows for v, f in zip(r[key], r["fatal"]) if not f]
+    return fatal, safe
+
+  mean = lambda xs: float(np.mean(xs)) if xs else None  # noqa: E731
+  q_fatal, q_safe = split("q")
+  out = {
+    "steps": len(rows),
+    "fatal_share": mean([np.mean(r["fatal"]) for r in rows]),
+    "search_took_fatal": mean([r["fatal"][r["action"]] for r in rows]),
+    "prior_argmax_fatal": mean([r["fatal"][int(np.argmax(r["prior"]))] for r in rows]),
+    "argmax_q_fatal": mean([r["fatal"][int(np.argmax(r["q"]))] for r in rows]),
+    "prior_mass_on_fatal": mean([float(np.dot(r["fatal"], r["prior"])) for r in rows]),
+    "q_fatal": mean(q_fatal),
+    "q_safe": mean(q_safe),
+    "auc_q": auc(q_safe, q_fatal),
+  }
+  if rows and rows[0]["p_end"] is not None:
+    end_fatal, end_safe = split("p_end")
+    out |= {"p_terminal_fatal": mean(end_fatal), "p_terminal_safe": mean(end_safe)}
+    out["auc_terminal"] = auc(end_fatal, end_safe)
+  return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  ap.add_argument("checkpoint", help="a run directory (its newest checkpoint) or one checkpoints/<step>")
+  ap.add_argument("--games", type=int, default=16, help="games played, one per env (default 16)")
+  ap.add_argument("--seed", type=int, default=7, help="the worlds' and search's seed (default 7)")
+  args = ap.parse_args(argv)
+  acting = agent_lib.load_acting(args.checkpoint, None, num_envs=args.games, seed=args.seed, train=False)
+  try:
+    if not acting.world_id.startswith("minatar:"):
+      ap.error(f"the probe copies MinAtar games; {acting.world_id!r} is not a minatar: world")
+    rows = play(acting, seed=args.seed, max_steps=acting.config.eval_max_steps)
+  finally:
+    acting.world.close()
+  out = {"checkpoint": acting.path, "world": acting.world_id, "seed": args.seed, "commit": commit()}
+  out |= summarise(rows)
+  print(json.dumps(out))
+  return out
+
+
+if __name__ == "__main__":
+  main()
