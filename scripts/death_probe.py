@@ -27,14 +27,14 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+import value_probe  # noqa: E402  (scripts/, beside this file)
 
 from dreamer import actor  # noqa: E402
 from dreamer import agent as agent_lib  # noqa: E402
-from dreamer import search as search_lib  # noqa: E402
 from dreamer.networks import Model  # noqa: E402
 from dreamer.suites import commit  # noqa: E402
 
@@ -62,16 +62,13 @@ def play(acting: agent_lib.Acting, *, seed: int, max_steps: int) -> list[dict]:
   f32[A] (None without a head), and search's action."""
   config, model = acting.config, Model(acting.net)
   act = actor.make_act(model, config)
-  step = search_lib.make_recurrent_fn(model, discount=config.discount, horizon=config.value_prefix_horizon)
+  one_step = value_probe.one_step(model, config)
 
   @jax.jit
   def root(params, obs):
-    r = search_lib.make_root(model, params, obs)
-    actions = jnp.arange(r.prior_logits.shape[-1], dtype=jnp.int32)
-    out, child = jax.vmap(lambda a: step(params, None, jnp.full_like(r.embedding.depth, a), r.embedding))(actions)
-    q = (out.reward + out.discount * out.value).T  # [A, B] -> [B, A]
-    end = jax.vmap(lambda z: jax.nn.sigmoid(model.terminal(params, z)))(child.latent).T if model.has_terminal else q
-    return jax.nn.softmax(r.prior_logits), q, end
+    _, prior, _, q, child = one_step(params, obs)
+    end = jax.vmap(lambda z: jax.nn.sigmoid(model.terminal(params, z)))(child).T if model.has_terminal else q
+    return prior, q, end
 
   keys = iter(jax.random.split(jax.random.PRNGKey(seed), max_steps))
   rows = []

@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -68,6 +69,23 @@ def _entropy(p: np.ndarray) -> np.ndarray:
   return -(p * np.log(np.maximum(p, 1e-12))).sum(-1)
 
 
+def one_step(model: Model, config) -> Callable:
+  """A jitted (params, obs [B, ...]) -> (root value f32[B], prior f32[B, A], one-step reward f32[B, A], Q f32[B, A],
+  the child latents [A, B, ...]): every action's model step from the root, as a depth-1 search sees it, with
+  Q(a) = predicted reward + search's discount (a terminal head's included) * value after a."""
+  step = search_lib.make_recurrent_fn(model, discount=config.discount, horizon=config.value_prefix_horizon)
+
+  @jax.jit
+  def root(params, obs):
+    r = search_lib.make_root(model, params, obs)
+    actions = jnp.arange(r.prior_logits.shape[-1], dtype=jnp.int32)
+    out, child = jax.vmap(lambda a: step(params, None, jnp.full_like(r.embedding.depth, a), r.embedding))(actions)
+    reward, q = out.reward.T, (out.reward + out.discount * out.value).T  # [A, B] -> [B, A]
+    return r.value, jax.nn.softmax(r.prior_logits), reward, q, child.latent
+
+  return root
+
+
 def play(acting: agent_lib.Acting, *, seed: int, max_steps: int) -> dict[str, np.ndarray]:
   """One game per env with greedy search, `dreamer eval`'s games (`actor.run_episodes`, the same keys); per
   step [T, B] arrays: value, prior and search entropies, whether search took the prior's argmax, the root's
@@ -76,17 +94,7 @@ def play(acting: agent_lib.Acting, *, seed: int, max_steps: int) -> dict[str, np
   config = acting.config
   model = Model(acting.net)
   act = actor.make_act(model, config)
-
-  step = search_lib.make_recurrent_fn(model, discount=config.discount, horizon=config.value_prefix_horizon)
-
-  @jax.jit
-  def root(params, obs):
-    """obs [B, ...] -> root value f32[B], prior f32[B, A], one-step reward and Q for every action f32[B, A]."""
-    r = search_lib.make_root(model, params, obs)
-    actions = jnp.arange(r.prior_logits.shape[-1], dtype=jnp.int32)
-    out, _ = jax.vmap(lambda a: step(params, None, jnp.full_like(r.embedding.depth, a), r.embedding))(actions)
-    reward, q = out.reward.T, (out.reward + out.discount * out.value).T  # [A, B] -> [B, A]
-    return r.value, jax.nn.softmax(r.prior_logits), reward, q
+  root = one_step(model, config)
 
   keys = iter(jax.random.split(jax.random.PRNGKey(seed), max_steps))
   names = ("value", "prior_entropy", "search_entropy", "agree", "q_spread", "reward_pred", "reward", "alive", "ended")
@@ -94,7 +102,7 @@ def play(acting: agent_lib.Acting, *, seed: int, max_steps: int) -> dict[str, np
 
   def choose(obs):
     out = act(acting.params, obs, next(keys), 0.0)
-    value, prior, reward, q = map(np.asarray, root(acting.params, obs))
+    value, prior, reward, q = map(np.asarray, root(acting.params, obs)[:4])
     action, policy = np.asarray(out.action), np.asarray(out.policy)
     taken = np.take_along_axis(reward, action[:, None], axis=1)[:, 0]
     fields = (("value", value), ("prior_entropy", _entropy(prior)), ("search_entropy", _entropy(policy)))
