@@ -2,8 +2,9 @@
 
 A game such as Asterix ends the moment the player meets an enemy, and some actions lead there at once. The
 checkpoint plays one game per env with greedy search (as `dreamer eval`); at every step each of the 6 actions
-is tried on a copy of the game (the package's own `act`, without sticky actions), which marks it fatal (the
-copy's game ended) or safe. Over the steps with both kinds it reports:
+is tried on a copy of the game (the package's `Environment.act` with sticky actions off, so the copy draws the
+same random numbers as the real step), which marks it fatal (the copy's game ended) or safe. Over the steps with
+both kinds it reports:
 
   fatal_share            the fraction of actions that are fatal (what a uniform policy would take);
   search_took_fatal, prior_argmax_fatal, argmax_q_fatal   how often search's action, the prior's argmax and
@@ -11,7 +12,8 @@ copy's game ended) or safe. Over the steps with both kinds it reports:
                          were fatal;
   prior_mass_on_fatal    the prior's probability on the fatal actions;
   q_fatal, q_safe        mean one-step Q of fatal and of safe actions;
-  auc_q                  P(Q(safe) > Q(fatal)) over pairs at the same step's pool (0.5: the model cannot tell);
+  auc_q                  P(Q(safe) > Q(fatal)) over the (safe, fatal) pairs of actions at the same step (0.5:
+                         the model cannot tell which move kills);
   p_terminal_fatal, p_terminal_safe, auc_terminal   the same for the terminal head's probability, where the
                          network has one (`terminal_loss_weight`).
 
@@ -39,22 +41,26 @@ from dreamer.networks import Model  # noqa: E402
 from dreamer.suites import commit  # noqa: E402
 
 
-def fatal_actions(game, num_actions: int) -> list[bool]:
-  """For a running MinAtar game object (the package's `Env`): whether each action ends the game at once."""
+def fatal_actions(env, actions) -> list[bool]:
+  """For a running MinAtar game (the package's `Environment`): whether each of `actions` (the package's action
+  ids) ends the game at once."""
   out = []
-  for a in range(num_actions):
-    trial = copy.deepcopy(game)
-    trial.act(a)
-    out.append(bool(trial.terminal))
+  for a in actions:
+    trial = copy.deepcopy(env)
+    trial.sticky_action_prob = 0.0  # still draws its number, so the game's own draws match the real step's
+    _, done = trial.act(int(a))
+    out.append(bool(done))
   return out
 
 
-def auc(pos: list[float], neg: list[float]) -> float | None:
-  """P(pos > neg) + P(pos == neg) / 2 over all pairs; None without both."""
-  if not pos or not neg:
-    return None
-  p, n = np.asarray(pos)[:, None], np.asarray(neg)[None]
-  return float((p > n).mean() + 0.5 * (p == n).mean())
+def auc(rows: list[tuple[list[float], list[float]]]) -> float | None:
+  """P(pos > neg) + P(pos == neg) / 2 over the (pos, neg) pairs within each row (pos, neg); None without pairs."""
+  wins = pairs = 0.0
+  for pos, neg in rows:
+    p, n = np.asarray(pos, np.float64)[:, None], np.asarray(neg, np.float64)[None]
+    wins += (p > n).sum() + 0.5 * (p == n).sum()
+    pairs += p.size * n.size
+  return float(wins / pairs) if pairs else None
 
 
 def play(acting: agent_lib.Acting, *, seed: int, max_steps: int) -> list[dict]:
@@ -72,20 +78,24 @@ def play(acting: agent_lib.Acting, *, seed: int, max_steps: int) -> list[dict]:
 
   keys = iter(jax.random.split(jax.random.PRNGKey(seed), max_steps))
   rows = []
+  alive = np.ones(acting.world.num_envs, bool)  # the world restarts ended games; those no longer count
 
   def choose(obs):
     action = np.asarray(act(acting.params, obs, next(keys), 0.0).action)
     prior, q, end = map(np.asarray, root(acting.params, obs))
     for i, env in enumerate(acting.world._envs):
-      if env.env.terminal:
+      if not alive[i]:
         continue
-      fatal = fatal_actions(env.env, q.shape[1])
+      fatal = fatal_actions(env, acting.world._actions)
       if any(fatal) and not all(fatal):
         p_end = end[i] if model.has_terminal else None
         rows.append({"fatal": fatal, "q": q[i], "prior": prior[i], "p_end": p_end, "action": int(action[i])})
     return action
 
-  actor.run_episodes(acting.world, choose, seed=seed, max_steps=max_steps, stack=config.frame_stack)
+  def after(action, step, running):
+    alive[:] = running & ~(step.terminated | step.truncated)
+
+  actor.run_episodes(acting.world, choose, seed=seed, max_steps=max_steps, stack=config.frame_stack, after=after)
   return rows
 
 
@@ -93,12 +103,17 @@ def summarise(rows: list[dict]) -> dict:
   """The JSON fields of the module docstring."""
 
   def split(key):
-    fatal = [float(v) for r in rows for v, f in zip(r[key], r["fatal"]) if f]
-    safe = [float(v) for r in rows for v, f in zip(r[key], r["fatal"]) if not f]
-    return fatal, safe
+    """Per step: ([key of the fatal actions], [key of the safe ones])."""
+    out = []
+    for r in rows:
+      out.append(([v for v, f in zip(r[key], r["fatal"]) if f], [v for v, f in zip(r[key], r["fatal"]) if not f]))
+    return out
+
+  def pooled(pairs, side):
+    return [float(v) for p in pairs for v in p[side]]
 
   mean = lambda xs: float(np.mean(xs)) if xs else None  # noqa: E731
-  q_fatal, q_safe = split("q")
+  q_pairs = split("q")
   out = {
     "steps": len(rows),
     "fatal_share": mean([np.mean(r["fatal"]) for r in rows]),
@@ -106,14 +121,14 @@ def summarise(rows: list[dict]) -> dict:
     "prior_argmax_fatal": mean([r["fatal"][int(np.argmax(r["prior"]))] for r in rows]),
     "argmax_q_fatal": mean([r["fatal"][int(np.argmax(r["q"]))] for r in rows]),
     "prior_mass_on_fatal": mean([float(np.dot(r["fatal"], r["prior"])) for r in rows]),
-    "q_fatal": mean(q_fatal),
-    "q_safe": mean(q_safe),
-    "auc_q": auc(q_safe, q_fatal),
+    "q_fatal": mean(pooled(q_pairs, 0)),
+    "q_safe": mean(pooled(q_pairs, 1)),
+    "auc_q": auc([(safe, fatal) for fatal, safe in q_pairs]),
   }
   if rows and rows[0]["p_end"] is not None:
-    end_fatal, end_safe = split("p_end")
-    out |= {"p_terminal_fatal": mean(end_fatal), "p_terminal_safe": mean(end_safe)}
-    out["auc_terminal"] = auc(end_fatal, end_safe)
+    end_pairs = split("p_end")
+    out |= {"p_terminal_fatal": mean(pooled(end_pairs, 0)), "p_terminal_safe": mean(pooled(end_pairs, 1))}
+    out["auc_terminal"] = auc(end_pairs)
   return out
 
 

@@ -13,22 +13,27 @@ spec.loader.exec_module(probe)
 
 def test_fatal_actions_on_a_hand_set_asterix_state():
   # The player at (5, 5); an enemy on its left at (4, 5) moving right, gold below-right. Nothing moves this frame
-  # (move and spawn timers > 0), so only stepping left into the enemy ends the game; the copies leave it running.
-  asterix = pytest.importorskip("minatar.environments.asterix")
-  game = asterix.Env(ramping=True)
-  game.reset()
+  # (move and spawn timers > 0), so only stepping left into the enemy ends the game; the copies leave it running,
+  # sticky actions included (every copy acts as asked).
+  minatar = pytest.importorskip("minatar")
+  env = minatar.Environment("asterix", sticky_action_prob=1.0)
+  env.last_action = 0
+  game = env.env
   game.player_x, game.player_y = 5, 5
   game.entities = [None] * 8
   game.entities[4] = [4, 5, True, False]  # slot 4 is row 5: [x, y, moving right, gold]
   game.entities[5] = [6, 6, False, True]
   game.move_timer, game.spawn_timer = 3, 4
-  assert probe.fatal_actions(game, 6) == [False, True, False, False, False, False]  # n l u r d f
-  assert not game.terminal and (game.player_x, game.player_y) == (5, 5)
+  assert probe.fatal_actions(env, range(6)) == [False, True, False, False, False, False]  # n l u r d f
+  assert not game.terminal and (game.player_x, game.player_y) == (5, 5) and env.sticky_action_prob == 1.0
   game.move_timer = 0  # now the enemy steps right this frame: staying, or firing, meets it too
-  assert probe.fatal_actions(game, 6) == [True, True, False, False, False, True]
+  assert probe.fatal_actions(env, range(6)) == [True, True, False, False, False, True]
+  assert probe.fatal_actions(env, [3, 1]) == [False, True]  # the world's action ids, in its order
 
 
-def test_auc_counts_pairs_and_ties():
-  assert probe.auc([2.0, 3.0], [1.0]) == 1.0
-  assert probe.auc([1.0], [1.0, 2.0]) == 0.25  # one tie (1/2) and one loss over two pairs
-  assert probe.auc([], [1.0]) is None
+def test_auc_pairs_only_within_a_step_and_counts_ties():
+  assert probe.auc([([2.0, 3.0], [1.0])]) == 1.0
+  assert probe.auc([([1.0], [1.0, 2.0])]) == 0.25  # one tie (1/2) and one loss over two pairs
+  # Pooled over steps these would rank 9 and 8 above 2 and 1; within each step the fatal move wins both times.
+  assert probe.auc([([1.0], [2.0]), ([8.0], [9.0])]) == 0.0
+  assert probe.auc([([], [1.0])]) is None
