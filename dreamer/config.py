@@ -680,4 +680,10 @@ def check_resumable(saved: Config, new: Config, where: str) -> dict[str, tuple[A
       f"cannot resume {where} with a different {what}: these keys fix what a run is "
       f"({', '.join(IDENTITY_KEYS)}); use --fresh to replace the run or choose a new --logdir"
     )
+  if (saved.terminal_loss_weight > 0) != (new.terminal_loss_weight > 0):  # the head exists or not: other weights
+    raise ConfigError(
+      f"cannot resume {where} with terminal_loss_weight {saved.terminal_loss_weight!r} -> "
+      f"{new.terminal_loss_weight!r}: a weight of 0 means no terminal head, so this changes the network's "
+      "parameters; keep it above 0 (or at 0), use --fresh to replace the run or choose a new --logdir"
+    )
   return changed

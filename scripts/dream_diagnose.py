@@ -68,6 +68,13 @@ class Paired(NamedTuple):
     _, value_logits = self.model.predict(params["value"], latent)
     return logits, value_logits
 
+  def terminal(self, params: dict, latent: jax.Array) -> jax.Array:
+    return self.model.terminal(params["value"], latent)
+
+  @property
+  def has_terminal(self) -> bool:
+    return self.model.has_terminal
+
   @property
   def lstm_dim(self) -> int:
     return self.model.lstm_dim
