@@ -136,6 +136,9 @@ class Config:
   resolution (MinAtar's 10x10) with one convolution and a residual block."""
   res_blocks: int = 1
   """resnet: residual blocks after the downsampling stem, in representation and in dynamics."""
+  action_planes: str = "scalar"
+  """resnet: how dynamics sees the action: 'scalar', one constant plane action / num_actions (EfficientZero),
+  or 'onehot', one constant plane per action (1 for the action taken). The MLP always takes a one-hot action."""
   head_channels: int = 16
   """resnet: channels of the 1x1 convolutions feeding the value, policy and value-prefix heads."""
   head_hidden: int = 32
@@ -347,6 +350,10 @@ class Config:
       (self.first_device >= 0, "first_device must be >= 0"),
       (self.total_env_steps >= 1, "total_env_steps must be >= 1"),
       (self.network in ("mlp", "resnet"), f"network must be 'mlp' or 'resnet', got {self.network!r}"),
+      (
+        self.action_planes in ("scalar", "onehot"),
+        f"action_planes must be 'scalar' or 'onehot', got {self.action_planes!r}",
+      ),
       (self.frame_stack >= 1, "frame_stack must be >= 1"),
       (16 <= self.atari_frame_size <= 160, "atari_frame_size must be in [16, 160] (frames are only shrunk)"),
       (0.0 <= self.atari_sticky_actions <= 1.0, "atari_sticky_actions must be in [0, 1]"),
@@ -660,6 +667,7 @@ IDENTITY_KEYS = (
   "minatar_ramping",
   "minatar_max_steps",
   "downsample",
+  "action_planes",
   "conv_channels",
   "norm",
   "state_norm",

@@ -264,9 +264,10 @@ class MuZeroResNet(nn.Module):
   Frames are scaled to [0, 1] and the stack is folded into channels (S*C). Representation: 3x3 conv stride 2
   (channels/2), a residual block, a strided residual block (channels), a block, avg-pool /2, a block, avg-pool
   /2 (96 -> 6), then `blocks` blocks; without `downsample` (MinAtar) a 3x3 conv (channels) and one block at
-  full resolution, then `blocks` blocks. Dynamics: the latent with a constant action plane (action / A), 3x3
-  conv, norm, plus the latent, relu, `blocks` blocks; the value prefix comes from a 1x1 conv of the next
-  latent through the LSTM. Projection: flatten, 3 dense layers (proj_dim) and a 2-layer predictor (SimSiam).
+  full resolution, then `blocks` blocks. Dynamics: the latent with constant action planes (`action_planes`:
+  one plane action / A, or A one-hot planes), 3x3 conv, norm, plus the latent, relu, `blocks` blocks; the value
+  prefix comes from a 1x1 conv of the next latent through the LSTM. Projection: flatten, 3 dense layers
+  (proj_dim) and a 2-layer predictor (SimSiam).
   """
 
   num_actions: int
@@ -280,6 +281,7 @@ class MuZeroResNet(nn.Module):
   reward_atoms: int
   state_norm: bool = False
   downsample: bool = True  # False: no stride or pooling (small frames such as MinAtar's 10x10)
+  action_planes: str = "scalar"  # 'scalar': one plane action / A (EfficientZero); 'onehot': A planes
   terminal_head: bool = False  # a head predicting whether a latent ended its episode (`terminal`)
   pixel_max: float = 255.0  # observations are divided by this: 255 for uint8 pixels, 1 for MinAtar's bools
   norm: str = "layer"  # see `make_norm`
@@ -335,9 +337,11 @@ class MuZeroResNet(nn.Module):
 
   def dynamics(self, latent: jax.Array, action: jax.Array, lstm: LSTMState) -> tuple[jax.Array, LSTMState, jax.Array]:
     """latent f32[B, h, w, c], action int[B], lstm -> next latent, lstm, prefix logits f32[B, R]."""
-    plane = jnp.broadcast_to(
-      (action.astype(jnp.float32) / self.num_actions)[:, None, None, None], (*latent.shape[:3], 1)
-    )
+    if self.action_planes == "onehot":
+      a = jax.nn.one_hot(action, self.num_actions)
+    else:
+      a = (action.astype(jnp.float32) / self.num_actions)[:, None]
+    plane = jnp.broadcast_to(a[:, None, None, :], (*latent.shape[:3], a.shape[-1]))
     x = self.dyn_norm(self.dyn_conv(jnp.concatenate([latent, plane], axis=-1)))
     x = nn.relu(x + latent)
     for block in self.dyn_blocks:
@@ -394,6 +398,7 @@ def make_network(config: Config, num_actions: int, obs_dtype: Any = jnp.uint8) -
       proj_dim=config.proj_dim,
       state_norm=config.state_norm,
       downsample=config.downsample,
+      action_planes=config.action_planes,
       terminal_head=config.terminal_loss_weight > 0.0,
       norm=config.norm,
       pixel_max=255.0 if jnp.dtype(obs_dtype) == jnp.uint8 else 1.0,

@@ -106,3 +106,30 @@ def test_minatar_networks_keep_the_frame_and_read_bools_as_they_are():
   params = init_params(net, jax.random.PRNGKey(0), (10, 10, 4))
   assert params["params"]["conv"]["kernel"].shape == (3, 3, 4, 16)
   assert Model(net).represent(params, obs).shape == (2, 12)
+
+
+def test_onehot_action_planes_reduce_to_the_scalar_plane_when_their_kernels_are_its_multiples():
+  """A one-hot plane per action (`action_planes='onehot'`) against EfficientZero's single plane action / A: a
+  convolution is linear in its input planes, so a one-hot network whose kernel slice for action a is a / A times
+  the scalar network's action slice computes the scalar network's dynamics for every action, exactly."""
+  # (4 head channels: LayerNorm over TINY's 2 would turn float rounding into sign flips)
+  tiny = {**TINY, "head_channels": 4, "downsample": False, "state_norm": False}
+  scalar = make_network(config_lib.load(**tiny), num_actions=6, obs_dtype=np.bool_)
+  onehot = make_network(config_lib.load(**tiny, action_planes="onehot"), num_actions=6, obs_dtype=np.bool_)
+  params = init_params(scalar, jax.random.PRNGKey(0), (10, 10, 4))
+  kernel = params["params"]["dyn_conv"]["kernel"]  # [3, 3, channels + 1, channels]
+  assert kernel.shape == (3, 3, 9, 8)
+  assert init_params(onehot, jax.random.PRNGKey(0), (10, 10, 4))["params"]["dyn_conv"]["kernel"].shape == (3, 3, 14, 8)
+  slices = jnp.stack([a / 6 * kernel[:, :, 8] for a in range(6)], axis=2)
+  inner = {**params["params"], "dyn_conv": {"kernel": jnp.concatenate([kernel[:, :, :8], slices], axis=2)}}
+  obs = jax.random.bernoulli(jax.random.PRNGKey(3), 0.3, (6, 10, 10, 4))
+  latent = Model(scalar).represent(params, obs)
+  actions, lstm = jnp.arange(6), zero_lstm_state(6, 8)
+  want = Model(scalar).dynamics(params, latent, actions, lstm)
+  got = Model(onehot).dynamics({"params": inner}, latent, actions, lstm)
+  for w, g in zip(jax.tree.leaves(want), jax.tree.leaves(got)):
+    np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-5, atol=1e-5)
+  # and each action has a plane of its own: with random slices, actions 1..5 move the latent differently
+  free = init_params(onehot, jax.random.PRNGKey(1), (10, 10, 4))
+  nxt = np.asarray(Model(onehot).dynamics(free, latent[:1].repeat(6, 0), actions, lstm)[0])
+  assert all(np.abs(nxt[a] - nxt[b]).max() > 1e-3 for a in range(6) for b in range(a))

@@ -1,0 +1,187 @@
+"""Can a config's network learn which move kills, given every answer? Supervised, offline, MinAtar; prints JSON.
+
+`death_probe.py` shows a trained Asterix checkpoint ranks its fatal moves at chance. This separates "the network
+cannot represent the collision rule at this size" from "the RL run never taught it": it plays uniformly random
+actions in the config's training world and, before every step, tries each action on a copy of each game
+(`death_probe.fatal_actions`), so every state carries a fatal/safe label for all its actions, the ones not
+taken included. It then trains the config's network on those labels alone: the representation of the
+observation, one dynamics step with an action, and the terminal head (`terminal_loss_weight`'s head, built here
+whatever the config says) against the label (binary cross-entropy; the learner's Adam settings, no
+augmentation, no other loss). Each batch holds `batch_size` states with one uniformly drawn action each, half
+of them drawn from the states with both a fatal and a safe action (under random play about 1% of the actions
+kill, so a uniform batch would hold about one death). Test states come from other worlds' seeds.
+
+Reported on the test states every `--report-every` updates and at the end:
+  auc_within   P(p(safe) < p(fatal)) over the (fatal, safe) pairs of actions at the same state, over the states
+               with both kinds (0.5: the network cannot tell which move kills; 1: it always can);
+  auc_pooled   the same over all (state, action) pairs of the test set (a state's danger alone can score here);
+  loss, loss_constant   the cross-entropy, and that of the base rate of random play's labels (training
+               oversamples deaths, so the network's probabilities run high: read the AUCs).
+
+  python scripts/collision_probe.py --config minatar --set world=minatar:Asterix [--steps 40000] [--updates 3000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import death_probe  # noqa: E402  (scripts/, beside this file)
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+
+import worlds  # noqa: E402
+from dreamer import config as config_lib  # noqa: E402
+from dreamer import frames  # noqa: E402
+from dreamer.learner import make_optimizer  # noqa: E402
+from dreamer.networks import Model, init_params, make_network, zero_lstm_state  # noqa: E402
+from dreamer.suites import commit  # noqa: E402
+
+
+class Data:
+  """States of random play: obs [N, *obs_shape] (before the step), fatal bool[N, A] (each action tried on a
+  copy), and the step itself: action i32[N] and terminated bool[N] (the world restarts an ended game, so every
+  state is one of a running game)."""
+
+  def __init__(self, obs, fatal, action, terminated):
+    self.obs, self.fatal, self.action, self.terminated = obs, fatal, action, terminated
+
+
+def collect(config: config_lib.Config, *, steps: int, seed: int) -> Data:
+  """`steps` env steps (over the config's num_envs) of uniformly random play in the config's training world."""
+  if not config.world.startswith("minatar:"):
+    raise ValueError(f"the probe copies MinAtar games; {config.world!r} is not a minatar: world")
+  world = worlds.make(config.world, num_envs=config.num_envs, seed=seed, **config_lib.world_kwargs(config, train=True))
+  rng = np.random.default_rng(seed)
+  obs = frames.start(world.reset(seed), config.frame_stack)
+  out = {"obs": [], "fatal": [], "action": [], "terminated": []}
+  try:
+    for _ in range(steps // config.num_envs):
+      fatal = np.asarray([death_probe.fatal_actions(env, world._actions) for env in world._envs])
+      action = rng.integers(0, world.spec.num_actions, size=config.num_envs)
+      step = world.step(action)
+      for key, value in zip(out, (obs, fatal, action, step.terminated)):
+        out[key].append(value)
+      obs = frames.push(obs, step.obs, step.terminated | step.truncated, config.frame_stack)
+  finally:
+    world.close()
+  return Data(*(np.concatenate(v) for v in out.values()))
+
+
+def summary(p: np.ndarray, fatal: np.ndarray, loss: float, loss_constant: float) -> dict:
+  """The module docstring's fields from predictions f32[N, A] (any monotone score) and labels bool[N, A]."""
+  mixed = fatal.any(1) & ~fatal.all(1)
+  rows = [(p[i][fatal[i]], p[i][~fatal[i]]) for i in np.flatnonzero(mixed)]
+  return {
+    "states_with_both": int(mixed.sum()),
+    "fatal_share": float(fatal.mean()),
+    "auc_within": death_probe.auc(rows),
+    "auc_pooled": death_probe.auc([(p[fatal], p[~fatal])]),
+    "loss": loss,
+    "loss_constant": loss_constant,
+  }
+
+
+def bce(logit: jax.Array, label: jax.Array) -> jax.Array:
+  """Binary cross-entropy of logits against 0/1 labels, elementwise."""
+  return -(label * jax.nn.log_sigmoid(logit) + (1.0 - label) * jax.nn.log_sigmoid(-logit))
+
+
+def main(argv: list[str] | None = None) -> dict:
+  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  ap.add_argument("--config", required=True, help="a preset name or a .toml path")
+  ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
+  ap.add_argument("--steps", type=int, default=40000, help="random env steps to train on (default 40000)")
+  ap.add_argument("--test-steps", type=int, default=8000, help="random env steps to test on (default 8000)")
+  ap.add_argument("--updates", type=int, default=3000, help="Adam updates (default 3000)")
+  ap.add_argument("--report-every", type=int, default=1000, help="updates between test reports (default 1000)")
+  ap.add_argument("--seed", type=int, default=0)
+  args = ap.parse_args(argv)
+  config = config_lib.load(args.config, args.set)
+  if config.terminal_loss_weight == 0.0:  # the head is what the probe trains
+    config = config_lib.load(args.config, [*args.set, "terminal_loss_weight=1"])
+  if not config.world.startswith("minatar:"):
+    ap.error(f"the probe copies MinAtar games; {config.world!r} is not a minatar: world")
+  t0 = time.perf_counter()
+  train = collect(config, steps=args.steps, seed=args.seed)
+  test = collect(config, steps=args.test_steps, seed=args.seed + 10_000)
+  collect_s = time.perf_counter() - t0
+
+  num_actions = train.fatal.shape[1]
+  model = Model(make_network(config, num_actions, train.obs.dtype))
+  params = init_params(model.net, jax.random.PRNGKey(args.seed), train.obs.shape[1:])
+  opt = make_optimizer(config)
+  opt_state = opt.init(params)
+
+  def logit(params, o, a, is_train):
+    """obs [B, ...], action i32[B] -> the terminal head's logit f32[B] (and the params, BatchNorm moved)."""
+    lstm = zero_lstm_state(o.shape[0], model.lstm_dim)
+    if not is_train:
+      return model.terminal(params, model.dynamics(params, model.represent(params, o), a, lstm)[0]), params
+    latent, params = model.call(params, "represent", o, train=True)
+    (nxt, _, _), params = model.call(params, "dynamics", latent, a, lstm, train=True)
+    out, params = model.call(params, "terminal", nxt, train=True)
+    return out, params
+
+  def loss_fn(params, o, a, y):
+    out, moved = logit(params, o, a, True)
+    return jnp.mean(bce(out, y)), moved
+
+  @jax.jit
+  def update(params, opt_state, o, a, y):
+    (loss, moved), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, o, a, y)
+    updates, opt_state = opt.update(grads, opt_state, params)
+    return {**optax.apply_updates(params, updates), **{k: v for k, v in moved.items() if k != "params"}}, opt_state
+
+  @jax.jit
+  def predict(params, o):
+    """obs [B, ...] -> logits f32[B, A] for every action."""
+    return jnp.stack([logit(params, o, jnp.full((o.shape[0],), a, jnp.int32), False)[0] for a in range(num_actions)], 1)
+
+  base = float(train.fatal.mean())
+  loss_constant = float(-np.mean(np.where(test.fatal, np.log(base), np.log1p(-base))))
+
+  def evaluate(params) -> dict:
+    logits = np.concatenate([np.asarray(predict(params, test.obs[i : i + 512])) for i in range(0, len(test.obs), 512)])
+    loss = float(np.mean(np.asarray(bce(jnp.asarray(logits), jnp.asarray(test.fatal, jnp.float32)))))
+    return summary(logits, test.fatal, loss, loss_constant)
+
+  rng = np.random.default_rng(args.seed)
+  mixed = np.flatnonzero(train.fatal.any(1) & ~train.fatal.all(1))
+  if len(mixed) == 0:
+    ap.error(f"no training state has both a fatal and a safe action in {args.steps} steps: raise --steps")
+  half = config.batch_size // 2
+  reports, t1 = [], time.perf_counter()
+  for n in range(1, args.updates + 1):
+    idx = np.concatenate([rng.choice(mixed, half), rng.integers(0, len(train.obs), config.batch_size - half)])
+    act = rng.integers(0, num_actions, size=config.batch_size).astype(np.int32)
+    params, opt_state = update(params, opt_state, train.obs[idx], act, train.fatal[idx, act].astype(np.float32))
+    if n % args.report_every == 0 or n == args.updates:
+      reports.append({"updates": n, **evaluate(params)})
+  out = {
+    "world": config.world,
+    "config": args.config,
+    "overrides": args.set,
+    "commit": commit(),
+    "train_states": len(train.obs),
+    "train_states_with_both": int((train.fatal.any(1) & ~train.fatal.all(1)).sum()),
+    "train_fatal_share": base,
+    "test_states": len(test.obs),
+    "collect_s": collect_s,
+    "train_s": time.perf_counter() - t1,
+    "reports": reports,
+  }
+  print(json.dumps(out))
+  return out
+
+
+if __name__ == "__main__":
+  main()
