@@ -9,7 +9,10 @@ observation, one dynamics step with an action, and the terminal head (`terminal_
 whatever the config says) against the label (binary cross-entropy; the learner's Adam settings, no
 augmentation, no other loss). Each batch holds `batch_size` states with one uniformly drawn action each, half
 of them drawn from the states with both a fatal and a safe action (under random play about 1% of the actions
-kill, so a uniform batch would hold about one death). Test states come from other worlds' seeds.
+kill, so a uniform batch would hold about one death). With `--labels taken` it learns only what an RL run
+could: each state's action taken by random play and whether that step ended the game (a replay row's view,
+sticky repeats included), half of each batch drawn from the steps that did; the test still asks about every
+action. Test states come from other worlds' seeds.
 
 Reported on the test states every `--report-every` updates and at the end:
   auc_within   P(p(safe) < p(fatal)) over the (fatal, safe) pairs of actions at the same state, over the states
@@ -19,6 +22,7 @@ Reported on the test states every `--report-every` updates and at the end:
                oversamples deaths, so the network's probabilities run high: read the AUCs).
 
   python scripts/collision_probe.py --config minatar --set world=minatar:Asterix [--steps 40000] [--updates 3000]
+      [--labels taken]
 """
 
 from __future__ import annotations
@@ -104,6 +108,12 @@ def main(argv: list[str] | None = None) -> dict:
   ap.add_argument("--updates", type=int, default=3000, help="Adam updates (default 3000)")
   ap.add_argument("--report-every", type=int, default=1000, help="updates between test reports (default 1000)")
   ap.add_argument("--seed", type=int, default=0)
+  ap.add_argument(
+    "--labels",
+    choices=("all", "taken"),
+    default="all",
+    help="train on every action's label (default), or only on the action random play took, as RL sees it",
+  )
   args = ap.parse_args(argv)
   config = config_lib.load(args.config, args.set)
   if config.terminal_loss_weight == 0.0:  # the head is what the probe trains
@@ -155,21 +165,27 @@ def main(argv: list[str] | None = None) -> dict:
     return summary(logits, test.fatal, loss, loss_constant)
 
   rng = np.random.default_rng(args.seed)
-  mixed = np.flatnonzero(train.fatal.any(1) & ~train.fatal.all(1))
-  if len(mixed) == 0:
-    ap.error(f"no training state has both a fatal and a safe action in {args.steps} steps: raise --steps")
+  rich = train.fatal.any(1) & ~train.fatal.all(1) if args.labels == "all" else train.terminated
+  rich = np.flatnonzero(rich)  # the states half of each batch comes from
+  if len(rich) == 0:
+    ap.error(f"no training state has both a fatal and a safe action (or ended) in {args.steps} steps: raise --steps")
   half = config.batch_size // 2
   reports, t1 = [], time.perf_counter()
   for n in range(1, args.updates + 1):
-    idx = np.concatenate([rng.choice(mixed, half), rng.integers(0, len(train.obs), config.batch_size - half)])
-    act = rng.integers(0, num_actions, size=config.batch_size).astype(np.int32)
-    params, opt_state = update(params, opt_state, train.obs[idx], act, train.fatal[idx, act].astype(np.float32))
+    idx = np.concatenate([rng.choice(rich, half), rng.integers(0, len(train.obs), config.batch_size - half)])
+    if args.labels == "all":
+      act = rng.integers(0, num_actions, size=config.batch_size).astype(np.int32)
+      label = train.fatal[idx, act]
+    else:  # what the step did (a sticky repeat of the previous action included), as a replay row says
+      act, label = train.action[idx].astype(np.int32), train.terminated[idx]
+    params, opt_state = update(params, opt_state, train.obs[idx], act, label.astype(np.float32))
     if n % args.report_every == 0 or n == args.updates:
       reports.append({"updates": n, **evaluate(params)})
   out = {
     "world": config.world,
     "config": args.config,
     "overrides": args.set,
+    "labels": args.labels,
     "commit": commit(),
     "train_states": len(train.obs),
     "train_states_with_both": int((train.fatal.any(1) & ~train.fatal.all(1)).sum()),

@@ -44,6 +44,10 @@ def test_a_short_probe_reports_and_refuses_other_worlds(capsys):
   out = probe.main([*args, "--steps", "800", "--test-steps", "400", "--updates", "4", "--report-every", "2"])
   assert [r["updates"] for r in out["reports"]] == [2, 4] and out["train_states"] == 800
   assert out["train_states_with_both"] > 0 and 0.0 < out["train_fatal_share"] < 0.2
+  taken = probe.main([*args, "--steps", "800", "--test-steps", "400", "--updates", "2", "--labels", "taken"])
+  assert (
+    taken["labels"] == "taken" and taken["reports"][-1]["states_with_both"] == out["reports"][-1]["states_with_both"]
+  )
   with pytest.raises(SystemExit):
     probe.main(["--config", "debug", "--updates", "1"])
   assert "not a minatar: world" in capsys.readouterr().err
