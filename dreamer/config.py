@@ -354,6 +354,10 @@ class Config:
         self.action_planes in ("scalar", "onehot"),
         f"action_planes must be 'scalar' or 'onehot', got {self.action_planes!r}",
       ),
+      (
+        self.network == "resnet" or self.action_planes == "scalar",
+        "action_planes 'onehot' is for network 'resnet' (the MLP already takes a one-hot action): leave it 'scalar'",
+      ),
       (self.frame_stack >= 1, "frame_stack must be >= 1"),
       (16 <= self.atari_frame_size <= 160, "atari_frame_size must be in [16, 160] (frames are only shrunk)"),
       (0.0 <= self.atari_sticky_actions <= 1.0, "atari_sticky_actions must be in [0, 1]"),

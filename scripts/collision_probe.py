@@ -94,6 +94,24 @@ def summary(p: np.ndarray, fatal: np.ndarray, loss: float, loss_constant: float)
   }
 
 
+def rich_states(data: Data, labels: str) -> np.ndarray:
+  """Indices of the states half of each batch comes from: those with both a fatal and a safe action ('all'), or
+  the steps that ended the game ('taken')."""
+  return np.flatnonzero(data.fatal.any(1) & ~data.fatal.all(1) if labels == "all" else data.terminated)
+
+
+def batch(data: Data, labels: str, rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """One training batch: state indices i64[size] (the first half from `rich_states`), actions i32[size] and
+  labels bool[size]. 'all': a uniformly drawn action and its label; 'taken': the action random play took and
+  whether that step ended the game (a sticky repeat of the previous action included), as a replay row says."""
+  half = size // 2
+  idx = np.concatenate([rng.choice(rich_states(data, labels), half), rng.integers(0, len(data.obs), size - half)])
+  if labels == "all":
+    act = rng.integers(0, data.fatal.shape[1], size=size).astype(np.int32)
+    return idx, act, data.fatal[idx, act]
+  return idx, data.action[idx].astype(np.int32), data.terminated[idx]
+
+
 def bce(logit: jax.Array, label: jax.Array) -> jax.Array:
   """Binary cross-entropy of logits against 0/1 labels, elementwise."""
   return -(label * jax.nn.log_sigmoid(logit) + (1.0 - label) * jax.nn.log_sigmoid(-logit))
@@ -156,7 +174,7 @@ def main(argv: list[str] | None = None) -> dict:
     """obs [B, ...] -> logits f32[B, A] for every action."""
     return jnp.stack([logit(params, o, jnp.full((o.shape[0],), a, jnp.int32), False)[0] for a in range(num_actions)], 1)
 
-  base = float(train.fatal.mean())
+  base = float(np.clip(train.fatal.mean(), 1e-6, 1 - 1e-6))
   loss_constant = float(-np.mean(np.where(test.fatal, np.log(base), np.log1p(-base))))
 
   def evaluate(params) -> dict:
@@ -164,20 +182,12 @@ def main(argv: list[str] | None = None) -> dict:
     loss = float(np.mean(np.asarray(bce(jnp.asarray(logits), jnp.asarray(test.fatal, jnp.float32)))))
     return summary(logits, test.fatal, loss, loss_constant)
 
-  rng = np.random.default_rng(args.seed)
-  rich = train.fatal.any(1) & ~train.fatal.all(1) if args.labels == "all" else train.terminated
-  rich = np.flatnonzero(rich)  # the states half of each batch comes from
-  if len(rich) == 0:
+  rng = np.random.default_rng(args.seed + 1)  # batches; random play drew from args.seed's stream
+  if len(rich_states(train, args.labels)) == 0:
     ap.error(f"no training state has both a fatal and a safe action (or ended) in {args.steps} steps: raise --steps")
-  half = config.batch_size // 2
   reports, t1 = [], time.perf_counter()
   for n in range(1, args.updates + 1):
-    idx = np.concatenate([rng.choice(rich, half), rng.integers(0, len(train.obs), config.batch_size - half)])
-    if args.labels == "all":
-      act = rng.integers(0, num_actions, size=config.batch_size).astype(np.int32)
-      label = train.fatal[idx, act]
-    else:  # what the step did (a sticky repeat of the previous action included), as a replay row says
-      act, label = train.action[idx].astype(np.int32), train.terminated[idx]
+    idx, act, label = batch(train, args.labels, rng, config.batch_size)
     params, opt_state = update(params, opt_state, train.obs[idx], act, label.astype(np.float32))
     if n % args.report_every == 0 or n == args.updates:
       reports.append({"updates": n, **evaluate(params)})
