@@ -41,10 +41,9 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
+import reward_probe  # noqa: E402  (scripts/, beside this file)
 
-import worlds  # noqa: E402
 from dreamer import config as config_lib  # noqa: E402
-from dreamer import frames  # noqa: E402
 from dreamer.learner import make_optimizer  # noqa: E402
 from dreamer.networks import Model, init_params, make_network, zero_lstm_state  # noqa: E402
 from dreamer.suites import commit  # noqa: E402
@@ -63,20 +62,14 @@ def collect(config: config_lib.Config, *, steps: int, seed: int) -> Data:
   """`steps` env steps (over the config's num_envs) of uniformly random play in the config's training world."""
   if not config.world.startswith("minatar:"):
     raise ValueError(f"the probe copies MinAtar games; {config.world!r} is not a minatar: world")
-  world = worlds.make(config.world, num_envs=config.num_envs, seed=seed, **config_lib.world_kwargs(config, train=True))
-  rng = np.random.default_rng(seed)
-  obs = frames.start(world.reset(seed), config.frame_stack)
+
+  def labels(world) -> np.ndarray:
+    return np.asarray([death_probe.fatal_actions(env, world._actions) for env in world._envs])
+
   out = {"obs": [], "fatal": [], "action": [], "terminated": []}
-  try:
-    for _ in range(steps // config.num_envs):
-      fatal = np.asarray([death_probe.fatal_actions(env, world._actions) for env in world._envs])
-      action = rng.integers(0, world.spec.num_actions, size=config.num_envs)
-      step = world.step(action)
-      for key, value in zip(out, (obs, fatal, action, step.terminated)):
-        out[key].append(value)
-      obs = frames.push(obs, step.obs, step.terminated | step.truncated, config.frame_stack)
-  finally:
-    world.close()
+  for _, obs, action, step, fatal in reward_probe.random_play(config, steps=steps, seed=seed, before=labels):
+    for key, value in zip(out, (obs, fatal, action, step.terminated)):
+      out[key].append(value)
   return Data(*(np.concatenate(v) for v in out.values()))
 
 
@@ -120,12 +113,7 @@ def bce(logit: jax.Array, label: jax.Array) -> jax.Array:
 def main(argv: list[str] | None = None) -> dict:
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--config", required=True, help="a preset name or a .toml path")
-  ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
-  ap.add_argument("--steps", type=int, default=40000, help="random env steps to train on (default 40000)")
-  ap.add_argument("--test-steps", type=int, default=8000, help="random env steps to test on (default 8000)")
-  ap.add_argument("--updates", type=int, default=3000, help="Adam updates (default 3000)")
-  ap.add_argument("--report-every", type=int, default=1000, help="updates between test reports (default 1000)")
-  ap.add_argument("--seed", type=int, default=0)
+  reward_probe.offline_arguments(ap)
   ap.add_argument(
     "--labels",
     choices=("all", "taken"),

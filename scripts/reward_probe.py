@@ -30,6 +30,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -50,25 +51,36 @@ from dreamer.support import logits_to_scalar, scalar_to_probs  # noqa: E402
 from worlds.base import Spec  # noqa: E402
 
 
-def collect(config: config_lib.Config, *, steps: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, Spec]:
-  """`steps` env steps (over the config's num_envs) of uniformly random play in the training world:
-  stacked observations [N, *obs_shape] (before each action), actions i32[N], rewards f32[N], the world's Spec."""
+def random_play(config: config_lib.Config, *, steps: int, seed: int, before=None) -> Iterator[tuple]:
+  """`steps` env steps (over the config's num_envs) of uniformly random play in the config's training world
+  (its frame stack, clipped rewards, life-loss episodes): yields (world, obs, action, step, seen) per world
+  step, obs the stacked observations [num_envs, *obs_shape] the actions i64[num_envs] were taken from, step
+  the world's Step, seen what `before(world)` returned just before the step (None without `before`)."""
   world = worlds.make(config.world, num_envs=config.num_envs, seed=seed, **config_lib.world_kwargs(config, train=True))
   rng = np.random.default_rng(seed)
   obs = frames.start(world.reset(seed), config.frame_stack)
-  out_obs, out_act, out_rew = [], [], []
   try:
     for _ in range(steps // config.num_envs):
+      seen = before(world) if before is not None else None
       action = rng.integers(0, world.spec.num_actions, size=config.num_envs)
       step = world.step(action)
-      out_obs.append(obs)
-      out_act.append(action)
-      out_rew.append(step.reward)
+      yield world, obs, action, step, seen
       obs = frames.push(obs, step.obs, step.terminated | step.truncated, config.frame_stack)
   finally:
     world.close()
+
+
+def collect(config: config_lib.Config, *, steps: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, Spec]:
+  """`random_play`'s steps: stacked observations [N, *obs_shape] (before each action), actions i32[N],
+  rewards f32[N], the world's Spec."""
+  out_obs, out_act, out_rew, spec = [], [], [], None
+  for world, obs, action, step, _ in random_play(config, steps=steps, seed=seed):
+    out_obs.append(obs)
+    out_act.append(action)
+    out_rew.append(step.reward)
+    spec = world.spec
   acts, rews = np.concatenate(out_act).astype(np.int32), np.concatenate(out_rew).astype(np.float32)
-  return np.concatenate(out_obs), acts, rews, world.spec
+  return np.concatenate(out_obs), acts, rews, spec
 
 
 def auc(low: np.ndarray, high: np.ndarray) -> float | None:
@@ -107,17 +119,23 @@ def check_parts(ap: argparse.ArgumentParser, params: dict, parts: tuple[str, ...
     ap.error(f"--train-parts {','.join(unknown)}: not a module of this network; allowed: {', '.join(params['params'])}")
 
 
-def main(argv: list[str] | None = None) -> dict:
-  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  ap.add_argument("--config", help="a preset name or a .toml path (or --checkpoint)")
-  ap.add_argument("--checkpoint", help="a run directory or checkpoint: start from its parameters and config")
-  ap.add_argument("--train-parts", default="", help="comma-separated modules to train, the rest frozen (default: all)")
+def offline_arguments(ap: argparse.ArgumentParser) -> None:
+  """The options of an offline probe on random play: --set, --steps, --test-steps, --updates, --report-every,
+  --seed (this script's and `collision_probe.py`'s)."""
   ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
   ap.add_argument("--steps", type=int, default=40000, help="random env steps to train on (default 40000)")
   ap.add_argument("--test-steps", type=int, default=8000, help="random env steps to test on (default 8000)")
   ap.add_argument("--updates", type=int, default=3000, help="Adam updates (default 3000)")
   ap.add_argument("--report-every", type=int, default=1000, help="updates between test reports (default 1000)")
   ap.add_argument("--seed", type=int, default=0)
+
+
+def main(argv: list[str] | None = None) -> dict:
+  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  ap.add_argument("--config", help="a preset name or a .toml path (or --checkpoint)")
+  ap.add_argument("--checkpoint", help="a run directory or checkpoint: start from its parameters and config")
+  ap.add_argument("--train-parts", default="", help="comma-separated modules to train, the rest frozen (default: all)")
+  offline_arguments(ap)
   args = ap.parse_args(argv)
   parts = tuple(p for p in args.train_parts.split(",") if p)
   if (args.config is None) == (args.checkpoint is None):
