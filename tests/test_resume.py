@@ -266,3 +266,19 @@ def test_resume_is_bit_identical_with_exploratory_repeats_on(tmp_path):
   assert_same_state(load_checkpoint(tmp_path / "straight"), load_checkpoint(tmp_path / "cut"))
   records = [r for r in read_metrics(tmp_path / "straight") if "train/explored" in r]
   assert max(r["train/explored"] for r in records) > 0 and records[-1]["train/explore_epsilon"] == 0
+
+
+def test_resume_is_bit_identical_with_the_residual_network_and_one_hot_action_planes(tmp_path):
+  # The 10x10 residual network with one plane per action (`action_planes`) on a MinAtar world: the planes are
+  # parameters' shapes only, saved and restored like any other; a cut run ends where an unbroken one does.
+  pytest.importorskip("minatar")
+  net = ["world=minatar:Breakout", "network=resnet", "downsample=false", "channels=4", "head_channels=2"]
+  net += ["head_hidden=4", "action_planes=onehot", "total_env_steps=640", "num_envs=4", "eval_max_steps=50"]
+  straight_run = train(_config(*net), tmp_path / "straight", console=False)
+  first = train(_config(*net), tmp_path / "cut", console=False, stop_after_updates=16)
+  assert first["stopped"] == "stop_after_updates" and first["updates"] < straight_run["updates"]
+  second = train(_config(*net), tmp_path / "cut", console=False)
+  assert second["updates"] == straight_run["updates"]
+  assert_same_state(load_checkpoint(tmp_path / "straight"), load_checkpoint(tmp_path / "cut"))
+  kernel = load_checkpoint(tmp_path / "cut").params["params"]["dyn_conv"]["kernel"]
+  assert kernel.shape[2] == 4 + 6  # the latent's channels and one plane per action
