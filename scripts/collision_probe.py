@@ -32,6 +32,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -49,13 +50,20 @@ from dreamer.networks import Model, init_params, make_network, zero_lstm_state  
 from dreamer.suites import commit  # noqa: E402
 
 
-class Data:
+class Data(NamedTuple):
   """States of random play: obs [N, *obs_shape] (before the step), fatal bool[N, A] (each action tried on a
   copy), and the step itself: action i32[N] and terminated bool[N] (the world restarts an ended game, so every
   state is one of a running game)."""
 
-  def __init__(self, obs, fatal, action, terminated):
-    self.obs, self.fatal, self.action, self.terminated = obs, fatal, action, terminated
+  obs: np.ndarray
+  fatal: np.ndarray
+  action: np.ndarray
+  terminated: np.ndarray
+
+
+def mixed(fatal: np.ndarray) -> np.ndarray:
+  """bool[N]: the states of labels bool[N, A] with both a fatal and a safe action."""
+  return fatal.any(1) & ~fatal.all(1)
 
 
 def collect(config: config_lib.Config, *, steps: int, seed: int) -> Data:
@@ -66,19 +74,19 @@ def collect(config: config_lib.Config, *, steps: int, seed: int) -> Data:
   def labels(world) -> np.ndarray:
     return np.asarray([death_probe.fatal_actions(env, world._actions) for env in world._envs])
 
-  out = {"obs": [], "fatal": [], "action": [], "terminated": []}
-  for _, obs, action, step, fatal in reward_probe.random_play(config, steps=steps, seed=seed, before=labels):
-    for key, value in zip(out, (obs, fatal, action, step.terminated)):
-      out[key].append(value)
-  return Data(*(np.concatenate(v) for v in out.values()))
+  rows = [
+    (obs, fatal, action, step.terminated)
+    for _, obs, action, step, fatal in reward_probe.random_play(config, steps=steps, seed=seed, before=labels)
+  ]
+  return Data(*(np.concatenate(column) for column in zip(*rows)))
 
 
 def summary(p: np.ndarray, fatal: np.ndarray, loss: float, loss_constant: float) -> dict:
   """The module docstring's fields from predictions f32[N, A] (any monotone score) and labels bool[N, A]."""
-  mixed = fatal.any(1) & ~fatal.all(1)
-  rows = [(p[i][fatal[i]], p[i][~fatal[i]]) for i in np.flatnonzero(mixed)]
+  both = mixed(fatal)
+  rows = [(p[i][fatal[i]], p[i][~fatal[i]]) for i in np.flatnonzero(both)]
   return {
-    "states_with_both": int(mixed.sum()),
+    "states_with_both": int(both.sum()),
     "fatal_share": float(fatal.mean()),
     "auc_within": death_probe.auc(rows),
     "auc_pooled": death_probe.auc([(p[fatal], p[~fatal])]),
@@ -90,15 +98,18 @@ def summary(p: np.ndarray, fatal: np.ndarray, loss: float, loss_constant: float)
 def rich_states(data: Data, labels: str) -> np.ndarray:
   """Indices of the states half of each batch comes from: those with both a fatal and a safe action ('all'), or
   the steps that ended the game ('taken')."""
-  return np.flatnonzero(data.fatal.any(1) & ~data.fatal.all(1) if labels == "all" else data.terminated)
+  return np.flatnonzero(mixed(data.fatal) if labels == "all" else data.terminated)
 
 
-def batch(data: Data, labels: str, rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """One training batch: state indices i64[size] (the first half from `rich_states`), actions i32[size] and
-  labels bool[size]. 'all': a uniformly drawn action and its label; 'taken': the action random play took and
-  whether that step ended the game (a sticky repeat of the previous action included), as a replay row says."""
+def batch(
+  data: Data, rich: np.ndarray, labels: str, rng: np.random.Generator, size: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """One training batch: state indices i64[size] (the first half from `rich`, `rich_states(data, labels)`),
+  actions i32[size] and labels bool[size]. 'all': a uniformly drawn action and its label; 'taken': the action
+  random play took and whether that step ended the game (a sticky repeat of the previous action included), as a
+  replay row says."""
   half = size // 2
-  idx = np.concatenate([rng.choice(rich_states(data, labels), half), rng.integers(0, len(data.obs), size - half)])
+  idx = np.concatenate([rng.choice(rich, half), rng.integers(0, len(data.obs), size - half)])
   if labels == "all":
     act = rng.integers(0, data.fatal.shape[1], size=size).astype(np.int32)
     return idx, act, data.fatal[idx, act]
@@ -171,11 +182,12 @@ def main(argv: list[str] | None = None) -> dict:
     return summary(logits, test.fatal, loss, loss_constant)
 
   rng = np.random.default_rng(args.seed + 1)  # batches; random play drew from args.seed's stream
-  if len(rich_states(train, args.labels)) == 0:
+  rich = rich_states(train, args.labels)
+  if len(rich) == 0:
     ap.error(f"no training state has both a fatal and a safe action (or ended) in {args.steps} steps: raise --steps")
   reports, t1 = [], time.perf_counter()
   for n in range(1, args.updates + 1):
-    idx, act, label = batch(train, args.labels, rng, config.batch_size)
+    idx, act, label = batch(train, rich, args.labels, rng, config.batch_size)
     params, opt_state = update(params, opt_state, train.obs[idx], act, label.astype(np.float32))
     if n % args.report_every == 0 or n == args.updates:
       reports.append({"updates": n, **evaluate(params)})
@@ -186,7 +198,7 @@ def main(argv: list[str] | None = None) -> dict:
     "labels": args.labels,
     "commit": commit(),
     "train_states": len(train.obs),
-    "train_states_with_both": int((train.fatal.any(1) & ~train.fatal.all(1)).sum()),
+    "train_states_with_both": int(mixed(train.fatal).sum()),
     "train_fatal_share": base,
     "test_states": len(test.obs),
     "collect_s": collect_s,

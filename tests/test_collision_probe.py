@@ -45,10 +45,10 @@ def test_batches_draw_half_from_the_informative_states_and_label_as_asked():
   terminated[[7, 20]] = True  # state 20's sticky repeat ended the game, whatever its recorded action's label
   data = probe.Data(np.zeros((50, 1)), fatal, action, terminated)
   rng = np.random.default_rng(0)
-  idx, act, label = probe.batch(data, "all", rng, 16)
+  idx, act, label = probe.batch(data, probe.rich_states(data, "all"), "all", rng, 16)
   assert set(idx[:8]) <= {3, 7} and act.dtype == np.int32
   np.testing.assert_array_equal(label, fatal[idx, act])
-  idx, act, label = probe.batch(data, "taken", rng, 16)
+  idx, act, label = probe.batch(data, probe.rich_states(data, "taken"), "taken", rng, 16)
   assert set(idx[:8]) <= {7, 20} and label[:8].all()
   np.testing.assert_array_equal(act, action[idx])
   np.testing.assert_array_equal(label, terminated[idx])
