@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dreamer import search
+from dreamer import actor, search
 from dreamer.networks import LSTMState
 from dreamer.support import scalar_to_probs
 
@@ -39,7 +39,7 @@ def test_target_stats_by_hand():
 
 class BiasModel(NamedTuple):
   """Every model step predicts reward `bias` and value 0, and keeps the latent; the latent (6 numbers) is the
-  prior's logits. Q then carries no preference between actions except the bias times the depth explored."""
+  prior's logits. Q then ranks no action above another: a visited action's Q is the bias."""
 
   bias: float
   lstm_dim: int = 2
@@ -71,8 +71,8 @@ def test_a_reward_bias_sharpens_searchs_target_and_a_negative_one_flattens_it():
   # explored, which Gumbel top-k draws in proportion to the prior: on average the prior's favourite gains.
   obs = jnp.asarray(np.random.default_rng(0).normal(size=(64, 6)), jnp.float32)
   prior = np.asarray(jax.nn.softmax(obs))
-  none = target_probe.target_stats(prior, _targets(0.0, obs))
-  assert none["kl_target_prior"] < 1e-9 and none["sharper"] == 0.0  # no bias: the target is the prior
+  none = _targets(0.0, obs)  # no bias: every draw's target is the prior
+  np.testing.assert_allclose(none, np.broadcast_to(prior, none.shape), atol=1e-6)
   up, down = (target_probe.target_stats(prior, _targets(b, obs)) for b in (0.05, -0.05))
   assert up["sharper"] > 0.9 and up["target_top"] > up["prior_top"] + 0.02
   assert up["target_entropy"] < up["prior_entropy"] - 0.05
@@ -82,16 +82,19 @@ def test_a_reward_bias_sharpens_searchs_target_and_a_negative_one_flattens_it():
 
 def test_probe_of_a_debug_run(debug_run):
   config, run_dir, _ = debug_run
-  same = f"num_simulations={config.num_simulations}"
-  out = target_probe.main([str(run_dir), "--states", "12", "--noise", "2", "--games", "4", "--variant", same])
+  same, fewer = f"num_simulations={config.num_simulations}", "num_simulations=2"
+  args = [str(run_dir), "--states", "12", "--every", "3", "--noise", "2", "--games", "4"]
+  out = target_probe.main([*args, "--variant", same, "--variant", fewer])
   assert out["states"] == 12 and out["checkpoint"].startswith(str(run_dir))
+  # the newest checkpoint, searched at the acting temperature of its env step
+  newest = max(int(p.name) for p in (run_dir / "checkpoints").iterdir() if p.name.isdigit())
+  assert out["env_step"] == newest and out["temperature"] == actor.temperature(config, newest)
   variants = out["variants"]
   assert variants[same] == variants["as trained"]  # a variant that changes nothing searches exactly as trained
+  assert variants[fewer] != variants["as trained"]  # the variant's setting is what searched
   fields = {"prior_entropy", "target_entropy", "prior_top", "target_top", "sharper", "kl_target_prior"}
   assert set(variants["as trained"]) == fields and all(np.isfinite(v) for v in variants["as trained"].values())
-  fewer = target_probe.main(
-    [str(run_dir), "--states", "12", "--noise", "2", "--games", "4", "--variant", "num_simulations=2"]
-  )
-  assert fewer["variants"]["num_simulations=2"] != variants["as trained"]  # the variant's setting is what searched
   with pytest.raises(Exception, match="only the search's settings"):
     target_probe.main([str(run_dir), "--variant", "learning_rate=1.0"])
+  with pytest.raises(SystemExit):  # search=none has no target to compare
+    target_probe.main([str(run_dir), "--variant", "search=none"])
