@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-from value_probe import one_step  # noqa: E402  (scripts/, beside this file)
+from value_probe import entropy, one_step  # noqa: E402  (scripts/, beside this file)
 
 from dreamer import actor, dream_ratio, frames  # noqa: E402
 from dreamer import agent as agent_lib  # noqa: E402
@@ -76,7 +76,6 @@ def target_stats(prior: np.ndarray, targets: np.ndarray) -> dict:
   """The variant's fields from the prior f[N, A] and its targets f[M, N, A] under M noise draws."""
   mean = targets.mean(0)
   top = prior.argmax(-1)[:, None]
-  entropy = lambda p: -(p * np.log(np.maximum(p, 1e-12))).sum(-1)  # noqa: E731
   prior_top, target_top = np.take_along_axis(prior, top, 1)[:, 0], np.take_along_axis(mean, top, 1)[:, 0]
   kl = (mean * (np.log(np.maximum(mean, 1e-12)) - np.log(np.maximum(prior, 1e-12)))).sum(-1)
   return {

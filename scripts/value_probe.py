@@ -65,7 +65,8 @@ def returns_to_go(rewards: np.ndarray, alive: np.ndarray, discount: float) -> np
   return out
 
 
-def _entropy(p: np.ndarray) -> np.ndarray:
+def entropy(p: np.ndarray) -> np.ndarray:
+  """Entropy (nats) of distributions p[..., A] over their last axis."""
   return -(p * np.log(np.maximum(p, 1e-12))).sum(-1)
 
 
@@ -105,7 +106,7 @@ def play(acting: agent_lib.Acting, *, seed: int, max_steps: int) -> dict[str, np
     value, prior, reward, q = map(np.asarray, root(acting.params, obs)[:4])
     action, policy = np.asarray(out.action), np.asarray(out.policy)
     taken = np.take_along_axis(reward, action[:, None], axis=1)[:, 0]
-    fields = (("value", value), ("prior_entropy", _entropy(prior)), ("search_entropy", _entropy(policy)))
+    fields = (("value", value), ("prior_entropy", entropy(prior)), ("search_entropy", entropy(policy)))
     for k, v in fields + (("q_spread", q.max(1) - q.min(1)), ("reward_pred", taken)):
       rows[k].append(np.asarray(v, np.float64))
     rows["agree"].append(action == prior.argmax(-1))
