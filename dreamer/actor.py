@@ -15,22 +15,25 @@ from dreamer import search as search_lib
 from dreamer.config import Config
 from dreamer.networks import Model, Params
 
-ActFn = Callable[[Params, jax.Array, jax.Array, float], search_lib.SearchOutput]
+ActFn = Callable[..., search_lib.SearchOutput]
 
 
 def make_act(model: Model, config: Config) -> ActFn:
-  """jit(params, obs [B, ...], rng_key, temperature) -> SearchOutput; the key is consumed. With search
-  'none' the policy network's prior stands in for the search (policy = its softmax, value = its value)."""
+  """jit(params, obs [B, ...], rng_key, temperature, held=None) -> SearchOutput; the key is consumed. With
+  search 'none' the policy network's prior stands in for the search (policy = its softmax, value = its
+  value). held: f32[B, A] Gumbel noise held per env (`config.noise_hold`), used by Gumbel search in place of a
+  fresh draw; None: drawn afresh."""
 
-  def act(params, obs, rng_key, temperature):
+  def act(params, obs, rng_key, temperature, held=None):
     root = search_lib.make_root(model, params, obs)
     if config.search == "none":  # the policy-only baseline: sample the prior (argmax at temperature 0)
       sampled = jax.random.categorical(rng_key, root.prior_logits / jnp.maximum(temperature, 1e-6))
       action = jnp.where(temperature > 0, sampled, jnp.argmax(root.prior_logits, axis=-1)).astype(jnp.int32)
       return search_lib.SearchOutput(action, jax.nn.softmax(root.prior_logits), root.value)
     return search_lib.run_search(
-      model, params, rng_key, root, temperature=temperature, noise=temperature > 0, **search_lib.settings(config)
-    )
+      model, params, rng_key, root, temperature=temperature, noise=temperature > 0, held=held,
+      **search_lib.settings(config),
+    )  # fmt: skip
 
   return jax.jit(act)
 
@@ -71,6 +74,12 @@ def temperature(config: Config, env_step: int) -> float:
   fraction = env_step / config.total_env_steps
   stage = sum(fraction >= b for b in config.temperature_bounds)
   return float(config.temperatures[stage])
+
+
+def make_held_draw(config: Config, num_actions: int) -> Callable[[jax.Array], jax.Array]:
+  """jit(rng_key) -> f32[N, A]: fresh standard Gumbel noise for all `config.num_envs` envs (every process
+  draws them all and keeps its own rows), for the envs whose episode starts (`noise_hold` 'episode')."""
+  return jax.jit(lambda rng_key: jax.random.gumbel(rng_key, (config.num_envs, num_actions)))
 
 
 class Repeats(NamedTuple):

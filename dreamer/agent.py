@@ -38,7 +38,9 @@ class Agent:
   over several processes, act / policy_act / add take and give this process's env rows only, and
   eval_act / eval_policy_act (what `evaluate` uses) run the same evaluation on every process;
   place(state, replay) -> both laid over the run's devices (`layout`, from `config.devices`);
-  explore_draw(key, epsilon) -> the exploratory repeats every env would start now (`actor.make_explore`)."""
+  explore_draw(key, epsilon) -> the exploratory repeats every env would start now (`actor.make_explore`);
+  held_draw(key) -> fresh Gumbel noise for every env (`actor.make_held_draw`); act's optional `held` f32[B, A]:
+  the noise this process's envs hold (`config.noise_hold`)."""
 
   def __init__(self, config: Config, spec: worlds.Spec):
     self.config = config
@@ -56,18 +58,23 @@ class Agent:
     if not config.train_search:
       train_act = actor_lib.make_act(self.model, actor_lib.policy_only(config))
     self.explore_draw = actor_lib.make_explore(config, spec.num_actions)
+    self.held_draw = actor_lib.make_held_draw(config, spec.num_actions)
     layout = self.layout
     self.eval_act, self.eval_policy_act = act, policy_act
     if layout.count == 1:
       self.act, self.policy_act = train_act, policy_act
       self.add = jax.jit(add, donate_argnums=0)
     elif layout.processes == 1:  # observations split over the devices, so the batched search runs on all of them
-      self.act = lambda params, obs, *args: train_act(params, layout.rows(obs), *args)
+      self.act = lambda params, obs, key, t, held=None: train_act(
+        params, layout.rows(obs), key, t, None if held is None else layout.rows(held)
+      )
       self.eval_act = lambda params, obs, *args: act(params, layout.rows(obs), *args)
       self.policy_act = self.eval_policy_act = lambda params, obs: policy_act(params, layout.rows(obs))
       self.add = jax.jit(add, donate_argnums=0, out_shardings=layout.replay)
     else:  # each process acts on its own envs' rows (in and out); evaluation runs on every process alike
-      self.act = lambda params, obs, *args: layout.to_local(train_act(params, layout.to_global(obs), *args))
+      self.act = lambda params, obs, key, t, held=None: layout.to_local(
+        train_act(params, layout.to_global(obs), key, t, None if held is None else layout.to_global(held))
+      )
       self.policy_act = lambda params, obs: layout.to_local(policy_act(params, layout.to_global(obs)))
       self.eval_act = lambda params, obs, *args: act(params, layout.replicate(obs), *args)
       self.eval_policy_act = lambda params, obs: policy_act(params, layout.replicate(obs))

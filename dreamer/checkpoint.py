@@ -5,8 +5,8 @@ Each checkpoint holds three items:
   state/   every other array of the run: target parameters, optimizer state, learner rng key and update
            count, the replay buffer (rows, priorities, heads) and the host loop's rng key and observations;
   meta/    JSON: format version, resolved config, world spec, host counters, the world's own state, the envs'
-           exploratory repeats (`explore_epsilon`), and a CRC32 of every saved array (orbax keeps no
-           checksums, so a flipped byte would load silently).
+           exploratory repeats (`explore_epsilon`) and held Gumbel noise (`noise_hold`), and a CRC32 of every
+           saved array (orbax keeps no checksums, so a flipped byte would load silently).
 orbax's CheckpointManager writes each checkpoint into a temporary directory and renames it when complete, so
 a killed process leaves whole checkpoints plus at most one temporary directory, which the next run deletes.
 Saving is asynchronous: arrays are copied to host memory before `save` returns, then written in a thread.

@@ -216,6 +216,13 @@ class Config:
   throughout (`actor.temperature` says why)."""
   temperature_bounds: tuple[float, ...] = (0.5, 0.75)
   """Fractions of total_env_steps at which the acting temperature moves to the next stage."""
+  noise_hold: str = "step"
+  """Gumbel: how long acting's root Gumbel noise lasts while training: 'step' (drawn afresh every step, Gumbel
+  MuZero's) or 'episode' (drawn per env when its episode starts and held until it ends, still scaled by the
+  acting temperature). Over a flat model a search whose noise changes every step acts as a random walk
+  (MinAtar Freeway never crosses); noise held for an episode holds the same preference for the whole game, as
+  a random greedy Q-network does. The policy target stays search's noiseless one (`search.run_search`).
+  Evaluation draws afresh every step."""
   explore_epsilon: float = 0.0
   """Temporally-extended exploration (ez-greedy, Dabney, Ostrovski & Barreto 2021) while training: an env
   with no exploratory repeat running starts one with this probability per step, repeating one action drawn
@@ -405,6 +412,15 @@ class Config:
         f"q_normalization must be 'tree' or 'children', got {self.q_normalization!r}",
       ),
       (self.q_range_floor > 0.0, "q_range_floor must be > 0"),
+      (
+        self.noise_hold in ("step", "episode"),
+        f"noise_hold must be 'step' or 'episode', got {self.noise_hold!r}",
+      ),
+      (
+        self.noise_hold == "step" or (self.search == "gumbel" and self.train_search),
+        "noise_hold='episode' holds the Gumbel noise of training's searches: it needs search 'gumbel' and "
+        "train_search on",
+      ),
       (self.optimizer in ("adam", "sgd"), f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}"),
       (self.num_simulations >= 2, "num_simulations must be >= 2"),
       (self.max_considered_actions >= 1, "max_considered_actions must be >= 1"),

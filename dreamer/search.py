@@ -149,6 +149,7 @@ def run_search(
   horizon: int,
   temperature: jax.Array | float,
   noise: jax.Array | bool,
+  held: jax.Array | None = None,
   max_considered_actions: int = 16,
   q_normalization: str = "children",
   q_range_floor: float = 1e-8,
@@ -168,32 +169,64 @@ def run_search(
   smallest range either normalises by; pUCT's per-node min-max too) and value_scale, the
   weight of the completed Q-values in its improved policy softmax(prior logits + sigma(q)) (mctx's 0.1; 0
   makes the policy target the prior). pUCT: pb_c_init, pb_c_base.
+  held: Gumbel only, f32[B, A] standard Gumbel noise the caller holds (`config.noise_hold`), scaled by
+  `temperature`, in place of a fresh draw (see gumbel_search).
   """
   recurrent_fn = make_recurrent_fn(model, discount=discount, horizon=horizon)
   if kind == "gumbel":
     qtransform = qtransform_tree_minmax if q_normalization == "tree" else mctx.qtransform_completed_by_mix_value
-    out = mctx.gumbel_muzero_policy(
-      params,
-      rng_key,
-      root,
-      recurrent_fn,
-      num_simulations,
-      max_num_considered_actions=max_considered_actions,
-      gumbel_scale=temperature,
+    return gumbel_search(
+      params, rng_key, root, recurrent_fn, num_simulations=num_simulations, temperature=temperature, held=held,
+      max_considered_actions=max_considered_actions,
       qtransform=functools.partial(qtransform, value_scale=value_scale, epsilon=q_range_floor),
-    )
-  else:
-    out = mctx.muzero_policy(
-      params,
-      rng_key,
-      root,
-      recurrent_fn,
-      num_simulations,
-      dirichlet_fraction=dirichlet_fraction * jnp.asarray(noise, jnp.float32),
-      dirichlet_alpha=dirichlet_alpha,
-      pb_c_init=pb_c_init,
-      pb_c_base=pb_c_base,
-      temperature=temperature,
-      qtransform=functools.partial(mctx.qtransform_by_parent_and_siblings, epsilon=q_range_floor),
-    )
+    )  # fmt: skip
+  assert held is None, "held noise is Gumbel search's"
+  out = mctx.muzero_policy(
+    params,
+    rng_key,
+    root,
+    recurrent_fn,
+    num_simulations,
+    dirichlet_fraction=dirichlet_fraction * jnp.asarray(noise, jnp.float32),
+    dirichlet_alpha=dirichlet_alpha,
+    pb_c_init=pb_c_init,
+    pb_c_base=pb_c_base,
+    temperature=temperature,
+    qtransform=functools.partial(mctx.qtransform_by_parent_and_siblings, epsilon=q_range_floor),
+  )
   return SearchOutput(out.action.astype(jnp.int32), out.action_weights, out.search_tree.summary().value)
+
+
+def gumbel_search(
+  params: Params,
+  rng_key: chex.PRNGKey,
+  root: mctx.RootFnOutput,
+  recurrent_fn: mctx.RecurrentFn,
+  *,
+  num_simulations: int,
+  max_considered_actions: int,
+  qtransform: Any,
+  temperature: jax.Array | float,
+  held: jax.Array | None,
+) -> SearchOutput:
+  """mctx's Gumbel MuZero, its root noise drawn afresh (held None) or given (held f32[B, A], scaled by
+  `temperature`). Given noise rides in the root's prior logits with mctx's own draw scaled to 0: mctx scores
+  actions by noise + prior logits (+ sigma(q)), so the considered actions, their visits and the action are
+  those of mctx drawing that noise itself. The policy target is then mctx's softmax(prior logits + sigma(q))
+  over the noiseless prior: exactly the target of mctx drawing the noise where every root action is visited;
+  where some are not, their completed Q (the mixed value) has weighed the visited ones by the noisy prior."""
+  noisy = root if held is None else root.replace(prior_logits=root.prior_logits + temperature * held)
+  out = mctx.gumbel_muzero_policy(
+    params,
+    rng_key,
+    noisy,
+    recurrent_fn,
+    num_simulations,
+    max_num_considered_actions=max_considered_actions,
+    gumbel_scale=temperature if held is None else 0.0,
+    qtransform=qtransform,
+  )
+  policy, tree = out.action_weights, out.search_tree
+  if held is not None:
+    policy = jax.nn.softmax(root.prior_logits + jax.vmap(qtransform, in_axes=[0, None])(tree, tree.ROOT_INDEX))
+  return SearchOutput(out.action.astype(jnp.int32), policy, tree.summary().value)

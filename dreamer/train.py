@@ -333,6 +333,7 @@ class Carry:
   solved: bool = False
   resumed_from: int | None = None
   explored: int = 0  # actions taken by exploratory repeats in this segment of the run (every process's envs)
+  held: np.ndarray | None = None  # f32[B, A]: the Gumbel noise this process's envs hold (noise_hold 'episode')
 
 
 def clocks(config: Config) -> tuple[schedule.Every, schedule.Every, schedule.Ratio]:
@@ -355,6 +356,9 @@ def start(p: Parts) -> Carry:
   progress = Progress(next_eval=evals.first(), next_checkpoint=saves.first())
   recent, repeats = collections.deque(maxlen=20), actor_lib.Repeats.none(len(obs))
   carry = Carry(state, rb, key, obs, progress, dream_ratio.Dreams(), recent, 0.0, {}, repeats)
+  if config.noise_hold == "episode":  # the key is split only then: runs without it keep their stream
+    carry.key, held_key = jax.random.split(carry.key)
+    carry.held = np.asarray(p.agent.held_draw(held_key))[p.own]
   steps = p.ckpts.steps()
   if distributed.joined() and any(seen != steps for seen in distributed.gather_json(steps)):
     raise ckpt_lib.CheckpointError(
@@ -408,6 +412,8 @@ def restore(p: Parts, c: Carry) -> Carry:
     c.obs = frames.start(p.world.reset(p.config.seed + p.first_env + c.progress.env_steps), p.config.frame_stack)
   else:
     c.repeats = _saved_repeats(saved.meta.get("repeats"), p, f"checkpoint {p.ckpts.path(saved.step)!r}")
+    if c.held is not None and saved.meta.get("held") is not None:  # else the episodes keep start's fresh draw
+      c.held = _saved_held(saved.meta["held"], p, f"checkpoint {p.ckpts.path(saved.step)!r}")
   if p.config.checkpoint_every_updates != saved.meta["config"].get("checkpoint_every_updates"):
     c.progress.next_checkpoint = clocks(p.config)[1].following(c.progress.updates)
   c.resumed_from = saved.step
@@ -430,6 +436,18 @@ def _saved_repeats(saved: Any, p: Parts, where: str) -> actor_lib.Repeats:
     raise ckpt_lib.CheckpointError(f"{where} has damaged exploratory repeats: {json.dumps(saved)[:80]}")
   left = np.minimum(np.asarray(saved["left"], np.int64), p.config.explore_max_repeat).astype(np.int32)
   return actor_lib.Repeats(np.asarray(saved["action"], np.int32)[p.own], left[p.own])
+
+
+def _saved_held(saved: Any, p: Parts, where: str) -> np.ndarray:
+  """This process's envs' held Gumbel noise f32[B, A] from a checkpoint's meta (untrusted: num_envs rows of
+  num_actions finite numbers). CheckpointError naming the problem."""
+  n, a = p.config.num_envs, p.world.spec.num_actions
+  ok = isinstance(saved, list) and len(saved) == n
+  ok = ok and all(isinstance(row, list) and len(row) == a for row in saved)
+  ok = ok and all(type(x) is float and math.isfinite(x) for row in saved for x in row)
+  if not ok:
+    raise ckpt_lib.CheckpointError(f"{where} has damaged held noise: {json.dumps(saved)[:80]}")
+  return np.asarray(saved, np.float32)[p.own]
 
 
 def _own_world_state(saved: Any) -> tuple[Any, str | None]:
@@ -497,7 +515,8 @@ def act(p: Parts, c: Carry) -> None:
   t = time.perf_counter()
   config, stack = p.config, p.config.frame_stack
   c.key, act_key = jax.random.split(c.key)
-  out = p.agent.act(c.state.params, c.obs, act_key, actor_lib.temperature(config, c.progress.env_steps))
+  temperature = actor_lib.temperature(config, c.progress.env_steps)
+  out = p.agent.act(c.state.params, c.obs, act_key, temperature, c.held)
   action = np.asarray(out.action)
   if config.explore_epsilon > 0:  # the key is split only then: runs without exploration keep their stream
     c.key, explore_key = jax.random.split(c.key)
@@ -510,6 +529,9 @@ def act(p: Parts, c: Carry) -> None:
   ended = step.terminated | step.truncated
   if config.explore_epsilon > 0:  # a repeat ends with its game
     c.repeats = actor_lib.Repeats(*(np.where(ended, 0, x).astype(np.int32) for x in c.repeats))
+  if c.held is not None:  # an episode that ends hands its env fresh noise for the next
+    c.key, held_key = jax.random.split(c.key)
+    c.held = np.where(ended[:, None], np.asarray(p.agent.held_draw(held_key))[p.own], c.held)
   row = replay_lib.Rows(
     obs=frames.newest(c.obs, stack),
     action=action,
@@ -706,6 +728,7 @@ def save(p: Parts, c: Carry) -> None:
     "progress": dataclasses.asdict(progress),
     "world_state": world_state,
     "repeats": {k: distributed.gather(v).tolist() for k, v in c.repeats._asdict().items()},  # every env's
+    "held": None if c.held is None else distributed.gather(c.held).tolist(),  # every env's
   }
   every_obs = distributed.gather(c.obs)  # every process's envs, as one process would have them
   p.ckpts.save(progress.env_steps, c.state.params, checkpoint_state(c.state, c.rb, c.key, every_obs), meta)

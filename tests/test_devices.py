@@ -146,12 +146,17 @@ def test_a_four_device_run_trains_as_one_and_resumes_on_two(tmp_path):
   """Whole training runs (acting, replay, learning, checkpoints): 16 updates on four devices equal 16 on one;
   the four-device run then resumes on two devices, the one-device run on one, and 8 updates on they agree."""
   one, four = tmp_path / "one", tmp_path / "four"
-  _child(f"from dreamer.train import train\n{_run(['devices=1'], one, 16)}\n{_run(['devices=4'], four, 16)}")
+  hold = "noise_hold=episode"  # acting's held noise rides along, split over the devices like the observations
+  _child(
+    f"from dreamer.train import train\n{_run(['devices=1', hold], one, 16)}\n{_run(['devices=4', hold], four, 16)}"
+  )
   _assert_same_run(load_checkpoint(one), load_checkpoint(four))
   l1, l4 = _losses(one), _losses(four)
   assert l1.keys() == l4.keys() and l1
   np.testing.assert_allclose([l4[k] for k in l1], list(l1.values()), rtol=RTOL)
-  _child(f"from dreamer.train import train\n{_run(['devices=2'], four, 24)}\n{_run(['devices=1'], one, 24)}")
+  _child(
+    f"from dreamer.train import train\n{_run(['devices=2', hold], four, 24)}\n{_run(['devices=1', hold], one, 24)}"
+  )
   resumed = [r for r in read_metrics(four) if r.get("event") == "resume"]
   assert resumed and resumed[-1]["changed"] == {"devices": [4, 2]}
   _assert_same_run(load_checkpoint(one), load_checkpoint(four))

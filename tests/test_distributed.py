@@ -24,8 +24,9 @@ LONG_ATOL = 1e-3  # parameters after 40 updates, absolute: a third of one Adam s
 # The debug preset at a fixed length, a checkpoint every 8 updates (one chunk).
 ARGS = ["--config", "debug", "--quiet", "--set", "stop_return=inf", "--set", "total_env_steps=800"]
 ARGS += ["--set", "checkpoint_every_updates=8", "--set", "tensorboard=false"]
-# Exploratory repeats on: each process draws them for every env and keeps its own rows, saves every env's.
-ARGS += ["--set", "explore_epsilon=0.3", "--set", "explore_max_repeat=20"]
+# Exploratory repeats and held noise on: each process draws them for every env, keeps its own rows, saves every
+# env's.
+ARGS += ["--set", "explore_epsilon=0.3", "--set", "explore_max_repeat=20", "--set", "noise_hold=episode"]
 ENV = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
 
 

@@ -1,5 +1,5 @@
-"""Temporally-extended exploration (ez-greedy): the repeat rule against a hand-stepped reference, the draws'
-distributions, and the epsilon schedule."""
+"""Temporally-extended exploration: ez-greedy's repeat rule against a hand-stepped reference, the draws'
+distributions and the epsilon schedule; Gumbel noise held per episode (`noise_hold`) in the training loop."""
 
 import jax
 import numpy as np
@@ -7,6 +7,7 @@ import pytest
 
 from dreamer import actor as actor_lib
 from dreamer import config as config_lib
+from dreamer import train as train_lib
 
 
 def _reference(chosen, starts, actions, durations):
@@ -73,3 +74,32 @@ def test_draws_have_the_configured_distributions():
 def test_epsilon_falls_linearly_over_the_decay_steps(decay, step, epsilon):
   config = config_lib.Config(explore_epsilon=0.3, explore_decay_steps=decay)
   assert actor_lib.explore_epsilon(config, step) == pytest.approx(epsilon)
+
+
+def test_held_noise_lasts_exactly_one_episode_of_each_env(monkeypatch, tmp_path):
+  # Every acting step of a debug run (episodes of a few steps): the search gets the noise the envs held before
+  # the step; an env whose episode the step ended holds a fresh draw afterwards, every other env the same.
+  steps, act = [], train_lib.act
+
+  def recorded_act(p, c):
+    before, given, ended = c.held.copy(), [], []
+    agent_act, world_step = p.agent.act, p.world.step
+    p.agent.act = lambda *args: given.append(np.asarray(args[4])) or agent_act(*args)
+    p.world.step = lambda action: ended.append((out := world_step(action)).terminated | out.truncated) or out
+    try:
+      act(p, c)
+    finally:
+      p.agent.act, p.world.step = agent_act, world_step
+    steps.append((before, given[0], ended[0], c.held.copy()))
+
+  monkeypatch.setattr(train_lib, "act", recorded_act)
+  config = config_lib.load("debug", ["total_env_steps=240", "stop_return=inf", "noise_hold=episode"])
+  train_lib.train(config, tmp_path, console=False)
+  assert len(steps) == 240 // config.num_envs
+  for before, given, ended, after in steps:
+    assert before.shape == (config.num_envs, 2) and before.dtype == np.float32
+    np.testing.assert_array_equal(given, before)
+    np.testing.assert_array_equal(after[~ended], before[~ended])
+    assert (after[ended] != before[ended]).all()
+  ends = np.array([e for _, _, e, _ in steps])
+  assert ends.any(axis=0).all() and (~ends).sum() > ends.sum()  # every env ended some episode; most steps none

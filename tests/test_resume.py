@@ -268,6 +268,24 @@ def test_resume_is_bit_identical_with_exploratory_repeats_on(tmp_path):
   assert max(r["train/explored"] for r in records) > 0 and records[-1]["train/explore_epsilon"] == 0
 
 
+def test_resume_is_bit_identical_with_noise_held_per_episode(tmp_path):
+  # The noise each env holds is saved in the checkpoint's meta and its fresh draws come from the loop's own
+  # key: a run cut mid-episode and resumed ends exactly where an unbroken one does.
+  hold = ["total_env_steps=480", "noise_hold=episode"]
+  straight_run = train(_config(*hold), tmp_path / "straight", console=False)
+  first = train(_config(*hold), tmp_path / "cut", console=False, stop_after_updates=40)
+  assert first["stopped"] == "stop_after_updates" and first["updates"] < straight_run["updates"]
+  cut = ckpt_lib.Checkpoints(tmp_path / "cut", keep=3)
+  try:
+    held = np.asarray(cut.read_meta(max(cut.steps()))["held"])
+  finally:
+    cut.close()
+  assert held.shape == (_config().num_envs, 2) and len(np.unique(held)) == held.size  # every env its own draw
+  second = train(_config(*hold), tmp_path / "cut", console=False)
+  assert second["updates"] == straight_run["updates"]
+  assert_same_state(load_checkpoint(tmp_path / "straight"), load_checkpoint(tmp_path / "cut"))
+
+
 def test_resume_is_bit_identical_with_the_residual_network_and_one_hot_action_planes(tmp_path):
   # The 10x10 residual network with one plane per action (`action_planes`) on a MinAtar world: the planes are
   # parameters' shapes only, saved and restored like any other; a cut run ends where an unbroken one does.

@@ -202,3 +202,76 @@ def test_q_range_floor_binds_only_on_noise_sized_q_ranges(kind):
   np.testing.assert_allclose(policy(1.0, 0.01), full, atol=1e-6)
   np.testing.assert_allclose(policy(1e-4, 1e-8), full, atol=1e-3)
   np.testing.assert_allclose(policy(1e-4, 0.01), np.broadcast_to(prior, full.shape), atol=0.05)
+
+
+class TableModel(NamedTuple):
+  """A random tabular MDP of S states and A actions written as a model (TreeModel's prefix mechanism):
+  next_state i32[S, A], reward f32[S, A], prior f32[S, A] logits."""
+
+  next_state: np.ndarray
+  reward: np.ndarray
+  prior: np.ndarray
+  lstm_dim: int = 2
+  has_terminal: bool = False
+
+  @classmethod
+  def random(cls, seed: int, states: int = 5, actions: int = 6, scale: float = 1.0) -> "TableModel":
+    rng = np.random.default_rng(seed)
+    reward = scale * rng.uniform(0, 1, (states, actions)).round(2)
+    return cls(rng.integers(0, states, (states, actions)), reward, rng.normal(0, 1, (states, actions)))
+
+  def represent(self, params, obs):
+    return jax.nn.one_hot(obs[:, 0].astype(jnp.int32), len(self.reward))
+
+  def dynamics(self, params, latent, action, lstm):
+    state = jnp.argmax(latent, -1)
+    prefix = lstm.c[:, 0] + jnp.asarray(self.reward)[state, action]
+    nxt = jax.nn.one_hot(jnp.asarray(self.next_state)[state, action], len(self.reward))
+    return nxt, LSTMState(lstm.c.at[:, 0].set(prefix), lstm.h), _logits_of(prefix)
+
+  def predict(self, params, latent):
+    return jnp.asarray(self.prior, jnp.float32)[jnp.argmax(latent, -1)], _logits_of(jnp.zeros(latent.shape[:1]))
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.5])
+def test_held_noise_searches_as_mctx_drawing_that_noise_itself(temperature):
+  # mctx's Gumbel search draws its root noise from its key (split once: the second half) and scales it by
+  # the temperature. Handing that same noise in as held noise must pick the same action and, every action
+  # being visited (6 considered, 16 simulations), give the same policy target; so must a noise of zero against
+  # a search at temperature 0.
+  model = TableModel.random(0)
+  config = _config(search="gumbel", num_simulations=16, max_considered_actions=6, q_normalization="tree")
+  root = search.make_root(model, None, jnp.arange(5)[:, None] % 5)
+  run = jax.jit(
+    lambda k, t, held: search.run_search(
+      model, None, k, root, temperature=t, noise=t > 0, held=held, **search.settings(config)
+    )
+  )
+  actions = set()
+  for seed in range(8):
+    key = jax.random.PRNGKey(seed)
+    drawn = jax.random.gumbel(jax.random.split(key)[1], (5, 6))  # what mctx draws from `key`
+    want, got = run(key, temperature, None), run(key, temperature, drawn)
+    np.testing.assert_array_equal(got.action, want.action)
+    np.testing.assert_allclose(got.policy, want.policy, atol=1e-5)
+    np.testing.assert_allclose(got.value, want.value, atol=1e-5)
+    actions.update(np.asarray(got.action).tolist())
+  assert len(actions) >= 3  # the noise did move the actions
+  zero_noise, greedy = run(key, temperature, jnp.zeros((5, 6))), run(key, 0.0, None)
+  np.testing.assert_array_equal(zero_noise.action, greedy.action)
+  np.testing.assert_allclose(zero_noise.policy, greedy.policy, atol=1e-5)
+
+
+def test_held_noise_over_a_flat_model_holds_its_argmax_and_leaves_the_prior_as_target():
+  # No rewards and a uniform prior: Q ranks nothing, so every search with the same held noise takes the
+  # noise's own argmax whatever the state (a fresh draw each step would wander), and the target is the prior.
+  flat = TableModel.random(1)._replace(reward=np.zeros((5, 6)), prior=np.zeros((5, 6)))
+  config = _config(search="gumbel", num_simulations=16, max_considered_actions=6, q_normalization="tree")
+  noise = jax.random.gumbel(jax.random.PRNGKey(7), (5, 6))
+  for seed in range(4):
+    root = search.make_root(flat, None, (jnp.arange(5)[:, None] + seed) % 5)
+    out = search.run_search(
+      flat, None, jax.random.PRNGKey(seed), root, temperature=1.0, noise=True, held=noise, **search.settings(config)
+    )
+    np.testing.assert_array_equal(out.action, jnp.argmax(noise, -1))
+    np.testing.assert_allclose(out.policy, np.full((5, 6), 1 / 6), atol=1e-6)

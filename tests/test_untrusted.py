@@ -21,7 +21,7 @@ from dreamer import checkpoint as ckpt_lib
 from dreamer import config as config_lib
 from dreamer import dream
 from dreamer import experience as exp_lib
-from dreamer.train import Parts, _restore_world, _saved_repeats, train
+from dreamer.train import Parts, _restore_world, _saved_held, _saved_repeats, train
 from worlds import plain
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -461,6 +461,35 @@ def test_saved_exploratory_repeats_restore_this_process_rows_cut_to_the_longest_
   assert _saved_repeats(
     None, Parts(config, None, world, None, None, None, None, rows=slice(1, 3)), "c"
   ).left.tolist() == [0, 0]
+
+
+@pytest.mark.parametrize(
+  "saved",
+  [
+    [[0.5, 1.0], [0.5, 1.0]],  # 2 rows for 3 envs
+    [[0.5, 1.0], [0.5, 1.0], [0.5]],  # toy:chain has 2 actions
+    [[0.5, 1.0], [0.5, 1.0], [0.5, float("nan")]],
+    [[0.5, 1.0], [0.5, 1.0], [0.5, 1]],  # an int where a float was written
+    [[0.5, 1.0], [0.5, 1.0], [0.5, True]],
+    {"a": [0.5, 1.0]},
+    "a\nb",
+  ],
+)
+def test_damaged_held_noise_is_a_one_line_error(saved):
+  config = config_lib.Config(world="toy:chain", num_envs=3, replay_capacity=1000, noise_hold="episode")
+  parts = Parts(config, None, worlds.make("toy:chain", num_envs=3), None, None, None, None)
+  with pytest.raises(ckpt_lib.CheckpointError, match="damaged held noise") as e:
+    _saved_held(saved, parts, "checkpoint 'c'")
+  assert one_line(str(e.value))
+
+
+def test_saved_held_noise_restores_this_process_rows_exactly():
+  config = config_lib.Config(world="toy:chain", num_envs=3, replay_capacity=1000, noise_hold="episode")
+  noise = np.float32([[0.1, -1.3], [2.7, 0.25], [-0.6, 5.1]])
+  saved = json.loads(json.dumps(noise.tolist()))  # as the meta's JSON holds it
+  world = worlds.make("toy:chain", num_envs=2)
+  own = _saved_held(saved, Parts(config, None, world, None, None, None, None, rows=slice(1, 3)), "c")
+  assert own.dtype == np.float32 and (own == noise[1:]).all()  # float32 -> JSON -> float32 is exact
 
 
 def test_a_planted_pickle_in_a_checkpoint_never_runs(debug_run, tmp_path, payload, capsys):
