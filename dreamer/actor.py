@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -15,7 +15,13 @@ from dreamer import search as search_lib
 from dreamer.config import Config
 from dreamer.networks import Model, Params
 
-ActFn = Callable[..., search_lib.SearchOutput]
+
+class ActFn(Protocol):
+  """(params, obs [B, ...], rng_key, temperature, held f32[B, A] | None) -> SearchOutput (`make_act`)."""
+
+  def __call__(
+    self, params: Params, obs: jax.Array, rng_key: jax.Array, temperature: float, held: jax.Array | None = None
+  ) -> search_lib.SearchOutput: ...
 
 
 def make_act(model: Model, config: Config) -> ActFn:

@@ -32,14 +32,15 @@ from dreamer.networks import Model, Params, init_params, make_network
 class Agent:
   """Everything built from a config and a world spec: the model and its jitted functions.
 
-  act(params, obs [B, *obs_shape], key, temperature) -> actor output; policy_act(params, obs) -> action;
+  act(params, obs [B, *obs_shape], key, temperature, held=None) -> actor output (`actor.ActFn`);
+  policy_act(params, obs) -> action;
   train_chunk(state, replay, env_step) -> (state, replay, metrics f32[updates_per_chunk] each);
   add(replay, rows, final_obs, ended, terminated) -> replay (donates the replay);
   over several processes, act / policy_act / add take and give this process's env rows only, and
   eval_act / eval_policy_act (what `evaluate` uses) run the same evaluation on every process;
   place(state, replay) -> both laid over the run's devices (`layout`, from `config.devices`);
   explore_draw(key, epsilon) -> the exploratory repeats every env would start now (`actor.make_explore`);
-  held_draw(key) -> fresh Gumbel noise for every env (`actor.make_held_draw`); act's optional `held` f32[B, A]:
+  held_draw(key) -> fresh Gumbel noise for every env (`actor.make_held_draw`), for act's `held` f32[B, A]:
   the noise this process's envs hold (`config.noise_hold`)."""
 
   def __init__(self, config: Config, spec: worlds.Spec):

@@ -210,23 +210,61 @@ def gumbel_search(
   held: jax.Array | None,
 ) -> SearchOutput:
   """mctx's Gumbel MuZero, its root noise drawn afresh (held None) or given (held f32[B, A], scaled by
-  `temperature`). Given noise rides in the root's prior logits with mctx's own draw scaled to 0: mctx scores
-  actions by noise + prior logits (+ sigma(q)), so the considered actions, their visits and the action are
-  those of mctx drawing that noise itself. The policy target is then mctx's softmax(prior logits + sigma(q))
-  over the noiseless prior: exactly the target of mctx drawing the noise where every root action is visited;
-  where some are not, their completed Q (the mixed value) has weighed the visited ones by the noisy prior."""
-  noisy = root if held is None else root.replace(prior_logits=root.prior_logits + temperature * held)
+  `temperature`: see held_gumbel_search)."""
+  if held is not None:
+    return held_gumbel_search(
+      params, rng_key, root, recurrent_fn, gumbel=temperature * held, num_simulations=num_simulations,
+      max_considered_actions=max_considered_actions, qtransform=qtransform,
+    )  # fmt: skip
   out = mctx.gumbel_muzero_policy(
     params,
     rng_key,
-    noisy,
+    root,
     recurrent_fn,
     num_simulations,
     max_num_considered_actions=max_considered_actions,
-    gumbel_scale=temperature if held is None else 0.0,
+    gumbel_scale=temperature,
     qtransform=qtransform,
   )
-  policy, tree = out.action_weights, out.search_tree
-  if held is not None:
-    policy = jax.nn.softmax(root.prior_logits + jax.vmap(qtransform, in_axes=[0, None])(tree, tree.ROOT_INDEX))
-  return SearchOutput(out.action.astype(jnp.int32), policy, tree.summary().value)
+  return SearchOutput(out.action.astype(jnp.int32), out.action_weights, out.search_tree.summary().value)
+
+
+def held_gumbel_search(
+  params: Params,
+  rng_key: chex.PRNGKey,
+  root: mctx.RootFnOutput,
+  recurrent_fn: mctx.RecurrentFn,
+  *,
+  gumbel: jax.Array,
+  num_simulations: int,
+  max_considered_actions: int,
+  qtransform: Any,
+) -> SearchOutput:
+  """Gumbel MuZero with its root noise `gumbel` f32[B, A] given: mctx.gumbel_muzero_policy's steps with the
+  noise it would have drawn replaced (that function draws it inside). The search runs on mctx's own Gumbel
+  action selection with the noise as its extra data; the action is the considered action (most visited: the
+  last round of sequential halving) of highest noise + prior logits + completed Q, and the policy target is
+  softmax(prior logits + completed Q), which never sees the noise."""
+  search_key, _ = jax.random.split(rng_key)  # gumbel_muzero_policy's split: the second key would draw the noise
+  tree = mctx.search(
+    params=params,
+    rng_key=search_key,
+    root=root,
+    recurrent_fn=recurrent_fn,
+    root_action_selection_fn=functools.partial(
+      mctx.gumbel_muzero_root_action_selection,
+      num_simulations=num_simulations,
+      max_num_considered_actions=max_considered_actions,
+      qtransform=qtransform,
+    ),
+    interior_action_selection_fn=functools.partial(mctx.gumbel_muzero_interior_action_selection, qtransform=qtransform),
+    num_simulations=num_simulations,
+    extra_data=mctx.GumbelMuZeroExtraData(root_gumbel=gumbel),
+  )
+  summary = tree.summary()
+  completed = jax.vmap(qtransform, in_axes=[0, None])(tree, tree.ROOT_INDEX)
+  considered = summary.visit_counts == jnp.max(summary.visit_counts, axis=-1, keepdims=True)
+  logits = root.prior_logits - jnp.max(root.prior_logits, axis=-1, keepdims=True)
+  score = jnp.where(considered, jnp.maximum(-1e9, gumbel + logits + completed), -jnp.inf)
+  action = jnp.argmax(score, axis=-1).astype(jnp.int32)
+  return SearchOutput(action, jax.nn.softmax(root.prior_logits + completed, axis=-1), summary.value)

@@ -357,8 +357,7 @@ def start(p: Parts) -> Carry:
   recent, repeats = collections.deque(maxlen=20), actor_lib.Repeats.none(len(obs))
   carry = Carry(state, rb, key, obs, progress, dream_ratio.Dreams(), recent, 0.0, {}, repeats)
   if config.noise_hold == "episode":  # the key is split only then: runs without it keep their stream
-    carry.key, held_key = jax.random.split(carry.key)
-    carry.held = np.asarray(p.agent.held_draw(held_key))[p.own]
+    carry.key, carry.held = _fresh_held(p, carry.key)
   steps = p.ckpts.steps()
   if distributed.joined() and any(seen != steps for seen in distributed.gather_json(steps)):
     raise ckpt_lib.CheckpointError(
@@ -412,7 +411,10 @@ def restore(p: Parts, c: Carry) -> Carry:
     c.obs = frames.start(p.world.reset(p.config.seed + p.first_env + c.progress.env_steps), p.config.frame_stack)
   else:
     c.repeats = _saved_repeats(saved.meta.get("repeats"), p, f"checkpoint {p.ckpts.path(saved.step)!r}")
-    if c.held is not None and saved.meta.get("held") is not None:  # else the episodes keep start's fresh draw
+  if c.held is not None:  # continued episodes keep their noise; new ones (or ones saved without it) draw afresh
+    if problem or own is None or saved.meta.get("held") is None:
+      c.key, c.held = _fresh_held(p, c.key)
+    else:
       c.held = _saved_held(saved.meta["held"], p, f"checkpoint {p.ckpts.path(saved.step)!r}")
   if p.config.checkpoint_every_updates != saved.meta["config"].get("checkpoint_every_updates"):
     c.progress.next_checkpoint = clocks(p.config)[1].following(c.progress.updates)
@@ -436,6 +438,13 @@ def _saved_repeats(saved: Any, p: Parts, where: str) -> actor_lib.Repeats:
     raise ckpt_lib.CheckpointError(f"{where} has damaged exploratory repeats: {json.dumps(saved)[:80]}")
   left = np.minimum(np.asarray(saved["left"], np.int64), p.config.explore_max_repeat).astype(np.int32)
   return actor_lib.Repeats(np.asarray(saved["action"], np.int32)[p.own], left[p.own])
+
+
+def _fresh_held(p: Parts, key: jax.Array) -> tuple[jax.Array, np.ndarray]:
+  """(`key` after one split, fresh Gumbel noise f32[B, A] for this process's envs): every process draws every
+  env's from the same key and keeps its own rows."""
+  key, held_key = jax.random.split(key)
+  return key, np.asarray(p.agent.held_draw(held_key))[p.own]
 
 
 def _saved_held(saved: Any, p: Parts, where: str) -> np.ndarray:
@@ -529,9 +538,9 @@ def act(p: Parts, c: Carry) -> None:
   ended = step.terminated | step.truncated
   if config.explore_epsilon > 0:  # a repeat ends with its game
     c.repeats = actor_lib.Repeats(*(np.where(ended, 0, x).astype(np.int32) for x in c.repeats))
-  if c.held is not None:  # an episode that ends hands its env fresh noise for the next
-    c.key, held_key = jax.random.split(c.key)
-    c.held = np.where(ended[:, None], np.asarray(p.agent.held_draw(held_key))[p.own], c.held)
+  if c.held is not None and distributed.gather(ended).any():  # an ended episode hands its env fresh noise
+    c.key, fresh = _fresh_held(p, c.key)  # (any process's env: all of them split the key alike)
+    c.held = np.where(ended[:, None], fresh, c.held)
   row = replay_lib.Rows(
     obs=frames.newest(c.obs, stack),
     action=action,

@@ -5,9 +5,11 @@ import jax
 import numpy as np
 import pytest
 
+import worlds
 from dreamer import actor as actor_lib
 from dreamer import config as config_lib
 from dreamer import train as train_lib
+from dreamer.agent import Agent
 
 
 def _reference(chosen, starts, actions, durations):
@@ -84,7 +86,7 @@ def test_held_noise_lasts_exactly_one_episode_of_each_env(monkeypatch, tmp_path)
   def recorded_act(p, c):
     before, given, ended = c.held.copy(), [], []
     agent_act, world_step = p.agent.act, p.world.step
-    p.agent.act = lambda *args: given.append(np.asarray(args[4])) or agent_act(*args)
+    p.agent.act = lambda params, obs, key, t, held=None: given.append(held) or agent_act(params, obs, key, t, held)
     p.world.step = lambda action: ended.append((out := world_step(action)).terminated | out.truncated) or out
     try:
       act(p, c)
@@ -103,3 +105,19 @@ def test_held_noise_lasts_exactly_one_episode_of_each_env(monkeypatch, tmp_path)
     assert (after[ended] != before[ended]).all()
   ends = np.array([e for _, _, e, _ in steps])
   assert ends.any(axis=0).all() and (~ends).sum() > ends.sum()  # every env ended some episode; most steps none
+
+
+def test_acting_takes_the_held_noise_it_is_given():
+  # Held noise far larger than any prior or Q difference decides the action: an untrained debug agent
+  # acting with noise 100 on action k (and 0 elsewhere) takes k in every env, whatever k; the same call
+  # without noise does not take one fixed action everywhere.
+  config = config_lib.load("debug", ["noise_hold=episode", "num_envs=16"])
+  agent = Agent(config, worlds.make(config.world, num_envs=16).spec)
+  state, _ = agent.init(jax.random.PRNGKey(0))
+  obs = np.asarray(worlds.make(config.world, num_envs=16).reset(0), np.float32)
+  for k in range(agent.spec.num_actions):
+    held = 100.0 * np.eye(agent.spec.num_actions, dtype=np.float32)[np.full(16, k)]
+    out = agent.act(state.params, obs, jax.random.PRNGKey(k), 1.0, held)
+    assert np.asarray(out.action).tolist() == [k] * 16
+  free = agent.act(state.params, obs, jax.random.PRNGKey(9), 1.0)
+  assert len(set(np.asarray(free.action).tolist())) > 1

@@ -14,6 +14,7 @@ from helpers import assert_same_state
 
 from dreamer import checkpoint as ckpt_lib
 from dreamer import config as config_lib
+from dreamer import train as train_lib
 from dreamer.agent import load_checkpoint
 from dreamer.logger import read_metrics
 from dreamer.train import Diverged, train
@@ -284,6 +285,33 @@ def test_resume_is_bit_identical_with_noise_held_per_episode(tmp_path):
   second = train(_config(*hold), tmp_path / "cut", console=False)
   assert second["updates"] == straight_run["updates"]
   assert_same_state(load_checkpoint(tmp_path / "straight"), load_checkpoint(tmp_path / "cut"))
+
+
+def test_noise_hold_may_change_on_resume(tmp_path, monkeypatch):
+  # A run started without held noise and resumed with it: its checkpoint holds none, so every env draws fresh
+  # noise from the restored key, not the first draw of the seed (which a new run holds at its first step);
+  # and back: a run resumed without it saves none.
+  seen, act = [], train_lib.act
+  monkeypatch.setattr(
+    train_lib, "act", lambda p, c: seen.append(None if c.held is None else c.held.copy()) or act(p, c)
+  )
+  plain, hold = ["total_env_steps=480"], ["total_env_steps=480", "noise_hold=episode"]
+  train(_config(*plain), tmp_path / "cut", console=False, stop_after_updates=40)
+  assert seen[-1] is None
+  seen.clear()
+  train(_config(*hold), tmp_path / "cut", console=False, stop_after_updates=64)
+  resumed = seen[0]
+  seen.clear()
+  train(_config(*hold), tmp_path / "new", console=False, stop_after_updates=8)
+  assert resumed.shape == seen[0].shape == (_config().num_envs, 2)
+  assert (resumed != seen[0]).all()
+  summary = train(_config(*plain), tmp_path / "cut", console=False)
+  assert summary["stopped"] is None and seen[-1] is None
+  done = ckpt_lib.Checkpoints(tmp_path / "cut", keep=3)
+  try:
+    assert done.read_meta(max(done.steps()))["held"] is None
+  finally:
+    done.close()
 
 
 def test_resume_is_bit_identical_with_the_residual_network_and_one_hot_action_planes(tmp_path):
