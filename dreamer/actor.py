@@ -82,10 +82,17 @@ def temperature(config: Config, env_step: int) -> float:
   return float(config.temperatures[stage])
 
 
-def make_held_draw(config: Config, num_actions: int) -> Callable[[jax.Array], jax.Array]:
-  """jit(rng_key) -> f32[N, A]: fresh standard Gumbel noise for all `config.num_envs` envs (every process
-  draws them all and keeps its own rows), for the envs whose episode starts (`noise_hold` 'episode')."""
-  return jax.jit(lambda rng_key: jax.random.gumbel(rng_key, (config.num_envs, num_actions)))
+def make_held_draw(config: Config, num_actions: int) -> Callable[[jax.Array], tuple[jax.Array, jax.Array]]:
+  """jit(rng_key) -> (redraw bool[N], noise f32[N, A]) for all `config.num_envs` envs (every process draws
+  them all and keeps its own rows): whether each env's held noise is redrawn now though its episode goes on
+  (probability `noise_redraw`), and fresh standard Gumbel noise (`noise_hold` 'episode')."""
+
+  def draw(rng_key):
+    k_redraw, k_noise = jax.random.split(rng_key)
+    redraw = jax.random.uniform(k_redraw, (config.num_envs,)) < config.noise_redraw
+    return redraw, jax.random.gumbel(k_noise, (config.num_envs, num_actions))
+
+  return jax.jit(draw)
 
 
 class Repeats(NamedTuple):

@@ -40,8 +40,9 @@ class Agent:
   eval_act / eval_policy_act (what `evaluate` uses) run the same evaluation on every process;
   place(state, replay) -> both laid over the run's devices (`layout`, from `config.devices`);
   explore_draw(key, epsilon) -> the exploratory repeats every env would start now (`actor.make_explore`);
-  held_draw(key) -> fresh Gumbel noise for every env (`actor.make_held_draw`), for act's `held` f32[B, A]:
-  the noise this process's envs hold (`config.noise_hold`)."""
+  held_draw(key) -> which envs redraw their held noise and fresh Gumbel noise for every env
+  (`actor.make_held_draw`), for act's `held` f32[B, A]: the noise this process's envs hold
+  (`config.noise_hold`)."""
 
   def __init__(self, config: Config, spec: worlds.Spec):
     self.config = config

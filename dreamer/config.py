@@ -223,6 +223,13 @@ class Config:
   (MinAtar Freeway never crosses); noise held for an episode holds the same preference for the whole game, as
   a random greedy Q-network does. The policy target stays search's noiseless one (`search.run_search`).
   Evaluation draws afresh every step."""
+  noise_redraw: float = 0.0
+  """With noise_hold 'episode': the probability per step that an env's held noise is redrawn before its
+  episode ends, so holds last 1/noise_redraw steps on average (geometric), cut by the episode's end. 0: held
+  for the whole episode. Over a flat model the envs then walk in straight lines of about that length: in
+  MinAtar Freeway (2,500-step games) holding one uniformly drawn action crosses 5.3 times a game on average
+  both for whole games and for holds of ~30 steps, but whole-game holds cross in one game of four, ~30-step
+  holds in every game (docs/minatar.md)."""
   explore_epsilon: float = 0.0
   """Temporally-extended exploration (ez-greedy, Dabney, Ostrovski & Barreto 2021) while training: an env
   with no exploratory repeat running starts one with this probability per step, repeating one action drawn
@@ -415,6 +422,11 @@ class Config:
       (
         self.noise_hold in ("step", "episode"),
         f"noise_hold must be 'step' or 'episode', got {self.noise_hold!r}",
+      ),
+      (0.0 <= self.noise_redraw <= 1.0, "noise_redraw must be in [0, 1] (0: held for the whole episode)"),
+      (
+        self.noise_redraw == 0.0 or self.noise_hold == "episode",
+        "noise_redraw redraws noise that noise_hold='episode' holds: set that too, or leave noise_redraw at 0",
       ),
       (
         self.noise_hold == "step" or (self.search == "gumbel" and self.train_search),

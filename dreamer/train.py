@@ -357,7 +357,7 @@ def start(p: Parts) -> Carry:
   recent, repeats = collections.deque(maxlen=20), actor_lib.Repeats.none(len(obs))
   carry = Carry(state, rb, key, obs, progress, dream_ratio.Dreams(), recent, 0.0, {}, repeats)
   if config.noise_hold == "episode":  # the key is split only then: runs without it keep their stream
-    carry.key, carry.held = _fresh_held(p, carry.key)
+    carry.key, _, carry.held = _fresh_held(p, carry.key)
   steps = p.ckpts.steps()
   if distributed.joined() and any(seen != steps for seen in distributed.gather_json(steps)):
     raise ckpt_lib.CheckpointError(
@@ -413,7 +413,7 @@ def restore(p: Parts, c: Carry) -> Carry:
     c.repeats = _saved_repeats(saved.meta.get("repeats"), p, f"checkpoint {p.ckpts.path(saved.step)!r}")
   if c.held is not None:  # continued episodes keep their noise; new ones (or ones saved without it) draw afresh
     if problem or own is None or saved.meta.get("held") is None:
-      c.key, c.held = _fresh_held(p, c.key)
+      c.key, _, c.held = _fresh_held(p, c.key)
     else:
       c.held = _saved_held(saved.meta["held"], p, f"checkpoint {p.ckpts.path(saved.step)!r}")
   if p.config.checkpoint_every_updates != saved.meta["config"].get("checkpoint_every_updates"):
@@ -440,11 +440,12 @@ def _saved_repeats(saved: Any, p: Parts, where: str) -> actor_lib.Repeats:
   return actor_lib.Repeats(np.asarray(saved["action"], np.int32)[p.own], left[p.own])
 
 
-def _fresh_held(p: Parts, key: jax.Array) -> tuple[jax.Array, np.ndarray]:
-  """(`key` after one split, fresh Gumbel noise f32[B, A] for this process's envs): every process draws every
-  env's from the same key and keeps its own rows."""
+def _fresh_held(p: Parts, key: jax.Array) -> tuple[jax.Array, np.ndarray, np.ndarray]:
+  """(`key` after one split, which of this process's envs redraw mid-episode bool[B], fresh Gumbel noise
+  f32[B, A] for them): every process draws every env's from the same key and keeps its own rows."""
   key, held_key = jax.random.split(key)
-  return key, np.asarray(p.agent.held_draw(held_key))[p.own]
+  redraw, noise = (np.asarray(x)[p.own] for x in p.agent.held_draw(held_key))
+  return key, redraw, noise
 
 
 def _saved_held(saved: Any, p: Parts, where: str) -> np.ndarray:
@@ -538,9 +539,11 @@ def act(p: Parts, c: Carry) -> None:
   ended = step.terminated | step.truncated
   if config.explore_epsilon > 0:  # a repeat ends with its game
     c.repeats = actor_lib.Repeats(*(np.where(ended, 0, x).astype(np.int32) for x in c.repeats))
-  if c.held is not None and distributed.gather(ended).any():  # an ended episode hands its env fresh noise
-    c.key, fresh = _fresh_held(p, c.key)  # (any process's env: all of them split the key alike)
-    c.held = np.where(ended[:, None], fresh, c.held)
+  # An ended episode hands its env fresh noise, as does a redraw (noise_redraw). The key is split when any
+  # process's env may redraw, so all of them split it alike, and only then: whole-episode holds keep their stream.
+  if c.held is not None and (config.noise_redraw > 0 or distributed.gather(ended).any()):
+    c.key, redraw, fresh = _fresh_held(p, c.key)
+    c.held = np.where((ended | redraw)[:, None], fresh, c.held)
   row = replay_lib.Rows(
     obs=frames.newest(c.obs, stack),
     action=action,

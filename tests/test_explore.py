@@ -78,9 +78,11 @@ def test_epsilon_falls_linearly_over_the_decay_steps(decay, step, epsilon):
   assert actor_lib.explore_epsilon(config, step) == pytest.approx(epsilon)
 
 
-def test_held_noise_lasts_exactly_one_episode_of_each_env(monkeypatch, tmp_path):
+@pytest.mark.parametrize("redraw", [0.0, 0.3])
+def test_held_noise_lasts_one_episode_of_each_env_or_until_redrawn(monkeypatch, tmp_path, redraw):
   # Every acting step of a debug run (episodes of a few steps): the search gets the noise the envs held before
-  # the step; an env whose episode the step ended holds a fresh draw afterwards, every other env the same.
+  # the step; an env whose episode the step ended holds a fresh draw afterwards; every other env the same
+  # noise, or with noise_redraw a fresh draw on that fraction of its steps.
   steps, act = [], train_lib.act
 
   def recorded_act(p, c):
@@ -95,16 +97,20 @@ def test_held_noise_lasts_exactly_one_episode_of_each_env(monkeypatch, tmp_path)
     steps.append((before, given[0], ended[0], c.held.copy()))
 
   monkeypatch.setattr(train_lib, "act", recorded_act)
-  config = config_lib.load("debug", ["total_env_steps=240", "stop_return=inf", "noise_hold=episode"])
+  overrides = ["total_env_steps=400", "stop_return=inf", "noise_hold=episode", f"noise_redraw={redraw}"]
+  config = config_lib.load("debug", overrides)
   train_lib.train(config, tmp_path, console=False)
-  assert len(steps) == 240 // config.num_envs
+  assert len(steps) == 400 // config.num_envs
+  kept = []
   for before, given, ended, after in steps:
     assert before.shape == (config.num_envs, 2) and before.dtype == np.float32
     np.testing.assert_array_equal(given, before)
-    np.testing.assert_array_equal(after[~ended], before[~ended])
     assert (after[ended] != before[ended]).all()
+    kept += (after[~ended] == before[~ended]).all(axis=1).tolist()
+    assert ((after == before).all(axis=1) | (after != before).all(axis=1)).all()  # rows change whole
   ends = np.array([e for _, _, e, _ in steps])
   assert ends.any(axis=0).all() and (~ends).sum() > ends.sum()  # every env ended some episode; most steps none
+  assert 1.0 - np.mean(kept) == pytest.approx(redraw, abs=0.1)  # 0: never redrawn mid-episode
 
 
 def test_acting_takes_the_held_noise_it_is_given():
