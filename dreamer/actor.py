@@ -20,7 +20,12 @@ class ActFn(Protocol):
   """(params, obs [B, ...], rng_key, temperature, held f32[B, A] | None) -> SearchOutput (`make_act`)."""
 
   def __call__(
-    self, params: Params, obs: jax.Array, rng_key: jax.Array, temperature: float, held: jax.Array | None = None
+    self,
+    params: Params,
+    obs: jax.Array,
+    rng_key: jax.Array,
+    temperature: jax.Array | float,
+    held: jax.Array | None = None,
   ) -> search_lib.SearchOutput: ...
 
 

@@ -244,7 +244,9 @@ def held_gumbel_search(
   noise it would have drawn replaced (that function draws it inside). The search runs on mctx's own Gumbel
   action selection with the noise as its extra data; the action is the considered action (most visited: the
   last round of sequential halving) of highest noise + prior logits + completed Q, and the policy target is
-  softmax(prior logits + completed Q), which never sees the noise."""
+  softmax(prior logits + completed Q), with no noise term (the noise only chose which actions were visited).
+  mctx's own steps are private (seq_halving.score_considered); tests/test_search.py holds this to
+  gumbel_muzero_policy with the same noise, so a change in mctx shows there."""
   search_key, _ = jax.random.split(rng_key)  # gumbel_muzero_policy's split: the second key would draw the noise
   tree = mctx.search(
     params=params,
@@ -265,6 +267,6 @@ def held_gumbel_search(
   completed = jax.vmap(qtransform, in_axes=[0, None])(tree, tree.ROOT_INDEX)
   considered = summary.visit_counts == jnp.max(summary.visit_counts, axis=-1, keepdims=True)
   logits = root.prior_logits - jnp.max(root.prior_logits, axis=-1, keepdims=True)
-  score = jnp.where(considered, jnp.maximum(-1e9, gumbel + logits + completed), -jnp.inf)
+  score = jnp.maximum(-1e9, gumbel + logits + completed) + jnp.where(considered, 0.0, -jnp.inf)
   action = jnp.argmax(score, axis=-1).astype(jnp.int32)
   return SearchOutput(action, jax.nn.softmax(root.prior_logits + completed, axis=-1), summary.value)

@@ -357,7 +357,7 @@ def start(p: Parts) -> Carry:
   recent, repeats = collections.deque(maxlen=20), actor_lib.Repeats.none(len(obs))
   carry = Carry(state, rb, key, obs, progress, dream_ratio.Dreams(), recent, 0.0, {}, repeats)
   if config.noise_hold == "episode":  # the key is split only then: runs without it keep their stream
-    carry.key, _, carry.held = _fresh_held(p, carry.key)
+    carry.key, _, carry.held = _draw_held(p, carry.key)
   steps = p.ckpts.steps()
   if distributed.joined() and any(seen != steps for seen in distributed.gather_json(steps)):
     raise ckpt_lib.CheckpointError(
@@ -411,11 +411,9 @@ def restore(p: Parts, c: Carry) -> Carry:
     c.obs = frames.start(p.world.reset(p.config.seed + p.first_env + c.progress.env_steps), p.config.frame_stack)
   else:
     c.repeats = _saved_repeats(saved.meta.get("repeats"), p, f"checkpoint {p.ckpts.path(saved.step)!r}")
-  if c.held is not None:  # continued episodes keep their noise; new ones (or ones saved without it) draw afresh
-    if problem or own is None or saved.meta.get("held") is None:
-      c.key, _, c.held = _fresh_held(p, c.key)
-    else:
-      c.held = _saved_held(saved.meta["held"], p, f"checkpoint {p.ckpts.path(saved.step)!r}")
+  if c.held is not None:
+    continued = None if problem or own is None else saved.meta.get("held")
+    c.key, c.held = _restored_held(p, c.key, continued, f"checkpoint {p.ckpts.path(saved.step)!r}")
   if p.config.checkpoint_every_updates != saved.meta["config"].get("checkpoint_every_updates"):
     c.progress.next_checkpoint = clocks(p.config)[1].following(c.progress.updates)
   c.resumed_from = saved.step
@@ -440,7 +438,19 @@ def _saved_repeats(saved: Any, p: Parts, where: str) -> actor_lib.Repeats:
   return actor_lib.Repeats(np.asarray(saved["action"], np.int32)[p.own], left[p.own])
 
 
-def _fresh_held(p: Parts, key: jax.Array) -> tuple[jax.Array, np.ndarray, np.ndarray]:
+def _restored_held(p: Parts, key: jax.Array, saved: Any, where: str) -> tuple[jax.Array, np.ndarray]:
+  """(the loop's key, the noise f32[B, A] this process's envs hold on resume): `saved`, the checkpoint's, where
+  it continues their episodes, else (None: new episodes, or a checkpoint without it) fresh noise from `key`,
+  which every process then splits alike (whichever needed it), so all keep one key."""
+  need = saved is None
+  if distributed.gather(np.array([need])).any():
+    key, _, fresh = _draw_held(p, key)
+    if need:
+      return key, fresh
+  return key, _saved_held(saved, p, where)
+
+
+def _draw_held(p: Parts, key: jax.Array) -> tuple[jax.Array, np.ndarray, np.ndarray]:
   """(`key` after one split, which of this process's envs redraw mid-episode bool[B], fresh Gumbel noise
   f32[B, A] for them): every process draws every env's from the same key and keeps its own rows."""
   key, held_key = jax.random.split(key)
@@ -454,10 +464,12 @@ def _saved_held(saved: Any, p: Parts, where: str) -> np.ndarray:
   n, a = p.config.num_envs, p.world.spec.num_actions
   ok = isinstance(saved, list) and len(saved) == n
   ok = ok and all(isinstance(row, list) and len(row) == a for row in saved)
-  ok = ok and all(type(x) is float and math.isfinite(x) for row in saved for x in row)
-  if not ok:
+  ok = ok and all(type(x) is float for row in saved for x in row)
+  with np.errstate(over="ignore"):  # too large for float32: inf, refused below
+    noise = np.asarray(saved, np.float32) if ok else None
+  if not ok or not np.isfinite(noise).all():  # finite as float32 too (1e300 is not)
     raise ckpt_lib.CheckpointError(f"{where} has damaged held noise: {json.dumps(saved)[:80]}")
-  return np.asarray(saved, np.float32)[p.own]
+  return noise[p.own]
 
 
 def _own_world_state(saved: Any) -> tuple[Any, str | None]:
@@ -539,10 +551,8 @@ def act(p: Parts, c: Carry) -> None:
   ended = step.terminated | step.truncated
   if config.explore_epsilon > 0:  # a repeat ends with its game
     c.repeats = actor_lib.Repeats(*(np.where(ended, 0, x).astype(np.int32) for x in c.repeats))
-  # An ended episode hands its env fresh noise, as does a redraw (noise_redraw). The key is split when any
-  # process's env may redraw, so all of them split it alike, and only then: whole-episode holds keep their stream.
-  if c.held is not None and (config.noise_redraw > 0 or distributed.gather(ended).any()):
-    c.key, redraw, fresh = _fresh_held(p, c.key)
+  if c.held is not None:  # an ended episode hands its env fresh noise, as does a redraw (noise_redraw)
+    c.key, redraw, fresh = _draw_held(p, c.key)
     c.held = np.where((ended | redraw)[:, None], fresh, c.held)
   row = replay_lib.Rows(
     obs=frames.newest(c.obs, stack),

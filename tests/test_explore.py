@@ -110,7 +110,25 @@ def test_held_noise_lasts_one_episode_of_each_env_or_until_redrawn(monkeypatch, 
     assert ((after == before).all(axis=1) | (after != before).all(axis=1)).all()  # rows change whole
   ends = np.array([e for _, _, e, _ in steps])
   assert ends.any(axis=0).all() and (~ends).sum() > ends.sum()  # every env ended some episode; most steps none
-  assert 1.0 - np.mean(kept) == pytest.approx(redraw, abs=0.1)  # 0: never redrawn mid-episode
+  if redraw == 0:
+    assert all(kept)  # never redrawn mid-episode
+  else:
+    assert 1.0 - np.mean(kept) == pytest.approx(redraw, abs=0.1)  # ~300 steps: 3 standard deviations
+
+
+def test_held_draws_redraw_each_env_at_the_rate_and_give_standard_gumbel_noise():
+  # Over 2,000 keys: every env redraws at noise_redraw's rate on its own (not a fixed set of envs), the masks
+  # change from key to key, and the noise has a standard Gumbel's mean (Euler's 0.5772) and variance (pi^2/6).
+  config = config_lib.Config(num_envs=8, noise_hold="episode", noise_redraw=0.3)
+  draw = jax.jit(jax.vmap(actor_lib.make_held_draw(config, 3)))
+  redraw, noise = (np.asarray(x) for x in draw(jax.random.split(jax.random.PRNGKey(0), 2000)))
+  assert redraw.shape == (2000, 8) and noise.shape == (2000, 8, 3)
+  np.testing.assert_allclose(redraw.mean(axis=0), 0.3, atol=0.04)  # 4.5 standard deviations of one env's rate
+  assert len({row.tobytes() for row in redraw}) > 100
+  assert noise.mean() == pytest.approx(np.euler_gamma, abs=0.03)
+  assert noise.var() == pytest.approx(np.pi**2 / 6, rel=0.05)
+  none = config_lib.Config(num_envs=8, noise_hold="episode")
+  assert not np.asarray(actor_lib.make_held_draw(none, 3)(jax.random.PRNGKey(1))[0]).any()  # 0: never
 
 
 def test_acting_takes_the_held_noise_it_is_given():

@@ -314,6 +314,27 @@ def test_noise_hold_may_change_on_resume(tmp_path, monkeypatch):
     done.close()
 
 
+def test_new_episodes_on_resume_draw_fresh_noise(tmp_path, monkeypatch):
+  # A checkpoint whose world state cannot be restored (its checksum no longer matches) resumes with new
+  # episodes: they start with fresh noise, not the noise the saved episodes held.
+  seen, act = [], train_lib.act
+  record = lambda p, c: seen.append(c.held.copy()) or act(p, c)  # noqa: E731
+  monkeypatch.setattr(train_lib, "act", record)
+  hold = ["total_env_steps=480", "noise_hold=episode"]
+  train(_config(*hold), tmp_path, console=False, stop_after_updates=40)
+  ckpts = ckpt_lib.Checkpoints(tmp_path, keep=3)
+  step = max(ckpts.steps())
+  ckpts.close()
+  meta_file = tmp_path / "checkpoints" / str(step) / "meta" / "metadata"
+  meta = json.loads(meta_file.read_text())
+  meta["world_state"]["crc32"] += 1
+  meta_file.write_text(json.dumps(meta))
+  seen.clear()
+  summary = train(_config(*hold), tmp_path, console=False)
+  assert summary["resumed_from"] == step and summary["stopped"] is None
+  assert (seen[0] != np.asarray(meta["held"], np.float32)).all()
+
+
 def test_resume_is_bit_identical_with_the_residual_network_and_one_hot_action_planes(tmp_path):
   # The 10x10 residual network with one plane per action (`action_planes`) on a MinAtar world: the planes are
   # parameters' shapes only, saved and restored like any other; a cut run ends where an unbroken one does.

@@ -469,6 +469,7 @@ def test_saved_exploratory_repeats_restore_this_process_rows_cut_to_the_longest_
     [[0.5, 1.0], [0.5, 1.0]],  # 2 rows for 3 envs
     [[0.5, 1.0], [0.5, 1.0], [0.5]],  # toy:chain has 2 actions
     [[0.5, 1.0], [0.5, 1.0], [0.5, float("nan")]],
+    [[0.5, 1.0], [0.5, 1.0], [0.5, 1e300]],  # finite as a Python float, not as float32
     [[0.5, 1.0], [0.5, 1.0], [0.5, 1]],  # an int where a float was written
     [[0.5, 1.0], [0.5, 1.0], [0.5, True]],
     {"a": [0.5, 1.0]},
