@@ -87,6 +87,11 @@ def temperature(config: Config, env_step: int) -> float:
   return float(config.temperatures[stage])
 
 
+def holds_noise(config: Config) -> bool:
+  """Whether training holds acting's Gumbel noise per env (`noise_hold` 'episode' and a search in training)."""
+  return config.noise_hold == "episode" and dream_ratio.trains_with_search(config)
+
+
 def make_held_draw(config: Config, num_actions: int) -> Callable[[jax.Array], tuple[jax.Array, jax.Array]]:
   """jit(rng_key) -> (redraw bool[N], noise f32[N, A]) for all `config.num_envs` envs (every process draws
   them all and keeps its own rows): whether each env's held noise is redrawn now though its episode goes on

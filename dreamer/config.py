@@ -222,7 +222,9 @@ class Config:
   acting temperature). Over a flat model a search whose noise changes every step acts as a random walk
   (MinAtar Freeway never crosses); noise held for an episode holds the same preference for the whole game, as
   a random greedy Q-network does. The policy target stays search's noiseless one (`search.run_search`).
-  Evaluation draws afresh every step."""
+  Evaluation draws afresh every step. No effect where training runs no search (search 'none', `train_search`
+  off: the policy network samples its own actions), so a preset holding noise still runs the search 'none'
+  baseline with `--set search=none`; search 'puct' refuses it."""
   noise_redraw: float = 0.0
   """With noise_hold 'episode': the probability per step that an env's held noise is redrawn before its
   episode ends, so holds last 1/noise_redraw steps on average (geometric), cut by the episode's end. 0: held
@@ -429,9 +431,9 @@ class Config:
         "noise_redraw redraws noise that noise_hold='episode' holds: set that too, or leave noise_redraw at 0",
       ),
       (
-        self.noise_hold == "step" or (self.search == "gumbel" and self.train_search),
-        "noise_hold='episode' holds the Gumbel noise of training's searches: it needs search 'gumbel' and "
-        "train_search on",
+        self.noise_hold == "step" or self.search != "puct",
+        "noise_hold='episode' holds Gumbel search's root noise; search 'puct' has none (its noise is Dirichlet): "
+        "leave noise_hold at 'step'",
       ),
       (self.optimizer in ("adam", "sgd"), f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}"),
       (self.num_simulations >= 2, "num_simulations must be >= 2"),

@@ -356,7 +356,7 @@ def start(p: Parts) -> Carry:
   progress = Progress(next_eval=evals.first(), next_checkpoint=saves.first())
   recent, repeats = collections.deque(maxlen=20), actor_lib.Repeats.none(len(obs))
   carry = Carry(state, rb, key, obs, progress, dream_ratio.Dreams(), recent, 0.0, {}, repeats)
-  if config.noise_hold == "episode":  # the key is split only then: runs without it keep their stream
+  if actor_lib.holds_noise(config):  # the key is split only then: runs without it keep their stream
     carry.key, _, carry.held = _draw_held(p, carry.key)
   steps = p.ckpts.steps()
   if distributed.joined() and any(seen != steps for seen in distributed.gather_json(steps)):

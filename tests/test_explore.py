@@ -4,12 +4,13 @@ distributions and the epsilon schedule; Gumbel noise held per episode (`noise_ho
 import jax
 import numpy as np
 import pytest
+from helpers import assert_same_state
 
 import worlds
 from dreamer import actor as actor_lib
 from dreamer import config as config_lib
 from dreamer import train as train_lib
-from dreamer.agent import Agent
+from dreamer.agent import Agent, load_checkpoint
 
 
 def _reference(chosen, starts, actions, durations):
@@ -145,3 +146,15 @@ def test_acting_takes_the_held_noise_it_is_given():
     assert np.asarray(out.action).tolist() == [k] * 16
   free = agent.act(state.params, obs, jax.random.PRNGKey(9), 1.0)
   assert len(set(np.asarray(free.action).tolist())) > 1
+
+
+def test_held_noise_does_nothing_where_training_runs_no_search(monkeypatch, tmp_path):
+  # search 'none' (the baseline a preset holding noise still runs): no noise held, and the run is the very run
+  # without noise_hold, bit for bit.
+  seen, act = [], train_lib.act
+  monkeypatch.setattr(train_lib, "act", lambda p, c: seen.append(c.held) or act(p, c))
+  base = ["total_env_steps=160", "stop_return=inf", "search=none"]
+  train_lib.train(config_lib.load("debug", [*base, "noise_hold=episode"]), tmp_path / "hold", console=False)
+  train_lib.train(config_lib.load("debug", base), tmp_path / "plain", console=False)
+  assert seen and all(held is None for held in seen)
+  assert_same_state(load_checkpoint(tmp_path / "hold"), load_checkpoint(tmp_path / "plain"))
