@@ -52,7 +52,8 @@ class FakeAgent:
     zeros = np.zeros(2, np.float32)
     return FakeState(zeros, zeros, zeros, 0), {"count": np.zeros(1, np.int64)}
 
-  def act(self, params, obs, rng_key, temperature):
+  def act(self, params, obs, rng_key, temperature, held=None):
+    assert held is None  # these configs hold no noise
     self.temperatures.append(temperature)
     b = obs.shape[0]
     return SimpleNamespace(action=np.zeros(b, np.int32), policy=np.full((b, 2), 0.5), value=np.zeros(b))
