@@ -40,7 +40,7 @@ def make_act(model: Model, config: Config) -> ActFn:
     if config.search == "none":  # the policy-only baseline: sample the prior (argmax at temperature 0)
       sampled = jax.random.categorical(rng_key, root.prior_logits / jnp.maximum(temperature, 1e-6))
       action = jnp.where(temperature > 0, sampled, jnp.argmax(root.prior_logits, axis=-1)).astype(jnp.int32)
-      return search_lib.SearchOutput(action, jax.nn.softmax(root.prior_logits), root.value)
+      return search_lib.SearchOutput(action, jax.nn.softmax(root.prior_logits), root.value, jnp.zeros_like(root.value))
     return search_lib.run_search(
       model, params, rng_key, root, temperature=temperature, noise=temperature > 0, held=held,
       **search_lib.settings(config),

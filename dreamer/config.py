@@ -232,6 +232,13 @@ class Config:
   MinAtar Freeway (2,500-step games) holding one uniformly drawn action crosses 5.3 times a game on average
   both for whole games and for holds of ~30 steps, but whole-game holds cross in one game of four, ~30-step
   holds in every game (docs/minatar.md)."""
+  noise_hold_spread: float = 0.0
+  """With noise_hold 'episode': an env's held noise is also redrawn after every step whose search told the
+  root's actions apart by at least this much (`SearchOutput.q_spread`: max minus min of the visited root
+  actions' Q values, in return units), so noise is held only while the model cannot tell the actions apart
+  (MinAtar Freeway before its first crossing) and is drawn afresh every step where it can (Breakout and
+  SpaceInvaders, whose rewards come from the start and which whole-episode holds cost half their return).
+  0: no such redraw. Training logs the share of acting steps below it as `train/noise_flat`."""
   explore_epsilon: float = 0.0
   """Temporally-extended exploration (ez-greedy, Dabney, Ostrovski & Barreto 2021) while training: an env
   with no exploratory repeat running starts one with this probability per step, repeating one action drawn
@@ -429,6 +436,15 @@ class Config:
       (
         self.noise_redraw == 0.0 or self.noise_hold == "episode",
         "noise_redraw redraws noise that noise_hold='episode' holds: set that too, or leave noise_redraw at 0",
+      ),
+      (
+        0.0 <= self.noise_hold_spread < math.inf,
+        "noise_hold_spread must be a finite number >= 0 (0: held noise is not redrawn for the search's Q spread)",
+      ),
+      (
+        self.noise_hold_spread == 0.0 or self.noise_hold == "episode",
+        "noise_hold_spread redraws noise that noise_hold='episode' holds: set that too, or leave noise_hold_spread "
+        "at 0",
       ),
       (
         self.noise_hold == "step" or self.search != "puct",

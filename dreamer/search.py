@@ -31,11 +31,25 @@ class Embedding(NamedTuple):
 
 
 class SearchOutput(NamedTuple):
-  """action i32[B]: action to take; policy f32[B, A]: search policy target; value f32[B]: root value."""
+  """action i32[B]: action to take; policy f32[B, A]: search policy target; value f32[B]: root value;
+  q_spread f32[B]: how far the search told the root's actions apart (`output`; 0 without a search)."""
 
   action: jax.Array
   policy: jax.Array
   value: jax.Array
+  q_spread: jax.Array
+
+
+def output(action: jax.Array, policy: jax.Array, tree: mctx.Tree) -> SearchOutput:
+  """A search's output from its tree: the root's value, and q_spread, max minus min of the root's Q values
+  (reward plus discounted value, one step deep) over its visited actions, 0 where fewer than two were
+  visited (`config.noise_hold_spread` holds noise while it is small)."""
+  summary = tree.summary()
+  visited = summary.visit_counts > 0
+  high = jnp.max(jnp.where(visited, summary.qvalues, -jnp.inf), axis=-1)
+  low = jnp.min(jnp.where(visited, summary.qvalues, jnp.inf), axis=-1)
+  spread = jnp.where(jnp.sum(visited, axis=-1) >= 2, high - low, 0.0)
+  return SearchOutput(action.astype(jnp.int32), policy, summary.value, spread)
 
 
 def make_root(model: Model, params: Params, obs: jax.Array) -> mctx.RootFnOutput:
@@ -194,7 +208,7 @@ def run_search(
     temperature=temperature,
     qtransform=functools.partial(mctx.qtransform_by_parent_and_siblings, epsilon=q_range_floor),
   )
-  return SearchOutput(out.action.astype(jnp.int32), out.action_weights, out.search_tree.summary().value)
+  return output(out.action, out.action_weights, out.search_tree)
 
 
 def gumbel_search(
@@ -226,7 +240,7 @@ def gumbel_search(
     gumbel_scale=temperature,
     qtransform=qtransform,
   )
-  return SearchOutput(out.action.astype(jnp.int32), out.action_weights, out.search_tree.summary().value)
+  return output(out.action, out.action_weights, out.search_tree)
 
 
 def held_gumbel_search(
@@ -263,10 +277,9 @@ def held_gumbel_search(
     num_simulations=num_simulations,
     extra_data=mctx.GumbelMuZeroExtraData(root_gumbel=gumbel),
   )
-  summary = tree.summary()
+  visits = tree.summary().visit_counts
   completed = jax.vmap(qtransform, in_axes=[0, None])(tree, tree.ROOT_INDEX)
-  considered = summary.visit_counts == jnp.max(summary.visit_counts, axis=-1, keepdims=True)
+  considered = visits == jnp.max(visits, axis=-1, keepdims=True)
   logits = root.prior_logits - jnp.max(root.prior_logits, axis=-1, keepdims=True)
   score = jnp.maximum(-1e9, gumbel + logits + completed) + jnp.where(considered, 0.0, -jnp.inf)
-  action = jnp.argmax(score, axis=-1).astype(jnp.int32)
-  return SearchOutput(action, jax.nn.softmax(root.prior_logits + completed, axis=-1), summary.value)
+  return output(jnp.argmax(score, axis=-1), jax.nn.softmax(root.prior_logits + completed, axis=-1), tree)

@@ -333,6 +333,7 @@ class Carry:
   solved: bool = False
   resumed_from: int | None = None
   explored: int = 0  # actions taken by exploratory repeats in this segment of the run (every process's envs)
+  flat: int = 0  # acting steps whose search's q_spread was under noise_hold_spread, this segment (every env)
   held: np.ndarray | None = None  # f32[B, A]: the Gumbel noise this process's envs hold (noise_hold 'episode')
 
 
@@ -368,7 +369,8 @@ def start(p: Parts) -> Carry:
     carry = restore(p, carry)
   progress = carry.progress
   carry.start = time.perf_counter() - progress.wall_s
-  carry.window = {"t": time.perf_counter(), "env_steps": progress.env_steps, "updates": progress.updates, "explored": 0}
+  carry.window = {"t": time.perf_counter(), "env_steps": progress.env_steps, "updates": progress.updates}
+  carry.window |= {"explored": 0, "flat": 0}
   carry.recent.extend(progress.recent_returns)
   carry.solved = bool(progress.last_eval) and progress.last_eval["eval/search_return"] >= config.stop_return
   if progress.dreams or not progress.env_steps:
@@ -553,6 +555,10 @@ def act(p: Parts, c: Carry) -> None:
     c.repeats = actor_lib.Repeats(*(np.where(ended, 0, x).astype(np.int32) for x in c.repeats))
   if c.held is not None:  # an ended episode hands its env fresh noise, as does a redraw (noise_redraw)
     c.key, redraw, fresh = _draw_held(p, c.key)
+    if config.noise_hold_spread > 0:  # and a search that told the actions apart (noise_hold_spread)
+      flat = np.asarray(out.q_spread) < config.noise_hold_spread
+      redraw = redraw | ~flat
+      c.flat += int(distributed.gather(flat).sum())
     c.held = np.where((ended | redraw)[:, None], fresh, c.held)
   row = replay_lib.Rows(
     obs=frames.newest(c.obs, stack),
@@ -664,8 +670,12 @@ def record(p: Parts, c: Carry, chunks: list[dict[str, np.ndarray]]) -> None:
     rec["train/explore_epsilon"] = actor_lib.explore_epsilon(p.config, progress.env_steps)
     acted = progress.env_steps - c.window["env_steps"]
     rec["train/explored"] = (c.explored - c.window["explored"]) / max(acted, 1)  # share of actions since the last
+  if p.config.noise_hold_spread > 0 and c.held is not None:
+    acted = progress.env_steps - c.window["env_steps"]
+    rec["train/noise_flat"] = (c.flat - c.window["flat"]) / max(acted, 1)  # share of steps holding their noise
   if dt > 2.0:
-    c.window = {"t": now, "env_steps": progress.env_steps, "updates": progress.updates, "explored": c.explored}
+    c.window = {"t": now, "env_steps": progress.env_steps, "updates": progress.updates}
+    c.window |= {"explored": c.explored, "flat": c.flat}
   p.log.write(rec)
 
 

@@ -11,6 +11,7 @@ from dreamer import actor as actor_lib
 from dreamer import config as config_lib
 from dreamer import train as train_lib
 from dreamer.agent import Agent, load_checkpoint
+from dreamer.logger import read_metrics
 
 
 def _reference(chosen, starts, actions, durations):
@@ -79,42 +80,74 @@ def test_epsilon_falls_linearly_over_the_decay_steps(decay, step, epsilon):
   assert actor_lib.explore_epsilon(config, step) == pytest.approx(epsilon)
 
 
-@pytest.mark.parametrize("redraw", [0.0, 0.3])
-def test_held_noise_lasts_one_episode_of_each_env_or_until_redrawn(monkeypatch, tmp_path, redraw):
-  # Every acting step of a debug run (episodes of a few steps): the search gets the noise the envs held before
-  # the step; an env whose episode the step ended holds a fresh draw afterwards; every other env the same
-  # noise, or with noise_redraw a fresh draw on that fraction of its steps.
+def _held_steps(monkeypatch, tmp_path, overrides):
+  """Every acting step of a 400-step debug run holding noise: (noise held before, noise the search got, its
+  q_spread, which envs the step ended, noise held after)."""
   steps, act = [], train_lib.act
 
   def recorded_act(p, c):
-    before, given, ended = c.held.copy(), [], []
+    before, given, spread, ended = c.held.copy(), [], [], []
     agent_act, world_step = p.agent.act, p.world.step
-    p.agent.act = lambda params, obs, key, t, held=None: given.append(held) or agent_act(params, obs, key, t, held)
+
+    def searched(params, obs, key, t, held=None):
+      given.append(held)
+      out = agent_act(params, obs, key, t, held)
+      spread.append(np.asarray(out.q_spread))
+      return out
+
+    p.agent.act = searched
     p.world.step = lambda action: ended.append((out := world_step(action)).terminated | out.truncated) or out
     try:
       act(p, c)
     finally:
       p.agent.act, p.world.step = agent_act, world_step
-    steps.append((before, given[0], ended[0], c.held.copy()))
+    steps.append((before, given[0], spread[0], ended[0], c.held.copy()))
 
   monkeypatch.setattr(train_lib, "act", recorded_act)
-  overrides = ["total_env_steps=400", "stop_return=inf", "noise_hold=episode", f"noise_redraw={redraw}"]
-  config = config_lib.load("debug", overrides)
+  config = config_lib.load("debug", ["total_env_steps=400", "stop_return=inf", "noise_hold=episode", *overrides])
   train_lib.train(config, tmp_path, console=False)
   assert len(steps) == 400 // config.num_envs
-  kept = []
-  for before, given, ended, after in steps:
+  for before, given, _, _, after in steps:
     assert before.shape == (config.num_envs, 2) and before.dtype == np.float32
     np.testing.assert_array_equal(given, before)
+    assert ((after == before).all(axis=1) | (after != before).all(axis=1)).all()  # rows change whole
+  return steps
+
+
+@pytest.mark.parametrize("redraw", [0.0, 0.3])
+def test_held_noise_lasts_one_episode_of_each_env_or_until_redrawn(monkeypatch, tmp_path, redraw):
+  # Every acting step of a debug run (episodes of a few steps): the search gets the noise the envs held before
+  # the step; an env whose episode the step ended holds a fresh draw afterwards; every other env the same
+  # noise, or with noise_redraw a fresh draw on that fraction of its steps.
+  steps = _held_steps(monkeypatch, tmp_path, [f"noise_redraw={redraw}"])
+  kept = []
+  for before, _, _, ended, after in steps:
     assert (after[ended] != before[ended]).all()
     kept += (after[~ended] == before[~ended]).all(axis=1).tolist()
-    assert ((after == before).all(axis=1) | (after != before).all(axis=1)).all()  # rows change whole
-  ends = np.array([e for _, _, e, _ in steps])
+  ends = np.array([e for _, _, _, e, _ in steps])
   assert ends.any(axis=0).all() and (~ends).sum() > ends.sum()  # every env ended some episode; most steps none
   if redraw == 0:
     assert all(kept)  # never redrawn mid-episode
   else:
     assert 1.0 - np.mean(kept) == pytest.approx(redraw, abs=0.1)  # ~300 steps: 3 standard deviations
+
+
+def test_held_noise_is_redrawn_after_a_search_that_told_the_actions_apart(monkeypatch, tmp_path):
+  # noise_hold_spread: an env whose search's root Q values spread by at least the threshold holds fresh
+  # noise afterwards; one under it keeps its noise until its episode ends. Both kinds occur in this run (the
+  # untrained model's Q is flat, the trained one's is not), and the logged share of flat steps is theirs.
+  steps = _held_steps(monkeypatch, tmp_path, ["noise_hold_spread=0.001"])
+  flat, sharp = [], []
+  for before, _, spread, ended, after in steps:
+    kept = (after == before).all(axis=1)
+    assert (~kept[ended | (spread >= 0.001)]).all()
+    assert kept[~ended & (spread < 0.001)].all()
+    flat += (spread < 0.001).tolist()
+    sharp += (~ended & (spread >= 0.001)).tolist()
+  assert sum(sharp) >= 20 and sum(flat) >= 20
+  records = [r for r in read_metrics(tmp_path) if "train/noise_flat" in r]
+  assert records and all(0.0 <= r["train/noise_flat"] <= 1.0 for r in records)
+  assert min(r["train/noise_flat"] for r in records) < 1.0 and max(r["train/noise_flat"] for r in records) > 0.0
 
 
 def test_held_draws_redraw_each_env_at_the_rate_and_give_standard_gumbel_noise():

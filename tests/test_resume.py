@@ -269,10 +269,12 @@ def test_resume_is_bit_identical_with_exploratory_repeats_on(tmp_path):
   assert max(r["train/explored"] for r in records) > 0 and records[-1]["train/explore_epsilon"] == 0
 
 
-def test_resume_is_bit_identical_with_noise_held_per_episode(tmp_path):
+@pytest.mark.parametrize("redraw", ["noise_redraw=0.2", "noise_hold_spread=0.001"])
+def test_resume_is_bit_identical_with_noise_held_per_episode(tmp_path, redraw):
   # The noise each env holds is saved in the checkpoint's meta and its fresh draws (at episodes' ends and
-  # redraws) come from the loop's own key: a run cut mid-episode and resumed ends where an unbroken one does.
-  hold = ["total_env_steps=480", "noise_hold=episode", "noise_redraw=0.2"]
+  # redraws, random or after a search that told the actions apart) come from the loop's own key: a run cut
+  # mid-episode and resumed ends where an unbroken one does.
+  hold = ["total_env_steps=480", "noise_hold=episode", redraw]
   straight_run = train(_config(*hold), tmp_path / "straight", console=False)
   first = train(_config(*hold), tmp_path / "cut", console=False, stop_after_updates=40)
   assert first["stopped"] == "stop_after_updates" and first["updates"] < straight_run["updates"]

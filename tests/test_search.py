@@ -280,3 +280,39 @@ def test_held_noise_over_a_flat_model_holds_its_argmax_and_leaves_the_prior_as_t
     )
     np.testing.assert_array_equal(out.action, jnp.argmax(noise, -1))
     np.testing.assert_allclose(out.policy, np.full((5, 6), 1 / 6), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+  ("kind", "simulations", "considered"), [("gumbel", 16, 6), ("gumbel", 4, 2), ("puct", 64, 6), ("puct", 1, 6)]
+)
+def test_q_spread_is_the_visited_root_actions_q_range(kind, simulations, considered):
+  # Every action of root states 0-4 leads to an absorbing state 5 that pays nothing and whose value is 0, so
+  # a root action's Q is its reward exactly: q_spread must be max minus min of reward[s] over the actions
+  # the search visited. All six (Gumbel's 16 simulations; pUCT's 64 over a uniform prior), the prior's top
+  # two (Gumbel at temperature 0, 2 considered: its sequential halving visits exactly those), or one (pUCT's
+  # single simulation: spread 0).
+  table = TableModel.random(2, states=6)
+  reward = table.reward.copy()
+  reward[5] = 0.0
+  prior = table.prior if kind == "gumbel" else np.zeros((6, 6))
+  model = table._replace(next_state=np.full((6, 6), 5), reward=reward, prior=prior)
+  config = _config(search=kind, num_simulations=max(simulations, 2), max_considered_actions=considered)
+  root = search.make_root(model, None, jnp.arange(5)[:, None])
+
+  def run(**kw):
+    settings = search.settings(config) | {"num_simulations": simulations}
+    return search.run_search(model, None, jax.random.PRNGKey(0), root, **settings, **kw)
+
+  rows = reward[:5]
+  if simulations == 1:
+    want = np.zeros(5)
+  elif considered == 2:
+    picked = np.take_along_axis(rows, np.argsort(-prior[:5], axis=1)[:, :2], axis=1)
+    want = np.abs(picked[:, 0] - picked[:, 1])
+  else:
+    want = rows.max(1) - rows.min(1)
+  assert want.min() > 0 or simulations == 1  # the case tests something
+  np.testing.assert_allclose(run(temperature=0.0, noise=False).q_spread, want, atol=1e-5)
+  if kind == "gumbel":  # held noise of 0 at temperature 1: the same visits
+    held = run(temperature=1.0, noise=True, held=jnp.zeros((5, 6)))
+    np.testing.assert_allclose(held.q_spread, want, atol=1e-5)
