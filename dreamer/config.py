@@ -238,7 +238,9 @@ class Config:
   actions' Q values, in return units), so noise is held only while the model cannot tell the actions apart
   (MinAtar Freeway before its first crossing) and is drawn afresh every step where it can (Breakout and
   SpaceInvaders, whose rewards come from the start and which whole-episode holds cost half their return).
-  0: no such redraw. Training logs the share of acting steps below it as `train/noise_flat`."""
+  0: no such redraw. Training logs the share of acting env steps whose spread was under it as
+  `train/noise_flat`. A search that visits a single root action (max_considered_actions 1) has spread 0, so
+  the key then changes nothing."""
   explore_epsilon: float = 0.0
   """Temporally-extended exploration (ez-greedy, Dabney, Ostrovski & Barreto 2021) while training: an env
   with no exploratory repeat running starts one with this probability per step, repeating one action drawn

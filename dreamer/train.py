@@ -672,7 +672,7 @@ def record(p: Parts, c: Carry, chunks: list[dict[str, np.ndarray]]) -> None:
     rec["train/explored"] = (c.explored - c.window["explored"]) / max(acted, 1)  # share of actions since the last
   if p.config.noise_hold_spread > 0 and c.held is not None:
     acted = progress.env_steps - c.window["env_steps"]
-    rec["train/noise_flat"] = (c.flat - c.window["flat"]) / max(acted, 1)  # share of steps holding their noise
+    rec["train/noise_flat"] = (c.flat - c.window["flat"]) / max(acted, 1)  # share of env steps under the threshold
   if dt > 2.0:
     c.window = {"t": now, "env_steps": progress.env_steps, "updates": progress.updates}
     c.window |= {"explored": c.explored, "flat": c.flat}

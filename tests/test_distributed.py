@@ -27,7 +27,7 @@ ARGS += ["--set", "checkpoint_every_updates=8", "--set", "tensorboard=false"]
 # Exploratory repeats and held noise on: each process draws them for every env, keeps its own rows, saves every
 # env's.
 ARGS += ["--set", "explore_epsilon=0.3", "--set", "explore_max_repeat=20", "--set", "noise_hold=episode"]
-ARGS += ["--set", "noise_redraw=0.2"]
+ARGS += ["--set", "noise_redraw=0.2", "--set", "noise_hold_spread=0.001"]
 ENV = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
 
 

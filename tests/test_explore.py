@@ -82,7 +82,7 @@ def test_epsilon_falls_linearly_over_the_decay_steps(decay, step, epsilon):
 
 def _held_steps(monkeypatch, tmp_path, overrides):
   """Every acting step of a 400-step debug run holding noise: (noise held before, noise the search got, its
-  q_spread, which envs the step ended, noise held after)."""
+  q_spread, which envs the step ended, noise held after, the loop's count of flat steps after it)."""
   steps, act = [], train_lib.act
 
   def recorded_act(p, c):
@@ -101,13 +101,13 @@ def _held_steps(monkeypatch, tmp_path, overrides):
       act(p, c)
     finally:
       p.agent.act, p.world.step = agent_act, world_step
-    steps.append((before, given[0], spread[0], ended[0], c.held.copy()))
+    steps.append((before, given[0], spread[0], ended[0], c.held.copy(), c.flat))
 
   monkeypatch.setattr(train_lib, "act", recorded_act)
   config = config_lib.load("debug", ["total_env_steps=400", "stop_return=inf", "noise_hold=episode", *overrides])
   train_lib.train(config, tmp_path, console=False)
   assert len(steps) == 400 // config.num_envs
-  for before, given, _, _, after in steps:
+  for before, given, _, _, after, _ in steps:
     assert before.shape == (config.num_envs, 2) and before.dtype == np.float32
     np.testing.assert_array_equal(given, before)
     assert ((after == before).all(axis=1) | (after != before).all(axis=1)).all()  # rows change whole
@@ -121,10 +121,10 @@ def test_held_noise_lasts_one_episode_of_each_env_or_until_redrawn(monkeypatch, 
   # noise, or with noise_redraw a fresh draw on that fraction of its steps.
   steps = _held_steps(monkeypatch, tmp_path, [f"noise_redraw={redraw}"])
   kept = []
-  for before, _, _, ended, after in steps:
+  for before, _, _, ended, after, _ in steps:
     assert (after[ended] != before[ended]).all()
     kept += (after[~ended] == before[~ended]).all(axis=1).tolist()
-  ends = np.array([e for _, _, _, e, _ in steps])
+  ends = np.array([e for _, _, _, e, _, _ in steps])
   assert ends.any(axis=0).all() and (~ends).sum() > ends.sum()  # every env ended some episode; most steps none
   if redraw == 0:
     assert all(kept)  # never redrawn mid-episode
@@ -138,12 +138,13 @@ def test_held_noise_is_redrawn_after_a_search_that_told_the_actions_apart(monkey
   # untrained model's Q is flat, the trained one's is not), and the logged share of flat steps is theirs.
   steps = _held_steps(monkeypatch, tmp_path, ["noise_hold_spread=0.001"])
   flat, sharp = [], []
-  for before, _, spread, ended, after in steps:
+  for before, _, spread, ended, after, counted in steps:
     kept = (after == before).all(axis=1)
     assert (~kept[ended | (spread >= 0.001)]).all()
     assert kept[~ended & (spread < 0.001)].all()
     flat += (spread < 0.001).tolist()
     sharp += (~ended & (spread >= 0.001)).tolist()
+    assert counted == sum(flat)  # the count behind train/noise_flat: the env steps under the threshold
   assert sum(sharp) >= 20 and sum(flat) >= 20
   records = [r for r in read_metrics(tmp_path) if "train/noise_flat" in r]
   assert records and all(0.0 <= r["train/noise_flat"] <= 1.0 for r in records)

@@ -316,3 +316,48 @@ def test_q_spread_is_the_visited_root_actions_q_range(kind, simulations, conside
   if kind == "gumbel":  # held noise of 0 at temperature 1: the same visits
     held = run(temperature=1.0, noise=True, held=jnp.zeros((5, 6)))
     np.testing.assert_allclose(held.q_spread, want, atol=1e-5)
+
+
+def test_q_spread_counts_the_childrens_discounted_values_and_the_terminal_head():
+  # Even actions lead to an absorbing state worth 0.3, odd ones to one worth -0.7, whose terminal heads give
+  # different probabilities of ending: a root action's Q is r + discount * (1 - p_end(next)) * v(next), and
+  # with 2 simulations over the prior's 2 considered actions each is visited once. A spread of the rewards
+  # alone (or without the discount or the head) differs from it on these states.
+  table = TableModel.random(2, states=7)
+  nxt = np.tile(np.where(np.arange(6) % 2 == 0, 5, 6), (7, 1))
+  nxt[5], nxt[6] = 5, 6
+  reward = table.reward.copy()
+  reward[5:] = 0.0
+  values, ends = np.array([0, 0, 0, 0, 0, 0.3, -0.7]), np.array([0, 0, 0, 0, 0, 0.5, -1.0])
+  tabular = table._replace(next_state=nxt, reward=reward)
+
+  class Valued(NamedTuple):
+    lstm_dim: int = 2
+    has_terminal: bool = True
+
+    def represent(self, params, obs):
+      return tabular.represent(params, obs)
+
+    def dynamics(self, params, latent, action, lstm):
+      return tabular.dynamics(params, latent, action, lstm)
+
+    def predict(self, params, latent):
+      state = jnp.argmax(latent, -1)
+      return jnp.asarray(table.prior, jnp.float32)[state], _logits_of(jnp.asarray(values, jnp.float32)[state])
+
+    def terminal(self, params, latent):
+      return jnp.asarray(ends, jnp.float32)[jnp.argmax(latent, -1)]
+
+  config = _config(search="gumbel", num_simulations=2, max_considered_actions=2, discount=0.9)
+  model = Valued()
+  root = search.make_root(model, None, jnp.arange(5)[:, None])
+  out = search.run_search(
+    model, None, jax.random.PRNGKey(0), root, temperature=0.0, noise=False, **search.settings(config)
+  )
+  top2 = np.argsort(-table.prior[:5], axis=1)[:, :2]
+  nxt_top = nxt[np.arange(5)[:, None], top2]
+  q = reward[np.arange(5)[:, None], top2] + 0.9 * values[nxt_top] / (1 + np.exp(ends[nxt_top]))  # 1 - sigmoid
+  want = np.abs(q[:, 0] - q[:, 1])
+  rewards_only = np.abs(np.diff(reward[np.arange(5)[:, None], top2], axis=1))[:, 0]
+  assert np.abs(want - rewards_only).max() > 0.1  # the case tells them apart
+  np.testing.assert_allclose(out.q_spread, want, atol=1e-4)
