@@ -666,13 +666,12 @@ def record(p: Parts, c: Carry, chunks: list[dict[str, np.ndarray]]) -> None:
   }
   if c.recent:
     rec["train/episode_return"] = float(np.mean(c.recent))
+  acted = max(progress.env_steps - c.window["env_steps"], 1)  # env steps since the window opened
   if p.config.explore_epsilon > 0:
     rec["train/explore_epsilon"] = actor_lib.explore_epsilon(p.config, progress.env_steps)
-    acted = progress.env_steps - c.window["env_steps"]
-    rec["train/explored"] = (c.explored - c.window["explored"]) / max(acted, 1)  # share of actions since the last
+    rec["train/explored"] = (c.explored - c.window["explored"]) / acted  # share of actions taken by repeats
   if p.config.noise_hold_spread > 0 and c.held is not None:
-    acted = progress.env_steps - c.window["env_steps"]
-    rec["train/noise_flat"] = (c.flat - c.window["flat"]) / max(acted, 1)  # share of env steps under the threshold
+    rec["train/noise_flat"] = (c.flat - c.window["flat"]) / acted  # share of env steps under the threshold
   if dt > 2.0:
     c.window = {"t": now, "env_steps": progress.env_steps, "updates": progress.updates}
     c.window |= {"explored": c.explored, "flat": c.flat}
