@@ -451,7 +451,7 @@ class Config:
       (
         self.noise_hold == "step" or self.search != "puct",
         "noise_hold='episode' holds Gumbel search's root noise; search 'puct' has none (its noise is Dirichlet): "
-        "leave noise_hold at 'step'",
+        f"with search 'puct' set {self._plain_noise_settings()}",
       ),
       (self.optimizer in ("adam", "sgd"), f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}"),
       (self.num_simulations >= 2, "num_simulations must be >= 2"),
@@ -460,6 +460,14 @@ class Config:
       (0.0 <= self.dirichlet_fraction <= 1.0, "dirichlet_fraction must be in [0, 1]"),
       (self.pb_c_init >= 0.0 and self.pb_c_base > 0.0, "pb_c_init must be >= 0 and pb_c_base > 0"),
     ]
+
+  def _plain_noise_settings(self) -> str:
+    """The settings that return acting to fresh noise every step, naming every key this config has set, so one
+    error covers them all (`noise_redraw` and `noise_hold_spread` need noise_hold 'episode')."""
+    keys = ["noise_hold='step'"]
+    keys += ["noise_redraw=0"] if self.noise_redraw else []
+    keys += ["noise_hold_spread=0"] if self.noise_hold_spread else []
+    return ", ".join(keys)
 
   def _learning_checks(self) -> list[tuple[bool, str]]:
     """(ok, message) of the targets, the replay buffer and the optimiser."""
