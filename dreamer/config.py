@@ -82,6 +82,13 @@ class Config:
   float setting that may be infinite: -inf stops at the first evaluation; NaN is refused as everywhere)."""
   frame_stack: int = 1
   """Frames the agent stacks into one observation (4 for Atari); replay still stores each frame once."""
+  task_input: int = 0
+  """0: off. N >= 2: every observation carries the one-hot of its world's place in its task family over N
+  slots (`worlds/task.py`: 0 the family's base, e.g. 'gym:CartPole-v1'; 'cartpole:<member>' its place in the
+  family's list; 'minatar:<Game>-<variant>' 1 + its place among the game's variants), so one model can hold
+  members whose frames look alike but whose physics differ (/dream on another member). The network adds a
+  learned latent offset per member, zero for the world it trains on and zero at the start for every other, so
+  a checkpoint acts on another member exactly as on its own until /dream adapts it (network 'mlp')."""
   devices: int = 0
   """Devices the run spreads over by data parallelism (`dreamer/devices.py`): N the first N that JAX sees
   (batch_size and num_envs must divide by N); 0 as many of them as divide both (all of them when they do).
@@ -369,6 +376,9 @@ class Config:
 
   def _world_checks(self) -> list[tuple[bool, str]]:
     """(ok, message) of the run size, the world settings and the observation pipeline."""
+    from worlds.task import member  # the worlds package (gymnasium) only where a config is checked
+
+    home = member(self.world)
     return [
       (self.num_envs >= 1, "num_envs must be >= 1"),
       (self.devices >= 0, "devices must be >= 0 (0: automatic)"),
@@ -384,6 +394,19 @@ class Config:
         "action_planes 'onehot' is for network 'resnet' (the MLP already takes a one-hot action): leave it 'scalar'",
       ),
       (self.frame_stack >= 1, "frame_stack must be >= 1"),
+      (
+        self.task_input == 0 or self.task_input >= 2,
+        f"task_input must be 0 (off) or the number of task slots, >= 2, got {self.task_input}",
+      ),
+      (
+        self.task_input == 0 or self.network == "mlp",
+        "task_input is built for network 'mlp' (its latent offset per task): leave it at 0 with network 'resnet'",
+      ),
+      (
+        self.task_input == 0 or home < self.task_input,
+        f"task_input={self.task_input} holds task members 0 to {self.task_input - 1}, but {self.world!r} is "
+        f"member {home} of its family: raise task_input to at least {home + 1}",
+      ),
       (16 <= self.atari_frame_size <= 160, "atari_frame_size must be in [16, 160] (frames are only shrunk)"),
       (0.0 <= self.atari_sticky_actions <= 1.0, "atari_sticky_actions must be in [0, 1]"),
       (self.atari_noop_max >= 0, "atari_noop_max must be >= 0"),
@@ -555,9 +578,14 @@ def _plain(value: Any) -> Any:
 
 
 def world_kwargs(config: Config, *, train: bool) -> dict[str, Any]:
-  """Keyword arguments for `worlds.make(config.world, ...)`: the Atari protocol settings for 'atari:' worlds
-  (train: life loss ends an episode and rewards are clipped; eval: whole games, true scores), the MinAtar
-  ones for 'minatar:' worlds, else none."""
+  """Keyword arguments for `worlds.make(config.world, ...)`: the task slots with `task_input`, and the Atari
+  protocol settings for 'atari:' worlds (train: life loss ends an episode and rewards are clipped; eval: whole
+  games, true scores), the MinAtar ones for 'minatar:' worlds, else none."""
+  task = {"task_slots": config.task_input} if config.task_input else {}
+  return task | _family_kwargs(config, train=train)
+
+
+def _family_kwargs(config: Config, *, train: bool) -> dict[str, Any]:
   if config.world.startswith("minatar:"):
     return {
       "sticky_actions": config.minatar_sticky_actions,
@@ -716,6 +744,7 @@ IDENTITY_KEYS = (
   "value_support",
   "reward_support",
   "frame_stack",
+  "task_input",
   "atari_frame_size",
   "atari_grayscale",
   "atari_sticky_actions",

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from dreamer.config import Config
+from worlds.task import member
 
 Params = Any
 
@@ -121,6 +122,15 @@ class MLP(nn.Module):
     return nn.Dense(self.out, kernel_init=init, bias_init=bias, dtype=self.dtype)(x)
 
 
+def split_task(obs: jax.Array, slots: int) -> tuple[jax.Array, jax.Array]:
+  """obs [B, ..., F + slots] (`worlds/task.py`: the last axis ends with the task one-hot, the same in every
+  frame and pixel) -> (obs [B, ..., F], task f32[B, slots]); with no slots, (obs, an empty [B, 0])."""
+  if not slots:
+    return obs, jnp.zeros((obs.shape[0], 0), jnp.float32)
+  task = obs.reshape(obs.shape[0], -1, obs.shape[-1])[:, -1, -slots:]
+  return obs[..., :-slots], task.astype(jnp.float32)
+
+
 class MuZeroMLP(nn.Module):
   """The MLP variant for vector observations f32[B, *obs_shape], or for small images (MinAtar's 10x10xC)
   with a convolution first (`conv_channels`, the torso of the MinAtar paper's DQN)."""
@@ -135,6 +145,8 @@ class MuZeroMLP(nn.Module):
   state_norm: bool = True
   conv_channels: int = 0  # > 0: a 3x3 convolution (same padding) and ReLU read image observations first
   terminal_head: bool = False  # a head predicting whether a latent ended its episode (`terminal`)
+  task_slots: int = 0  # > 0: observations end with a task one-hot over this many slots (`split_task`)
+  task_home: int = 0  # the slot of the world the network trains on: its latent offset is 0
   norm: str = "layer"  # see `make_norm`
   train: bool = False  # only read by norm 'batch'
   dtype: Any = None  # compute dtype (see `make_network`); every method returns float32
@@ -142,6 +154,10 @@ class MuZeroMLP(nn.Module):
   def setup(self) -> None:
     h, nk = self.hidden_dim, {"norm": self.norm, "train": self.train, "dtype": self.dtype}
     self.conv = nn.Conv(self.conv_channels, (3, 3), padding=1, dtype=self.dtype) if self.conv_channels else None
+    # Zero at the start and fed zeros on the home world, so its rows for other members get no gradient
+    # (and no Adam or weight-decay step) until data of those members arrives: a checkpoint acts on every
+    # member exactly as on its own until then.
+    self.task_offset = nn.Dense(self.latent_dim, use_bias=False, kernel_init=nn.initializers.zeros)
     self.repr_net = MLP((h, h), self.latent_dim, **nk)
     self.dyn_net = MLP((h, h), self.latent_dim, **nk)
     self.lstm = nn.OptimizedLSTMCell(self.lstm_dim, dtype=self.dtype)
@@ -156,11 +172,13 @@ class MuZeroMLP(nn.Module):
 
   def represent(self, obs: jax.Array) -> jax.Array:
     """obs [B, *obs_shape] (with `conv_channels`: [B, H, W, C]) -> latent f32[B, latent_dim]."""
-    x = obs.astype(jnp.float32)
+    x, task = split_task(obs.astype(jnp.float32), self.task_slots)
     if self.conv is not None:
       x = nn.relu(self.conv(x))
-    x = x.reshape(obs.shape[0], -1)
-    latent = self.repr_net(x).astype(jnp.float32)
+    latent = self.repr_net(x.reshape(obs.shape[0], -1)).astype(jnp.float32)
+    if self.task_slots:
+      away = task * (1.0 - jax.nn.one_hot(self.task_home, self.task_slots))  # the home slot never counts
+      latent = latent + self.task_offset(away)
     return normalize_latent(latent) if self.state_norm else latent
 
   def dynamics(self, latent: jax.Array, action: jax.Array, lstm: LSTMState) -> tuple[jax.Array, LSTMState, jax.Array]:
@@ -413,6 +431,8 @@ def make_network(config: Config, num_actions: int, obs_dtype: Any = jnp.uint8) -
     state_norm=config.state_norm,
     conv_channels=config.conv_channels,
     terminal_head=config.terminal_loss_weight > 0.0,
+    task_slots=config.task_input,
+    task_home=member(config.world),
     norm=config.norm,
     **atoms,
   )

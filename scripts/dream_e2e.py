@@ -105,7 +105,10 @@ def train_and_record(seed: int, a: argparse.Namespace) -> tuple[Path, Path, Path
     d.mkdir(parents=True, exist_ok=True)
   # A finished run is a no-op for dreamer train (a stopped one resumes), so training always runs.
   sh(
-    ["train", "--config", a.config, "--seed", str(seed), "--logdir", str(run), "--quiet", "--set", f"world={a.task_a}"],
+    [
+      *("train", "--config", a.config, "--seed", str(seed), "--logdir", str(run), "--quiet"),
+      *("--set", f"world={a.task_a}", *(x for s in a.train_set for x in ("--set", s))),
+    ],
     root / f"train-seed{seed}.log",
     root / "never",
   )
@@ -225,6 +228,9 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument("--steps", type=int, default=2000, help="real env steps recorded on B (and on A, the anchor)")
   p.add_argument("--budget", type=float, default=1000.0, help="imagined model steps per real recorded step")
   p.add_argument("--set", action="append", default=[], help="a dream setting for both modes (repeatable)")
+  p.add_argument(
+    "--train-set", action="append", default=[], help="a setting for training task A (repeatable; e.g. task_input=6)"
+  )
   p.add_argument("--eval-episodes", type=int, default=100, help="fresh evaluation episodes per world and mode")
   p.add_argument(
     "--eval-seed",
@@ -249,6 +255,7 @@ def main() -> None:
     "steps": a.steps,
     "budget": a.budget,
     "settings": a.set,
+    "train_settings": a.train_set,
     "eval_episodes": a.eval_episodes,
     "per_seed": rows,
     **across_seeds(rows),

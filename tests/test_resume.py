@@ -351,3 +351,21 @@ def test_resume_is_bit_identical_with_the_residual_network_and_one_hot_action_pl
   assert_same_state(load_checkpoint(tmp_path / "straight"), load_checkpoint(tmp_path / "cut"))
   kernel = load_checkpoint(tmp_path / "cut").params["params"]["dyn_conv"]["kernel"]
   assert kernel.shape[2] == 4 + 6  # the latent's channels and one plane per action
+
+
+def test_resume_is_bit_identical_with_task_input_and_the_offsets_stay_zero_on_the_home_world(tmp_path):
+  # Task features (`task_input`) on a family member that is not its base (SpaceInvaders-fast, member 1): the
+  # world's saved state carries them, and the network's offset rows, unused on the home world, stay zero.
+  pytest.importorskip("minatar")
+  task = ["world=minatar:SpaceInvaders-fast", "task_input=2", "total_env_steps=640", "num_envs=4"]
+  task += ["eval_max_steps=50"]
+  straight_run = train(_config(*task), tmp_path / "straight", console=False)
+  first = train(_config(*task), tmp_path / "cut", console=False, stop_after_updates=16)
+  assert first["stopped"] == "stop_after_updates" and first["updates"] < straight_run["updates"]
+  second = train(_config(*task), tmp_path / "cut", console=False)
+  assert second["updates"] == straight_run["updates"]
+  saved = load_checkpoint(tmp_path / "cut")
+  assert_same_state(load_checkpoint(tmp_path / "straight"), saved)
+  assert saved.params["params"]["task_offset"]["kernel"].shape == (2, _config(*task).latent_dim)
+  assert not np.any(saved.params["params"]["task_offset"]["kernel"])
+  assert saved.state["obs"].shape[-1] == 6 + 2  # SpaceInvaders' six channels and the two task planes

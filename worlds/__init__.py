@@ -13,11 +13,12 @@ from worlds.cartpole import CARTPOLE_VARIANTS, CartPoleWorld
 from worlds.gym import GymWorld
 from worlds.minatar import MINATAR_GAMES, MINATAR_VARIANTS, MinAtarVariant, MinAtarWorld, MissingPackageError
 from worlds.registry import available, make, register
+from worlds.task import TaskFeatures, member
 from worlds.toy import ChainWorld, MirrorChainWorld
 
 __all__ = [
     "World", "Spec", "Step", "WorldStateError", "RenderError", "state_checksum", "make", "available", "register",
     "ChainWorld", "MirrorChainWorld", "GymWorld", "CartPoleWorld", "CARTPOLE_VARIANTS",
     "AtariWorld", "ATARI100K_GAMES", "MinAtarWorld", "MINATAR_GAMES", "MINATAR_VARIANTS", "MinAtarVariant",
-    "MissingPackageError",
+    "MissingPackageError", "TaskFeatures", "member",
 ]  # fmt: skip

@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 from worlds.base import World, check_num_envs
 from worlds.cartpole import CARTPOLE_VARIANTS
 from worlds.minatar import MINATAR_VARIANTS
+from worlds.task import TaskFeatures
 
 Factory = Callable[..., World]  # (name: str, *, num_envs: int, seed: int, **kwargs) -> World
 
@@ -51,8 +52,9 @@ def available() -> list[str]:
   return list(_LISTED)
 
 
-def make(world_id: str, *, num_envs: int, seed: int = 0, **kwargs: Any) -> World:
-  """Build the world `world_id` with `num_envs` envs; `seed` is its default reset seed.
+def make(world_id: str, *, num_envs: int, seed: int = 0, task_slots: int = 0, **kwargs: Any) -> World:
+  """Build the world `world_id` with `num_envs` envs; `seed` is its default reset seed. With `task_slots` > 0
+  its observations carry its task family member's one-hot (`worlds.task.TaskFeatures`).
 
   Extra keyword arguments go to the family's factory (e.g. gymnasium.make kwargs,
   ChainWorld's max_steps). Raises a one-line ValueError for unknown ids.
@@ -62,7 +64,14 @@ def make(world_id: str, *, num_envs: int, seed: int = 0, **kwargs: Any) -> World
   if not sep or prefix not in FAMILIES:
     why = f"no world family {prefix!r}" if sep else "ids look like '<family>:<name>'"
     raise _unknown(world_id, why, _guess(world_id, sep, prefix))
-  return FAMILIES[prefix].factory(name, num_envs=num_envs, seed=seed, **kwargs)
+  world = FAMILIES[prefix].factory(name, num_envs=num_envs, seed=seed, **kwargs)
+  if not task_slots:
+    return world
+  try:
+    return TaskFeatures(world, world_id=world_id, slots=task_slots)
+  except ValueError:
+    world.close()
+    raise
 
 
 # ---------------------------------------------------------------- errors

@@ -1,0 +1,152 @@
+"""Task input (`task_input`, `worlds/task.py`): a world's family member as a one-hot at the end of its
+observations, and the network's latent offset per member, zero on the world it trains on."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import worlds
+from dreamer import config as config_lib
+from dreamer import replay
+from dreamer.agent import Agent
+from dreamer.networks import MuZeroMLP, init_params, make_network
+from worlds import WorldStateError
+
+SLOTS = 6  # the cartpole family has six members
+
+
+def test_members_are_numbered_from_each_familys_base():
+  assert [worlds.member(w) for w in ("gym:CartPole-v1", "cartpole:base", "toy:chain", "atari:Pong")] == [0] * 4
+  assert [worlds.member(f"cartpole:{n}") for n in worlds.CARTPOLE_VARIANTS] == [0, 1, 2, 3, 4, 5]
+  assert worlds.member("minatar:SpaceInvaders") == 0
+  assert worlds.member("minatar:SpaceInvaders-fast") == 1
+  assert worlds.member("minatar:Asterix-fast") == 1  # numbered within its own game's variants
+
+
+def _play(world, steps, seed=3):
+  rng = np.random.default_rng(seed)
+  obs = [world.reset(seed)]
+  out = []
+  for _ in range(steps):
+    s = world.step(rng.integers(0, world.spec.num_actions, world.num_envs))
+    obs.append(s.obs)
+    out.append(s)
+  return np.stack(obs), out
+
+
+@pytest.mark.parametrize(("world_id", "slots"), [("cartpole:heavy-pole", SLOTS), ("minatar:SpaceInvaders-fast", 3)])
+def test_task_features_append_the_members_one_hot_and_change_nothing_else(world_id, slots):
+  if world_id.startswith("minatar:"):
+    pytest.importorskip("minatar")
+  plain = worlds.make(world_id, num_envs=3, seed=0)
+  tasked = worlds.make(world_id, num_envs=3, seed=0, task_slots=slots)
+  inner = plain.spec.obs_shape
+  assert tasked.spec.obs_shape == (*inner[:-1], inner[-1] + slots)
+  assert tasked.spec.num_actions == plain.spec.num_actions and tasked.spec.obs_dtype == plain.spec.obs_dtype
+  obs_p, steps_p = _play(plain, 120)
+  obs_t, steps_t = _play(tasked, 120)
+  np.testing.assert_array_equal(obs_t[..., : inner[-1]], obs_p)
+  want = np.zeros(slots, obs_t.dtype)
+  want[worlds.member(world_id)] = 1
+  np.testing.assert_array_equal(obs_t[..., inner[-1] :], np.broadcast_to(want, (*obs_p.shape[:-1], slots)))
+  assert any(s.terminated.any() or s.truncated.any() for s in steps_p)  # resets were crossed
+  for sp, st in zip(steps_p, steps_t):
+    for name in ("reward", "terminated", "truncated", "episode_return", "episode_length"):
+      np.testing.assert_array_equal(getattr(st, name), getattr(sp, name))
+    np.testing.assert_array_equal(st.final_obs[..., : inner[-1]], sp.final_obs)
+  plain.close()
+  tasked.close()
+
+
+def test_task_features_state_round_trips_and_is_refused_by_another_member():
+  a = worlds.make("cartpole:heavy-pole", num_envs=2, seed=0, task_slots=SLOTS)
+  _play(a, 30)
+  saved = a.get_state()
+  actions = np.array([[0, 1], [1, 1], [1, 0], [0, 0]])
+  first = [a.step(x).obs for x in actions]
+  a.set_state(saved)
+  np.testing.assert_array_equal(np.stack([a.step(x).obs for x in actions]), np.stack(first))
+  other = worlds.make("cartpole:heavy-pole", num_envs=2, seed=0, task_slots=SLOTS + 1)
+  with pytest.raises(WorldStateError, match="member 2 of 6 slots"):
+    other.set_state(saved)
+
+
+def test_a_member_beyond_the_slots_is_one_clear_error():
+  with pytest.raises(ValueError, match="'cartpole:reversed' is member 5 .* task_input=3 holds members 0 to 2"):
+    worlds.make("cartpole:reversed", num_envs=1, task_slots=3)
+
+
+def _net(**kw):
+  base = dict(num_actions=2, latent_dim=8, hidden_dim=16, lstm_dim=8, proj_dim=8, value_atoms=5, reward_atoms=3)
+  return MuZeroMLP(**{**base, "state_norm": False, **kw})
+
+
+@pytest.mark.parametrize("conv", [0, 4])
+def test_the_latent_is_the_plain_networks_plus_the_members_offset_and_none_at_home(conv):
+  # A network with task slots equals one without them on the observation's own features, plus the learned
+  # offset row of the observation's member; the home member's row never counts.
+  frame = (5,) if not conv else (4, 4, 3)
+  home, slots = 1, 3
+  tasked, plain = _net(task_slots=slots, task_home=home, conv_channels=conv), _net(conv_channels=conv)
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(4, *frame)).astype(np.float32)
+  params = init_params(tasked, jax.random.PRNGKey(1), (*frame[:-1], frame[-1] + slots))
+  assert not np.any(params["params"]["task_offset"]["kernel"])  # zero at the start
+  offset = rng.normal(size=(slots, 8)).astype(np.float32)
+  params["params"]["task_offset"]["kernel"] = jnp.asarray(offset)
+  plain_params = {"params": {k: v for k, v in params["params"].items() if k != "task_offset"}}
+  want = plain.apply(plain_params, x, method=plain.represent)
+  for m in range(slots):
+    one_hot = np.broadcast_to(np.eye(slots, dtype=np.float32)[m], (*x.shape[:-1], slots))
+    got = tasked.apply(params, np.concatenate([x, one_hot], -1), method=tasked.represent)
+    np.testing.assert_allclose(got, want + (0 if m == home else offset[m]), rtol=1e-5, atol=1e-5)
+
+
+def _config(**kw):
+  small = dict(
+    world="gym:CartPole-v1", num_envs=4, latent_dim=16, hidden_dim=32, lstm_dim=16, proj_dim=16, value_support=5,
+    reward_support=3, num_simulations=4, max_considered_actions=2, batch_size=16, replay_capacity=400,
+    unroll_steps=3, td_steps=3, value_prefix_horizon=2, updates_per_chunk=4, task_input=SLOTS,
+  )  # fmt: skip
+  return config_lib.Config(**{**small, **kw})
+
+
+def _trained(config, data_world, seed=0):
+  """Four updates of `config`'s learner on a replay of random play in `data_world` (with task features)."""
+  world = worlds.make(data_world, num_envs=config.num_envs, seed=seed, task_slots=config.task_input)
+  agent = Agent(config, world.spec)
+  state, rb = agent.init(jax.random.PRNGKey(seed))
+  rng = np.random.default_rng(seed)
+  obs = world.reset(seed)
+  for t in range(40):
+    action = rng.integers(0, 2, config.num_envs)
+    step = world.step(action)
+    zeros = np.zeros(config.num_envs, np.float32)
+    policy = np.full((config.num_envs, 2), 0.5, np.float32)
+    idx = np.full(config.num_envs, t * config.num_envs, np.int32)
+    row = replay.Rows(obs, action, step.reward, policy, zeros, zeros > 0, zeros > 0, idx)
+    rb = agent.add(rb, row, step.final_obs, step.terminated | step.truncated, step.terminated)
+    obs = step.obs
+  world.close()
+  before = jax.tree.map(np.asarray, state.params)
+  new, _, _ = agent.train_chunk(state, rb, jnp.int32(160))
+  return before, jax.tree.map(np.asarray, new.params)
+
+
+@pytest.mark.slow
+def test_learning_on_the_home_world_leaves_every_members_offset_at_zero_and_another_member_moves_only_its_own():
+  # What makes a checkpoint act on every member as on its own: its training data never move an offset row,
+  # Adam's and weight decay's steps included; data of member 2 (heavy-pole) move row 2 alone.
+  before, after = _trained(_config(), "gym:CartPole-v1")
+  assert not np.any(after["params"]["task_offset"]["kernel"])
+  assert np.any(after["params"]["repr_net"]["Dense_0"]["kernel"] != before["params"]["repr_net"]["Dense_0"]["kernel"])
+  _, after = _trained(_config(weight_decay=0.1), "cartpole:heavy-pole")
+  rows = np.abs(after["params"]["task_offset"]["kernel"]).sum(axis=1)
+  assert rows[2] > 0 and not np.any(np.delete(rows, 2))
+
+
+def test_make_network_puts_the_home_slot_at_the_configs_world():
+  net = make_network(_config(world="cartpole:weak-push"), 2, np.float32)
+  assert (net.task_slots, net.task_home) == (SLOTS, 3)
+  assert make_network(_config(task_input=0), 2, np.float32).task_slots == 0
