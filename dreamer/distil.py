@@ -27,9 +27,11 @@ PREDICTION_PARTS = ("trunk", "policy_head", "value_head", "pred_blocks")
 POLICY_PARTS = ("policy_head",)
 # Modules of the dynamics function (the next latent; not the value-prefix LSTM and head).
 DYNAMICS_PARTS = ("dyn_",)
-# The world model that adaptation changes by default: dynamics, the value prefix (reward) LSTM and head, and the
-# terminal head where there is one (`end_head`).
-MODEL_PARTS = ("dyn_", "lstm", "prefix_", "end_")
+# The world model that adaptation changes by default: dynamics, the value prefix (reward) LSTM and head, the
+# terminal head where there is one (`end_head`), and with `task_input` the latent offset per task member
+# (`task_offset`: its home row sees only zeros, so adapting it to another member leaves the home world's
+# latents as they were).
+MODEL_PARTS = ("dyn_", "lstm", "prefix_", "end_", "task_")
 
 
 def part_mask(params: Params, parts: tuple[str, ...]) -> Any:

@@ -171,3 +171,13 @@ def test_task_input_on_the_home_world_learns_exactly_as_without(tmp_path):
   tasked = train(config_lib.load("debug", [*overrides, "task_input=2"]), tmp_path / "tasked", console=False)
   assert tasked["updates"] == plain["updates"] > 100
   assert _records(tmp_path / "tasked") == _records(tmp_path / "plain")
+
+
+def test_adaptation_and_the_model_reset_include_the_task_offset_and_the_policy_head_does_not():
+  from dreamer import distil
+
+  params = init_params(_net(task_slots=3), jax.random.PRNGKey(0), (8,))
+  model = distil.part_mask(params, distil.MODEL_PARTS)["params"]
+  policy = distil.part_mask(params, distil.POLICY_PARTS)["params"]
+  assert all(jax.tree.leaves(model["task_offset"])) and not any(jax.tree.leaves(model["repr_net"]))
+  assert not any(jax.tree.leaves(policy["task_offset"]))
