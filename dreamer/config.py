@@ -333,7 +333,8 @@ class Config:
   new random initialisation; it keeps a network plastic under a high replay ratio."""
   reset_parts: str = "heads"
   """What a reset touches: 'heads' (the policy and value heads), 'prediction' (the whole prediction function),
-  'model' (dynamics and the value-prefix LSTM and head), 'all' (every learned parameter)."""
+  'model' (dynamics, the value-prefix LSTM and head, and `task_input`'s latent offsets), 'all' (every learned
+  parameter)."""
   reset_shrink: float = 0.0
   """Weight of the old parameters in a reset, in [0, 1): 0 is a full re-initialisation (BBF's later layers),
   0.5 BBF's shrink-and-perturb of its encoder."""
@@ -405,7 +406,7 @@ class Config:
       (
         self.task_input == 0 or home < self.task_input,
         f"task_input={self.task_input} holds task members 0 to {self.task_input - 1}, but {self.world!r} is "
-        f"member {home} of its family: raise task_input to at least {home + 1}",
+        f"member {home} of its family: a run for it must be trained with task_input >= {home + 1}",
       ),
       (16 <= self.atari_frame_size <= 160, "atari_frame_size must be in [16, 160] (frames are only shrunk)"),
       (0.0 <= self.atari_sticky_actions <= 1.0, "atari_sticky_actions must be in [0, 1]"),

@@ -129,7 +129,9 @@ class DreamConfig:
   student_model: str = "checkpoint"
   """The world model (representation, dynamics, value prefix) the distilled student carries: 'checkpoint' (its
   own, with the distilled prediction function on top; needs adapt_train 'model' and train 'policy' or
-  'heads', so that the heads read the checkpoint's representation) or 'adapted' (the teacher's). The adapted
+  'heads', so that the heads read the checkpoint's representation; with `task_input`, plus the adapted latent
+  offset of the experience's member, which the heads were trained on and which leaves the checkpoint's own
+  world untouched) or 'adapted' (the teacher's). The adapted
   model is early-stopped on the recording's held-out model loss, which does not see what search needs: on
   cartpole:high-gravity it cut the search return 484 -> 249 and 450 -> 262 in two of three tuning seeds
   (docs/dream.md). The control is a plain fine-tune of every parameter either way."""
@@ -610,7 +612,9 @@ def distil(job: Job, out: Path, *, console: bool) -> dict[str, Any]:
   run = _control if dc.control else _rehearse_and_distil
   student, progress, model_steps, forward_steps, start = run(job, teacher, updates, snap, console=console)
   if not dc.control and dc.student_model == "checkpoint":
-    student = distil_lib.with_parts(job.base, student, distil_lib.PREDICTION_PARTS)
+    # With task input the heads were trained on latents that carry the adapted offset of the experience's
+    # member; its home row is zero, so the anchor's world keeps the checkpoint's latents exactly.
+    student = distil_lib.with_parts(job.base, student, (*distil_lib.PREDICTION_PARTS, "task_"))
   _save_tree(out / "phases" / "student.npz", student)
   after = measure(job, student, teacher)
   return {

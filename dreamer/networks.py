@@ -26,7 +26,6 @@ import jax
 import jax.numpy as jnp
 
 from dreamer.config import Config
-from worlds.task import member
 
 Params = Any
 
@@ -157,6 +156,7 @@ class MuZeroMLP(nn.Module):
     # Zero at the start and fed zeros on the home world, so its rows for other members get no gradient
     # (and no Adam or weight-decay step) until data of those members arrives: a checkpoint acts on every
     # member exactly as on its own until then.
+    # float32 whatever the compute dtype: one row is added per member, nothing to gain from bfloat16.
     self.task_offset = nn.Dense(self.latent_dim, use_bias=False, kernel_init=nn.initializers.zeros)
     self.repr_net = MLP((h, h), self.latent_dim, **nk)
     self.dyn_net = MLP((h, h), self.latent_dim, **nk)
@@ -177,7 +177,8 @@ class MuZeroMLP(nn.Module):
       x = nn.relu(self.conv(x))
     latent = self.repr_net(x.reshape(obs.shape[0], -1)).astype(jnp.float32)
     if self.task_slots:
-      away = task * (1.0 - jax.nn.one_hot(self.task_home, self.task_slots))  # the home slot never counts
+      # Thresholded: intensity augmentation scales every channel, the one-hot's too. The home slot never counts.
+      away = (task > 0.5).astype(jnp.float32) * (1.0 - jax.nn.one_hot(self.task_home, self.task_slots))
       latent = latent + self.task_offset(away)
     return normalize_latent(latent) if self.state_norm else latent
 
@@ -400,6 +401,8 @@ class MuZeroResNet(nn.Module):
 def make_network(config: Config, num_actions: int, obs_dtype: Any = jnp.uint8) -> nn.Module:
   """The config's network for `num_actions` actions and observations of `obs_dtype` (resnet: uint8 pixels
   are scaled by 1/255, other dtypes are taken as they are)."""
+  from worlds.task import member  # the worlds package (gymnasium) only where a network is made
+
   # Config validation already limits `network` to the families built here.
   atoms = {"value_atoms": 2 * config.value_support + 1, "reward_atoms": 2 * config.reward_support + 1}
   # bfloat16: matmuls and convolutions in bfloat16; parameters stay float32 (flax's param_dtype), and every

@@ -22,6 +22,10 @@ def test_members_are_numbered_from_each_familys_base():
   assert worlds.member("minatar:SpaceInvaders") == 0
   assert worlds.member("minatar:SpaceInvaders-fast") == 1
   assert worlds.member("minatar:Asterix-fast") == 1  # numbered within its own game's variants
+  # Checkpoints keep this numbering: the lists only grow at their ends.
+  first = ["base", "long-pole", "heavy-pole", "weak-push", "high-gravity", "reversed"]
+  assert list(worlds.CARTPOLE_VARIANTS)[:6] == first
+  assert list(worlds.MINATAR_VARIANTS)[:2] == ["SpaceInvaders-fast", "Asterix-fast"]
 
 
 def _play(world, steps, seed=3):
@@ -55,6 +59,7 @@ def test_task_features_append_the_members_one_hot_and_change_nothing_else(world_
     for name in ("reward", "terminated", "truncated", "episode_return", "episode_length"):
       np.testing.assert_array_equal(getattr(st, name), getattr(sp, name))
     np.testing.assert_array_equal(st.final_obs[..., : inner[-1]], sp.final_obs)
+    np.testing.assert_array_equal(st.final_obs[..., inner[-1] :], obs_t[0, ..., inner[-1] :])
   plain.close()
   tasked.close()
 
@@ -67,13 +72,16 @@ def test_task_features_state_round_trips_and_is_refused_by_another_member():
   first = [a.step(x).obs for x in actions]
   a.set_state(saved)
   np.testing.assert_array_equal(np.stack([a.step(x).obs for x in actions]), np.stack(first))
-  other = worlds.make("cartpole:heavy-pole", num_envs=2, seed=0, task_slots=SLOTS + 1)
-  with pytest.raises(WorldStateError, match="member 2 of 6 slots"):
-    other.set_state(saved)
+  for other in ("cartpole:long-pole", "gym:CartPole-v1"):  # the same physics' state from another member
+    with worlds.make(other, num_envs=2, seed=0, task_slots=SLOTS) as w, pytest.raises(WorldStateError):
+      w.set_state(saved)
+  with worlds.make("cartpole:heavy-pole", num_envs=2, seed=0, task_slots=SLOTS + 1) as w:
+    with pytest.raises(WorldStateError, match="member 2 of 6 slots, this world is member 2 of 7"):
+      w.set_state(saved)
 
 
 def test_a_member_beyond_the_slots_is_one_clear_error():
-  with pytest.raises(ValueError, match="'cartpole:reversed' is member 5 .* task_input=3 holds members 0 to 2"):
+  with pytest.raises(ValueError, match="'cartpole:reversed' is member 5 .* task_input=3 holds members 0 to 2: a run"):
     worlds.make("cartpole:reversed", num_envs=1, task_slots=3)
 
 
@@ -82,11 +90,11 @@ def _net(**kw):
   return MuZeroMLP(**{**base, "state_norm": False, **kw})
 
 
-@pytest.mark.parametrize("conv", [0, 4])
-def test_the_latent_is_the_plain_networks_plus_the_members_offset_and_none_at_home(conv):
+@pytest.mark.parametrize(("conv", "frame"), [(0, (5,)), (0, (2, 5)), (4, (4, 4, 3)), (4, (2, 4, 4, 3))])
+def test_the_latent_is_the_plain_networks_plus_the_members_offset_and_none_at_home(conv, frame):
   # A network with task slots equals one without them on the observation's own features, plus the learned
-  # offset row of the observation's member; the home member's row never counts.
-  frame = (5,) if not conv else (4, 4, 3)
+  # offset row of the observation's member; the home member's row never counts. Vectors and images, alone
+  # and in frame stacks of 2, where every frame carries the features.
   home, slots = 1, 3
   tasked, plain = _net(task_slots=slots, task_home=home, conv_channels=conv), _net(conv_channels=conv)
   rng = np.random.default_rng(0)

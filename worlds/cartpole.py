@@ -37,6 +37,7 @@ CARTPOLE_PHYSICS: dict[str, float] = {
     "gravity": 9.8, "masscart": 1.0, "masspole": 0.1, "length": 0.5, "force_mag": 10.0, "tau": 0.02,
 }  # fmt: skip
 
+# Append only: `task_input` numbers the members in this order (worlds/task.py), and checkpoints keep it.
 CARTPOLE_VARIANTS: dict[str, CartPoleVariant] = {
   "base": CartPoleVariant({}, "CartPole-v1 unchanged: the task the others are related to"),
   "long-pole": CartPoleVariant(

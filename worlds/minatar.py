@@ -48,6 +48,7 @@ class MinAtarVariant(NamedTuple):
   about: str
 
 
+# Append only: `task_input` numbers each game's variants in this order (worlds/task.py), and checkpoints keep it.
 MINATAR_VARIANTS: dict[str, MinAtarVariant] = {
   "SpaceInvaders-fast": MinAtarVariant(
     "SpaceInvaders",

@@ -4,7 +4,8 @@ the pole's length, a SpaceInvaders frame does not show the aliens' speed, and no
 
 A family's members are numbered by `member`: 0 is the family's base ('gym:CartPole-v1', 'cartpole:base',
 'minatar:<Game>') and every world outside a family; 'cartpole:<name>' is its place in `CARTPOLE_VARIANTS`;
-'minatar:<Game>-<name>' is 1 + its place among that game's variants in `MINATAR_VARIANTS`.
+'minatar:<Game>-<name>' is 1 + its place among that game's variants in `MINATAR_VARIANTS`. Checkpoints
+store observations in this numbering, so both lists only ever grow at their ends (tests/test_task_input.py).
 
 With `slots` = N the observation gains N features, the one-hot of the member: vector observations f32[D]
 become f32[D + N]; image observations [H, W, C] gain N constant planes, [H, W, C + N]. The networks read
@@ -17,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from worlds.base import Spec, World
+from worlds.base import Spec, World, WorldStateError
 from worlds.cartpole import CARTPOLE_VARIANTS
 from worlds.minatar import MINATAR_VARIANTS
 
@@ -48,7 +49,7 @@ class TaskFeatures(World):
     if index >= slots:
       raise ValueError(
         f"{world_id!r} is member {index} of its task family, but task_input={slots} holds members 0 to "
-        f"{slots - 1}: raise task_input to at least {index + 1}"
+        f"{slots - 1}: a run for it must be trained with task_input >= {index + 1}"
       )
     if len(inner.spec.obs_shape) not in (1, 3):
       raise ValueError(f"task features need vector or [H, W, C] observations, {world_id!r} has {inner.spec.obs_shape}")
@@ -81,11 +82,17 @@ class TaskFeatures(World):
 
   def _set_state(self, state: Any) -> None:
     if (state["member"], state["slots"]) != (self.member, self.slots):
-      raise ValueError(
+      raise WorldStateError(
         f"saved state is of task member {state['member']} of {state['slots']} slots, this world is member "
         f"{self.member} of {self.slots}"
       )
     self.inner._set_state(state["inner"])
+
+  def __getattr__(self, name: str) -> Any:
+    # Anything else (probes read the package's envs, `_envs`, and last actions, `_actions`) is the inner world's.
+    if name == "inner":
+      raise AttributeError(name)
+    return getattr(self.inner, name)
 
   def render(self, env: int) -> np.ndarray:
     return self.inner.render(env)
