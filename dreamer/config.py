@@ -377,9 +377,9 @@ class Config:
 
   def _world_checks(self) -> list[tuple[bool, str]]:
     """(ok, message) of the run size, the world settings and the observation pipeline."""
-    from worlds.task import member  # the worlds package (gymnasium) only where a config is checked
+    from worlds.task import slots_error  # the worlds package (gymnasium) only where a config is checked
 
-    home = member(self.world)
+    slots_why = slots_error(self.world, self.task_input) if self.task_input else None
     return [
       (self.num_envs >= 1, "num_envs must be >= 1"),
       (self.devices >= 0, "devices must be >= 0 (0: automatic)"),
@@ -403,11 +403,7 @@ class Config:
         self.task_input == 0 or self.network == "mlp",
         "task_input is built for network 'mlp' (its latent offset per task): leave it at 0 with network 'resnet'",
       ),
-      (
-        self.task_input == 0 or home < self.task_input,
-        f"task_input={self.task_input} holds task members 0 to {self.task_input - 1}, but {self.world!r} is "
-        f"member {home} of its family: a run for it must be trained with task_input >= {home + 1}",
-      ),
+      (slots_why is None, str(slots_why)),
       (16 <= self.atari_frame_size <= 160, "atari_frame_size must be in [16, 160] (frames are only shrunk)"),
       (0.0 <= self.atari_sticky_actions <= 1.0, "atari_sticky_actions must be in [0, 1]"),
       (self.atari_noop_max >= 0, "atari_noop_max must be >= 0"),

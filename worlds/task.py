@@ -34,6 +34,17 @@ def member(world_id: str) -> int:
   return 0
 
 
+def slots_error(world_id: str, slots: int) -> str | None:
+  """Why `slots` task slots cannot hold `world_id` (one line), or None when they can."""
+  index = member(world_id)
+  if index < slots:
+    return None
+  return (
+    f"task_input={slots} holds task members 0 to {slots - 1}, but {world_id!r} is member {index} of its family: "
+    f"a run for it must be trained with task_input >= {index + 1}"
+  )
+
+
 def features(obs_shape: tuple[int, ...], member_index: int, slots: int, dtype: Any) -> np.ndarray:
   """The appended part of one observation: [N] for vectors, [H, W, N] for images (one-hot on the last axis)."""
   one_hot = np.zeros(slots, dtype)
@@ -45,20 +56,16 @@ class TaskFeatures(World):
   """`inner` (a built world, closed with this one) with its member's one-hot appended to every observation."""
 
   def __init__(self, inner: World, *, world_id: str, slots: int) -> None:
-    index = member(world_id)
-    if index >= slots:
-      raise ValueError(
-        f"{world_id!r} is member {index} of its task family, but task_input={slots} holds members 0 to "
-        f"{slots - 1}: a run for it must be trained with task_input >= {index + 1}"
-      )
+    if why := slots_error(world_id, slots):
+      raise ValueError(why)
     if len(inner.spec.obs_shape) not in (1, 3):
       raise ValueError(f"task features need vector or [H, W, C] observations, {world_id!r} has {inner.spec.obs_shape}")
     super().__init__(inner.num_envs, seed=inner.seed)
-    self.inner, self.member, self.slots = inner, index, slots
+    self.inner, self.member, self.slots = inner, member(world_id), slots
     self.optimal_return = inner.optimal_return
     shape = inner.spec.obs_shape
     self._spec = inner.spec._replace(obs_shape=(*shape[:-1], shape[-1] + slots))
-    self._features = features(shape, index, slots, inner.spec.obs_dtype)
+    self._features = features(shape, self.member, slots, inner.spec.obs_dtype)
 
   @property
   def spec(self) -> Spec:
