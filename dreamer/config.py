@@ -89,6 +89,11 @@ class Config:
   members whose frames look alike but whose physics differ (/dream on another member). The network adds a
   learned latent offset per member, zero for the world it trains on and zero at the start for every other, so
   a checkpoint acts on another member exactly as on its own until /dream adapts it (network 'mlp')."""
+  task_dynamics: bool = False
+  """With task_input: the dynamics read the member at every imagined step too (the latent carries it; their
+  first hidden layer gets a learned shift per member and per member and action, zero for the world the run trains
+  on and zero at the start), so one model can hold members whose actions act differently (e.g.
+  'cartpole:reversed'). A run on its home world learns exactly as without it."""
   devices: int = 0
   """Devices the run spreads over by data parallelism (`dreamer/devices.py`): N the first N that JAX sees
   (batch_size and num_envs must divide by N); 0 as many of them as divide both (all of them when they do).
@@ -404,6 +409,10 @@ class Config:
         "task_input is built for network 'mlp' (its latent offset per task): leave it at 0 with network 'resnet'",
       ),
       (slots_why is None, str(slots_why)),
+      (
+        not self.task_dynamics or self.task_input >= 2,
+        "task_dynamics needs task_input (the member the dynamics read): set task_input >= 2 or leave it false",
+      ),
       (16 <= self.atari_frame_size <= 160, "atari_frame_size must be in [16, 160] (frames are only shrunk)"),
       (0.0 <= self.atari_sticky_actions <= 1.0, "atari_sticky_actions must be in [0, 1]"),
       (self.atari_noop_max >= 0, "atari_noop_max must be >= 0"),
@@ -742,6 +751,7 @@ IDENTITY_KEYS = (
   "reward_support",
   "frame_stack",
   "task_input",
+  "task_dynamics",
   "atari_frame_size",
   "atari_grayscale",
   "atari_sticky_actions",

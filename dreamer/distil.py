@@ -32,6 +32,9 @@ DYNAMICS_PARTS = ("dyn_",)
 # (`task_offset`: its home row sees only zeros, so adapting it to another member leaves the home world's
 # latents as they were).
 MODEL_PARTS = ("dyn_", "lstm", "prefix_", "end_", "task_")
+# The task rows alone (`task_input`'s latent offset, `task_dynamics`' shift): data of the home world never
+# reach them, so adapting only these leaves the checkpoint's model on its own world exactly as it was.
+TASK_PARTS = ("task_offset", "dyn_task")
 
 
 def part_mask(params: Params, parts: tuple[str, ...]) -> Any:

@@ -85,7 +85,9 @@ class DreamConfig:
   """Learning rate of adapt and control updates (the checkpoint's optimizer kind, fresh state)."""
   adapt_train: str = "model"
   """Parameters adaptation may change: 'model' (dynamics and the value-prefix LSTM and head: the world model,
-  so that real states keep their values and priors) or 'all'."""
+  so that real states keep their values and priors), 'task' (only the rows of the experience's task member: a
+  checkpoint trained with `task_input`, and with `task_dynamics` for the dynamics' rows; the model on the
+  checkpoint's own world stays exactly as it was) or 'all'."""
   adapt_replay: bool = True
   """Mix the checkpoint's own replay (its training data, saved whole in the checkpoint) into adaptation and
   the control's fine-tuning, by its share of the rows. Without it, a few thousand steps of competent play
@@ -179,7 +181,10 @@ class DreamConfig:
         f"value_target must be 'search' or 'teacher', got {self.value_target!r}",
       ),
       (self.train in ("policy", "heads", "all"), f"train must be 'policy', 'heads' or 'all', got {self.train!r}"),
-      (self.adapt_train in ("model", "all"), f"adapt_train must be 'model' or 'all', got {self.adapt_train!r}"),
+      (
+        self.adapt_train in ("model", "task", "all"),
+        f"adapt_train must be 'model', 'task' or 'all', got {self.adapt_train!r}",
+      ),
       (
         self.student_model in ("adapted", "checkpoint"),
         f"student_model must be 'adapted' or 'checkpoint', got {self.student_model!r}",
@@ -263,6 +268,11 @@ class Job:
     self.checkpoint = ckpt_lib.Checkpoints(run_dir, writable=False).path(self.saved.step)
     meta = self.saved.meta
     self.config: Config = config_lib.from_dict(meta["config"], f"checkpoint {self.checkpoint!r}")
+    if dc.adapt_train == "task" and not self.config.task_input:
+      raise ConfigError(
+        "adapt_train 'task' adapts the rows of the checkpoint's task input, but it was trained without "
+        "task_input: use adapt_train 'model' or 'all'"
+      )
     self.spec = worlds.Spec(
       tuple(meta["spec"]["obs_shape"]), np.dtype(meta["spec"]["obs_dtype"]), meta["spec"]["num_actions"]
     )
@@ -444,10 +454,11 @@ def _learner_chunk(job: Job, updates: int, train: str, decay_updates: int = 0):
   optimizer = learner_lib.make_optimizer(config)
   if decay_updates > 0:
     optimizer = optax.chain(optimizer, optax.scale_by_schedule(optax.cosine_decay_schedule(1.0, decay_updates)))
-  if train == "model":
+  if train in ("model", "task"):
     if job.config.norm == "batch":  # the learner would still move the frozen parts' running averages
-      raise ConfigError("adapt_train 'model' needs norm 'layer'; with BatchNorm use --set adapt_train=all")
-    optimizer = distil_lib.only(optimizer, job.base, distil_lib.MODEL_PARTS)
+      raise ConfigError(f"adapt_train '{train}' needs norm 'layer'; with BatchNorm use --set adapt_train=all")
+    parts = distil_lib.MODEL_PARTS if train == "model" else distil_lib.TASK_PARTS
+    optimizer = distil_lib.only(optimizer, job.base, parts)
   return optimizer, learner_lib.make_train_chunk(job.model, config, optimizer)
 
 

@@ -113,9 +113,13 @@ class MLP(nn.Module):
   dtype: Any = None  # compute dtype of every layer (None: float32, from the inputs and parameters)
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    for width in self.hidden:
-      x = nn.relu(make_norm(self.norm, self.train, self.dtype)(nn.Dense(width, dtype=self.dtype)(x)))
+  def __call__(self, x: jax.Array, shift: jax.Array | None = None) -> jax.Array:
+    """x [B, F] -> [B, out]; `shift` [B, hidden[0]], if given, is added to the first layer's pre-activation
+    (the same as more input columns into that layer, without changing its parameters' shapes)."""
+    for i, width in enumerate(self.hidden):
+      pre = nn.Dense(width, dtype=self.dtype)(x)
+      pre = pre + shift.astype(pre.dtype) if i == 0 and shift is not None else pre
+      x = nn.relu(make_norm(self.norm, self.train, self.dtype)(pre))
     init = nn.initializers.zeros if self.zero_last else nn.initializers.lecun_normal()
     bias = nn.initializers.constant(self.bias_last)
     return nn.Dense(self.out, kernel_init=init, bias_init=bias, dtype=self.dtype)(x)
@@ -146,6 +150,9 @@ class MuZeroMLP(nn.Module):
   terminal_head: bool = False  # a head predicting whether a latent ended its episode (`terminal`)
   task_slots: int = 0  # > 0: observations end with a task one-hot over this many slots (`split_task`)
   task_home: int = 0  # the slot of the world the network trains on: its latent offset is 0
+  # With task_slots: the latent carries the member (its last task_slots entries, the home slot zeroed) and the
+  # dynamics read it at every step, so one model can hold members whose physics differ (`dynamics`).
+  task_dynamics: bool = False
   norm: str = "layer"  # see `make_norm`
   train: bool = False  # only read by norm 'batch'
   dtype: Any = None  # compute dtype (see `make_network`); every method returns float32
@@ -158,6 +165,8 @@ class MuZeroMLP(nn.Module):
     # member exactly as on its own until then.
     # float32 whatever the compute dtype: one row is added per member, nothing to gain from bfloat16.
     self.task_offset = nn.Dense(self.latent_dim, use_bias=False, kernel_init=nn.initializers.zeros)
+    # The same zero start for the dynamics' view of the member: a shift of their first hidden layer.
+    self.dyn_task = nn.Dense(h, use_bias=False, kernel_init=nn.initializers.zeros) if self.task_dynamics else None
     self.repr_net = MLP((h, h), self.latent_dim, **nk)
     self.dyn_net = MLP((h, h), self.latent_dim, **nk)
     self.lstm = nn.OptimizedLSTMCell(self.lstm_dim, dtype=self.dtype)
@@ -171,7 +180,8 @@ class MuZeroMLP(nn.Module):
     self.proj_predictor = MLP((self.proj_dim // 2,), self.proj_dim, **nk)
 
   def represent(self, obs: jax.Array) -> jax.Array:
-    """obs [B, *obs_shape] (with `conv_channels`: [B, H, W, C]) -> latent f32[B, latent_dim]."""
+    """obs [B, *obs_shape] (with `conv_channels`: [B, H, W, C]) -> latent f32[B, latent_dim] (with
+    `task_dynamics`: f32[B, latent_dim + task_slots], the member carried at the end)."""
     x, task = split_task(obs.astype(jnp.float32), self.task_slots)
     if self.conv is not None:
       x = nn.relu(self.conv(x))
@@ -180,28 +190,43 @@ class MuZeroMLP(nn.Module):
       # Thresholded: intensity augmentation scales every channel, the one-hot's too. The home slot never counts.
       away = (task > 0.5).astype(jnp.float32) * (1.0 - jax.nn.one_hot(self.task_home, self.task_slots))
       latent = latent + self.task_offset(away)
-    return normalize_latent(latent) if self.state_norm else latent
+    latent = normalize_latent(latent) if self.state_norm else latent
+    return jnp.concatenate([latent, away], axis=-1) if self.task_dynamics else latent
+
+  def _split_latent(self, latent: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """latent -> (the state f32[B, latent_dim], the member it carries f32[B, task_slots], or [B, 0])."""
+    if not self.task_dynamics:
+      return latent, latent[:, :0]
+    return latent[:, : self.latent_dim], latent[:, self.latent_dim :]
 
   def dynamics(self, latent: jax.Array, action: jax.Array, lstm: LSTMState) -> tuple[jax.Array, LSTMState, jax.Array]:
-    """latent f32[B, D], action int[B], lstm -> next latent f32[B, D], lstm, prefix logits f32[B, R]."""
+    """latent f32[B, D], action int[B], lstm -> next latent f32[B, D], lstm, prefix logits f32[B, R]. With
+    `task_dynamics` the first hidden layer also reads the member and its product with the action (zero at
+    home: the home world's dynamics are exactly those without it), and the next latent carries the member on."""
     a = jax.nn.one_hot(action, self.num_actions)
-    nxt = latent + self.dyn_net(jnp.concatenate([latent, a], axis=-1)).astype(jnp.float32)
+    state, away = self._split_latent(latent)
+    shift = None
+    if self.dyn_task is not None:
+      by_action = (away[:, :, None] * a[:, None, :]).reshape(away.shape[0], -1)
+      shift = self.dyn_task(jnp.concatenate([away, by_action], axis=-1))
+    nxt = state + self.dyn_net(jnp.concatenate([state, a], axis=-1), shift).astype(jnp.float32)
     nxt = normalize_latent(nxt) if self.state_norm else nxt
     (c, h), out = self.lstm((lstm.c, lstm.h), nxt)
+    nxt = jnp.concatenate([nxt, away], axis=-1) if self.task_dynamics else nxt
     return nxt, f32_lstm(c, h), self.prefix_head(nn.relu(out)).astype(jnp.float32)
 
   def predict(self, latent: jax.Array) -> tuple[jax.Array, jax.Array]:
     """latent f32[B, D] -> policy logits f32[B, A], value logits f32[B, V]."""
-    x = nn.relu(self.trunk(latent))
+    x = nn.relu(self.trunk(self._split_latent(latent)[0]))
     return self.policy_head(x).astype(jnp.float32), self.value_head(x).astype(jnp.float32)
 
   def terminal(self, latent: jax.Array) -> jax.Array:
     """latent f32[B, D] -> logit f32[B] that the step into this latent ended its episode (`terminal_head`)."""
-    return self.end_head(latent)[:, 0].astype(jnp.float32)
+    return self.end_head(self._split_latent(latent)[0])[:, 0].astype(jnp.float32)
 
   def project(self, latent: jax.Array, with_head: bool) -> jax.Array:
     """latent -> projection f32[B, P]; the online branch adds the prediction head (SimSiam style)."""
-    z = self.projector(latent)
+    z = self.projector(self._split_latent(latent)[0])
     return (self.proj_predictor(z) if with_head else z).astype(jnp.float32)
 
   def __call__(self, obs: jax.Array, action: jax.Array) -> Any:
@@ -436,6 +461,7 @@ def make_network(config: Config, num_actions: int, obs_dtype: Any = jnp.uint8) -
     terminal_head=config.terminal_loss_weight > 0.0,
     task_slots=config.task_input,
     task_home=member(config.world),
+    task_dynamics=config.task_dynamics,
     norm=config.norm,
     **atoms,
   )

@@ -353,12 +353,14 @@ def test_resume_is_bit_identical_with_the_residual_network_and_one_hot_action_pl
   assert kernel.shape[2] == 4 + 6  # the latent's channels and one plane per action
 
 
-def test_resume_is_bit_identical_with_task_input_and_the_offsets_stay_zero_on_the_home_world(tmp_path):
+@pytest.mark.parametrize("dynamics", ["false", "true"])
+def test_resume_is_bit_identical_with_task_input_and_the_offsets_stay_zero_on_the_home_world(tmp_path, dynamics):
   # Task features (`task_input`) on a family member that is not its base (SpaceInvaders-fast, member 1): the
-  # world's saved state carries them, and the network's offset rows, unused on the home world, stay zero.
+  # world's saved state carries them, and the network's offset rows, unused on the home world, stay zero
+  # (with `task_dynamics`, the dynamics' rows too).
   pytest.importorskip("minatar")
   task = ["world=minatar:SpaceInvaders-fast", "task_input=2", "total_env_steps=640", "num_envs=4"]
-  task += ["eval_max_steps=50"]
+  task += ["eval_max_steps=50", f"task_dynamics={dynamics}"]
   straight_run = train(_config(*task), tmp_path / "straight", console=False)
   first = train(_config(*task), tmp_path / "cut", console=False, stop_after_updates=16)
   assert first["stopped"] == "stop_after_updates" and first["updates"] < straight_run["updates"]
@@ -368,4 +370,6 @@ def test_resume_is_bit_identical_with_task_input_and_the_offsets_stay_zero_on_th
   assert_same_state(load_checkpoint(tmp_path / "straight"), saved)
   assert saved.params["params"]["task_offset"]["kernel"].shape == (2, _config(*task).latent_dim)
   assert not np.any(saved.params["params"]["task_offset"]["kernel"])
+  assert ("dyn_task" in saved.params["params"]) == (dynamics == "true")
+  assert not np.any(saved.params["params"].get("dyn_task", {}).get("kernel", 0))
   assert saved.state["obs"].shape[-1] == 6 + 2  # SpaceInvaders' six channels and the two task planes

@@ -111,6 +111,53 @@ def test_the_latent_is_the_plain_networks_plus_the_members_offset_and_none_at_ho
     np.testing.assert_allclose(got, want + (0 if m == home else offset[m]), rtol=1e-5, atol=1e-5)
 
 
+def test_the_dynamics_read_the_member_as_a_first_layer_shift_and_carry_it_on():
+  # Reference: the plain network (no task slots) whose dynamics' first-layer bias holds the member's row of
+  # `dyn_task` plus its (member, action) row. At home the dynamics are the plain network's exactly, and every
+  # other method reads only the latent's state part.
+  home, slots, actions = 1, 3, 2
+  tasked = _net(task_slots=slots, task_home=home, task_dynamics=True, terminal_head=True)
+  plain = _net(terminal_head=True)
+  rng = np.random.default_rng(0)
+  params = init_params(tasked, jax.random.PRNGKey(1), (5 + slots,))
+  assert not np.any(params["params"]["dyn_task"]["kernel"])  # zero at the start
+  shift = rng.normal(size=(slots + slots * actions, 16)).astype(np.float32)
+  params["params"]["dyn_task"]["kernel"] = jnp.asarray(shift)
+  params["params"]["task_offset"]["kernel"] = jnp.asarray(rng.normal(size=(slots, 8)).astype(np.float32))
+  plain_params = {"params": {k: v for k, v in params["params"].items() if k not in ("dyn_task", "task_offset")}}
+  x = rng.normal(size=(4, 5)).astype(np.float32)
+  lstm = (jnp.asarray(rng.normal(size=(4, 8)), jnp.float32), jnp.asarray(rng.normal(size=(4, 8)), jnp.float32))
+  for m in range(slots):
+    one_hot = np.broadcast_to(np.eye(slots, dtype=np.float32)[m], (4, slots))
+    latent = tasked.apply(params, np.concatenate([x, one_hot], -1), method=tasked.represent)
+    away = 0 if m == home else one_hot
+    np.testing.assert_array_equal(latent[:, 8:], away * np.ones_like(one_hot))
+    for a in range(actions):
+      action = jnp.full((4,), a, jnp.int32)
+      got = tasked.apply(params, latent, action, _lstm(lstm), method="dynamics")
+      ref_params = jax.tree.map(lambda v: v, plain_params)  # a copy of the dicts
+      if m != home:
+        bias = ref_params["params"]["dyn_net"]["Dense_0"]["bias"]
+        ref_params["params"]["dyn_net"]["Dense_0"]["bias"] = bias + shift[m] + shift[slots + m * actions + a]
+      want = plain.apply(ref_params, latent[:, :8], action, _lstm(lstm), method="dynamics")
+      np.testing.assert_allclose(got[0][:, :8], want[0], rtol=1e-5, atol=1e-5)
+      np.testing.assert_array_equal(got[0][:, 8:], latent[:, 8:])  # the member travels on
+      np.testing.assert_allclose(got[2], want[2], rtol=1e-5, atol=1e-5)
+      if m == home:
+        np.testing.assert_array_equal(got[0][:, :8], want[0])
+    for method in ("predict", "terminal", "project"):
+      args = (True,) if method == "project" else ()
+      got = tasked.apply(params, latent, *args, method=method)
+      want = plain.apply(plain_params, latent[:, :8], *args, method=method)
+      jax.tree.map(np.testing.assert_array_equal, got, want)
+
+
+def _lstm(pair):
+  from dreamer.networks import LSTMState
+
+  return LSTMState(*pair)
+
+
 def _config(**kw):
   small = dict(
     world="gym:CartPole-v1", num_envs=4, latent_dim=16, hidden_dim=32, lstm_dim=16, proj_dim=16, value_support=5,
@@ -146,12 +193,17 @@ def _trained(config, data_world, seed=0):
 def test_learning_on_the_home_world_leaves_every_members_offset_at_zero_and_another_member_moves_only_its_own():
   # What makes a checkpoint act on every member as on its own: its training data never move an offset row,
   # Adam's and weight decay's steps included; data of member 2 (heavy-pole) move row 2 alone.
-  before, after = _trained(_config(), "gym:CartPole-v1")
+  # With task_dynamics the same holds for the dynamics' rows: member 2's row and its (member, action) rows.
+  before, after = _trained(_config(task_dynamics=True), "gym:CartPole-v1")
   assert not np.any(after["params"]["task_offset"]["kernel"])
+  assert not np.any(after["params"]["dyn_task"]["kernel"])
   assert np.any(after["params"]["repr_net"]["Dense_0"]["kernel"] != before["params"]["repr_net"]["Dense_0"]["kernel"])
-  _, after = _trained(_config(weight_decay=0.1), "cartpole:heavy-pole")
+  _, after = _trained(_config(weight_decay=0.1, task_dynamics=True), "cartpole:heavy-pole")
   rows = np.abs(after["params"]["task_offset"]["kernel"]).sum(axis=1)
   assert rows[2] > 0 and not np.any(np.delete(rows, 2))
+  rows = np.abs(after["params"]["dyn_task"]["kernel"]).sum(axis=1)  # [member] + [member x action] rows
+  moved = [2, SLOTS + 2 * 2, SLOTS + 2 * 2 + 1]
+  assert np.all(rows[moved] > 0) and not np.any(np.delete(rows, moved))
 
 
 def test_make_network_puts_the_home_slot_at_the_configs_world():
@@ -181,6 +233,27 @@ def test_task_input_on_the_home_world_learns_exactly_as_without(tmp_path):
   assert _records(tmp_path / "tasked") == _records(tmp_path / "plain")
 
 
+@pytest.mark.slow
+def test_task_dynamics_on_the_home_world_learn_as_without_up_to_rounding(tmp_path):
+  # With `task_dynamics` the network computes the same function at home (exactly: the dynamics test above), but
+  # the latent carries the member, and slicing it off changes XLA's order of floating-point sums in the
+  # gradients: the runs agree to float32 rounding at first, then drift apart as any two orders of sums would.
+  from dreamer.train import train
+
+  overrides = ["stop_return=inf", "total_env_steps=800", "task_input=2"]
+  plain = train(config_lib.load("debug", overrides), tmp_path / "plain", console=False)
+  dyn = train(config_lib.load("debug", [*overrides, "task_dynamics=true"]), tmp_path / "dyn", console=False)
+  assert dyn["updates"] == plain["updates"]
+  want, got = _records(tmp_path / "plain")[:6], _records(tmp_path / "dyn")[:6]
+  assert [sorted(r) for r in got] == [sorted(r) for r in want]
+  for r, w in zip(got, want):
+    for k, v in w.items():
+      if isinstance(v, float):
+        assert r[k] == pytest.approx(v, rel=1e-4, abs=1e-6), k
+      else:
+        assert r[k] == v, k
+
+
 def test_adaptation_and_the_model_reset_include_the_task_offset_and_the_policy_head_does_not():
   from dreamer import distil
 
@@ -189,3 +262,37 @@ def test_adaptation_and_the_model_reset_include_the_task_offset_and_the_policy_h
   policy = distil.part_mask(params, distil.POLICY_PARTS)["params"]
   assert all(jax.tree.leaves(model["task_offset"])) and not any(jax.tree.leaves(model["repr_net"]))
   assert not any(jax.tree.leaves(policy["task_offset"]))
+
+
+@pytest.mark.slow
+def test_adapting_only_the_task_rows_moves_the_experience_members_rows_and_nothing_else(tmp_path):
+  # /dream's adapt_train 'task' on a recording of 'cartpole:reversed' (member 5), mixed with the checkpoint's
+  # own replay of its home world: reversed's offset row and its dynamics rows move, every other parameter
+  # (the model of the home world) stays exactly the checkpoint's.
+  from dreamer import cli, dream
+  from dreamer import learner as learner_lib
+  from dreamer.train import train
+
+  small = [f"{k}={v}" for k, v in _config().__dict__.items() if k in ("latent_dim", "hidden_dim", "lstm_dim")]
+  settings = [*small, "task_input=6", "task_dynamics=true", "total_env_steps=300", "num_envs=2"]
+  train(config_lib.load("cartpole", settings), tmp_path / "run", console=False)
+  play = ["play", "--checkpoint", str(tmp_path / "run"), "--world", "cartpole:reversed", "--steps", "120"]
+  assert cli.main([*play, "--envs", "2", "--out", str(tmp_path / "rec")]) == 0
+  dc = dream.dream_config(["adapt_train=task", "student_model=adapted", "batch_size=16"])
+  job = dream.Job(str(tmp_path / "run"), str(tmp_path / "rec"), None, dc)
+  optimizer, chunk = dream._learner_chunk(job, 5, "task")
+  state = learner_lib.init_state(jax.tree.map(jnp.copy, job.base), optimizer, jax.random.PRNGKey(0))
+  state, _, _ = chunk(state, job.mixed(), jnp.int32(job.learn_config.total_env_steps))
+  before, after = job.base["params"], jax.tree.map(np.asarray, state.params)["params"]
+  for name in before:
+    if name not in ("task_offset", "dyn_task"):
+      jax.tree.map(np.testing.assert_array_equal, after[name], jax.tree.map(np.asarray, before[name]))
+  moved = lambda name: np.abs(after[name]["kernel"] - np.asarray(before[name]["kernel"])).sum(axis=1)  # noqa: E731
+  rows = moved("task_offset")
+  assert rows[5] > 0 and not np.any(np.delete(rows, 5))
+  rows, reversed_rows = moved("dyn_task"), [5, SLOTS + 5 * 2, SLOTS + 5 * 2 + 1]
+  assert np.all(rows[reversed_rows] > 0) and not np.any(np.delete(rows, reversed_rows))
+  with pytest.raises(dream.ConfigError, match="adapt_train 'task' adapts the rows of the checkpoint's task input"):
+    plain = tmp_path / "plain"
+    train(config_lib.load("cartpole", [*small, "total_env_steps=100", "num_envs=2"]), plain, console=False)
+    dream.Job(str(plain), str(tmp_path / "rec"), None, dc)
