@@ -93,7 +93,8 @@ class Config:
   """With task_input: the dynamics read the member at every imagined step too (the latent carries it; their
   first hidden layer gets a learned shift per member and per member and action, zero for the world the run trains
   on and zero at the start), so one model can hold members whose actions act differently (e.g.
-  'cartpole:reversed'). A run on its home world learns exactly as without it."""
+  'cartpole:reversed'). On its home world the network computes the same function as without it; a run there
+  learns as without it up to the order of floating-point sums."""
   devices: int = 0
   """Devices the run spreads over by data parallelism (`dreamer/devices.py`): N the first N that JAX sees
   (batch_size and num_envs must divide by N); 0 as many of them as divide both (all of them when they do).

@@ -86,8 +86,8 @@ class DreamConfig:
   adapt_train: str = "model"
   """Parameters adaptation may change: 'model' (dynamics and the value-prefix LSTM and head: the world model,
   so that real states keep their values and priors), 'task' (only the rows of the experience's task member: a
-  checkpoint trained with `task_input`, and with `task_dynamics` for the dynamics' rows; the model on the
-  checkpoint's own world stays exactly as it was) or 'all'."""
+  checkpoint trained with `task_input`, and with `task_dynamics` for the dynamics' rows, and an experience of
+  another member; the model on the checkpoint's own world stays exactly as it was) or 'all'."""
   adapt_replay: bool = True
   """Mix the checkpoint's own replay (its training data, saved whole in the checkpoint) into adaptation and
   the control's fine-tuning, by its share of the rows. Without it, a few thousand steps of competent play
@@ -130,10 +130,10 @@ class DreamConfig:
   search return 450 -> 189 (docs/dream.md, the diagnosis)."""
   student_model: str = "checkpoint"
   """The world model (representation, dynamics, value prefix) the distilled student carries: 'checkpoint' (its
-  own, with the distilled prediction function on top; needs adapt_train 'model' and train 'policy' or
-  'heads', so that the heads read the checkpoint's representation; with `task_input`, plus the adapted latent
-  offset of the experience's member, which the heads were trained on and which leaves the checkpoint's own
-  world untouched) or 'adapted' (the teacher's). The adapted
+  own, with the distilled prediction function on top; needs adapt_train 'model' or 'task' and train 'policy'
+  or 'heads', so that the heads read the checkpoint's representation; with `task_input`, plus the adapted rows
+  of the experience's member (latent offset, and dynamics rows with `task_dynamics`), which the heads were
+  trained on and which leave the checkpoint's own world untouched) or 'adapted' (the teacher's). The adapted
   model is early-stopped on the recording's held-out model loss, which does not see what search needs: on
   cartpole:high-gravity it cut the search return 484 -> 249 and 450 -> 262 in two of three tuning seeds
   (docs/dream.md). The control is a plain fine-tune of every parameter either way."""
@@ -190,9 +190,9 @@ class DreamConfig:
         f"student_model must be 'adapted' or 'checkpoint', got {self.student_model!r}",
       ),
       (
-        self.student_model == "adapted" or (self.adapt_train == "model" and self.train != "all"),
-        "student_model 'checkpoint' needs adapt_train 'model' and train 'policy' or 'heads' (the distilled heads "
-        "must read the checkpoint's representation); or set student_model=adapted",
+        self.student_model == "adapted" or (self.adapt_train in ("model", "task") and self.train != "all"),
+        "student_model 'checkpoint' needs adapt_train 'model' or 'task' and train 'policy' or 'heads' (the "
+        "distilled heads must read the checkpoint's representation); or set student_model=adapted",
       ),
       (self.updates_per_chunk >= 1 and self.eval_episodes >= 1, "updates_per_chunk and eval_episodes must be >= 1"),
       (
@@ -278,6 +278,11 @@ class Job:
     )
     self.exp = exp_lib.load(experience, "--experience")
     self.anchor = exp_lib.load(anchor, "--anchor") if anchor else None
+    if dc.adapt_train == "task" and worlds.member(self.exp.meta["world"]) == worlds.member(self.config.world):
+      raise ConfigError(
+        f"adapt_train 'task' adapts the rows of other task members, but --experience was recorded on "
+        f"{self.exp.meta['world']!r}, the checkpoint's own member: use adapt_train 'model' or 'all'"
+      )
     for what, e in (("--experience", self.exp), ("--anchor", self.anchor)):
       if e is None:
         continue
@@ -624,8 +629,9 @@ def distil(job: Job, out: Path, *, console: bool) -> dict[str, Any]:
   student, progress, model_steps, forward_steps, start = run(job, teacher, updates, snap, console=console)
   if not dc.control and dc.student_model == "checkpoint":
     # With task input the heads were trained on latents that carry the adapted offset of the experience's
-    # member; its home row is zero, so the anchor's world keeps the checkpoint's latents exactly.
-    student = distil_lib.with_parts(job.base, student, (*distil_lib.PREDICTION_PARTS, "task_"))
+    # member (and, with task_dynamics, imagined by its adapted dynamics rows); their home rows are zero, so the
+    # anchor's world keeps the checkpoint's model exactly.
+    student = distil_lib.with_parts(job.base, student, (*distil_lib.PREDICTION_PARTS, *distil_lib.TASK_PARTS))
   _save_tree(out / "phases" / "student.npz", student)
   after = measure(job, student, teacher)
   return {

@@ -111,13 +111,14 @@ def test_the_latent_is_the_plain_networks_plus_the_members_offset_and_none_at_ho
     np.testing.assert_allclose(got, want + (0 if m == home else offset[m]), rtol=1e-5, atol=1e-5)
 
 
-def test_the_dynamics_read_the_member_as_a_first_layer_shift_and_carry_it_on():
+@pytest.mark.parametrize("state_norm", [False, True])
+def test_the_dynamics_read_the_member_as_a_first_layer_shift_and_carry_it_on(state_norm):
   # Reference: the plain network (no task slots) whose dynamics' first-layer bias holds the member's row of
   # `dyn_task` plus its (member, action) row. At home the dynamics are the plain network's exactly, and every
   # other method reads only the latent's state part.
   home, slots, actions = 1, 3, 2
-  tasked = _net(task_slots=slots, task_home=home, task_dynamics=True, terminal_head=True)
-  plain = _net(terminal_head=True)
+  tasked = _net(task_slots=slots, task_home=home, task_dynamics=True, terminal_head=True, state_norm=state_norm)
+  plain = _net(terminal_head=True, state_norm=state_norm)
   rng = np.random.default_rng(0)
   params = init_params(tasked, jax.random.PRNGKey(1), (5 + slots,))
   assert not np.any(params["params"]["dyn_task"]["kernel"])  # zero at the start
@@ -143,8 +144,8 @@ def test_the_dynamics_read_the_member_as_a_first_layer_shift_and_carry_it_on():
       np.testing.assert_allclose(got[0][:, :8], want[0], rtol=1e-5, atol=1e-5)
       np.testing.assert_array_equal(got[0][:, 8:], latent[:, 8:])  # the member travels on
       np.testing.assert_allclose(got[2], want[2], rtol=1e-5, atol=1e-5)
-      if m == home:
-        np.testing.assert_array_equal(got[0][:, :8], want[0])
+      if m == home:  # exactly the plain network's: next state, LSTM state and value-prefix logits
+        jax.tree.map(np.testing.assert_array_equal, (got[0][:, :8], *got[1:]), want)
     for method in ("predict", "terminal", "project"):
       args = (True,) if method == "project" else ()
       got = tasked.apply(params, latent, *args, method=method)
@@ -292,7 +293,7 @@ def test_adapting_only_the_task_rows_moves_the_experience_members_rows_and_nothi
   assert rows[5] > 0 and not np.any(np.delete(rows, 5))
   rows, reversed_rows = moved("dyn_task"), [5, SLOTS + 5 * 2, SLOTS + 5 * 2 + 1]
   assert np.all(rows[reversed_rows] > 0) and not np.any(np.delete(rows, reversed_rows))
-  with pytest.raises(dream.ConfigError, match="adapt_train 'task' adapts the rows of the checkpoint's task input"):
-    plain = tmp_path / "plain"
-    train(config_lib.load("cartpole", [*small, "total_env_steps=100", "num_envs=2"]), plain, console=False)
-    dream.Job(str(plain), str(tmp_path / "rec"), None, dc)
+  # A recording of the checkpoint's own member would move nothing: refused.
+  assert cli.main(["play", "--checkpoint", str(tmp_path / "run"), "--steps", "40", "--out", str(tmp_path / "own")]) == 0
+  with pytest.raises(dream.ConfigError, match="adapt_train 'task' adapts the rows of other task members, but"):
+    dream.Job(str(tmp_path / "run"), str(tmp_path / "own"), None, dc)
