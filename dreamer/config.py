@@ -95,6 +95,10 @@ class Config:
   on and zero at the start), so one model can hold members whose actions act differently (e.g.
   'cartpole:reversed'). On its home world the network computes the same function as without it; a run there
   learns as without it up to the order of floating-point sums."""
+  prior_head: bool = False
+  """Search reads its prior from a policy head of its own, while acting without search reads the policy head.
+  Written by `dreamer dream --set search_prior=teacher` on its output (the teacher's prior kept for search, the
+  distilled head for acting alone); such a checkpoint is evaluated, played and dreamed on, not trained further."""
   devices: int = 0
   """Devices the run spreads over by data parallelism (`dreamer/devices.py`): N the first N that JAX sees
   (batch_size and num_envs must divide by N); 0 as many of them as divide both (all of them when they do).
@@ -753,6 +757,7 @@ IDENTITY_KEYS = (
   "frame_stack",
   "task_input",
   "task_dynamics",
+  "prior_head",
   "atari_frame_size",
   "atari_grayscale",
   "atari_sticky_actions",

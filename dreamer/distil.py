@@ -53,6 +53,16 @@ def with_parts(params: Params, donor: Params, parts: tuple[str, ...]) -> Params:
   return jax.tree.map(lambda m, a, b: b if m else a, part_mask(params, parts), params, donor)
 
 
+def set_prior(params: Params, donor: Params) -> Params:
+  """`params` whose search prior head (`search_prior`, networks' `prior_head`) is a copy of `donor`'s policy
+  head (its parameters and, with BatchNorm, its running averages): search over them reads the prior that
+  `donor` acts with."""
+  return {
+    name: ({**tree, "search_prior": donor[name]["policy_head"]} if "policy_head" in tree else tree)
+    for name, tree in params.items()
+  }
+
+
 def only(
   optimizer: optax.GradientTransformation, params: Params, parts: tuple[str, ...]
 ) -> optax.GradientTransformation:

@@ -128,6 +128,13 @@ class DreamConfig:
   exactly as it was: with 'heads', the shared layers moved the values of states distillation never saw, and
   in CartPole, whose search turns small Q differences into full preferences, that alone cut a checkpoint's
   search return 450 -> 189 (docs/dream.md, the diagnosis)."""
+  search_prior: str = "distilled"
+  """The prior the student's search reads: 'distilled' (its one policy head, the distilled one) or 'kept' (a
+  second head, the prior of the model it searches with, as before distillation: the checkpoint's, or the
+  adapted teacher's with adapt_train 'all'; the distilled head is what acting without search reads). A single
+  head learns the search's labels, sharp where search's Q was, and the student's own search then adds Q again:
+  where Q is poor, the sharpened prior costs search what the old one held up (docs/dream.md). The output of
+  'kept' has the network key `prior_head` and is evaluated, played and dreamed on, not trained further."""
   student_model: str = "checkpoint"
   """The world model (representation, dynamics, value prefix) the distilled student carries: 'checkpoint' (its
   own, with the distilled prediction function on top; needs adapt_train 'model' or 'task' and train 'policy'
@@ -184,6 +191,10 @@ class DreamConfig:
       (
         self.adapt_train in ("model", "task", "all"),
         f"adapt_train must be 'model', 'task' or 'all', got {self.adapt_train!r}",
+      ),
+      (
+        self.search_prior in ("distilled", "kept"),
+        f"search_prior must be 'distilled' or 'kept', got {self.search_prior!r}",
       ),
       (
         self.student_model in ("adapted", "checkpoint"),
@@ -268,6 +279,12 @@ class Job:
     self.checkpoint = ckpt_lib.Checkpoints(run_dir, writable=False).path(self.saved.step)
     meta = self.saved.meta
     self.config: Config = config_lib.from_dict(meta["config"], f"checkpoint {self.checkpoint!r}")
+    # search_prior 'kept' on a checkpoint with one policy head: every parameter set of the job gets a search
+    # prior head, a copy of its own policy head (the same searches as without it), until the student's is
+    # kept while its policy head learns.
+    self.widened = dc.search_prior == "kept" and not self.config.prior_head
+    if self.widened:
+      self.config = dataclasses.replace(self.config, prior_head=True)
     if dc.adapt_train == "task" and not self.config.task_input:
       raise ConfigError(
         "adapt_train 'task' adapts the rows of the checkpoint's task input, but it was trained without "
@@ -321,6 +338,10 @@ class Job:
     self.agent = Agent(self.learn_config, self.spec)
     self.model = self.agent.model
     self.base = jax.device_put(self.saved.params)
+    self.target = self.saved.state["learner"].target_params
+    if self.widened:
+      self.base = distil_lib.set_prior(self.base, self.base)
+      self.target = distil_lib.set_prior(self.target, self.target)
     self.fit_fn = self.measure_fn = None  # compiled on first use
     self._replays()
 
@@ -498,7 +519,7 @@ def adapt(job: Job, out: Path, *, console: bool, baseline: dict[str, Any]) -> di
   snap = out / "phases" / "adapt.npz"
   # Copies: the learner chunk donates its state and replay, and the job's own arrays are read again later.
   state = learner_lib.init_state(jax.tree.map(jnp.copy, job.base), optimizer, jax.random.PRNGKey(dc.seed))
-  state = state._replace(target_params=jax.device_put(job.saved.state["learner"].target_params))
+  state = state._replace(target_params=jax.device_put(job.target))
   rb = job.mixed()
   best_params, progress = jax.tree.map(jnp.copy, job.base), {"updates": 0, "best": None, "best_at": 0, "history": []}
   if snap.exists():
@@ -530,6 +551,8 @@ def adapt(job: Job, out: Path, *, console: bool, baseline: dict[str, Any]) -> di
     start = time.perf_counter()
     _save_tree(snap, (state, rb.priorities(), best_params), progress)  # rows are rebuilt from the inputs
   teacher = best_params
+  if job.widened:  # the teacher searches with its own policy head, adapted or not, as without the second head
+    teacher = distil_lib.set_prior(teacher, teacher)
   if dc.corrupt_dynamics > 0:
     teacher = corrupt(teacher, dc.corrupt_dynamics, jax.random.PRNGKey(dc.seed + 7))
   check = None
@@ -632,6 +655,9 @@ def distil(job: Job, out: Path, *, console: bool) -> dict[str, Any]:
     # member (and, with task_dynamics, imagined by its adapted dynamics rows); their home rows are zero, so the
     # anchor's world keeps the checkpoint's model exactly.
     student = distil_lib.with_parts(job.base, student, (*distil_lib.PREDICTION_PARTS, *distil_lib.TASK_PARTS))
+  if job.config.prior_head and (dc.control or dc.search_prior == "distilled"):
+    student = distil_lib.set_prior(student, student)  # search reads the fine-tuned or distilled head
+  # else ('kept'): the search prior the student started with, its teacher's (with_parts: the checkpoint's)
   _save_tree(out / "phases" / "student.npz", student)
   after = measure(job, student, teacher)
   return {
@@ -862,7 +888,7 @@ def run(
   verdict = "accepted" if g["accepted"] else "rejected"
   _say(console, f"[4/5 gate] {_returns_line(g['after'])} -> {verdict}: {'; '.join(g['reasons'])}")
   if "write" not in done:
-    finish("write", write(job, out, student if g["accepted"] else job.base, state))
+    finish("write", write(job, out, student if g["accepted"] else job.saved.params, state))
   _say(console, f"[5/5 write] checkpoint {done['write']['checkpoint']!r}, report {str(out / 'report.md')!r}")
   return json.loads((out / "report.json").read_text())
 
@@ -893,6 +919,11 @@ def write(job: Job, out: Path, params, state: dict[str, Any]) -> dict[str, Any]:
   it), then the report."""
   saved = job.saved
   learner_state = saved.state["learner"]._replace(target_params=params)
+  config = saved.meta["config"]
+  if job.widened and "search_prior" in params["params"]:  # the kept prior: a network with two policy heads
+    config = {**config, "prior_head": True}
+    # The checkpoint's optimizer state has one head; the output is not trained further, but must load whole.
+    learner_state = learner_state._replace(opt_state=learner_lib.make_optimizer(job.config).init(params))
   shutil.rmtree(out / "checkpoints", ignore_errors=True)  # a redone gate may have decided otherwise
   ckpts = ckpt_lib.Checkpoints(out, keep=1)
   try:
@@ -900,15 +931,15 @@ def write(job: Job, out: Path, params, state: dict[str, Any]) -> dict[str, Any]:
       saved.step,
       params,
       {**saved.state, "learner": learner_state},
-      {k: saved.meta[k] for k in ("config", "spec", "progress", "world_state")}
-      | {"dream": {"inputs": state["inputs"], "accepted": state["done"]["gate"]["accepted"]}},
+      {k: saved.meta[k] for k in ("spec", "progress", "world_state")}
+      | {"config": config, "dream": {"inputs": state["inputs"], "accepted": state["done"]["gate"]["accepted"]}},
     )
     ckpts.wait()
     path = ckpts.path(saved.step)
   finally:
     ckpts.close()
   tmp = out / "config.json.tmp"
-  tmp.write_text(json.dumps(job.config.to_dict(), indent=2) + "\n")
+  tmp.write_text(json.dumps(config_lib.from_dict(config, "the dream's output").to_dict(), indent=2) + "\n")
   os.replace(tmp, out / "config.json")
   state["done"]["write"] = {"checkpoint": path}
   from dreamer import dream_report

@@ -153,6 +153,7 @@ class MuZeroMLP(nn.Module):
   # With task_slots: the latent carries the member (its last task_slots entries, the home slot zeroed) and the
   # dynamics read it at every step, so one model can hold members whose physics differ (`dynamics`).
   task_dynamics: bool = False
+  prior_head: bool = False  # search reads its prior from a head of its own (`prior`), acting alone the policy head
   norm: str = "layer"  # see `make_norm`
   train: bool = False  # only read by norm 'batch'
   dtype: Any = None  # compute dtype (see `make_network`); every method returns float32
@@ -173,6 +174,7 @@ class MuZeroMLP(nn.Module):
     self.prefix_head = MLP((h,), self.reward_atoms, zero_last=True, **nk)
     self.trunk = MLP((), h, dtype=self.dtype)
     self.policy_head = MLP((h,), self.num_actions, zero_last=True, **nk)
+    self.search_prior = MLP((h,), self.num_actions, zero_last=True, **nk) if self.prior_head else None
     self.value_head = MLP((h,), self.value_atoms, zero_last=True, **nk)
     if self.terminal_head:
       self.end_head = MLP((h,), 1, zero_last=True, bias_last=TERMINAL_BIAS, **nk)
@@ -220,6 +222,14 @@ class MuZeroMLP(nn.Module):
     x = nn.relu(self.trunk(self._split_latent(latent)[0]))
     return self.policy_head(x).astype(jnp.float32), self.value_head(x).astype(jnp.float32)
 
+  def prior(self, latent: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """What search reads: latent -> prior logits f32[B, A], value logits f32[B, V]; `predict`'s, or with
+    `prior_head` the logits of the search prior's own head."""
+    if self.search_prior is None:
+      return self.predict(latent)
+    x = nn.relu(self.trunk(self._split_latent(latent)[0]))
+    return self.search_prior(x).astype(jnp.float32), self.value_head(x).astype(jnp.float32)
+
   def terminal(self, latent: jax.Array) -> jax.Array:
     """latent f32[B, D] -> logit f32[B] that the step into this latent ended its episode (`terminal_head`)."""
     return self.end_head(self._split_latent(latent)[0])[:, 0].astype(jnp.float32)
@@ -234,7 +244,8 @@ class MuZeroMLP(nn.Module):
     latent = self.represent(obs)
     nxt, _, prefix = self.dynamics(latent, action, zero_lstm_state(obs.shape[0], self.lstm_dim))
     end = self.terminal(nxt) if self.terminal_head else None
-    return self.predict(nxt), prefix, self.project(nxt, True), end
+    prior = self.prior(nxt) if self.prior_head else None
+    return self.predict(nxt), prefix, self.project(nxt, True), end, prior
 
 
 def normalize_latent_nd(x: jax.Array) -> jax.Array:
@@ -328,6 +339,7 @@ class MuZeroResNet(nn.Module):
   action_planes: str = "scalar"  # 'scalar': one plane action / A (EfficientZero); 'onehot': A planes
   terminal_head: bool = False  # a head predicting whether a latent ended its episode (`terminal`)
   pixel_max: float = 255.0  # observations are divided by this: 255 for uint8 pixels, 1 for MinAtar's bools
+  prior_head: bool = False  # search reads its prior from a head of its own (`prior`), acting alone the policy head
   norm: str = "layer"  # see `make_norm`
   train: bool = False  # only read by norm 'batch'
   dtype: Any = None  # compute dtype (see `make_network`); every method returns float32
@@ -355,6 +367,7 @@ class MuZeroResNet(nn.Module):
     self.pred_blocks = [ResBlock(c, **nk) for _ in range(self.blocks)]
     self.value_head = Head(self.head_channels, self.head_hidden, self.value_atoms, **nk)
     self.policy_head = Head(self.head_channels, self.head_hidden, self.num_actions, **nk)
+    self.search_prior = Head(self.head_channels, self.head_hidden, self.num_actions, **nk) if self.prior_head else None
     if self.terminal_head:
       self.end_head = Head(self.head_channels, self.head_hidden, 1, bias_last=TERMINAL_BIAS, **nk)
     p = self.proj_dim
@@ -404,6 +417,15 @@ class MuZeroResNet(nn.Module):
       x = block(x)
     return self.policy_head(x), self.value_head(x)
 
+  def prior(self, latent: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """What search reads: `predict`'s, or with `prior_head` the search prior's own head for the logits."""
+    if self.search_prior is None:
+      return self.predict(latent)
+    x = latent
+    for block in self.pred_blocks:
+      x = block(x)
+    return self.search_prior(x), self.value_head(x)
+
   def terminal(self, latent: jax.Array) -> jax.Array:
     """latent f32[B, h, w, c] -> logit f32[B] that the step into this latent ended its episode."""
     return self.end_head(latent)[:, 0]
@@ -420,7 +442,8 @@ class MuZeroResNet(nn.Module):
     latent = self.represent(obs)
     nxt, _, prefix = self.dynamics(latent, action, zero_lstm_state(obs.shape[0], self.lstm_dim))
     end = self.terminal(nxt) if self.terminal_head else None
-    return self.predict(nxt), prefix, self.project(nxt, True), end
+    prior = self.prior(nxt) if self.prior_head else None
+    return self.predict(nxt), prefix, self.project(nxt, True), end, prior
 
 
 def make_network(config: Config, num_actions: int, obs_dtype: Any = jnp.uint8) -> nn.Module:
@@ -447,6 +470,7 @@ def make_network(config: Config, num_actions: int, obs_dtype: Any = jnp.uint8) -
       action_planes=config.action_planes,
       terminal_head=config.terminal_loss_weight > 0.0,
       norm=config.norm,
+      prior_head=config.prior_head,
       pixel_max=255.0 if jnp.dtype(obs_dtype) == jnp.uint8 else 1.0,
       **atoms,
     )
@@ -462,6 +486,7 @@ def make_network(config: Config, num_actions: int, obs_dtype: Any = jnp.uint8) -
     task_slots=config.task_input,
     task_home=member(config.world),
     task_dynamics=config.task_dynamics,
+    prior_head=config.prior_head,
     norm=config.norm,
     **atoms,
   )
@@ -497,6 +522,10 @@ class Model(NamedTuple):
 
   def predict(self, params: Params, latent: jax.Array):
     return self.call(params, "predict", latent)
+
+  def prior(self, params: Params, latent: jax.Array):
+    """What search reads (see the network's `prior`): `predict` unless the network has a search prior head."""
+    return self.call(params, "prior", latent)
 
   def project(self, params: Params, latent: jax.Array, with_head: bool) -> jax.Array:
     return self.call(params, "project", latent, with_head)

@@ -184,6 +184,12 @@ def train(
   StorageError (the run directory cannot be written), RunInUse (another process trains there) and Diverged.
   Over several processes (dreamer/distributed.py) every process calls this with the same arguments; process 0
   prepares the run directory and holds its lock, the others wait for it."""
+  if config.prior_head:  # the learner trains one policy head; the kept search prior would go stale
+    raise config_lib.ConfigError(
+      "prior_head: this network's search reads a prior head of its own (written by dreamer dream with "
+      "search_prior 'teacher'), which training does not learn: train the checkpoint it came from, or dream "
+      "with search_prior 'distilled'"
+    )
   devices_lib.layout(config)  # before anything is made or written: a device count that does not fit loses nothing
   start = distributed.Start()
   if not distributed.primary():

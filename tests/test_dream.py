@@ -390,3 +390,44 @@ def test_control_fine_tunes_on_real_data_for_the_distil_phase_compute(reset_run)
     _, state = optimizer.update(grads, state, params)
   last, _ = optimizer.update(grads, state, params)
   assert all(float(jnp.max(jnp.abs(x))) == 0.0 for x in jax.tree.leaves(last))
+
+
+def test_a_kept_search_prior_searches_as_before_while_acting_alone_reads_the_distilled_head(reset_run, capsys):
+  """search_prior 'kept': the student keeps its model's prior for search in a second head (`prior_head`) while
+  its policy head learns the labels. On the chain, the checkpoint's prior is uniform (reset_run) and its search
+  already optimal; the written network acts alone at the search's return, its search prior is the checkpoint's
+  policy head to the bit, and training it further is refused, losing nothing."""
+  root, run, rec = reset_run
+  settings = dream.dream_config([*SMALL, "dream_ratio=80", "search_prior=kept"])
+  report = dream.run(str(run), str(rec), root / "kept", settings=settings, console=False)
+  assert report["accepted"]
+  ret = report["returns"]["experience"]
+  assert ret["policy"]["after"][0] == pytest.approx(1.0) and ret["search"]["after"][0] == pytest.approx(1.0)
+  written, original = load_checkpoint(root / "kept"), load_checkpoint(run)
+  assert written.meta["config"]["prior_head"] and not original.meta["config"].get("prior_head", False)
+  jax.tree.map(
+    np.testing.assert_array_equal, written.params["params"]["search_prior"], original.params["params"]["policy_head"]
+  )
+  moved = jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))), written.params["params"]["policy_head"],
+                       original.params["params"]["policy_head"])  # fmt: skip
+  assert max(jax.tree.leaves(moved)) > 1e-4
+  # The network's search reads the kept head: the root's prior is uniform, acting alone is not.
+  config = dream.config_lib.from_dict(written.meta["config"], "test")
+  agent = Agent(config, worlds.make("toy:chain", num_envs=1).spec)
+  obs = jnp.zeros((1, *agent.obs_shape), jnp.float32)
+  latent = agent.model.represent(written.params, obs)
+  prior, _ = agent.model.prior(written.params, latent)
+  policy, _ = agent.model.predict(written.params, latent)
+  np.testing.assert_array_equal(prior, np.zeros_like(prior))
+  assert not np.allclose(policy, prior)
+  assert cli.main(["eval", "--checkpoint", str(root / "kept"), "--episodes", "4"]) == 0
+  assert json.loads(capsys.readouterr().out)["search_return"] == pytest.approx(1.0)
+  before = sorted(p.name for p in (root / "kept").rglob("*"))
+  assert cli.main(["train", "--logdir", str(root / "kept")]) != 0
+  assert "prior_head: this network's search reads a prior head of its own" in capsys.readouterr().err
+  assert sorted(p.name for p in (root / "kept").rglob("*")) == before
+  # A rejected job writes the checkpoint as it was: one head.
+  bad = dream.dream_config([*SMALL, "search_prior=kept", "corrupt_dynamics=30", "student_model=adapted",
+                            "teacher_check=false"])  # fmt: skip
+  assert not dream.run(str(run), str(rec), root / "kept-bad", settings=bad, console=False)["accepted"]
+  assert "search_prior" not in load_checkpoint(root / "kept-bad").params["params"]
