@@ -97,8 +97,8 @@ class Config:
   learns as without it up to the order of floating-point sums."""
   prior_head: bool = False
   """Search reads its prior from a policy head of its own, while acting without search reads the policy head.
-  Written by `dreamer dream --set search_prior=teacher` on its output (the teacher's prior kept for search, the
-  distilled head for acting alone); such a checkpoint is evaluated, played and dreamed on, not trained further."""
+  Written by `dreamer dream --set search_prior=kept` on its output (search keeps its model's prior, acting alone
+  reads the distilled head); such a checkpoint is evaluated, played and dreamed on, not trained further."""
   devices: int = 0
   """Devices the run spreads over by data parallelism (`dreamer/devices.py`): N the first N that JAX sees
   (batch_size and num_envs must divide by N); 0 as many of them as divide both (all of them when they do).

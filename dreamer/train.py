@@ -187,7 +187,7 @@ def train(
   if config.prior_head:  # the learner trains one policy head; the kept search prior would go stale
     raise config_lib.ConfigError(
       "prior_head: this network's search reads a prior head of its own (written by dreamer dream with "
-      "search_prior 'teacher'), which training does not learn: train the checkpoint it came from, or dream "
+      "search_prior 'kept'), which training does not learn: train the checkpoint it came from, or dream "
       "with search_prior 'distilled'"
     )
   devices_lib.layout(config)  # before anything is made or written: a device count that does not fit loses nothing

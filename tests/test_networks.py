@@ -1,6 +1,8 @@
 """EfficientZero's Atari network (shapes, stack folding, state normalisation) and the frame augmentations
 (against numpy references)."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -133,3 +135,34 @@ def test_onehot_action_planes_reduce_to_the_scalar_plane_when_their_kernels_are_
   free = init_params(onehot, jax.random.PRNGKey(1), (10, 10, 4))
   nxt = np.asarray(Model(onehot).dynamics(free, latent[:1].repeat(6, 0), actions, lstm)[0])
   assert all(np.abs(nxt[a] - nxt[b]).max() > 1e-3 for a in range(6) for b in range(a))
+
+
+@pytest.mark.parametrize("kind", ["mlp", "resnet"])
+def test_search_reads_the_prior_head_and_acting_the_policy_head(kind):
+  # prior_head: `prior` returns the search prior head's logits with predict's value; without it, predict's
+  # outputs exactly. With the search prior a copy of the policy head the two agree to the bit (what /dream's
+  # kept prior starts from), and a changed policy head leaves search's prior as it was.
+  from dreamer import distil
+
+  sizes = {**TINY, "downsample": False} if kind == "resnet" else {"latent_dim": 8, "hidden_dim": 16}
+  one = config_lib.load("minatar", [f"network={kind}"], **{k: v for k, v in sizes.items() if k != "network"})
+  two = dataclasses.replace(one, prior_head=True)
+  obs = jax.random.bernoulli(jax.random.PRNGKey(1), 0.3, (3, 10, 10, 4)).astype(jnp.float32)
+  net1, net2 = make_network(one, 5, jnp.bool_), make_network(two, 5, jnp.bool_)
+  p1 = jax.tree.map(np.array, init_params(net1, jax.random.PRNGKey(0), (10, 10, 4)))
+  head = p1["params"]["policy_head"]  # zero-initialised last layer: make its logits differ from 0 and per action
+  p1["params"]["policy_head"] = jax.tree.map(lambda x: x + np.linspace(0.1, 0.3, x.shape[-1], dtype=x.dtype), head)
+  p2 = init_params(net2, jax.random.PRNGKey(0), (10, 10, 4))
+  assert "search_prior" not in p1["params"] and "search_prior" in p2["params"]
+  m1, m2 = Model(net1), Model(net2)
+  latent = m1.represent(p1, obs)
+  assert np.ptp(np.asarray(m1.predict(p1, latent)[0])) > 0.01
+  jax.tree.map(np.testing.assert_array_equal, m1.prior(p1, latent), m1.predict(p1, latent))
+  copied = distil.set_prior(p1, p1)
+  jax.tree.map(np.testing.assert_array_equal, m2.prior(copied, latent), m1.predict(p1, latent))
+  moved = jax.tree.map(np.array, copied)
+  moved["params"]["policy_head"] = jax.tree.map(lambda x: x + 0.5, moved["params"]["policy_head"])
+  prior, value = m2.prior(moved, latent)
+  np.testing.assert_array_equal(prior, m1.predict(p1, latent)[0])
+  np.testing.assert_array_equal(value, m1.predict(p1, latent)[1])
+  assert not np.allclose(m2.predict(moved, latent)[0], prior)
