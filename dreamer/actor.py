@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dreamer import dream_ratio, frames
+from dreamer import dream_ratio, frames, support
 from dreamer import search as search_lib
 from dreamer.config import Config
 from dreamer.networks import Model, Params
@@ -36,11 +36,13 @@ def make_act(model: Model, config: Config) -> ActFn:
   fresh draw; None: drawn afresh."""
 
   def act(params, obs, rng_key, temperature, held=None):
+    if config.search == "none":  # the policy-only baseline: sample the policy (argmax at temperature 0)
+      logits, value_logits = model.predict(params, model.represent(params, obs))  # the acting head, not search's
+      value = support.logits_to_scalar(value_logits)
+      sampled = jax.random.categorical(rng_key, logits / jnp.maximum(temperature, 1e-6))
+      action = jnp.where(temperature > 0, sampled, jnp.argmax(logits, axis=-1)).astype(jnp.int32)
+      return search_lib.SearchOutput(action, jax.nn.softmax(logits), value, jnp.zeros_like(value))
     root = search_lib.make_root(model, params, obs)
-    if config.search == "none":  # the policy-only baseline: sample the prior (argmax at temperature 0)
-      sampled = jax.random.categorical(rng_key, root.prior_logits / jnp.maximum(temperature, 1e-6))
-      action = jnp.where(temperature > 0, sampled, jnp.argmax(root.prior_logits, axis=-1)).astype(jnp.int32)
-      return search_lib.SearchOutput(action, jax.nn.softmax(root.prior_logits), root.value, jnp.zeros_like(root.value))
     return search_lib.run_search(
       model, params, rng_key, root, temperature=temperature, noise=temperature > 0, held=held,
       **search_lib.settings(config),

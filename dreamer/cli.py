@@ -427,6 +427,7 @@ def _train(args: argparse.Namespace) -> int:
   # Everything is checked before anything on disk changes (--fresh moves the run aside only then).
   _join(args)
   config, logdir = _train_config(args)
+  train_lib.check_trainable(config)
   spec = agent.check_world(config.world, "config key 'world'", **config_lib.world_kwargs(config, train=True))
   agent.check_network(config, spec)
   limits.check(limits.training(config, spec))

@@ -153,6 +153,9 @@ class Idle:
     del latent
     return params["policy"], params["value"]
 
+  def search_predict(self, params: Params, latent: jax.Array):
+    return self.predict(params, latent)
+
 
 def search_cost(model: Model, params: Params, obs: Any, *, settings: dict[str, Any]) -> SearchCost:
   """The cost of one search from observations obs [B, *obs_shape] (arrays or ShapeDtypeStructs) with the

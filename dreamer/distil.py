@@ -53,14 +53,19 @@ def with_parts(params: Params, donor: Params, parts: tuple[str, ...]) -> Params:
   return jax.tree.map(lambda m, a, b: b if m else a, part_mask(params, parts), params, donor)
 
 
-def set_prior(params: Params, donor: Params) -> Params:
-  """`params` whose search prior head (`search_prior`, networks' `prior_head`) is a copy of `donor`'s policy
-  head (its parameters and, with BatchNorm, its running averages): search over them reads the prior that
-  `donor` acts with."""
+def set_prior(params: Params, donor: Params, head: str = "policy_head") -> Params:
+  """`params` whose search prior head (`search_prior`, networks' `prior_head`) is a copy of `donor`'s `head`
+  (its parameters and, with BatchNorm, its running averages): with the policy head, search over them reads the
+  prior that `donor` acts with; with 'search_prior', the one `donor`'s search reads."""
   return {
-    name: ({**tree, "search_prior": donor[name]["policy_head"]} if "policy_head" in tree else tree)
+    name: ({**tree, "search_prior": donor[name][head]} if "policy_head" in tree else tree)
     for name, tree in params.items()
   }
+
+
+def drop_prior(params: Params) -> Params:
+  """`params` without a search prior head: one policy head, which search and acting both read."""
+  return {name: {k: v for k, v in tree.items() if k != "search_prior"} for name, tree in params.items()}
 
 
 def only(

@@ -337,11 +337,12 @@ class Job:
     )
     self.agent = Agent(self.learn_config, self.spec)
     self.model = self.agent.model
+    # Adaptation and the control run the learner on one head (`distil.drop_prior`), as on any checkpoint: its
+    # reanalysis searches with the head it trains, and no weight decay reaches a kept prior.
+    self.learn_model = Agent(dataclasses.replace(self.learn_config, prior_head=False), self.spec).model
     self.base = jax.device_put(self.saved.params)
-    self.target = self.saved.state["learner"].target_params
     if self.widened:
       self.base = distil_lib.set_prior(self.base, self.base)
-      self.target = distil_lib.set_prior(self.target, self.target)
     self.fit_fn = self.measure_fn = None  # compiled on first use
     self._replays()
 
@@ -476,7 +477,7 @@ def _learner_chunk(job: Job, updates: int, train: str, decay_updates: int = 0):
   """The learner's jitted chunk of `updates` updates, changing only the world model ('model') or 'all'.
   decay_updates > 0: every step is scaled by a cosine decay to 0 over that many updates (for Adam, the same as
   decaying the learning rate), as distillation's rate decays: the control differs from it only in its data."""
-  config = dataclasses.replace(job.learn_config, updates_per_chunk=updates)
+  config = dataclasses.replace(job.learn_config, updates_per_chunk=updates, prior_head=False)
   optimizer = learner_lib.make_optimizer(config)
   if decay_updates > 0:
     optimizer = optax.chain(optimizer, optax.scale_by_schedule(optax.cosine_decay_schedule(1.0, decay_updates)))
@@ -484,8 +485,8 @@ def _learner_chunk(job: Job, updates: int, train: str, decay_updates: int = 0):
     if job.config.norm == "batch":  # the learner would still move the frozen parts' running averages
       raise ConfigError(f"adapt_train '{train}' needs norm 'layer'; with BatchNorm use --set adapt_train=all")
     parts = distil_lib.MODEL_PARTS if train == "model" else distil_lib.TASK_PARTS
-    optimizer = distil_lib.only(optimizer, job.base, parts)
-  return optimizer, learner_lib.make_train_chunk(job.model, config, optimizer)
+    optimizer = distil_lib.only(optimizer, distil_lib.drop_prior(job.base), parts)
+  return optimizer, learner_lib.make_train_chunk(job.learn_model, config, optimizer)
 
 
 def _teacher_fits(job: Job, teacher, held: list[learner_lib.Batch]) -> dict[str, Any]:
@@ -518,10 +519,12 @@ def adapt(job: Job, out: Path, *, console: bool, baseline: dict[str, Any]) -> di
   held = _fit_batches(job, job.rb_exp_held)
   snap = out / "phases" / "adapt.npz"
   # Copies: the learner chunk donates its state and replay, and the job's own arrays are read again later.
-  state = learner_lib.init_state(jax.tree.map(jnp.copy, job.base), optimizer, jax.random.PRNGKey(dc.seed))
-  state = state._replace(target_params=jax.device_put(job.target))
+  one_head = distil_lib.drop_prior(job.base)
+  state = learner_lib.init_state(jax.tree.map(jnp.copy, one_head), optimizer, jax.random.PRNGKey(dc.seed))
+  target = distil_lib.drop_prior(job.saved.state["learner"].target_params)
+  state = state._replace(target_params=jax.device_put(target))
   rb = job.mixed()
-  best_params, progress = jax.tree.map(jnp.copy, job.base), {"updates": 0, "best": None, "best_at": 0, "history": []}
+  best_params, progress = jax.tree.map(jnp.copy, one_head), {"updates": 0, "best": None, "best_at": 0, "history": []}
   if snap.exists():
     (state, priorities, best_params), progress = _load_tree(snap, (state, rb.priorities(), best_params))
     rb = rb.with_priorities(priorities)
@@ -551,8 +554,9 @@ def adapt(job: Job, out: Path, *, console: bool, baseline: dict[str, Any]) -> di
     start = time.perf_counter()
     _save_tree(snap, (state, rb.priorities(), best_params), progress)  # rows are rebuilt from the inputs
   teacher = best_params
-  if job.widened:  # the teacher searches with its own policy head, adapted or not, as without the second head
-    teacher = distil_lib.set_prior(teacher, teacher)
+  if job.config.prior_head:  # back to the job's two heads: search reads the teacher's own policy head, adapted or
+    # not, as without the second head; on a checkpoint that had two, the prior it kept
+    teacher = distil_lib.set_prior(teacher, *((teacher,) if job.widened else (job.base, "search_prior")))
   if dc.corrupt_dynamics > 0:
     teacher = corrupt(teacher, dc.corrupt_dynamics, jax.random.PRNGKey(dc.seed + 7))
   check = None
@@ -687,7 +691,8 @@ def _control(job: Job, teacher, updates: int, snap: Path, *, console: bool) -> t
   optimizer, chunk = _learner_chunk(job, chunk_n, "all", decay_updates=total if dc.lr_decay else 0)
   # From the teacher (the end of adaptation), every parameter, on the same mixed replay; copies, because the
   # chunk donates its state and replay.
-  state = learner_lib.init_state(jax.tree.map(jnp.copy, teacher), optimizer, jax.random.PRNGKey(dc.seed + 1))
+  one_head = distil_lib.drop_prior(teacher)
+  state = learner_lib.init_state(jax.tree.map(jnp.copy, one_head), optimizer, jax.random.PRNGKey(dc.seed + 1))
   rb = job.mixed()
   progress = {"updates": 0, "history": []}
   if snap.exists():
@@ -918,12 +923,16 @@ def write(job: Job, out: Path, params, state: dict[str, Any]) -> dict[str, Any]:
   """Phase 5: the chosen weights as a checkpoint (a run directory: dreamer eval, play, train --logdir read
   it), then the report."""
   saved = job.saved
+  if job.dc.control:  # a plain fine-tune: one policy head, which its search reads, as any training run's
+    params = distil_lib.drop_prior(params)
   learner_state = saved.state["learner"]._replace(target_params=params)
   config = saved.meta["config"]
-  if job.widened and "search_prior" in params["params"]:  # the kept prior: a network with two policy heads
-    config = {**config, "prior_head": True}
-    # The checkpoint's optimizer state has one head; the output is not trained further, but must load whole.
-    learner_state = learner_state._replace(opt_state=learner_lib.make_optimizer(job.config).init(params))
+  two_heads = "search_prior" in params["params"]
+  if two_heads != bool(config.get("prior_head", False)):
+    config = {**config, "prior_head": two_heads}
+    # The checkpoint's optimizer state fits its own heads; rebuilt for the output's, so that it loads whole.
+    opt = learner_lib.make_optimizer(config_lib.from_dict(config, "the dream's output"))
+    learner_state = learner_state._replace(opt_state=opt.init(params))
   shutil.rmtree(out / "checkpoints", ignore_errors=True)  # a redone gate may have decided otherwise
   ckpts = ckpt_lib.Checkpoints(out, keep=1)
   try:

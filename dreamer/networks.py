@@ -153,7 +153,7 @@ class MuZeroMLP(nn.Module):
   # With task_slots: the latent carries the member (its last task_slots entries, the home slot zeroed) and the
   # dynamics read it at every step, so one model can hold members whose physics differ (`dynamics`).
   task_dynamics: bool = False
-  prior_head: bool = False  # search reads its prior from a head of its own (`prior`), acting alone the policy head
+  prior_head: bool = False  # search's prior from a head of its own (`search_predict`); acting alone: the policy head
   norm: str = "layer"  # see `make_norm`
   train: bool = False  # only read by norm 'batch'
   dtype: Any = None  # compute dtype (see `make_network`); every method returns float32
@@ -222,7 +222,7 @@ class MuZeroMLP(nn.Module):
     x = nn.relu(self.trunk(self._split_latent(latent)[0]))
     return self.policy_head(x).astype(jnp.float32), self.value_head(x).astype(jnp.float32)
 
-  def prior(self, latent: jax.Array) -> tuple[jax.Array, jax.Array]:
+  def search_predict(self, latent: jax.Array) -> tuple[jax.Array, jax.Array]:
     """What search reads: latent -> prior logits f32[B, A], value logits f32[B, V]; `predict`'s, or with
     `prior_head` the logits of the search prior's own head."""
     if self.search_prior is None:
@@ -244,7 +244,7 @@ class MuZeroMLP(nn.Module):
     latent = self.represent(obs)
     nxt, _, prefix = self.dynamics(latent, action, zero_lstm_state(obs.shape[0], self.lstm_dim))
     end = self.terminal(nxt) if self.terminal_head else None
-    prior = self.prior(nxt) if self.prior_head else None
+    prior = self.search_predict(nxt) if self.prior_head else None
     return self.predict(nxt), prefix, self.project(nxt, True), end, prior
 
 
@@ -339,7 +339,7 @@ class MuZeroResNet(nn.Module):
   action_planes: str = "scalar"  # 'scalar': one plane action / A (EfficientZero); 'onehot': A planes
   terminal_head: bool = False  # a head predicting whether a latent ended its episode (`terminal`)
   pixel_max: float = 255.0  # observations are divided by this: 255 for uint8 pixels, 1 for MinAtar's bools
-  prior_head: bool = False  # search reads its prior from a head of its own (`prior`), acting alone the policy head
+  prior_head: bool = False  # search's prior from a head of its own (`search_predict`); acting alone: the policy head
   norm: str = "layer"  # see `make_norm`
   train: bool = False  # only read by norm 'batch'
   dtype: Any = None  # compute dtype (see `make_network`); every method returns float32
@@ -417,7 +417,7 @@ class MuZeroResNet(nn.Module):
       x = block(x)
     return self.policy_head(x), self.value_head(x)
 
-  def prior(self, latent: jax.Array) -> tuple[jax.Array, jax.Array]:
+  def search_predict(self, latent: jax.Array) -> tuple[jax.Array, jax.Array]:
     """What search reads: `predict`'s, or with `prior_head` the search prior's own head for the logits."""
     if self.search_prior is None:
       return self.predict(latent)
@@ -442,7 +442,7 @@ class MuZeroResNet(nn.Module):
     latent = self.represent(obs)
     nxt, _, prefix = self.dynamics(latent, action, zero_lstm_state(obs.shape[0], self.lstm_dim))
     end = self.terminal(nxt) if self.terminal_head else None
-    prior = self.prior(nxt) if self.prior_head else None
+    prior = self.search_predict(nxt) if self.prior_head else None
     return self.predict(nxt), prefix, self.project(nxt, True), end, prior
 
 
@@ -523,9 +523,9 @@ class Model(NamedTuple):
   def predict(self, params: Params, latent: jax.Array):
     return self.call(params, "predict", latent)
 
-  def prior(self, params: Params, latent: jax.Array):
-    """What search reads (see the network's `prior`): `predict` unless the network has a search prior head."""
-    return self.call(params, "prior", latent)
+  def search_predict(self, params: Params, latent: jax.Array):
+    """What search reads (the network's `search_predict`): `predict` unless the network has a search prior head."""
+    return self.call(params, "search_predict", latent)
 
   def project(self, params: Params, latent: jax.Array, with_head: bool) -> jax.Array:
     return self.call(params, "project", latent, with_head)

@@ -59,7 +59,7 @@ def make_root(model: Model, params: Params, obs: jax.Array) -> mctx.RootFnOutput
 
 def root_from_latent(model: Model, params: Params, latent: jax.Array) -> mctx.RootFnOutput:
   """A root at a latent state f32[B, ...] (real or imagined), with a fresh value-prefix LSTM."""
-  logits, value_logits = model.prior(params, latent)
+  logits, value_logits = model.search_predict(params, latent)
   batch = latent.shape[0]
   embedding = Embedding(
     latent, zero_lstm_state(batch, model.lstm_dim), jnp.zeros((batch,)), jnp.zeros((batch,), jnp.int32)
@@ -84,7 +84,7 @@ def make_recurrent_fn(model: Model, *, discount: float, horizon: int) -> mctx.Re
     prefix = logits_to_scalar(prefix_logits)
     restarted = embedding.depth % horizon == 0
     reward = prefix - jnp.where(restarted, 0.0, embedding.prefix)
-    logits, value_logits = model.prior(params, latent)
+    logits, value_logits = model.search_predict(params, latent)
     child = Embedding(latent, lstm, prefix, embedding.depth + 1)
     gamma = jnp.full_like(reward, discount)
     if model.has_terminal:  # a step predicted to end the episode keeps its reward and discounts the rest away

@@ -169,6 +169,17 @@ def _write_config(run_dir: Path, config: Config) -> None:
   os.replace(tmp, run_dir / "config.json")
 
 
+def check_trainable(config: Config) -> None:
+  """ConfigError (one line) for a network that training cannot continue: one whose search keeps a prior head of
+  its own (`prior_head`), which the learner, training one policy head, would leave stale."""
+  if config.prior_head:
+    raise config_lib.ConfigError(
+      "prior_head: this network's search reads a prior head of its own (written by dreamer dream with "
+      "search_prior 'kept'), which training does not learn: train the checkpoint it came from, or dream "
+      "with search_prior 'distilled'"
+    )
+
+
 def train(
   config: Config,
   logdir: str | Path,
@@ -184,12 +195,7 @@ def train(
   StorageError (the run directory cannot be written), RunInUse (another process trains there) and Diverged.
   Over several processes (dreamer/distributed.py) every process calls this with the same arguments; process 0
   prepares the run directory and holds its lock, the others wait for it."""
-  if config.prior_head:  # the learner trains one policy head; the kept search prior would go stale
-    raise config_lib.ConfigError(
-      "prior_head: this network's search reads a prior head of its own (written by dreamer dream with "
-      "search_prior 'kept'), which training does not learn: train the checkpoint it came from, or dream "
-      "with search_prior 'distilled'"
-    )
+  check_trainable(config)
   devices_lib.layout(config)  # before anything is made or written: a device count that does not fit loses nothing
   start = distributed.Start()
   if not distributed.primary():

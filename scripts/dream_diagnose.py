@@ -68,6 +68,11 @@ class Paired(NamedTuple):
     _, value_logits = self.model.predict(params["value"], latent)
     return logits, value_logits
 
+  def search_predict(self, params: dict, latent: jax.Array):
+    logits, _ = self.model.search_predict(params["prior"], latent)
+    _, value_logits = self.model.search_predict(params["value"], latent)
+    return logits * self.prior_scale, value_logits
+
   def terminal(self, params: dict, latent: jax.Array) -> jax.Array:
     return self.model.terminal(params["value"], latent)
 

@@ -416,7 +416,7 @@ def test_a_kept_search_prior_searches_as_before_while_acting_alone_reads_the_dis
   agent = Agent(config, worlds.make("toy:chain", num_envs=1).spec)
   obs = jnp.zeros((1, *agent.obs_shape), jnp.float32)
   latent = agent.model.represent(written.params, obs)
-  prior, _ = agent.model.prior(written.params, latent)
+  prior, _ = agent.model.search_predict(written.params, latent)
   policy, _ = agent.model.predict(written.params, latent)
   np.testing.assert_array_equal(prior, np.zeros_like(prior))
   assert not np.allclose(policy, prior)

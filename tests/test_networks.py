@@ -157,12 +157,24 @@ def test_search_reads_the_prior_head_and_acting_the_policy_head(kind):
   m1, m2 = Model(net1), Model(net2)
   latent = m1.represent(p1, obs)
   assert np.ptp(np.asarray(m1.predict(p1, latent)[0])) > 0.01
-  jax.tree.map(np.testing.assert_array_equal, m1.prior(p1, latent), m1.predict(p1, latent))
+  jax.tree.map(np.testing.assert_array_equal, m1.search_predict(p1, latent), m1.predict(p1, latent))
   copied = distil.set_prior(p1, p1)
-  jax.tree.map(np.testing.assert_array_equal, m2.prior(copied, latent), m1.predict(p1, latent))
+  jax.tree.map(np.testing.assert_array_equal, m2.search_predict(copied, latent), m1.predict(p1, latent))
   moved = jax.tree.map(np.array, copied)
   moved["params"]["policy_head"] = jax.tree.map(lambda x: x + 0.5, moved["params"]["policy_head"])
-  prior, value = m2.prior(moved, latent)
+  prior, value = m2.search_predict(moved, latent)
   np.testing.assert_array_equal(prior, m1.predict(p1, latent)[0])
   np.testing.assert_array_equal(value, m1.predict(p1, latent)[1])
   assert not np.allclose(m2.predict(moved, latent)[0], prior)
+  # Search reads the prior head at the root and at every node; acting without search, the policy head.
+  from dreamer import actor, search
+
+  root = search.root_from_latent(m2, moved, latent)
+  np.testing.assert_array_equal(root.prior_logits, prior)
+  step = search.make_recurrent_fn(m2, discount=0.9, horizon=5)
+  out, child = step(moved, jax.random.PRNGKey(0), jnp.array([0, 1, 2]), root.embedding)
+  np.testing.assert_array_equal(out.prior_logits, m2.search_predict(moved, child.latent)[0])
+  assert not np.allclose(out.prior_logits, m2.predict(moved, child.latent)[0])
+  alone = actor.make_act(m2, dataclasses.replace(two, search="none"))(moved, obs, jax.random.PRNGKey(0), 0.0)
+  np.testing.assert_array_equal(alone.action, np.argmax(m2.predict(moved, latent)[0], axis=-1))
+  np.testing.assert_allclose(alone.policy, jax.nn.softmax(m2.predict(moved, latent)[0]), rtol=1e-4)

@@ -57,6 +57,9 @@ class TreeModel(NamedTuple):
     b = latent.shape[0]
     return jnp.tile(jnp.asarray([self.prior]), (b, 1)), _logits_of(jnp.zeros((b,)))
 
+  def search_predict(self, params, latent):
+    return self.predict(params, latent)
+
 
 def _config(**kw):
   base = dict(discount=1.0, value_support=SUPPORT, reward_support=SUPPORT, max_considered_actions=2)
@@ -232,6 +235,9 @@ class TableModel(NamedTuple):
   def predict(self, params, latent):
     return jnp.asarray(self.prior, jnp.float32)[jnp.argmax(latent, -1)], _logits_of(jnp.zeros(latent.shape[:1]))
 
+  def search_predict(self, params, latent):
+    return self.predict(params, latent)
+
 
 @pytest.mark.parametrize(
   ("temperature", "simulations", "considered"), [(1.0, 16, 6), (0.5, 16, 6), (1.0, 8, 3), (1.0, 4, 6)]
@@ -344,6 +350,9 @@ def test_q_spread_counts_the_childrens_discounted_values_and_the_terminal_head()
     def predict(self, params, latent):
       state = jnp.argmax(latent, -1)
       return jnp.asarray(table.prior, jnp.float32)[state], _logits_of(jnp.asarray(values, jnp.float32)[state])
+
+    def search_predict(self, params, latent):
+      return self.predict(params, latent)
 
     def terminal(self, params, latent):
       return jnp.asarray(ends, jnp.float32)[jnp.argmax(latent, -1)]

@@ -55,6 +55,9 @@ class BiasModel(NamedTuple):
   def predict(self, params, latent):
     return latent, jnp.log(scalar_to_probs(jnp.zeros(latent.shape[:1]), SUPPORT) + 1e-30)
 
+  def search_predict(self, params, latent):
+    return self.predict(params, latent)
+
 
 def _targets(bias, obs):
   settings = dict(kind="gumbel", num_simulations=4, discount=0.99, horizon=5, max_considered_actions=4)
