@@ -926,13 +926,11 @@ def write(job: Job, out: Path, params, state: dict[str, Any]) -> dict[str, Any]:
   if job.dc.control:  # a plain fine-tune: one policy head, which its search reads, as any training run's
     params = distil_lib.drop_prior(params)
   learner_state = saved.state["learner"]._replace(target_params=params)
-  config = saved.meta["config"]
-  two_heads = "search_prior" in params["params"]
-  if two_heads != bool(config.get("prior_head", False)):
-    config = {**config, "prior_head": two_heads}
+  config = {**saved.meta["config"], "prior_head": "search_prior" in params["params"]}
+  out_config = config_lib.from_dict(config, "the dream's output")
+  if out_config.prior_head != bool(saved.meta["config"].get("prior_head", False)):
     # The checkpoint's optimizer state fits its own heads; rebuilt for the output's, so that it loads whole.
-    opt = learner_lib.make_optimizer(config_lib.from_dict(config, "the dream's output"))
-    learner_state = learner_state._replace(opt_state=opt.init(params))
+    learner_state = learner_state._replace(opt_state=learner_lib.make_optimizer(out_config).init(params))
   shutil.rmtree(out / "checkpoints", ignore_errors=True)  # a redone gate may have decided otherwise
   ckpts = ckpt_lib.Checkpoints(out, keep=1)
   try:
@@ -948,7 +946,7 @@ def write(job: Job, out: Path, params, state: dict[str, Any]) -> dict[str, Any]:
   finally:
     ckpts.close()
   tmp = out / "config.json.tmp"
-  tmp.write_text(json.dumps(config_lib.from_dict(config, "the dream's output").to_dict(), indent=2) + "\n")
+  tmp.write_text(json.dumps(out_config.to_dict(), indent=2) + "\n")
   os.replace(tmp, out / "config.json")
   state["done"]["write"] = {"checkpoint": path}
   from dreamer import dream_report

@@ -219,16 +219,15 @@ class MuZeroMLP(nn.Module):
 
   def predict(self, latent: jax.Array) -> tuple[jax.Array, jax.Array]:
     """latent f32[B, D] -> policy logits f32[B, A], value logits f32[B, V]."""
-    x = nn.relu(self.trunk(self._split_latent(latent)[0]))
-    return self.policy_head(x).astype(jnp.float32), self.value_head(x).astype(jnp.float32)
+    return self._heads(latent, self.policy_head)
 
   def search_predict(self, latent: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """What search reads: latent -> prior logits f32[B, A], value logits f32[B, V]; `predict`'s, or with
-    `prior_head` the logits of the search prior's own head."""
-    if self.search_prior is None:
-      return self.predict(latent)
+    """What search reads: `predict`'s, or with `prior_head` the logits of the search prior's own head."""
+    return self._heads(latent, self.policy_head if self.search_prior is None else self.search_prior)
+
+  def _heads(self, latent: jax.Array, policy: nn.Module) -> tuple[jax.Array, jax.Array]:
     x = nn.relu(self.trunk(self._split_latent(latent)[0]))
-    return self.search_prior(x).astype(jnp.float32), self.value_head(x).astype(jnp.float32)
+    return policy(x).astype(jnp.float32), self.value_head(x).astype(jnp.float32)
 
   def terminal(self, latent: jax.Array) -> jax.Array:
     """latent f32[B, D] -> logit f32[B] that the step into this latent ended its episode (`terminal_head`)."""
@@ -412,19 +411,17 @@ class MuZeroResNet(nn.Module):
 
   def predict(self, latent: jax.Array) -> tuple[jax.Array, jax.Array]:
     """latent f32[B, h, w, c] -> policy logits f32[B, A], value logits f32[B, V]."""
-    x = latent
-    for block in self.pred_blocks:
-      x = block(x)
-    return self.policy_head(x), self.value_head(x)
+    return self._heads(latent, self.policy_head)
 
   def search_predict(self, latent: jax.Array) -> tuple[jax.Array, jax.Array]:
     """What search reads: `predict`'s, or with `prior_head` the search prior's own head for the logits."""
-    if self.search_prior is None:
-      return self.predict(latent)
+    return self._heads(latent, self.policy_head if self.search_prior is None else self.search_prior)
+
+  def _heads(self, latent: jax.Array, policy: nn.Module) -> tuple[jax.Array, jax.Array]:
     x = latent
     for block in self.pred_blocks:
       x = block(x)
-    return self.search_prior(x), self.value_head(x)
+    return policy(x), self.value_head(x)
 
   def terminal(self, latent: jax.Array) -> jax.Array:
     """latent f32[B, h, w, c] -> logit f32[B] that the step into this latent ended its episode."""

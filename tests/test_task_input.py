@@ -10,7 +10,7 @@ import worlds
 from dreamer import config as config_lib
 from dreamer import replay
 from dreamer.agent import Agent
-from dreamer.networks import MuZeroMLP, init_params, make_network
+from dreamer.networks import LSTMState, MuZeroMLP, init_params, make_network
 from worlds import WorldStateError
 
 SLOTS = 6  # the cartpole family has six members
@@ -127,7 +127,7 @@ def test_the_dynamics_read_the_member_as_a_first_layer_shift_and_carry_it_on(sta
   params["params"]["task_offset"]["kernel"] = jnp.asarray(rng.normal(size=(slots, 8)).astype(np.float32))
   plain_params = {"params": {k: v for k, v in params["params"].items() if k not in ("dyn_task", "task_offset")}}
   x = rng.normal(size=(4, 5)).astype(np.float32)
-  lstm = (jnp.asarray(rng.normal(size=(4, 8)), jnp.float32), jnp.asarray(rng.normal(size=(4, 8)), jnp.float32))
+  lstm = LSTMState(*(jnp.asarray(rng.normal(size=(4, 8)), jnp.float32) for _ in range(2)))
   for m in range(slots):
     one_hot = np.broadcast_to(np.eye(slots, dtype=np.float32)[m], (4, slots))
     latent = tasked.apply(params, np.concatenate([x, one_hot], -1), method=tasked.represent)
@@ -135,12 +135,12 @@ def test_the_dynamics_read_the_member_as_a_first_layer_shift_and_carry_it_on(sta
     np.testing.assert_array_equal(latent[:, 8:], away * np.ones_like(one_hot))
     for a in range(actions):
       action = jnp.full((4,), a, jnp.int32)
-      got = tasked.apply(params, latent, action, _lstm(lstm), method="dynamics")
+      got = tasked.apply(params, latent, action, lstm, method="dynamics")
       ref_params = jax.tree.map(lambda v: v, plain_params)  # a copy of the dicts
       if m != home:
         bias = ref_params["params"]["dyn_net"]["Dense_0"]["bias"]
         ref_params["params"]["dyn_net"]["Dense_0"]["bias"] = bias + shift[m] + shift[slots + m * actions + a]
-      want = plain.apply(ref_params, latent[:, :8], action, _lstm(lstm), method="dynamics")
+      want = plain.apply(ref_params, latent[:, :8], action, lstm, method="dynamics")
       np.testing.assert_allclose(got[0][:, :8], want[0], rtol=1e-5, atol=1e-5)
       np.testing.assert_array_equal(got[0][:, 8:], latent[:, 8:])  # the member travels on
       np.testing.assert_allclose(got[2], want[2], rtol=1e-5, atol=1e-5)
@@ -151,12 +151,6 @@ def test_the_dynamics_read_the_member_as_a_first_layer_shift_and_carry_it_on(sta
       got = tasked.apply(params, latent, *args, method=method)
       want = plain.apply(plain_params, latent[:, :8], *args, method=method)
       jax.tree.map(np.testing.assert_array_equal, got, want)
-
-
-def _lstm(pair):
-  from dreamer.networks import LSTMState
-
-  return LSTMState(*pair)
 
 
 def _config(**kw):
