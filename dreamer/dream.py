@@ -120,21 +120,25 @@ class DreamConfig:
   value_target: str = "teacher"
   """Target of the value distillation: the teacher's 'search' value, or the 'teacher''s predicted value (keeps
   the value function that the student's own search will read while the shared layers move)."""
-  kl_weight: float = 1.0
-  """Weight of KL(checkpoint policy || student policy) on anchor states."""
+  kl_weight: float = 0.0
+  """Weight of KL(checkpoint policy || student policy) on anchor states. Off by default: it holds the student at
+  the checkpoint's policy, and where that policy is far below its search (a checkpoint whose search carries it)
+  distillation then stops short (CartPole's tuning seeds: B's policy 403 and 358 with weight 1, 500 and 500
+  without; docs/dream.md). The gate refuses any loss on the anchor's world either way."""
   train: str = "policy"
   """Parameters distillation may change: 'policy' (the policy head), 'heads' (the prediction function: policy
   and value heads and their shared layers) or 'all'. 'policy' leaves every value the student's search reads
   exactly as it was: with 'heads', the shared layers moved the values of states distillation never saw, and
   in CartPole, whose search turns small Q differences into full preferences, that alone cut a checkpoint's
   search return 450 -> 189 (docs/dream.md, the diagnosis)."""
-  search_prior: str = "distilled"
+  search_prior: str = "kept"
   """The prior the student's search reads: 'distilled' (its one policy head, the distilled one) or 'kept' (a
   second head, the prior of the model it searches with, as before distillation: the checkpoint's, or the
   adapted teacher's with adapt_train 'all'; the distilled head is what acting without search reads). A single
   head learns the search's labels, sharp where search's Q was, and the student's own search then adds Q again:
   where Q is poor, the sharpened prior costs search what the old one held up (docs/dream.md). The output of
-  'kept' has the network key `prior_head` and is evaluated, played and dreamed on, not trained further."""
+  'kept' has the network key `prior_head` and is evaluated, played and dreamed on, not trained further
+  (`dreamer train` refuses it in one line); 'distilled' writes a network that training continues."""
   student_model: str = "checkpoint"
   """The world model (representation, dynamics, value prefix) the distilled student carries: 'checkpoint' (its
   own, with the distilled prediction function on top; needs adapt_train 'model' or 'task' and train 'policy'

@@ -218,7 +218,8 @@ def test_a_teacher_that_fails_its_check_is_replaced_by_the_checkpoint(reset_run,
 def test_without_the_search_bonus_the_teacher_is_the_prior_and_the_weights_barely_move(debug_run, reset_run):
   _, run_dir, _ = debug_run
   _, reset, rec = reset_run
-  job = dream.Job(str(reset), str(rec), None, dream.dream_config(SMALL))
+  # One head: the checkpoint's params are read with the job's network.
+  job = dream.Job(str(reset), str(rec), None, dream.dream_config([*SMALL, "search_prior=distilled"]))
   trained = jax.device_put(load_checkpoint(run_dir).params)
   obs = distil.sample_roots(job.rb_exp, jax.random.PRNGKey(0), 32, 1)
 
