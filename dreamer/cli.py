@@ -281,8 +281,8 @@ def _parser() -> argparse.ArgumentParser:
     "dream",
     help="consolidate recorded experience into the policy weights through imagined search",
     description="Adapt the checkpoint's model to the recorded experience, rehearse inside it with Gumbel "
-    "search from recorded states, distil the search targets into the policy (keeping the anchor "
-    "task's policy with a KL term), and accept the new weights only if the experience world's "
+    "search from recorded states, distil the search targets into the policy head (search keeps its "
+    "prior in a second head by default), and accept the new weights only if the experience world's "
     "policy-only return rose, the anchor world's kept anchor_keep (95%%) of its baseline and both "
     "worlds' search returns kept search_keep (90%%). Writes a checkpoint and a report "
     "(report.md, report.json, PNGs) to --out; re-issue the same command to resume.",

@@ -1,6 +1,6 @@
 """Rehearsal and distillation, the device side of `dreamer dream`: imagined rollouts of the student policy in
 the frozen teacher model from real recorded states, Gumbel search targets at every imagined state, and the
-student's update toward them (with a KL term to the original policy on anchor states).
+student's update toward them (with `kl_weight` x a KL term to the original policy on anchor states).
 
 All functions are pure; `make_distil_chunk` jits a `lax.scan` over `updates_per_chunk` updates.
 """

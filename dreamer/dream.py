@@ -8,8 +8,9 @@ continues an interrupted adapt or distil phase from its last snapshot):
               recording; the best parameters become the frozen teacher;
   3 distil    rehearse + distil, interleaved: from real recorded states the student (initialised as the
               teacher) rolls out imagined trajectories in the teacher's model, each state labelled by the
-              teacher's Gumbel search (dreamer/distil.py), and the student is trained toward the labels, with a
-              KL term to the checkpoint's policy on anchor states. `control = true` replaces this phase with
+              teacher's Gumbel search (dreamer/distil.py), and the student is trained toward the labels
+              (optionally with a KL term to the checkpoint's policy on anchor states, `kl_weight`).
+              `control = true` replaces this phase with
               further real-data fine-tuning of the same model-step compute (the compute-matched control);
   4 gate      evaluate again; accept only if the policy-only return on the experience's world rose, the anchor
               world's kept `anchor_keep` of its baseline and both worlds' search returns kept `search_keep`;
@@ -124,7 +125,8 @@ class DreamConfig:
   """Weight of KL(checkpoint policy || student policy) on anchor states. Off by default: it holds the student at
   the checkpoint's policy, and where that policy is far below its search (a checkpoint whose search carries it)
   distillation then stops short (CartPole's tuning seeds: B's policy 403 and 358 with weight 1, 500 and 500
-  without; docs/dream.md). The gate refuses any loss on the anchor's world either way."""
+  without; docs/dream.md). With an anchor recording the gate still bounds the anchor world's losses
+  (`anchor_keep`, `search_keep`) either way."""
   train: str = "policy"
   """Parameters distillation may change: 'policy' (the policy head), 'heads' (the prediction function: policy
   and value heads and their shared layers) or 'all'. 'policy' leaves every value the student's search reads
@@ -133,12 +135,14 @@ class DreamConfig:
   search return 450 -> 189 (docs/dream.md, the diagnosis)."""
   search_prior: str = "kept"
   """The prior the student's search reads: 'distilled' (its one policy head, the distilled one) or 'kept' (a
-  second head, the prior of the model it searches with, as before distillation: the checkpoint's, or the
-  adapted teacher's with adapt_train 'all'; the distilled head is what acting without search reads). A single
+  second head, the prior of the model it searches with, as before distillation: the checkpoint's (its own
+  search prior if it has one), or the adapted teacher's with adapt_train 'all'; with train 'heads' the kept
+  head reads the moved shared layers; the distilled head is what acting without search reads). A single
   head learns the search's labels, sharp where search's Q was, and the student's own search then adds Q again:
-  where Q is poor, the sharpened prior costs search what the old one held up (docs/dream.md). The output of
-  'kept' has the network key `prior_head` and is evaluated, played and dreamed on, not trained further
-  (`dreamer train` refuses it in one line); 'distilled' writes a network that training continues."""
+  where Q is poor, the sharpened prior costs search what the old one held up (docs/dream.md). An accepted
+  'kept' job writes the network key `prior_head`: evaluated, played and dreamed on, not trained further
+  (`dreamer train` refuses it in one line); 'distilled' on a one-head checkpoint writes one head, which
+  training continues. A rejected job and the control write one head (the checkpoint's, or the fine-tune's)."""
   student_model: str = "checkpoint"
   """The world model (representation, dynamics, value prefix) the distilled student carries: 'checkpoint' (its
   own, with the distilled prediction function on top; needs adapt_train 'model' or 'task' and train 'policy'
@@ -924,8 +928,8 @@ def _returns_line(evals: dict[str, Any]) -> str:
 
 
 def write(job: Job, out: Path, params, state: dict[str, Any]) -> dict[str, Any]:
-  """Phase 5: the chosen weights as a checkpoint (a run directory: dreamer eval, play, train --logdir read
-  it), then the report."""
+  """Phase 5: the chosen weights as a checkpoint (a run directory: dreamer eval, play and dream read it;
+  train --logdir continues it when it has one policy head), then the report."""
   saved = job.saved
   if job.dc.control:  # a plain fine-tune: one policy head, which its search reads, as any training run's
     params = distil_lib.drop_prior(params)
