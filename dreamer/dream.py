@@ -303,6 +303,11 @@ class Job:
     )
     self.exp = exp_lib.load(experience, "--experience")
     self.anchor = exp_lib.load(anchor, "--anchor") if anchor else None
+    if dc.kl_weight > 0 and self.anchor is None:  # the term would silently weigh nothing
+      raise ConfigError(
+        f"kl_weight {dc.kl_weight:g} weighs a KL term on the anchor's states, but no --anchor was given: record "
+        "one with dreamer play on the checkpoint's world, or leave kl_weight at 0"
+      )
     if dc.adapt_train == "task" and worlds.member(self.exp.meta["world"]) == worlds.member(self.config.world):
       raise ConfigError(
         f"adapt_train 'task' adapts the rows of other task members, but --experience was recorded on "

@@ -265,6 +265,28 @@ def test_without_the_search_bonus_the_teacher_is_the_prior_and_the_weights_barel
   assert moved[1.0] > 1e-3, moved
 
 
+def test_the_one_head_path_distils_end_to_end_and_its_anchor_kl_holds_the_policy(reset_run):
+  """search_prior 'distilled' (one head: search reads what was distilled) through every phase, without and with
+  the anchor's KL term (`kl_weight`; the recording serves as the anchor too, so the term reads B's states). Without
+  it the policy alone reaches search's 1.0 and the job writes a one-head network; a heavy KL holds the student
+  near the checkpoint's policy on those states, so it drifts far less than without."""
+  root, run, rec = reset_run
+  report = {}
+  for weight in (0.0, 100.0):
+    settings = dream.dream_config([*SMALL, "dream_ratio=80", "search_prior=distilled", f"kl_weight={weight}"])
+    out = root / f"one-head-kl{weight:g}"
+    report[weight] = dream.run(str(run), str(rec), out, anchor=str(rec), settings=settings, console=False)
+  free, held = report[0.0], report[100.0]
+  assert free["accepted"]
+  assert free["returns"]["experience"]["policy"]["after"][0] == pytest.approx(1.0)
+  written = load_checkpoint(root / "one-head-kl0")
+  assert "search_prior" not in written.params["params"] and not written.meta["config"].get("prior_head", False)
+  # With an anchor its drift is logged; weighted, the term keeps the student close to the checkpoint.
+  assert "anchor_drift" in held["distil"]["history"][-1]
+  drift_free, drift_held = free["distil"]["after"]["drift_anchor"], held["distil"]["after"]["drift_anchor"]
+  assert drift_held < 0.25 * drift_free, (drift_held, drift_free)
+
+
 def test_the_job_samples_its_replays_as_they_are(reset_run):
   # Adaptation's data: the experience and anchor recordings and the checkpoint's replay, each at its own ring
   # length (nothing padded to the longest), every batch split in proportion to their sampleable rows.
