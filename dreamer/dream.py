@@ -53,6 +53,8 @@ from dreamer.config import Config, ConfigError
 
 VERSION = 1
 PHASES = ("baseline", "adapt", "distil", "gate", "write")
+# What a job stored before a setting existed ran with (not today's default): read into its stored settings.
+BEFORE_KEY = {"search_prior": "distilled"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -802,21 +804,27 @@ def _prepare(out: Path, inputs: dict[str, Any], settings: dict[str, Any]) -> dic
   state_file = out / "dream.json"
   if state_file.exists():
     state = _read_state(state_file)
-    if state["inputs"] != inputs or state["settings"] != settings:
+    stored = stored_settings(state)
+    if state["inputs"] != inputs or stored != settings:
       differ = [k for k in inputs if state["inputs"].get(k) != inputs[k]] + [
-        k for k in settings if state["settings"].get(k) != settings[k]
+        f"{k} {stored.get(k)!r} there, {settings[k]!r} here" for k in settings if stored.get(k) != settings[k]
       ]
       raise ConfigError(
-        f"--out {str(out)!r} holds a dream job with other inputs or settings ({', '.join(differ)}); "
+        f"--out {str(out)!r} holds a dream job with other inputs or settings ({'; '.join(differ)}); "
         f"re-issue the same command to resume it, or choose a new --out"
       )
-    return state
+    return {**state, "settings": stored}
   if out.is_dir() and any(out.iterdir()):
     raise ConfigError(f"--out {str(out)!r} is a non-empty directory that holds no dream job; give a new directory")
   (out / "phases").mkdir(parents=True, exist_ok=True)
   state = {"version": VERSION, "inputs": inputs, "settings": settings, "done": {}}
   _write_state(out, state)  # from here on, the directory is this job's: a re-issue resumes it
   return state
+
+
+def stored_settings(state: dict[str, Any]) -> dict[str, Any]:
+  """A job state's settings, with what it ran for the settings added after it was made (BEFORE_KEY)."""
+  return {**BEFORE_KEY, **state["settings"]}
 
 
 def _read_state(state_file: Path) -> dict[str, Any]:

@@ -184,7 +184,7 @@ def main() -> None:
   p.add_argument("--eval-seed", type=int, default=70_000, help="first seed of the fresh evaluation episodes")
   a = p.parse_args()
   state = json.loads((a.job / "dream.json").read_text())
-  dc = dream_lib.dream_config(**state["settings"])
+  dc = dream_lib.dream_config(**dream_lib.stored_settings(state))  # an older job: what it ran
   inputs = state["inputs"]
   job = dream_lib.Job(inputs["checkpoint"], inputs["experience"], inputs["anchor"], dc)
   teacher, _ = dream_lib._load_tree(a.job / "phases" / "teacher.npz", job.base)

@@ -130,7 +130,7 @@ def test_perfect_model_distils_the_search_return_into_the_policy(reset_run, caps
   (root / "d" / "dream.json").write_text(json.dumps(state))
   again = dream.run(str(run), str(rec), root / "d", settings=settings, console=False)
   assert again["returns"] == report["returns"] and again["accepted"]
-  with pytest.raises(dream.ConfigError, match="holds a dream job with other inputs or settings"):
+  with pytest.raises(dream.ConfigError, match="holds a dream job with other inputs or settings .roots 32 there, 16"):
     other = dream.dream_config([*SMALL, "dream_ratio=80", "roots=16"])  # only the roots differ
     dream.run(str(run), str(rec), root / "d", settings=other, console=False)
 
@@ -285,6 +285,16 @@ def test_the_one_head_path_distils_end_to_end_and_its_anchor_kl_holds_the_policy
   assert "anchor_drift" in held["distil"]["history"][-1]
   drift_free, drift_held = free["distil"]["after"]["drift_anchor"], held["distil"]["after"]["drift_anchor"]
   assert drift_held < 0.25 * drift_free, (drift_held, drift_free)
+  # A job made before search_prior existed stored no such key, and ran one head: it resumes as that.
+  state_file = root / "one-head-kl0" / "dream.json"
+  state = json.loads(state_file.read_text())
+  del state["settings"]["search_prior"]
+  state_file.write_text(json.dumps(state))
+  same = dream.dream_config([*SMALL, "dream_ratio=80", "search_prior=distilled", "kl_weight=0"])
+  assert dream.run(str(run), str(rec), root / "one-head-kl0", anchor=str(rec), settings=same, console=False) == free
+  with pytest.raises(dream.ConfigError, match="search_prior 'distilled' there, 'kept' here"):
+    today = dream.dream_config([*SMALL, "dream_ratio=80"])
+    dream.run(str(run), str(rec), root / "one-head-kl0", anchor=str(rec), settings=today, console=False)
 
 
 def test_the_job_samples_its_replays_as_they_are(reset_run):
