@@ -177,4 +177,7 @@ def test_search_reads_the_prior_head_and_acting_the_policy_head(kind):
   assert not np.allclose(out.prior_logits, m2.predict(moved, child.latent)[0])
   alone = actor.make_act(m2, dataclasses.replace(two, search="none"))(moved, obs, jax.random.PRNGKey(0), 0.0)
   np.testing.assert_array_equal(alone.action, np.argmax(m2.predict(moved, latent)[0], axis=-1))
-  np.testing.assert_allclose(alone.policy, jax.nn.softmax(m2.predict(moved, latent)[0]), rtol=1e-4)
+  # jit fuses the resnet's convolutions differently from the eager reference (CI saw 1.2e-5 apart), while the prior
+  # head's probabilities, which acting must not read, lie over 1e-3 away.
+  np.testing.assert_allclose(alone.policy, jax.nn.softmax(m2.predict(moved, latent)[0]), atol=1e-4)
+  assert np.abs(alone.policy - jax.nn.softmax(prior)).max() > 1e-3
