@@ -457,10 +457,14 @@ def command(*options: str) -> list[str]:
 
 def throughput_pairs(args: argparse.Namespace) -> list[tuple[str, str]]:
   """(preset, dtype) of each throughput run: every pair; --smoke: each preset once, the dtypes in turn (each
-  code path runs, at half the compiling)."""
-  if args.smoke:
-    return [(p, args.dtypes[i % len(args.dtypes)]) for i, p in enumerate(args.presets)]
-  return [(p, d) for p in args.presets for d in args.dtypes]
+  code path runs, at half the compiling), turned so that the training run's preset gets the training run's dtype
+  (the training then reuses that run's compiled programs: it compiles no learner of its own)."""
+  if not args.smoke:
+    return [(p, d) for p in args.presets for d in args.dtypes]
+  turn = 0
+  if TRAIN_PRESET in args.presets and args.train_dtype in args.dtypes:
+    turn = args.dtypes.index(args.train_dtype) - args.presets.index(TRAIN_PRESET)
+  return [(p, args.dtypes[(i + turn) % len(args.dtypes)]) for i, p in enumerate(args.presets)]
 
 
 def throughput_runs(args: argparse.Namespace, plan: Plan, run) -> dict:

@@ -45,8 +45,9 @@ def test_smoke_device_section(smoke):
 
 @pytest.mark.slow
 def test_smoke_throughput_of_both_presets_and_both_dtypes(smoke):
-  throughput = smoke[0]["throughput"]  # the smoke runs each preset once, the dtypes in turn
-  assert {p: set(d) for p, d in throughput.items()} == {"atari100k": {"float32"}, "atari100k-fast": {"bfloat16"}}
+  # The smoke runs each preset once, the dtypes in turn, the training run's preset in its dtype (float32).
+  throughput = smoke[0]["throughput"]
+  assert {p: set(d) for p, d in throughput.items()} == {"atari100k": {"bfloat16"}, "atari100k-fast": {"float32"}}
   for preset, by_dtype in throughput.items():
     for dtype, run in by_dtype.items():
       assert "error" not in run, (preset, dtype, run)
@@ -189,7 +190,9 @@ def test_costs_attach_by_preset_and_dtype_over_each_runs_own_peaks_or_say_why_no
 def test_costs_count_on_the_cpu_once_per_preset_for_its_runs_dtypes(monkeypatch, smoke):
   started = []
   monkeypatch.setattr(gpu_check, "start_part", lambda cmd, **kw: started.append((cmd, kw)) or len(started))
-  args = argparse.Namespace(presets=list(gpu_check.PRESETS), dtypes=list(gpu_check.DTYPES), smoke=smoke)
+  args = argparse.Namespace(
+    presets=list(gpu_check.PRESETS), dtypes=list(gpu_check.DTYPES), smoke=smoke, train_dtype="float32"
+  )
   costs = gpu_check.start_costs(args)
   assert set(costs) == set(gpu_check.PRESETS) and len(started) == 2
   for cmd, kw in started:
@@ -198,6 +201,16 @@ def test_costs_count_on_the_cpu_once_per_preset_for_its_runs_dtypes(monkeypatch,
     preset, dtypes = cmd[cmd.index("--preset") + 1], cmd[i + 1 : i + 1 + (1 if smoke else 2)]
     pairs = [d for p, d in gpu_check.throughput_pairs(args) if p == preset]
     assert dtypes == pairs and ("--smoke" in cmd) == smoke
+
+
+@pytest.mark.parametrize("train_dtype", gpu_check.DTYPES)
+def test_the_smoke_runs_the_training_runs_preset_in_the_training_runs_dtype(train_dtype):
+  args = argparse.Namespace(presets=list(gpu_check.PRESETS), dtypes=list(gpu_check.DTYPES), train_dtype=train_dtype)
+  args.smoke = True
+  pairs = dict(gpu_check.throughput_pairs(args))  # each preset once: its dtype
+  assert pairs[gpu_check.TRAIN_PRESET] == train_dtype and sorted(pairs.values()) == sorted(gpu_check.DTYPES)
+  args.smoke = False
+  assert len(gpu_check.throughput_pairs(args)) == len(gpu_check.PRESETS) * len(gpu_check.DTYPES)
 
 
 def test_a_part_started_first_keeps_what_it_printed_while_others_run():
