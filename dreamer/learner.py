@@ -6,6 +6,7 @@ reading the replay rows and updating their priorities on the device, so the host
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 from collections.abc import Callable
@@ -13,6 +14,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from dreamer import augment as augment_lib
@@ -275,6 +277,11 @@ def loss_fn(
   return loss, aux
 
 
+def reciprocal(n: int) -> np.float32:
+  """1 / n in float32, correctly rounded."""
+  return np.float32(1.0) / np.float32(n)
+
+
 def make_batch(
   state: TrainState,
   rb: replay_lib.ReplayState,
@@ -284,13 +291,19 @@ def make_batch(
   model: Model,
   config: Config,
   split: Callable[[Any], Any] | None = None,
+  inv_total_env_steps: jax.Array | None = None,
 ) -> tuple[Batch, replay_lib.Sample]:
   """Samples B roots, builds their targets with the target network, reanalyses a fraction of policies.
   `split` (inside jit, several devices): lays the sampled windows' leading axis over the devices, so that
-  everything after the sampling runs B / D samples per device (see `dreamer/devices.py`)."""
+  everything after the sampling runs B / D samples per device (see `dreamer/devices.py`).
+  `inv_total_env_steps` (f32[], traced): 1 / the run's length, over which prioritized replay's beta anneals;
+  default: the config's, compiled in."""
   k_max, n = config.unroll_steps, config.td_steps
   sample_key, search_key = jax.random.split(rng_key)
-  progress = jnp.minimum(env_step / config.total_env_steps, 1.0)
+  # env_step times a float32 reciprocal: the product XLA makes of a division by a compiled-in length, so a
+  # traced length (TrainChunk) computes bit for bit what a compiled-in one does.
+  inv = reciprocal(config.total_env_steps) if inv_total_env_steps is None else inv_total_env_steps
+  progress = jnp.minimum(env_step * inv, 1.0)
   beta = config.priority_beta + (1.0 - config.priority_beta) * progress
   if isinstance(rb, replay_lib.Sources):  # several replays sampled as one (a /dream job's data)
     if sum(rb.sizes) != config.batch_size or split is not None:
@@ -364,11 +377,14 @@ def update(
   config: Config,
   optimizer: optax.GradientTransformation,
   split: Callable[[Any], Any] | None = None,
+  inv_total_env_steps: jax.Array | None = None,
 ) -> tuple[TrainState, replay_lib.ReplayState, dict]:
-  """One learner update; returns the new state, the replay with new priorities, and scalar metrics. `split`:
-  see `make_batch`."""
+  """One learner update; returns the new state, the replay with new priorities, and scalar metrics. `split`,
+  `inv_total_env_steps`: see `make_batch`."""
   rng_key, batch_key = jax.random.split(state.rng_key)
-  batch, smp = make_batch(state, rb, batch_key, env_step, model=model, config=config, split=split)
+  batch, smp = make_batch(
+    state, rb, batch_key, env_step, model=model, config=config, split=split, inv_total_env_steps=inv_total_env_steps
+  )
   # The augmentation key is derived, not split off, so runs without augmentation keep their random stream.
   aug_key = jax.random.fold_in(batch_key, 1) if config.augment else None
   grads, aux = jax.grad(functools.partial(loss_fn, model=model, config=config), has_aux=True)(
@@ -424,25 +440,42 @@ def reset_if_due(
   return jax.lax.cond(count % config.reset_interval == 0, reset, lambda p: p, params)
 
 
+@dataclasses.dataclass(frozen=True)
+class TrainChunk:
+  """The jitted chunk, called as chunk(state, replay, env_step) (or lowered the same way). The run's length
+  goes in as a value, not compiled into the program: runs that differ only in `total_env_steps` (a resume that
+  extends a run; the test suite's many short runs, over its compilation cache) share one compiled chunk."""
+
+  jitted: Any
+  total_env_steps: int
+
+  def __call__(self, state: TrainState, rb: replay_lib.ReplayState, env_step: jax.Array):
+    return self.jitted(state, rb, env_step, jnp.asarray(reciprocal(self.total_env_steps)))
+
+  def lower(self, state: TrainState, rb: replay_lib.ReplayState, env_step: jax.Array):
+    return self.jitted.lower(state, rb, env_step, jnp.asarray(reciprocal(self.total_env_steps)))
+
+
 def make_train_chunk(
   model: Model, config: Config, optimizer: optax.GradientTransformation, *, layout: devices_lib.Layout | None = None
-):
-  """jit(state, replay, env_step) -> (state, replay, metrics: f32[updates_per_chunk] each, one per update, so
-  the host can name the first update whose loss is not finite). With a `layout` of several devices: data
+) -> TrainChunk:
+  """chunk(state, replay, env_step) -> (state, replay, metrics: f32[updates_per_chunk] each, one per update, so
+  the host can name the first update whose loss is not finite), jitted. With a `layout` of several devices: data
   parallel, the state replicated, the replay and each batch split over the devices (`dreamer/devices.py`)."""
   split = layout.constrain if layout is not None and layout.count > 1 else None
   step = functools.partial(update, model=model, config=config, optimizer=optimizer, split=split)
 
-  def chunk(state: TrainState, rb: replay_lib.ReplayState, env_step: jax.Array):
+  def chunk(state: TrainState, rb: replay_lib.ReplayState, env_step: jax.Array, inv_total_env_steps: jax.Array):
     def body(carry, _):
       s, r = carry
-      s, r, aux = step(s, r, env_step)
+      s, r, aux = step(s, r, env_step, inv_total_env_steps=inv_total_env_steps)
       return (s, r), aux
 
     (state, rb), aux = jax.lax.scan(body, (state, rb), None, length=config.updates_per_chunk)
     return state, rb, aux
 
   if split is None:
-    return jax.jit(chunk, donate_argnums=(0, 1))
+    return TrainChunk(jax.jit(chunk, donate_argnums=(0, 1)), config.total_env_steps)
   shardings = (layout.replicated, layout.replay, layout.replicated)
-  return jax.jit(chunk, donate_argnums=(0, 1), in_shardings=shardings, out_shardings=shardings)
+  jitted = jax.jit(chunk, donate_argnums=(0, 1), in_shardings=(*shardings, layout.replicated), out_shardings=shardings)
+  return TrainChunk(jitted, config.total_env_steps)

@@ -106,6 +106,30 @@ def test_jitted_update_equals_unjitted_without_search():
     np.testing.assert_allclose(fast_aux[key], slow_aux[key], rtol=2e-4, atol=1e-5)
 
 
+def test_the_chunk_takes_the_runs_length_as_a_value_and_computes_what_a_compiled_in_length_does():
+  # Runs that differ only in total_env_steps share one compiled chunk (one program for the suite's many short
+  # runs over its compilation cache, and for a resume that extends a run); bit for bit, it computes the update
+  # with the length compiled in. Uneven priorities, so that beta's annealing over the length shows.
+  config = config_lib.Config(**{**SMALL, "total_env_steps": 3000, "updates_per_chunk": 1, "reanalyze_fraction": 0.0})
+  agent, state, rb = _filled(config)
+  scale = np.random.default_rng(0).uniform(0.2, 3.0, rb.priority.shape).astype(np.float32)
+  rb = rb._replace(priority=rb.priority * scale)
+  env_step = jnp.int32(900)
+  chunk = learner.make_train_chunk(agent.model, config, agent.optimizer)
+  longer = learner.make_train_chunk(agent.model, dataclasses.replace(config, total_env_steps=9000), agent.optimizer)
+  assert chunk.lower(state, rb, env_step).as_text() == longer.lower(state, rb, env_step).as_text()
+  update = functools.partial(learner.update, model=agent.model, config=config, optimizer=agent.optimizer)
+  want_state, want_rb, _ = jax.jit(update)(state, rb, env_step)
+  copy = lambda tree: jax.tree.map(jnp.array, tree)  # noqa: E731 - the chunk donates its inputs
+  got_state, got_rb, _ = chunk(copy(state), copy(rb), env_step)
+  for got, want in zip(jax.tree.leaves(got_state.params), jax.tree.leaves(want_state.params), strict=True):
+    np.testing.assert_array_equal(got, want)
+  np.testing.assert_array_equal(got_rb.priority, want_rb.priority)
+  # The length reaches the update: another length, other weights.
+  other, _, _ = longer(copy(state), copy(rb), env_step)
+  assert any(not np.array_equal(x, y) for x, y in zip(jax.tree.leaves(other.params), jax.tree.leaves(got_state.params)))
+
+
 def test_losses_fall_when_overfitting_one_batch():
   config = config_lib.Config(**SMALL)
   agent, state, rb = _filled(config)
