@@ -460,7 +460,7 @@ class TrainChunk:
 
 @dataclasses.dataclass(frozen=True)
 class _LengthBound:
-  """A jitted, lowered or compiled chunk with 1 / the run's length bound to its last argument."""
+  """A lowered or compiled chunk with 1 / the run's length bound to its last argument."""
 
   target: Any
   inv_total_env_steps: jax.Array
