@@ -442,34 +442,22 @@ def reset_if_due(
 
 @dataclasses.dataclass(frozen=True)
 class TrainChunk:
-  """The jitted chunk, called as chunk(state, replay, env_step), or lowered (`lower`, then `compile`) and called
-  the same way. The run's length goes in as a value, not compiled into the program: runs that differ only in
-  `total_env_steps` (a resume that extends a run; the test suite's many short runs, over its compilation cache)
-  share one compiled chunk."""
+  """A jitted chunk, called as chunk(state, replay, env_step), or lowered (`lower`, then `compile`) and called
+  the same way. The run's length goes in as a value (1 / length, its last argument), not compiled into the
+  program: runs that differ only in `total_env_steps` (a resume that extends a run; the test suite's many short
+  runs, over its compilation cache) share one compiled chunk."""
 
-  jitted: Any
-  total_env_steps: int
-
-  def __call__(self, state: TrainState, rb: replay_lib.ReplayState, env_step: jax.Array):
-    return self.jitted(state, rb, env_step, jnp.asarray(reciprocal(self.total_env_steps)))
-
-  def lower(self, state: TrainState, rb: replay_lib.ReplayState, env_step: jax.Array) -> _LengthBound:
-    inv = jnp.asarray(reciprocal(self.total_env_steps))
-    return _LengthBound(self.jitted.lower(state, rb, env_step, inv), inv)
-
-
-@dataclasses.dataclass(frozen=True)
-class _LengthBound:
-  """A lowered or compiled chunk with 1 / the run's length bound to its last argument."""
-
-  target: Any
-  inv_total_env_steps: jax.Array
+  target: Any  # the jitted, lowered or compiled chunk(state, replay, env_step, inv_total_env_steps)
+  inv_total_env_steps: np.float32
 
   def __call__(self, state: TrainState, rb: replay_lib.ReplayState, env_step: jax.Array):
     return self.target(state, rb, env_step, self.inv_total_env_steps)
 
-  def compile(self) -> _LengthBound:
-    return _LengthBound(self.target.compile(), self.inv_total_env_steps)
+  def lower(self, state: TrainState, rb: replay_lib.ReplayState, env_step: jax.Array) -> TrainChunk:
+    return TrainChunk(self.target.lower(state, rb, env_step, self.inv_total_env_steps), self.inv_total_env_steps)
+
+  def compile(self) -> TrainChunk:
+    return TrainChunk(self.target.compile(), self.inv_total_env_steps)
 
   def as_text(self) -> str:
     return self.target.as_text()
@@ -494,7 +482,7 @@ def make_train_chunk(
     return state, rb, aux
 
   if split is None:
-    return TrainChunk(jax.jit(chunk, donate_argnums=(0, 1)), config.total_env_steps)
+    return TrainChunk(jax.jit(chunk, donate_argnums=(0, 1)), reciprocal(config.total_env_steps))
   shardings = (layout.replicated, layout.replay, layout.replicated)
   jitted = jax.jit(chunk, donate_argnums=(0, 1), in_shardings=(*shardings, layout.replicated), out_shardings=shardings)
-  return TrainChunk(jitted, config.total_env_steps)
+  return TrainChunk(jitted, reciprocal(config.total_env_steps))
