@@ -29,8 +29,91 @@ from dreamer.config import Config
 from dreamer.networks import Model, Params, init_params, make_network
 
 
+class Programs(NamedTuple):
+  """What an Agent is built of: the model and its jitted functions (see `Agent`), shared by every Agent of the
+  same config and world spec in a process."""
+
+  layout: devices_lib.Layout
+  net: Any
+  model: Model
+  optimizer: Any
+  train_chunk: learner_lib.TrainChunk
+  act: Callable[..., Any]
+  policy_act: Callable[..., Any]
+  eval_act: Callable[..., Any]
+  eval_policy_act: Callable[..., Any]
+  add: Callable[..., Any]
+  explore_draw: Callable[..., Any]
+  held_draw: Callable[..., Any]
+
+
+# Config keys that only the host loop reads: the seed (every random draw takes a key passed in) and the run's
+# length (acting's temperature schedule runs on the host; the learner chunk takes 1 / length as a value).
+HOST_ONLY = {"seed": 0, "total_env_steps": 1}
+
+
+def programs(config: Config, spec: worlds.Spec) -> Programs:
+  """The model and jitted functions of `config` on `spec`, shared by every config that differs from it only in
+  HOST_ONLY keys: a second run in one process (a resumed run, another seed of `dreamer bench`, a test's
+  straight and cut runs) calls the same jitted functions, so jax traces, lowers and compiles nothing again.
+  The learner chunk is bound to this config's length."""
+  shared = build_programs(dataclasses.replace(config, **HOST_ONLY), spec)
+  chunk = learner_lib.TrainChunk(shared.train_chunk.target, learner_lib.reciprocal(config.total_env_steps))
+  return shared._replace(train_chunk=chunk)
+
+
+@functools.lru_cache(maxsize=8)
+def build_programs(config: Config, spec: worlds.Spec) -> Programs:
+  """The model and jitted functions of `config` on `spec`, built once per process for each config and spec
+  (both frozen and hashable; the devices that the config's layout reads do not change within a process)."""
+  layout = devices_lib.layout(config)
+  net = make_network(config, spec.num_actions, spec.obs_dtype)
+  model = Model(net)
+  optimizer = learner_lib.make_optimizer(config)
+  train_chunk = learner_lib.make_train_chunk(model, config, optimizer, layout=layout)
+  add = functools.partial(replay_lib.add, stack=config.frame_stack)
+  act, policy_act = actor_lib.make_act(model, config), actor_lib.make_policy_act(model)
+  # train_search off: training acts as search 'none' does (the policy, sampled); evaluation still searches.
+  train_act = act if config.train_search else actor_lib.make_act(model, actor_lib.policy_only(config))
+  shared = dict(
+    layout=layout, net=net, model=model, optimizer=optimizer, train_chunk=train_chunk,
+    explore_draw=actor_lib.make_explore(config, spec.num_actions),
+    held_draw=actor_lib.make_held_draw(config, spec.num_actions),
+  )  # fmt: skip
+  if layout.count == 1:
+    return Programs(
+      **shared, act=train_act, policy_act=policy_act, eval_act=act, eval_policy_act=policy_act,
+      add=jax.jit(add, donate_argnums=0),
+    )  # fmt: skip
+  if layout.processes == 1:  # observations split over the devices, so the batched search runs on all of them
+    split_policy_act = lambda params, obs: policy_act(params, layout.rows(obs))  # noqa: E731
+    return Programs(
+      **shared,
+      act=lambda params, obs, key, t, held=None: train_act(
+        params, layout.rows(obs), key, t, None if held is None else layout.rows(held)
+      ),
+      eval_act=lambda params, obs, *args: act(params, layout.rows(obs), *args),
+      policy_act=split_policy_act,
+      eval_policy_act=split_policy_act,
+      add=jax.jit(add, donate_argnums=0, out_shardings=layout.replay),
+    )
+  # each process acts on its own envs' rows (in and out); evaluation runs on every process alike
+  add_global = jax.jit(add, donate_argnums=0, out_shardings=layout.replay)
+  return Programs(
+    **shared,
+    act=lambda params, obs, key, t, held=None: layout.to_local(
+      train_act(params, layout.to_global(obs), key, t, None if held is None else layout.to_global(held))
+    ),
+    policy_act=lambda params, obs: layout.to_local(policy_act(params, layout.to_global(obs))),
+    eval_act=lambda params, obs, *args: act(params, layout.replicate(obs), *args),
+    eval_policy_act=lambda params, obs: policy_act(params, layout.replicate(obs)),
+    add=lambda rb, *rows: add_global(rb, *layout.to_global(rows)),
+  )
+
+
 class Agent:
-  """Everything built from a config and a world spec: the model and its jitted functions.
+  """Everything built from a config and a world spec: the model and its jitted functions (`programs`: shared
+  with every other Agent of the same config but for HOST_ONLY keys in this process).
 
   act(params, obs [B, *obs_shape], key, temperature, held=None) -> actor output (`actor.ActFn`);
   policy_act(params, obs) -> action;
@@ -47,41 +130,9 @@ class Agent:
   def __init__(self, config: Config, spec: worlds.Spec):
     self.config = config
     self.spec = spec
-    self.layout = devices_lib.layout(config)
-    self.net = make_network(config, spec.num_actions, spec.obs_dtype)
-    self.model = Model(self.net)
-    self.optimizer = learner_lib.make_optimizer(config)
-    self.train_chunk = learner_lib.make_train_chunk(self.model, config, self.optimizer, layout=self.layout)
     self.obs_shape = frames.obs_shape(spec.obs_shape, config.frame_stack)  # what the networks see
-    add = functools.partial(replay_lib.add, stack=config.frame_stack)
-    act, policy_act = actor_lib.make_act(self.model, config), actor_lib.make_policy_act(self.model)
-    # train_search off: training acts as search 'none' does (the policy, sampled); evaluation still searches.
-    train_act = act
-    if not config.train_search:
-      train_act = actor_lib.make_act(self.model, actor_lib.policy_only(config))
-    self.explore_draw = actor_lib.make_explore(config, spec.num_actions)
-    self.held_draw = actor_lib.make_held_draw(config, spec.num_actions)
-    layout = self.layout
-    self.eval_act, self.eval_policy_act = act, policy_act
-    if layout.count == 1:
-      self.act, self.policy_act = train_act, policy_act
-      self.add = jax.jit(add, donate_argnums=0)
-    elif layout.processes == 1:  # observations split over the devices, so the batched search runs on all of them
-      self.act = lambda params, obs, key, t, held=None: train_act(
-        params, layout.rows(obs), key, t, None if held is None else layout.rows(held)
-      )
-      self.eval_act = lambda params, obs, *args: act(params, layout.rows(obs), *args)
-      self.policy_act = self.eval_policy_act = lambda params, obs: policy_act(params, layout.rows(obs))
-      self.add = jax.jit(add, donate_argnums=0, out_shardings=layout.replay)
-    else:  # each process acts on its own envs' rows (in and out); evaluation runs on every process alike
-      self.act = lambda params, obs, key, t, held=None: layout.to_local(
-        train_act(params, layout.to_global(obs), key, t, None if held is None else layout.to_global(held))
-      )
-      self.policy_act = lambda params, obs: layout.to_local(policy_act(params, layout.to_global(obs)))
-      self.eval_act = lambda params, obs, *args: act(params, layout.replicate(obs), *args)
-      self.eval_policy_act = lambda params, obs: policy_act(params, layout.replicate(obs))
-      add_global = jax.jit(add, donate_argnums=0, out_shardings=layout.replay)
-      self.add = lambda rb, *rows: add_global(rb, *layout.to_global(rows))
+    for name, value in programs(config, spec)._asdict().items():
+      setattr(self, name, value)
 
   def place(
     self, state: learner_lib.TrainState, rb: replay_lib.ReplayState

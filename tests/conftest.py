@@ -1,5 +1,6 @@
 """Test-wide setup: one persistent XLA compilation cache, so the many short runs (and their subprocesses)
-compile each program once; one debug-preset run shared by the tests that need a trained agent."""
+compile each program once; one debug-preset run shared by the tests that need a trained agent; fresh agent
+programs for a test that patches code."""
 
 import os
 import tempfile
@@ -24,3 +25,18 @@ def debug_run(tmp_path_factory):
   run_dir = tmp_path_factory.mktemp("debug")
   config = config_lib.load("debug")
   return config, run_dir, train(config, run_dir, console=False)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_programs_when_patched(request):
+  """A test that patches code (monkeypatch) builds its agents' jitted functions afresh and leaves none behind:
+  the process-wide cache of them (`agent.build_programs`) would hand it functions traced before its patch, or hand
+  later tests functions traced through it."""
+  if "monkeypatch" not in request.fixturenames:
+    yield
+    return
+  from dreamer.agent import build_programs
+
+  build_programs.cache_clear()
+  yield
+  build_programs.cache_clear()

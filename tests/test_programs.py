@@ -1,0 +1,46 @@
+"""Agents share their jitted functions within a process (`agent.programs`): configs that differ only in keys the
+host loop alone reads get the same functions, which compute what functions built for each config would."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import worlds
+from dreamer import config as config_lib
+from dreamer.agent import HOST_ONLY, Agent, build_programs
+from dreamer.learner import reciprocal
+
+
+def _spec(config):
+  with worlds.make(config.world, num_envs=1, seed=0) as world:
+    return world.spec
+
+
+def test_agents_differing_in_seed_and_length_share_programs_that_compute_what_their_own_would():
+  base = config_lib.load("debug", ["total_env_steps=800"])
+  other = config_lib.load("debug", ["seed=7", "total_env_steps=3000"])
+  assert set(HOST_ONLY) == {"seed", "total_env_steps"}
+  spec = _spec(base)
+  a, b = Agent(base, spec), Agent(other, spec)
+  for name in ["act", "policy_act", "eval_act", "add", "explore_draw", "held_draw", "model"]:
+    assert getattr(a, name) is getattr(b, name), name
+  assert a.train_chunk.target is b.train_chunk.target
+  # Each is bound to its own run's length, which the chunk takes as a value.
+  assert a.train_chunk.inv_total_env_steps == reciprocal(800)
+  assert b.train_chunk.inv_total_env_steps == reciprocal(3000)
+  # A key that reaches the programs gives other programs.
+  c = Agent(config_lib.load("debug", ["total_env_steps=800", "learning_rate=1e-3"]), spec)
+  assert c.train_chunk.target is not a.train_chunk.target and c.act is not a.act
+  # An Agent's attributes are its own: replacing one leaves the shared programs and the other Agents alone.
+  a.act = None
+  assert b.act is not None and Agent(base, spec).act is b.act
+
+  # What b's own functions would compute: built from its own config (seed 7, 3000 steps), not the shared key.
+  own = build_programs.__wrapped__(other, spec)
+  state, rb = b.init(jax.random.PRNGKey(0))
+  obs = jnp.zeros((other.num_envs, *b.obs_shape), spec.obs_dtype)
+  key, env_step = jax.random.PRNGKey(1), jnp.int32(0)
+  assert own.act.lower(state.params, obs, key, 1.0).as_text() == b.act.lower(state.params, obs, key, 1.0).as_text()
+  own_chunk = own.train_chunk.target.lower(state, rb, env_step, reciprocal(3000)).as_text()
+  assert own_chunk == b.train_chunk.lower(state, rb, env_step).as_text()
+  assert np.float32(own.train_chunk.inv_total_env_steps) == b.train_chunk.inv_total_env_steps
