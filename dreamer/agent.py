@@ -47,9 +47,14 @@ class Programs(NamedTuple):
   held_draw: Callable[..., Any]
 
 
-# Config keys that only the host loop reads: the seed (every random draw takes a key passed in) and the run's
-# length (acting's temperature schedule runs on the host; the learner chunk takes 1 / length as a value).
-HOST_ONLY = {"seed": 0, "total_env_steps": 1}
+# Config keys that only the host loop reads: the seed (every random draw takes a key passed in), the run's length
+# (acting's temperature schedule runs on the host; the learner chunk takes 1 / length as a value), when learning
+# starts and the run stops, evaluation's schedule and worlds, checkpoints and logging.
+HOST_ONLY = (
+  "seed", "total_env_steps", "stop_return", "learning_starts", "eval_every", "eval_episodes", "eval_max_steps",
+  "checkpoint_every_updates", "checkpoints_kept", "tensorboard", "video",
+)  # fmt: skip
+_HOST_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Config) if f.name in HOST_ONLY}
 
 
 def programs(config: Config, spec: worlds.Spec) -> Programs:
@@ -57,7 +62,7 @@ def programs(config: Config, spec: worlds.Spec) -> Programs:
   HOST_ONLY keys: a second run in one process (a resumed run, another seed of `dreamer bench`, a test's
   straight and cut runs) calls the same jitted functions, so jax traces, lowers and compiles nothing again.
   The learner chunk is bound to this config's length."""
-  shared = build_programs(dataclasses.replace(config, **HOST_ONLY), spec)
+  shared = build_programs(dataclasses.replace(config, **_HOST_DEFAULTS), spec)
   chunk = learner_lib.TrainChunk(shared.train_chunk.target, learner_lib.reciprocal(config.total_env_steps))
   return shared._replace(train_chunk=chunk)
 

@@ -16,10 +16,18 @@ def _spec(config):
     return world.spec
 
 
-def test_agents_differing_in_seed_and_length_share_programs_that_compute_what_their_own_would():
+# Every HOST_ONLY key changed from the debug preset's value.
+CHANGED = [
+  "seed=7", "total_env_steps=3000", "stop_return=inf", "learning_starts=300", "eval_every=500", "eval_episodes=3",
+  "eval_max_steps=20", "checkpoint_every_updates=16", "checkpoints_kept=5", "tensorboard=false", "video=true",
+]  # fmt: skip
+
+
+def test_agents_differing_in_host_only_keys_share_programs_that_compute_what_their_own_would():
   base = config_lib.load("debug", ["total_env_steps=800"])
-  other = config_lib.load("debug", ["seed=7", "total_env_steps=3000"])
-  assert set(HOST_ONLY) == {"seed", "total_env_steps"}
+  other = config_lib.load("debug", CHANGED)
+  assert {c.split("=")[0] for c in CHANGED} == set(HOST_ONLY)
+  assert all(getattr(base, k) != getattr(other, k) for k in HOST_ONLY)
   spec = _spec(base)
   a, b = Agent(base, spec), Agent(other, spec)
   for name in ["act", "policy_act", "eval_act", "add", "explore_draw", "held_draw", "model"]:
@@ -29,13 +37,13 @@ def test_agents_differing_in_seed_and_length_share_programs_that_compute_what_th
   assert a.train_chunk.inv_total_env_steps == reciprocal(800)
   assert b.train_chunk.inv_total_env_steps == reciprocal(3000)
   # A key that reaches the programs gives other programs.
-  c = Agent(config_lib.load("debug", ["total_env_steps=800", "learning_rate=1e-3"]), spec)
+  c = Agent(config_lib.load("debug", ["total_env_steps=800", "discount=0.9"]), spec)
   assert c.train_chunk.target is not a.train_chunk.target and c.act is not a.act
   # An Agent's attributes are its own: replacing one leaves the shared programs and the other Agents alone.
   a.act = None
   assert b.act is not None and Agent(base, spec).act is b.act
 
-  # What b's own functions would compute: built from its own config (seed 7, 3000 steps), not the shared key.
+  # What b's own functions would compute: built from its own config, not from the shared key's.
   own = build_programs.__wrapped__(other, spec)
   state, rb = b.init(jax.random.PRNGKey(0))
   obs = jnp.zeros((other.num_envs, *b.obs_shape), spec.obs_dtype)
