@@ -31,7 +31,7 @@ from dreamer.networks import Model, Params, init_params, make_network
 
 class Programs(NamedTuple):
   """What an Agent is built of: the model and its jitted functions (see `Agent`), shared by every Agent of the
-  same config and world spec in a process."""
+  same world spec and config, but for HOST_ONLY keys, in a process (`programs`)."""
 
   layout: devices_lib.Layout
   net: Any
