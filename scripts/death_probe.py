@@ -1,6 +1,7 @@
 """Does a checkpoint see a death coming one step ahead? MinAtar games that end on a collision; prints JSON.
 
-A game such as Asterix ends the moment the player meets an enemy, and some actions lead there at once. The
+A game such as Asterix ends the moment the player meets an enemy, and some actions lead there at once; Freeway's
+collision (a car on the chicken's square) sends the chicken back to the bottom instead, which counts as its death. The
 checkpoint plays one game per env with greedy search (as `dreamer eval`); at every step each of the 6 actions
 is tried on a copy of the game (the package's `Environment.act` with sticky actions off, so the copy draws the
 same random numbers as the real step), which marks it fatal (the copy's game ended) or safe. Over the steps with
@@ -43,14 +44,27 @@ from dreamer.suites import commit  # noqa: E402
 
 def fatal_actions(env, actions) -> list[bool]:
   """For a running MinAtar game (the package's `Environment`): whether each of `actions` (the package's action
-  ids) ends the game at once."""
+  ids) ends the game at once, or in Freeway, which never ends on a collision, sends the chicken back to the
+  bottom row (row 9) without a crossing: Freeway's loss, the game's own rule (a car on the chicken's square)."""
   out = []
   for a in actions:
     trial = copy.deepcopy(env)
     trial.sticky_action_prob = 0.0  # still draws its number, so the game's own draws match the real step's
-    _, done = trial.act(int(a))
-    out.append(bool(done))
+    moved = _freeway_row_after(trial.env, int(a)) if env.env_name == "freeway" else None
+    reward, done = trial.act(int(a))
+    # A crossing (reward 1) restarts at the bottom too; a step down from row 8 lands there by itself.
+    sent_back = moved is not None and reward == 0 and trial.env.pos == 9 and moved != 9
+    out.append(bool(done or sent_back))
   return out
+
+
+def _freeway_row_after(game, a: int) -> int:
+  """The chicken's row after action `a` (the package's id) if no car met it: the game's own move rule."""
+  if game.move_timer == 0 and game.action_map[a] == "u":
+    return max(0, game.pos - 1)
+  if game.move_timer == 0 and game.action_map[a] == "d":
+    return min(9, game.pos + 1)
+  return game.pos
 
 
 def auc(rows: list[tuple[list[float], list[float]]]) -> float | None:
