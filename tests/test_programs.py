@@ -4,6 +4,7 @@ host loop alone reads get the same functions, which compute what functions built
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import worlds
 from dreamer import config as config_lib
@@ -52,3 +53,40 @@ def test_agents_differing_in_host_only_keys_share_programs_that_compute_what_the
   own_chunk = own.train_chunk.target.lower(state, rb, env_step, reciprocal(3000)).as_text()
   assert own_chunk == b.train_chunk.lower(state, rb, env_step).as_text()
   assert np.float32(own.train_chunk.inv_total_env_steps) == b.train_chunk.inv_total_env_steps
+
+
+@pytest.fixture(scope="module")
+def built_before():
+  """An agent built before the test below starts (as an earlier test's would be)."""
+  config = config_lib.load("debug")
+  return Agent(config, _spec(config))
+
+
+def test_a_monkeypatch_of_traced_code_drops_the_programs_and_other_patches_keep_them(
+  built_before, monkeypatch, tmp_path
+):
+  # tests/conftest.py: an agent built after a patch of dreamer's (or jax's) code must trace the patch; a test
+  # that patches only the working directory, the environment or sys keeps what earlier tests built.
+  import sys
+
+  from dreamer import networks
+
+  config, first = built_before.config, built_before
+  spec = first.spec
+  monkeypatch.chdir(tmp_path)
+  monkeypatch.setenv("DREAMER_TEST_PATCH", "1")
+  monkeypatch.setattr(sys, "argv", ["x"])
+  monkeypatch.setattr(f"{__name__}._spec", _spec)
+  assert Agent(config, spec).act is first.act
+  with monkeypatch.context() as patch:  # a patch made through a context is seen too, and so is its undo
+    patch.setattr(networks.Model, "call", networks.Model.call)
+    assert build_programs.cache_info().currsize == 0
+    assert Agent(config, spec).act is not first.act
+    assert build_programs.cache_info().currsize == 1
+  assert build_programs.cache_info().currsize == 0
+  Agent(config, spec)
+  monkeypatch.setattr("dreamer.learner.reciprocal", reciprocal)  # a string target
+  assert build_programs.cache_info().currsize == 0
+  Agent(config, spec)
+  monkeypatch.undo()  # the fixture's end does the same
+  assert build_programs.cache_info().currsize == 0
