@@ -72,7 +72,7 @@ def build_programs(config: Config, spec: worlds.Spec) -> Programs:
   """The model and jitted functions of `config` on `spec`, built once per process for each config and spec
   (both frozen and hashable; the devices that the config's layout reads do not change within a process)."""
   layout = devices_lib.layout(config)
-  net = make_network(config, spec.num_actions, spec.obs_dtype)
+  net = make_network(config, spec.num_actions, spec.obs_dtype, frames.obs_shape(spec.obs_shape, config.frame_stack))
   model = Model(net)
   optimizer = learner_lib.make_optimizer(config)
   train_chunk = learner_lib.make_train_chunk(model, config, optimizer, layout=layout)
@@ -310,8 +310,8 @@ def _open_acting(
         f"checkpoint {ckpts.path(step)!r} was trained on observations {saved['obs_shape']} with "
         f"{saved['num_actions']} actions, but {world_id!r} has {list(spec.obs_shape)} with {spec.num_actions}"
       )
-    net = make_network(config, spec.num_actions, spec.obs_dtype)
     obs_shape = frames.obs_shape(spec.obs_shape, config.frame_stack)
+    net = make_network(config, spec.num_actions, spec.obs_dtype, obs_shape)
     abstract = jax.eval_shape(functools.partial(init_params, net, jax.random.PRNGKey(0), obs_shape))
     restored = ckpts.restore(step, abstract)
   except BaseException:

@@ -323,6 +323,13 @@ class Config:
   step by discount * (1 - p(terminal)), so a child predicted terminal adds its reward and nothing after it. Without
   it the value alone must foresee a death, one low target per episode. 0: no head (the network and every
   search are today's, bit for bit)."""
+  obs_loss_weight: float = 0.0
+  """> 0: the network gets an observation decoder (DreamerV3's reconstruction, on MuZero's latents): every latent
+  of the unroll, the root's and the K the dynamics predict, is decoded into its real observation (the root's and
+  the next K, as stored, before any augmentation), by per-element binary cross-entropy for bool frames (MinAtar)
+  and squared error otherwise, summed over the elements and weighted like the value loss over depths, so that
+  the latent must carry the frame's content (where the cars and enemies are) that the RL losses leave out.
+  'mlp' network only. 0: no decoder (the network and every update are today's, bit for bit)."""
   optimizer: str = "adam"
   """'adam' (AdamW) or 'sgd' (SGD with momentum, EfficientZero's choice)."""
   learning_rate: float = 3e-3
@@ -446,6 +453,12 @@ class Config:
       (self.awr_weight >= 0.0, "awr_weight must be >= 0 (0: search's policy target alone)"),
       (self.policy_entropy_weight >= 0.0, "policy_entropy_weight must be >= 0 (0: no entropy bonus)"),
       (self.terminal_loss_weight >= 0.0, "terminal_loss_weight must be >= 0 (0: no terminal head)"),
+      (self.obs_loss_weight >= 0.0, "obs_loss_weight must be >= 0 (0: no observation decoder)"),
+      (
+        self.obs_loss_weight == 0.0 or self.network == "mlp",
+        f"obs_loss_weight decodes the 'mlp' network's flat latent; network {self.network!r} has none: leave "
+        "obs_loss_weight at 0 or use network 'mlp'",
+      ),
       (
         self.search != "none" or self.awr_weight == 0.0,
         "awr_weight adds advantage-weighted regression to a search's policy target; with search 'none' the policy "
@@ -795,5 +808,11 @@ def check_resumable(saved: Config, new: Config, where: str) -> dict[str, tuple[A
       f"cannot resume {where} with terminal_loss_weight {saved.terminal_loss_weight!r} -> "
       f"{new.terminal_loss_weight!r}: a weight of 0 means no terminal head, so this changes the network's "
       "parameters; keep it above 0 (or at 0), use --fresh to replace the run or choose a new --logdir"
+    )
+  if (saved.obs_loss_weight > 0) != (new.obs_loss_weight > 0):  # the decoder exists or not
+    raise ConfigError(
+      f"cannot resume {where} with obs_loss_weight {saved.obs_loss_weight!r} -> {new.obs_loss_weight!r}: a "
+      "weight of 0 means no observation decoder, so this changes the network's parameters; keep it above 0 (or "
+      "at 0), use --fresh to replace the run or choose a new --logdir"
     )
   return changed

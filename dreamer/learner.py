@@ -135,6 +135,7 @@ def unroll_outputs(
   horizon: int,
   lstm_dim: int,
   terminal: bool = False,
+  decode: bool = False,
 ) -> tuple[jax.Array, ...]:
   """Training's K-step model unroll (networks.unroll) from root observations [B, *obs] along actions
   i32[B, K], with `call(method, *args)` running each network call (training or eval mode). Returns value
@@ -144,18 +145,20 @@ def unroll_outputs(
   Each depth's projection and prediction run right after its dynamics step, as always, so BatchNorm's running
   averages move in the same order and the gradients sum in the same order. With `terminal` (a network with a
   terminal head), a sixth output: the terminal logits f32[B, K] of the unrolled latents, read after each
-  depth's prediction."""
+  depth's prediction. With `decode` (a network with an observation decoder), a last output: every latent's
+  decoded observation f32[B, K+1, N] (N the observation's elements), read after each depth's other reads."""
   target_proj = jax.lax.stop_gradient(_flat(lambda o: call("project", call("represent", o), False), next_obs))
 
   def read(k: int, latent: jax.Array) -> tuple[Any, ...]:  # projection (unrolled latents only), prediction
     out = (call("project", latent, True) if k > 0 else None, *call("predict", latent))
-    return (*out, call("terminal", latent) if k > 0 else None) if terminal else out
+    out = (*out, call("terminal", latent) if k > 0 else None) if terminal else out
+    return (*out, call("decode", latent)) if decode else out
 
   _, prefix_logits, reads = unroll(
     call, call("represent", root_obs), action, lstm_dim=lstm_dim, horizon=horizon,
     after_step=lambda z: scale_gradient(z, 0.5), read=read,
   )  # fmt: skip
-  online_proj, policy_logits, value_logits, *end_logits = zip(*reads)
+  online_proj, policy_logits, value_logits, *extra = zip(*reads)
   outs = (
     jnp.stack(value_logits, 1),
     jnp.stack(policy_logits, 1),
@@ -163,7 +166,20 @@ def unroll_outputs(
     jnp.stack(online_proj[1:], 1),
     target_proj,
   )
-  return (*outs, jnp.stack(end_logits[0][1:], 1)) if terminal else outs
+  outs = (*outs, jnp.stack(extra[0][1:], 1)) if terminal else outs
+  return (*outs, jnp.stack(extra[-1], 1)) if decode else outs
+
+
+def obs_loss(decoded: jax.Array, obs: jax.Array, mask: jax.Array) -> jax.Array:
+  """f32[B, K+1] loss of the decoded observations f32[B, K+1, N] against the real ones [B, K+1, *obs] (as stored):
+  binary cross-entropy of logits for bool observations, squared error otherwise, summed over the N elements,
+  where the row belongs to the root's episode (`mask` f32[B, K+1], its last row included)."""
+  target = obs.reshape(*obs.shape[:2], -1).astype(jnp.float32)
+  if obs.dtype == jnp.bool_:
+    per_element = optax.sigmoid_binary_cross_entropy(decoded, target)
+  else:
+    per_element = jnp.square(decoded - target)
+  return per_element.sum(-1) * mask
 
 
 def terminal_loss(logits: jax.Array, tg: targets_lib.Targets) -> jax.Array:
@@ -236,7 +252,7 @@ def loss_fn(
 
   outs = unroll_outputs(
     call, root_obs, next_obs, batch.action, horizon=config.value_prefix_horizon, lstm_dim=model.lstm_dim,
-    terminal=model.has_terminal,
+    terminal=model.has_terminal, decode=model.has_decoder,
   )  # fmt: skip
   value_logits, policy_logits, prefix_logits, online_proj, target_proj = outs[:5]
   value_loss, policy_loss, prefix_loss, consistency_loss = depth_losses(
@@ -253,6 +269,9 @@ def loss_fn(
   if model.has_terminal:  # a static choice: without the head the graph is today's, bit for bit
     end_loss = terminal_loss(outs[5], tg).sum(1) / k_max
     per_sample = per_sample + config.terminal_loss_weight * end_loss
+  if model.has_decoder:  # the same: the stored frames, not their augmented copies, are the targets
+    decode_loss = obs_loss(outs[-1], batch.obs, tg.obs_mask) @ step_scale
+    per_sample = per_sample + config.obs_loss_weight * decode_loss
   loss = jnp.mean(batch.weight * per_sample)
   value_pred = support.logits_to_scalar(value_logits[:, 0])
   aux = {
@@ -274,6 +293,8 @@ def loss_fn(
   }
   if model.has_terminal:
     aux["loss/terminal"] = jnp.mean(end_loss)
+  if model.has_decoder:
+    aux["loss/obs"] = jnp.mean(decode_loss)
   return loss, aux
 
 

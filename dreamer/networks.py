@@ -18,6 +18,7 @@ batch. Every network call goes through `Model.call`, which threads the running a
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -148,6 +149,7 @@ class MuZeroMLP(nn.Module):
   state_norm: bool = True
   conv_channels: int = 0  # > 0: a 3x3 convolution (same padding) and ReLU read image observations first
   terminal_head: bool = False  # a head predicting whether a latent ended its episode (`terminal`)
+  decoder_size: int = 0  # > 0: a decoder of a latent into its observation's elements, flat (`decode`)
   task_slots: int = 0  # > 0: observations end with a task one-hot over this many slots (`split_task`)
   task_home: int = 0  # the slot of the world the network trains on: its latent offset is 0
   # With task_slots: the latent carries the member (its last task_slots entries, the home slot zeroed) and the
@@ -178,6 +180,8 @@ class MuZeroMLP(nn.Module):
     self.value_head = MLP((h,), self.value_atoms, zero_last=True, **nk)
     if self.terminal_head:
       self.end_head = MLP((h,), 1, zero_last=True, bias_last=TERMINAL_BIAS, **nk)
+    if self.decoder_size:
+      self.decoder = MLP((h, h), self.decoder_size, **nk)
     self.projector = MLP((self.proj_dim,), self.proj_dim, **nk)
     self.proj_predictor = MLP((self.proj_dim // 2,), self.proj_dim, **nk)
 
@@ -233,6 +237,10 @@ class MuZeroMLP(nn.Module):
     """latent f32[B, D] -> logit f32[B] that the step into this latent ended its episode (`terminal_head`)."""
     return self.end_head(self._split_latent(latent)[0])[:, 0].astype(jnp.float32)
 
+  def decode(self, latent: jax.Array) -> jax.Array:
+    """latent f32[B, D] -> f32[B, decoder_size]: the observation's elements, flat (logits for bool frames)."""
+    return self.decoder(self._split_latent(latent)[0]).astype(jnp.float32)
+
   def project(self, latent: jax.Array, with_head: bool) -> jax.Array:
     """latent -> projection f32[B, P]; the online branch adds the prediction head (SimSiam style)."""
     z = self.projector(self._split_latent(latent)[0])
@@ -244,7 +252,8 @@ class MuZeroMLP(nn.Module):
     nxt, _, prefix = self.dynamics(latent, action, zero_lstm_state(obs.shape[0], self.lstm_dim))
     end = self.terminal(nxt) if self.terminal_head else None
     prior = self.search_predict(nxt) if self.prior_head else None
-    return self.predict(nxt), prefix, self.project(nxt, True), end, prior
+    decoded = self.decode(latent) if self.decoder_size else None
+    return self.predict(nxt), prefix, self.project(nxt, True), end, prior, decoded
 
 
 def normalize_latent_nd(x: jax.Array) -> jax.Array:
@@ -443,9 +452,12 @@ class MuZeroResNet(nn.Module):
     return self.predict(nxt), prefix, self.project(nxt, True), end, prior
 
 
-def make_network(config: Config, num_actions: int, obs_dtype: Any = jnp.uint8) -> nn.Module:
+def make_network(
+  config: Config, num_actions: int, obs_dtype: Any = jnp.uint8, obs_shape: tuple[int, ...] | None = None
+) -> nn.Module:
   """The config's network for `num_actions` actions and observations of `obs_dtype` (resnet: uint8 pixels
-  are scaled by 1/255, other dtypes are taken as they are)."""
+  are scaled by 1/255, other dtypes are taken as they are) and of `obs_shape` as the network sees them (frames
+  stacked), which only the observation decoder reads (`obs_loss_weight` > 0)."""
   from worlds.task import member  # the worlds package (gymnasium) only where a network is made
 
   # Config validation already limits `network` to the families built here.
@@ -480,6 +492,7 @@ def make_network(config: Config, num_actions: int, obs_dtype: Any = jnp.uint8) -
     state_norm=config.state_norm,
     conv_channels=config.conv_channels,
     terminal_head=config.terminal_loss_weight > 0.0,
+    decoder_size=decoder_size(config, obs_shape),
     task_slots=config.task_input,
     task_home=member(config.world),
     task_dynamics=config.task_dynamics,
@@ -487,6 +500,15 @@ def make_network(config: Config, num_actions: int, obs_dtype: Any = jnp.uint8) -
     norm=config.norm,
     **atoms,
   )
+
+
+def decoder_size(config: Config, obs_shape: tuple[int, ...] | None) -> int:
+  """The observation decoder's output size: the observation's element count with `obs_loss_weight` > 0, else 0."""
+  if config.obs_loss_weight == 0.0:
+    return 0
+  if obs_shape is None:
+    raise ValueError("obs_loss_weight > 0 needs the observation shape to size the decoder: pass obs_shape")
+  return math.prod(obs_shape)
 
 
 def init_params(net: nn.Module, rng_key: jax.Array, obs_shape: tuple[int, ...]) -> Params:
@@ -529,6 +551,14 @@ class Model(NamedTuple):
 
   def terminal(self, params: Params, latent: jax.Array) -> jax.Array:
     return self.call(params, "terminal", latent)
+
+  def decode(self, params: Params, latent: jax.Array) -> jax.Array:
+    return self.call(params, "decode", latent)
+
+  @property
+  def has_decoder(self) -> bool:
+    """Whether the network decodes latents into observations (config `obs_loss_weight` > 0)."""
+    return bool(getattr(self.net, "decoder_size", 0))
 
   @property
   def has_terminal(self) -> bool:

@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> dict:
   collect_s = time.perf_counter() - t0
 
   num_actions = train.fatal.shape[1]
-  model = Model(make_network(config, num_actions, train.obs.dtype))
+  model = Model(make_network(config, num_actions, train.obs.dtype, train.obs.shape[1:]))
   params = init_params(model.net, jax.random.PRNGKey(args.seed), train.obs.shape[1:])
   opt = make_optimizer(config)
   opt_state = opt.init(params)

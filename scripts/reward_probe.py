@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> dict:
   t_obs, t_act, t_rew, _ = collect(config, steps=args.test_steps, seed=args.seed + 10_000)
   collect_s = time.perf_counter() - t0
 
-  model = Model(make_network(config, spec.num_actions, spec.obs_dtype))
+  model = Model(make_network(config, spec.num_actions, spec.obs_dtype, obs.shape[1:]))
   params = start
   if start is None:
     params = init_params(model.net, jax.random.PRNGKey(args.seed), obs.shape[1:])

@@ -587,3 +587,55 @@ def test_terminal_loss_weight_adds_the_heads_masked_cross_entropy():
   weighted = float(np.mean(np.asarray(batch.weight) * per_sample))
   assert float(losses[3.0][0] - losses[1.0][0]) == pytest.approx(2.0 * weighted, rel=1e-4)
   assert float(losses[1.0][1]["loss/terminal"]) == pytest.approx(float(per_sample.mean()), rel=1e-5)
+
+
+@pytest.mark.parametrize("world", ["toy:chain", "minatar:Breakout"])
+def test_obs_loss_weight_adds_the_decoders_masked_reconstruction_loss(world):
+  # The loss at obs_loss_weight 3 is the loss at 1 plus 2 * mean_b weight_b * sum_k scale_k * obs_mask[b, k] *
+  # sum_n err(decoded[b, k, n], obs[b, k, n]), scale 1 at the root and 1/K after it, the decoded observations
+  # read off the training unroll and err written in numpy: squared error on the chain's float observations,
+  # binary cross-entropy of logits on MinAtar's bool frames. Without the weight there is no decoder, and the
+  # decoder leaves every other initial parameter as it was.
+  if world.startswith("minatar:"):
+    pytest.importorskip("minatar")
+  base = {**SMALL, "world": world}
+  config = config_lib.Config(**base, obs_loss_weight=1.0)
+  agent, state, rb = _filled(config)
+  _, plain_state, _ = _filled(config_lib.Config(**base))
+  assert "decoder" in state.params["params"] and "decoder" not in plain_state.params["params"]
+  rest = {k: v for k, v in state.params["params"].items() if k != "decoder"}
+  for a, b in zip(jax.tree.leaves(rest), jax.tree.leaves(plain_state.params["params"]), strict=True):
+    np.testing.assert_array_equal(a, b)
+  batch, _ = learner.make_batch(state, rb, jax.random.PRNGKey(1), jnp.int32(240), model=agent.model, config=config)
+  outs = learner.unroll_outputs(
+    lambda method, *args: agent.model.call(state.params, method, *args, train=True)[0],
+    batch.obs[:, 0], batch.obs[:, 1:], batch.action,
+    horizon=config.value_prefix_horizon, lstm_dim=agent.model.lstm_dim, decode=True,
+  )  # fmt: skip
+  x = np.asarray(outs[-1], np.float64)
+  obs = np.asarray(batch.obs)
+  target = obs.reshape(*obs.shape[:2], -1).astype(np.float64)
+  assert x.shape == target.shape == (config.batch_size, config.unroll_steps + 1, int(np.prod(agent.obs_shape)))
+  if obs.dtype == np.bool_:
+    err = -(target * np.log(1 / (1 + np.exp(-x))) + (1 - target) * np.log(1 / (1 + np.exp(x))))
+  else:
+    assert world == "toy:chain"
+    err = np.square(x - target)
+  mask = np.asarray(batch.targets.obs_mask)
+  assert mask.min() == 0.0  # some unrolled rows left the root's episode: the mask matters here
+  scale = np.array([1.0] + [1.0 / config.unroll_steps] * config.unroll_steps)
+  per_sample = (err.sum(-1) * mask) @ scale
+  losses = {}
+  for w in (1.0, 3.0):
+    c = dataclasses.replace(config, obs_loss_weight=w)
+    losses[w] = learner.loss_fn(state.params, batch, model=agent.model, config=c)
+  weighted = float(np.mean(np.asarray(batch.weight) * per_sample))
+  assert float(losses[3.0][0] - losses[1.0][0]) == pytest.approx(2.0 * weighted, rel=1e-4)
+  assert float(losses[1.0][1]["loss/obs"]) == pytest.approx(float(per_sample.mean()), rel=1e-5)
+
+
+def test_obs_loss_weight_needs_the_mlp_network():
+  with pytest.raises(config_lib.ConfigError, match="obs_loss_weight decodes the 'mlp' network's flat latent"):
+    config_lib.Config(**SMALL, network="resnet", obs_loss_weight=1.0)
+  with pytest.raises(config_lib.ConfigError, match="obs_loss_weight must be >= 0"):
+    config_lib.Config(**SMALL, obs_loss_weight=-1.0)

@@ -233,14 +233,15 @@ def test_last_complete_never_names_a_checkpoint_still_being_written(tmp_path):
     ckpts.close()
 
 
-def test_resume_is_bit_identical_with_resets_the_awr_term_reward_priorities_and_terminal_head_on(tmp_path):
+def test_resume_is_bit_identical_with_resets_the_awr_term_reward_priorities_terminal_head_and_decoder_on(tmp_path):
   # Resets (shrink-and-perturb every 16 updates) derive their fresh weights from the learner's own key, so a
   # run stopped between two resets and resumed ends exactly where an unbroken one does; the AWR term beside
   # search's target (awr_weight) rides along: it must keep no state of its own; the value-prefix term of the
   # priorities (priority_reward_weight) lives in the replay's priorities, which the checkpoint holds; the
-  # terminal head (terminal_loss_weight) is parameters like any other, saved and restored with them.
+  # terminal head (terminal_loss_weight) and the observation decoder (obs_loss_weight) are parameters like any
+  # other, saved and restored with them.
   resets = ["total_env_steps=480", "reset_interval=16", "reset_parts=prediction", "reset_shrink=0.5", "awr_weight=1"]
-  resets += ["priority_reward_weight=1", "terminal_loss_weight=1"]
+  resets += ["priority_reward_weight=1", "terminal_loss_weight=1", "obs_loss_weight=1"]
   straight_run = train(_config(*resets), tmp_path / "straight", console=False)
   first = train(_config(*resets), tmp_path / "cut", console=False, stop_after_updates=40)
   assert first["stopped"] == "stop_after_updates" and first["updates"] < straight_run["updates"]
