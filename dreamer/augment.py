@@ -36,3 +36,10 @@ def augment(x: jax.Array, rng_key: jax.Array, *, pad: int = 4, scale: float = 0.
   intensity-scaled by `scale`."""
   shift_key, intensity_key = jax.random.split(rng_key)
   return intensity(shift(x.astype(jnp.float32), shift_key, pad=pad), intensity_key, scale=scale)
+
+
+def augment_shift(x: jax.Array, rng_key: jax.Array, *, pad: int = 4) -> jax.Array:
+  """Frames [B, ..., H, W, C] of any dtype -> f32 shifted as `augment(..., rng_key, pad=pad)` shifts, without
+  its intensity: the same offset per sample, so other frames of a sample can be seen in the augmented frame's
+  frame of reference."""
+  return shift(x.astype(jnp.float32), jax.random.split(rng_key)[0], pad=pad)

@@ -170,12 +170,13 @@ def unroll_outputs(
   return (*outs, jnp.stack(extra[-1], 1)) if decode else outs
 
 
-def obs_loss(decoded: jax.Array, obs: jax.Array, mask: jax.Array) -> jax.Array:
-  """f32[B, K+1] loss of the decoded observations f32[B, K+1, N] against the real ones [B, K+1, *obs] (as stored):
-  binary cross-entropy of logits for bool observations, squared error otherwise, summed over the N elements,
-  where the row belongs to the root's episode (`mask` f32[B, K+1], its last row included)."""
+def obs_loss(decoded: jax.Array, obs: jax.Array, mask: jax.Array, *, binary: bool) -> jax.Array:
+  """f32[B, K+1] loss of the decoded observations f32[B, K+1, N] against the real ones [B, K+1, *obs] (the stored
+  frames, shifted as the root was where frames are augmented): binary cross-entropy of logits where the stored
+  frames are bool (`binary`), squared error otherwise, summed over the N elements, where the row belongs to the
+  root's episode (`mask` f32[B, K+1], its last row included)."""
   target = obs.reshape(*obs.shape[:2], -1).astype(jnp.float32)
-  if obs.dtype == jnp.bool_:
+  if binary:
     per_element = optax.sigmoid_binary_cross_entropy(decoded, target)
   else:
     per_element = jnp.square(decoded - target)
@@ -239,10 +240,13 @@ def loss_fn(
   mode (`Model.call`); aux["moved"] holds BatchNorm's moved running averages."""
   k_max, tg = config.unroll_steps, batch.targets
   root_obs, next_obs = batch.obs[:, 0], batch.obs[:, 1:]
+  decode_target = batch.obs  # the decoder's: the stored frames [B, K+1, *obs]
   if config.augment:  # the root and its K next observations get independent transforms, as EfficientZero
     root_key, next_key = jax.random.split(aug_key)
     aug = functools.partial(augment_lib.augment, pad=config.augment_shift, scale=config.augment_intensity)
     root_obs, next_obs = aug(root_obs, root_key), aug(next_obs, next_key)
+    if model.has_decoder:  # every row in the root's frame of reference: its shift (not its intensity) on all
+      decode_target = augment_lib.augment_shift(batch.obs, root_key, pad=config.augment_shift)
   variables = params
 
   def call(method: str, *args):  # training mode: BatchNorm's running averages move with every call, in order
@@ -269,8 +273,9 @@ def loss_fn(
   if model.has_terminal:  # a static choice: without the head the graph is today's, bit for bit
     end_loss = terminal_loss(outs[5], tg).sum(1) / k_max
     per_sample = per_sample + config.terminal_loss_weight * end_loss
-  if model.has_decoder:  # the same: the stored frames, not their augmented copies, are the targets
-    decode_loss = obs_loss(outs[-1], batch.obs, tg.obs_mask) @ step_scale
+  if model.has_decoder:  # the same
+    binary = batch.obs.dtype == jnp.bool_
+    decode_loss = obs_loss(outs[-1], decode_target, tg.obs_mask, binary=binary) @ step_scale
     per_sample = per_sample + config.obs_loss_weight * decode_loss
   loss = jnp.mean(batch.weight * per_sample)
   value_pred = support.logits_to_scalar(value_logits[:, 0])

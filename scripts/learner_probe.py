@@ -73,7 +73,10 @@ def gradients(
   make_batch = jax.jit(functools.partial(learner.make_batch, model=agent.model, config=config))
   losses = {}
   for term, key in WEIGHTS.items():
-    alone = dataclasses.replace(config, **{k: getattr(config, k) if k == key else 0.0 for k in WEIGHTS.values()})
+    # The optional heads' terms (terminal, observation decoder) are not among the four: zero beside each.
+    others = {"terminal_loss_weight": 0.0, "obs_loss_weight": 0.0}
+    alone = {k: getattr(config, k) if k == key else 0.0 for k in WEIGHTS.values()}
+    alone = dataclasses.replace(config, **others, **alone)
     losses[term] = functools.partial(learner.loss_fn, model=agent.model, config=alone)
 
   @jax.jit

@@ -10,6 +10,7 @@ import optax
 import pytest
 
 import worlds
+from dreamer import augment as augment_lib
 from dreamer import config as config_lib
 from dreamer import learner, replay
 from dreamer import targets as targets_lib
@@ -589,16 +590,21 @@ def test_terminal_loss_weight_adds_the_heads_masked_cross_entropy():
   assert float(losses[1.0][1]["loss/terminal"]) == pytest.approx(float(per_sample.mean()), rel=1e-5)
 
 
-@pytest.mark.parametrize("world", ["toy:chain", "minatar:Breakout"])
-def test_obs_loss_weight_adds_the_decoders_masked_reconstruction_loss(world):
+@pytest.mark.parametrize(
+  "world, augment", [("toy:chain", False), ("minatar:Breakout", False), ("minatar:Breakout", True)]
+)
+def test_obs_loss_weight_adds_the_decoders_masked_reconstruction_loss(world, augment):
   # The loss at obs_loss_weight 3 is the loss at 1 plus 2 * mean_b weight_b * sum_k scale_k * obs_mask[b, k] *
-  # sum_n err(decoded[b, k, n], obs[b, k, n]), scale 1 at the root and 1/K after it, the decoded observations
+  # sum_n err(decoded[b, k, n], target[b, k, n]), scale 1 at the root and 1/K after it, the decoded observations
   # read off the training unroll and err written in numpy: squared error on the chain's float observations,
-  # binary cross-entropy of logits on MinAtar's bool frames. Without the weight there is no decoder, and the
-  # decoder leaves every other initial parameter as it was.
+  # binary cross-entropy of logits on MinAtar's bool frames. The targets are the stored frames; with the shift
+  # augmentation every row of a sample is shifted by the root's offset (numpy's clip-indexing here), so row 0 is
+  # the frame the network saw. Without the weight there is no decoder, and the decoder leaves every other initial
+  # parameter as it was.
   if world.startswith("minatar:"):
     pytest.importorskip("minatar")
-  base = {**SMALL, "world": world}
+  shift = dict(augment=True, augment_shift=1, augment_intensity=0.0) if augment else {}
+  base = {**SMALL, "world": world, **shift}
   config = config_lib.Config(**base, obs_loss_weight=1.0)
   agent, state, rb = _filled(config)
   _, plain_state, _ = _filled(config_lib.Config(**base))
@@ -607,19 +613,32 @@ def test_obs_loss_weight_adds_the_decoders_masked_reconstruction_loss(world):
   for a, b in zip(jax.tree.leaves(rest), jax.tree.leaves(plain_state.params["params"]), strict=True):
     np.testing.assert_array_equal(a, b)
   batch, _ = learner.make_batch(state, rb, jax.random.PRNGKey(1), jnp.int32(240), model=agent.model, config=config)
+  obs = np.asarray(batch.obs)
+  root_obs, next_obs, aug_key = batch.obs[:, 0], batch.obs[:, 1:], None
+  if augment:  # the inputs as loss_fn makes them
+    aug_key = jax.random.PRNGKey(5)
+    root_key, next_key = jax.random.split(aug_key)
+    root_obs = augment_lib.augment(root_obs, root_key, pad=1, scale=0.0)
+    next_obs = augment_lib.augment(next_obs, next_key, pad=1, scale=0.0)
+    offset = np.asarray(jax.random.randint(jax.random.split(root_key)[0], (obs.shape[0], 2), 0, 3)) - 1
+    assert np.any(offset != 0)
+    h, w = obs.shape[-3:-1]
+    shifted = [o[..., np.clip(np.arange(h) + dy, 0, h - 1), :, :][..., np.clip(np.arange(w) + dx, 0, w - 1), :]
+               for o, (dy, dx) in zip(obs, offset)]  # fmt: skip
+    obs = np.stack(shifted)
+    np.testing.assert_array_equal(obs[:, 0], np.asarray(root_obs))
   outs = learner.unroll_outputs(
     lambda method, *args: agent.model.call(state.params, method, *args, train=True)[0],
-    batch.obs[:, 0], batch.obs[:, 1:], batch.action,
+    root_obs, next_obs, batch.action,
     horizon=config.value_prefix_horizon, lstm_dim=agent.model.lstm_dim, decode=True,
   )  # fmt: skip
   x = np.asarray(outs[-1], np.float64)
-  obs = np.asarray(batch.obs)
   target = obs.reshape(*obs.shape[:2], -1).astype(np.float64)
   assert x.shape == target.shape == (config.batch_size, config.unroll_steps + 1, int(np.prod(agent.obs_shape)))
-  if obs.dtype == np.bool_:
+  if world.startswith("minatar:"):
+    assert np.asarray(batch.obs).dtype == np.bool_
     err = -(target * np.log(1 / (1 + np.exp(-x))) + (1 - target) * np.log(1 / (1 + np.exp(x))))
   else:
-    assert world == "toy:chain"
     err = np.square(x - target)
   mask = np.asarray(batch.targets.obs_mask)
   assert mask.min() == 0.0  # some unrolled rows left the root's episode: the mask matters here
@@ -628,7 +647,7 @@ def test_obs_loss_weight_adds_the_decoders_masked_reconstruction_loss(world):
   losses = {}
   for w in (1.0, 3.0):
     c = dataclasses.replace(config, obs_loss_weight=w)
-    losses[w] = learner.loss_fn(state.params, batch, model=agent.model, config=c)
+    losses[w] = learner.loss_fn(state.params, batch, aug_key, model=agent.model, config=c)
   weighted = float(np.mean(np.asarray(batch.weight) * per_sample))
   assert float(losses[3.0][0] - losses[1.0][0]) == pytest.approx(2.0 * weighted, rel=1e-4)
   assert float(losses[1.0][1]["loss/obs"]) == pytest.approx(float(per_sample.mean()), rel=1e-5)
