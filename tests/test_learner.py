@@ -557,18 +557,25 @@ def test_search_value_target_needs_a_reanalysis_search():
       config_lib.Config(**{**SMALL, **bad}, value_target="mixed")
 
 
+def _filled_with_head(config, plain, head: str):
+  """`_filled(config)`, checking that its network has the module `head` which `plain`'s (the same config
+  without the head's weight) lacks, and that every other initial parameter is plain's."""
+  agent, state, rb = _filled(config)
+  _, plain_state, _ = _filled(plain)
+  assert head in state.params["params"] and head not in plain_state.params["params"]
+  rest = {k: v for k, v in state.params["params"].items() if k != head}
+  for a, b in zip(jax.tree.leaves(rest), jax.tree.leaves(plain_state.params["params"]), strict=True):
+    np.testing.assert_array_equal(a, b)
+  return agent, state, rb
+
+
 def test_terminal_loss_weight_adds_the_heads_masked_cross_entropy():
   # The loss at terminal_loss_weight 3 is the loss at 1 plus 2 * mean_b weight_b * sum_k obs_mask[b, k+1] *
   # BCE(logit[b, k], terminal[b, k]) / K, with the logits read off the training unroll and the BCE written in
   # numpy; the chain's replay holds terminal targets of both kinds. Without the weight there is no head, and the
   # head leaves every other initial parameter as it was.
   config = config_lib.Config(**SMALL, terminal_loss_weight=1.0)
-  agent, state, rb = _filled(config)
-  plain_agent, plain_state, _ = _filled(config_lib.Config(**SMALL))
-  assert "end_head" in state.params["params"] and "end_head" not in plain_state.params["params"]
-  rest = {k: v for k, v in state.params["params"].items() if k != "end_head"}
-  for a, b in zip(jax.tree.leaves(rest), jax.tree.leaves(plain_state.params["params"]), strict=True):
-    np.testing.assert_array_equal(a, b)
+  agent, state, rb = _filled_with_head(config, config_lib.Config(**SMALL), "end_head")
   batch, _ = learner.make_batch(state, rb, jax.random.PRNGKey(1), jnp.int32(240), model=agent.model, config=config)
   tg = batch.targets
   mask, target = np.asarray(tg.obs_mask[:, 1:]), np.asarray(tg.terminal)
@@ -606,12 +613,7 @@ def test_obs_loss_weight_adds_the_decoders_masked_reconstruction_loss(world, aug
   shift = dict(augment=True, augment_shift=1, augment_intensity=0.0) if augment else {}
   base = {**SMALL, "world": world, **shift}
   config = config_lib.Config(**base, obs_loss_weight=1.0)
-  agent, state, rb = _filled(config)
-  _, plain_state, _ = _filled(config_lib.Config(**base))
-  assert "decoder" in state.params["params"] and "decoder" not in plain_state.params["params"]
-  rest = {k: v for k, v in state.params["params"].items() if k != "decoder"}
-  for a, b in zip(jax.tree.leaves(rest), jax.tree.leaves(plain_state.params["params"]), strict=True):
-    np.testing.assert_array_equal(a, b)
+  agent, state, rb = _filled_with_head(config, config_lib.Config(**base), "decoder")
   batch, _ = learner.make_batch(state, rb, jax.random.PRNGKey(1), jnp.int32(240), model=agent.model, config=config)
   obs = np.asarray(batch.obs)
   root_obs, next_obs, aug_key = batch.obs[:, 0], batch.obs[:, 1:], None
