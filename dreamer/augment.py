@@ -34,12 +34,11 @@ def intensity(x: jax.Array, rng_key: jax.Array, *, scale: float = 0.05) -> jax.A
 def augment(x: jax.Array, rng_key: jax.Array, *, pad: int = 4, scale: float = 0.05) -> jax.Array:
   """Frames [B, ..., H, W, C] of any dtype -> f32 (same pixel scale) shifted by up to `pad` pixels, then
   intensity-scaled by `scale`."""
-  shift_key, intensity_key = jax.random.split(rng_key)
-  return intensity(shift(x.astype(jnp.float32), shift_key, pad=pad), intensity_key, scale=scale)
+  return intensity(augment_shift(x, rng_key, pad=pad), jax.random.split(rng_key)[1], scale=scale)
 
 
 def augment_shift(x: jax.Array, rng_key: jax.Array, *, pad: int = 4) -> jax.Array:
   """Frames [B, ..., H, W, C] of any dtype -> f32 shifted as `augment(..., rng_key, pad=pad)` shifts, without
   its intensity: the same offset per sample, so other frames of a sample can be seen in the augmented frame's
-  frame of reference."""
+  frame of reference. `rng_key` splits into (shift key, intensity key); this reads the first."""
   return shift(x.astype(jnp.float32), jax.random.split(rng_key)[0], pad=pad)

@@ -328,9 +328,9 @@ class Config:
   of the unroll, the root's and the K the dynamics predict, is decoded into its real observation (the root's and
   the next K; with `augment`, all shifted as the root was, so they share its frame of reference, with no
   intensity change; the decoder is not in any `reset_parts` group but 'all'), by per-element binary
-  cross-entropy for bool frames (MinAtar)
-  and squared error otherwise, summed over the elements and weighted like the value loss over depths, so that
-  the latent must carry the frame's content (where the cars and enemies are) that the RL losses leave out.
+  cross-entropy for bool frames (MinAtar) and squared error otherwise, summed over the elements and weighted
+  like the value loss over depths, so that the latent must carry the frame's content (where the cars and
+  enemies are) that the RL losses leave out.
   'mlp' network only. 0: no decoder (the network and every update are today's, bit for bit)."""
   optimizer: str = "adam"
   """'adam' (AdamW) or 'sgd' (SGD with momentum, EfficientZero's choice)."""

@@ -47,6 +47,12 @@ def _may_reach_a_trace(target) -> bool:
   return not (top in _HOST_ONLY_MODULES or top.startswith("test_"))
 
 
+def _drop_programs() -> None:
+  from dreamer.agent import build_programs
+
+  build_programs.cache_clear()
+
+
 def _marking(patch):
   """MonkeyPatch's `patch` (setattr or delattr) that, when its target may reach a traced program, drops the
   process-wide programs (`agent.build_programs`) at once, so agents built after it trace the patch, and marks the
@@ -56,9 +62,7 @@ def _marking(patch):
   def wrapped(self, target, *args, **kwargs):
     out = patch(self, target, *args, **kwargs)
     if _may_reach_a_trace(target):
-      from dreamer.agent import build_programs
-
-      build_programs.cache_clear()
+      _drop_programs()
       self._drops_programs = True
     return out
 
@@ -73,9 +77,7 @@ def _undo_dropping_programs(undo):
   def wrapped(self):
     undo(self)
     if getattr(self, "_drops_programs", False):
-      from dreamer.agent import build_programs
-
-      build_programs.cache_clear()
+      _drop_programs()
       self._drops_programs = False
 
   return wrapped
