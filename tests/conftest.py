@@ -88,3 +88,31 @@ def _undo_dropping_programs(undo):
 pytest.MonkeyPatch.setattr = _marking(pytest.MonkeyPatch.setattr)
 pytest.MonkeyPatch.delattr = _marking(pytest.MonkeyPatch.delattr)
 pytest.MonkeyPatch.undo = _undo_dropping_programs(pytest.MonkeyPatch.undo)
+
+
+# Seconds each of the heaviest files took (one worker's share of `pytest -q` on the quiet 2-core machine, commit
+# cad1627; docs/benchmarks.md). Whole files go to the two workers in the order collected, each worker taking the
+# next file as it runs low, so the heaviest go first: the last files handed out are then short ones and both
+# workers end together. xdist's own order (most tests first) left the one-test files, the longest of all, to
+# the end. A file missing here, or a stale figure, only costs balance, never a result.
+FILE_SECONDS = {
+  "test_resume.py": 613, "test_learner.py": 602, "test_dream.py": 375, "test_distributed.py": 348,
+  "test_dream_search.py": 335, "test_precision.py": 329, "test_task_input.py": 263, "test_gpu_check.py": 244,
+  "test_devices.py": 223, "test_dream_memory.py": 172, "test_search.py": 142, "test_kill.py": 128,
+  "test_networks.py": 126, "test_atari_bench.py": 123, "test_dream_ratio.py": 119, "test_video.py": 80,
+  "test_memory.py": 80, "test_bad_input.py": 79, "test_atari.py": 76, "test_compare.py": 67, "test_train.py": 61,
+  "test_board.py": 52, "test_explore.py": 51, "test_cost.py": 51, "test_collision_probe.py": 48,
+  "test_untrusted.py": 47, "test_learner_probe.py": 46, "test_scripts.py": 41, "test_target_probe.py": 36,
+}  # fmt: skip
+
+
+def heaviest_files_first(nodeids: list[str], seconds: dict[str, float]) -> list[int]:
+  """Indices that order test ids by their file's `seconds` (largest first; unlisted files 0), keeping the
+  collected order within a file and between files of equal weight."""
+  weight = [seconds.get(n.split("::")[0].rsplit("/", 1)[-1], 0.0) for n in nodeids]
+  return sorted(range(len(nodeids)), key=lambda i: -weight[i])
+
+
+def pytest_collection_modifyitems(items):
+  order = heaviest_files_first([item.nodeid for item in items], FILE_SECONDS)
+  items[:] = [items[i] for i in order]

@@ -1,6 +1,8 @@
 """Agents share their jitted functions within a process (`agent.programs`): configs that differ only in keys the
 host loop alone reads get the same functions, which compute what functions built for each config would."""
 
+import pathlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -90,3 +92,16 @@ def test_a_monkeypatch_of_traced_code_drops_the_programs_and_other_patches_keep_
   Agent(config, spec)
   monkeypatch.undo()  # the fixture's end does the same
   assert build_programs.cache_info().currsize == 0
+
+
+def test_files_go_to_the_workers_heaviest_first_keeping_the_order_within_a_file():
+  from tests.conftest import FILE_SECONDS, heaviest_files_first
+
+  ids = ["tests/test_a.py::x", "tests/test_b.py::x", "tests/test_a.py::y", "tests/test_c.py::x", "tests/test_b.py::y"]
+  order = heaviest_files_first(ids, {"test_b.py": 5.0, "test_c.py": 9.0})
+  assert [ids[i] for i in order] == [
+    "tests/test_c.py::x", "tests/test_b.py::x", "tests/test_b.py::y", "tests/test_a.py::x", "tests/test_a.py::y"
+  ]  # fmt: skip
+  # A renamed or deleted file would silently fall to the end: every weighed file exists.
+  here = pathlib.Path(__file__).parent
+  assert [name for name in FILE_SECONDS if not (here / name).is_file()] == []
