@@ -95,7 +95,7 @@ def test_a_monkeypatch_of_traced_code_drops_the_programs_and_other_patches_keep_
 
 
 def test_files_go_to_the_workers_heaviest_first_keeping_the_order_within_a_file():
-  from tests.conftest import FILE_SECONDS, heaviest_files_first
+  from conftest import FILE_SECONDS, heaviest_files_first
 
   ids = ["tests/test_a.py::x", "tests/test_b.py::x", "tests/test_a.py::y", "tests/test_c.py::x", "tests/test_b.py::y"]
   order = heaviest_files_first(ids, {"test_b.py": 5.0, "test_c.py": 9.0})
