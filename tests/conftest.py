@@ -10,6 +10,8 @@ import tempfile
 import jax
 import pytest
 
+pytest_plugins = ("suite_log",)  # `--suite-log FILE`: per-test seconds and jax compiles (tests/suite_log.py)
+
 _CACHE = os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="dreamer-xla-cache-"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
@@ -94,7 +96,8 @@ pytest.MonkeyPatch.undo = _undo_dropping_programs(pytest.MonkeyPatch.undo)
 # cad1627; docs/benchmarks.md). Whole files go to the two workers in the order collected, each worker taking the
 # next file as it runs low, so the heaviest go first: the last files handed out are then short ones and both
 # workers end together. xdist's own order (most tests first) left the one-test files, the longest of all, to
-# the end. A file missing here, or a stale figure, only costs balance, never a result.
+# the end. A file missing here, or a stale figure, only costs balance, never a result. To weigh them again:
+# `python scripts/suite_time.py` on a quiet machine prints `file_seconds`.
 FILE_SECONDS = {
   "test_resume.py": 613, "test_learner.py": 602, "test_dream.py": 375, "test_distributed.py": 348,
   "test_dream_search.py": 335, "test_precision.py": 329, "test_task_input.py": 263, "test_gpu_check.py": 244,

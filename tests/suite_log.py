@@ -1,0 +1,84 @@
+"""`pytest --suite-log FILE`: one JSON line per test, written by the process that collects the reports (xdist's
+controller, or pytest itself with `-n 0`): the test's id, the worker that ran it, its seconds (setup, call and
+teardown), the seconds jax spent in that worker tracing, lowering and compiling while it ran (jax.monitoring's
+events; a test's subprocesses are not counted), how many programs it asked XLA for (`compiles`; `compile_s`
+includes the persistent cache's reads) and how many of those the persistent cache served, its outcome and when
+it ended (seconds from the session's start). `scripts/suite_time.py` runs the suite with it and sums the lines
+by file; `tests/conftest.py`'s FILE_SECONDS come from there."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+# jax.monitoring's duration events, by the name a line gives their seconds.
+EVENTS = {
+  "trace_s": "/jax/core/compile/jaxpr_trace_duration",
+  "lower_s": "/jax/core/compile/jaxpr_to_mlir_module_duration",
+  "compile_s": "/jax/core/compile/backend_compile_duration",
+}
+_spent = {**dict.fromkeys(EVENTS, 0.0), "compiles": 0, "cache_hits": 0}  # this process's totals so far
+_seen = dict(_spent)  # the totals when the last report was made
+_lines: dict[str, dict] = {}  # per test id, summed over its phases (the collecting process)
+_out: dict = {}  # the collecting process's open file and the session's start
+
+
+def _listen(event: str, seconds: float, **_) -> None:
+  for name, key in EVENTS.items():
+    if event == key:
+      _spent[name] += seconds
+      _spent["compiles"] += name == "compile_s"
+
+
+def _count(event: str, **_) -> None:
+  _spent["cache_hits"] += event == "/jax/compilation_cache/cache_hits"
+
+
+def pytest_addoption(parser) -> None:
+  parser.addoption("--suite-log", metavar="FILE", help="write one JSON line per test: worker, seconds, jax compiles")
+
+
+def pytest_configure(config) -> None:
+  if not config.getoption("suite_log"):
+    return
+  import jax.monitoring
+
+  jax.monitoring.register_event_duration_secs_listener(_listen)
+  jax.monitoring.register_event_listener(_count)
+  if not hasattr(config, "workerinput"):  # the collecting process owns the file
+    _out.update(file=open(config.getoption("suite_log"), "w"), start=time.time())  # noqa: SIM115 (unconfigure)
+
+
+def pytest_unconfigure(config) -> None:
+  if _out:
+    _out.pop("file").close()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+  """Every phase's report carries what jax spent since the last report in this process (so a module fixture's
+  compile counts for the test whose setup built it)."""
+  report = (yield).get_result()
+  if item.config.getoption("suite_log"):
+    report.jax_spent = {k: _spent[k] - _seen[k] for k in _spent}  # an extra attribute: xdist sends it on
+    _seen.update(_spent)
+
+
+def pytest_runtest_logreport(report) -> None:
+  if not _out:
+    return
+  line = _lines.setdefault(report.nodeid, {"test": report.nodeid, "seconds": 0.0, **dict.fromkeys(_spent, 0)})
+  line["seconds"] += report.duration
+  for key, spent in getattr(report, "jax_spent", {}).items():
+    line[key] += spent
+  if report.failed or report.when == "call":
+    line["outcome"] = "failed" if report.failed else report.outcome
+  if report.when == "teardown":
+    node = getattr(report, "node", None)  # xdist's controller: the worker that sent the report
+    line["worker"] = node.gateway.id if node is not None else "main"
+    line["end_s"] = time.time() - _out["start"]
+    line.setdefault("outcome", report.outcome)
+    _out["file"].write(json.dumps(_lines.pop(report.nodeid)) + "\n")
+    _out["file"].flush()
