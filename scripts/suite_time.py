@@ -5,7 +5,8 @@ Runs `pytest -q` as CI does (the project's pytest options: two workers, whole fi
 wall seconds, each worker's busy seconds and how long the last one ran alone at the end (`tail_s`), per file its
 seconds, tests and jax's trace, lowering and compile seconds and programs, the slowest tests, and
 `file_seconds`: the per-file weights `tests/conftest.py`'s FILE_SECONDS takes (files over --weigh-above seconds).
-Records the commit. Run it on a quiet machine: other jobs stretch every figure.
+Records the commit the log was made at (and the one it was read at). Run it on a quiet machine: other jobs
+stretch every figure.
 
   python scripts/suite_time.py [--log FILE] [--top 20] [-- PYTEST_ARGS...]
   python scripts/suite_time.py --read --log FILE
@@ -18,6 +19,7 @@ import collections
 import json
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -34,9 +36,12 @@ def file_of(test_id: str) -> str:
   return test_id.split("::")[0].rsplit("/", 1)[-1]
 
 
-def summarize(lines: list[dict], *, top: int = 20, weigh_above: float = 30.0) -> dict:
-  """The log's lines (one per test, as `tests/suite_log.py` writes them) summed by worker and by file."""
+def summarize(lines: list[dict], *, workers: int = 0, top: int = 20, weigh_above: float = 30.0) -> dict:
+  """The log's test lines (`tests/suite_log.py`) summed by worker and by file. `workers`: how many the session
+  had (0: none, pytest in one process), so that one that ran no test counts as ending at 0 s."""
   busy, last_end = collections.Counter(), collections.defaultdict(float)
+  for worker in [f"gw{i}" for i in range(workers)]:
+    busy[worker], last_end[worker] = 0.0, 0.0
   files: dict[str, dict] = {}
   for line in lines:
     busy[line["worker"]] += line["seconds"]
@@ -62,21 +67,28 @@ def summarize(lines: list[dict], *, top: int = 20, weigh_above: float = 30.0) ->
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--log", type=Path, default=Path("suite_log.jsonl"), help="the per-test log to write or read")
+  log = Path(tempfile.gettempdir()) / "dreamer-suite-log.jsonl"
+  parser.add_argument("--log", type=Path, default=log, help=f"the per-test log to write or read (default: {log})")
   parser.add_argument("--read", action="store_true", help="only read --log, written by an earlier run")
   parser.add_argument("--top", type=int, default=20, help="how many of the slowest tests to list")
   parser.add_argument("--weigh-above", type=float, default=30.0, help="files weighed in file_seconds: over this")
   parser.add_argument("pytest_args", nargs="*", help="after --: passed to pytest")
   args = parser.parse_args()
-  out: dict = {"commit": commit()}
+  out: dict = {}
   if not args.read:
+    args.log.unlink(missing_ok=True)  # a pytest that stops before writing must not leave an older log to read
     command = [sys.executable, "-m", "pytest", "-q", "--suite-log", str(args.log.resolve()), *args.pytest_args]
     start = time.monotonic()
     out["returncode"] = subprocess.run(command, cwd=ROOT, stdout=sys.stderr).returncode  # the JSON alone on stdout
     out["wall_s"] = time.monotonic() - start
     out["command"] = " ".join(command[1:])
-  lines = [json.loads(x) for x in args.log.read_text().splitlines() if x.strip()]
-  out.update(summarize(lines, top=args.top, weigh_above=args.weigh_above))
+  if not args.log.exists():
+    raise SystemExit(f"suite_time: no log at {args.log}: pytest wrote none (its return code: {out.get('returncode')})")
+  records = [json.loads(x) for x in args.log.read_text().splitlines() if x.strip()]
+  session = records[0].get("session", {}) if records else {}
+  lines = [r for r in records if "test" in r]
+  out = {"commit": session.get("commit", "unknown"), "read_at": commit(), **out}
+  out.update(summarize(lines, workers=session.get("workers", 0), top=args.top, weigh_above=args.weigh_above))
   print(json.dumps(out, indent=2))
 
 

@@ -1,10 +1,12 @@
 """`pytest --suite-log FILE`: one JSON line per test, written by the process that collects the reports (xdist's
 controller, or pytest itself with `-n 0`): the test's id, the worker that ran it, its seconds (setup, call and
-teardown), the seconds jax spent in that worker tracing, lowering and compiling while it ran (jax.monitoring's
-events; a test's subprocesses are not counted), how many programs it asked XLA for (`compiles`; `compile_s`
-includes the persistent cache's reads) and how many of those the persistent cache served, its outcome and when
-it ended (seconds from the session's start). `scripts/suite_time.py` runs the suite with it and sums the lines
-by file; `tests/conftest.py`'s FILE_SECONDS come from there."""
+teardown), the seconds jax spent in that worker since the report before (jax.monitoring's events: top-level jit
+traces, lowering, and compiling including the persistent cache's reads and writes; a test's subprocesses are
+not counted), how many programs it asked the persistent cache or XLA for (`compiles`) and how many of those the
+cache served (`cache_hits`), its outcome (passed, failed, skipped; crashed when its worker died; incomplete when
+the session stopped first) and when it ended (seconds from the session's start). The first line names the
+session: the commit and the number of workers. `scripts/suite_time.py` runs the suite with it and sums the
+lines by file; `tests/conftest.py`'s FILE_SECONDS come from there."""
 
 from __future__ import annotations
 
@@ -45,21 +47,46 @@ def pytest_configure(config) -> None:
     return
   import jax.monitoring
 
+  from dreamer.suites import commit
+
   jax.monitoring.register_event_duration_secs_listener(_listen)
   jax.monitoring.register_event_listener(_count)
-  if not hasattr(config, "workerinput"):  # the collecting process owns the file
-    _out.update(file=open(config.getoption("suite_log"), "w"), start=time.time())  # noqa: SIM115 (unconfigure)
+  if not hasattr(config, "workerinput"):  # the collecting process owns the file; its first line: the session
+    _out.update(file=open(config.getoption("suite_log"), "w"), start=time.monotonic())  # noqa: SIM115 (unconfigure)
+    workers = config.getoption("numprocesses", None) if config.pluginmanager.has_plugin("xdist") else None
+    header = {"session": {"commit": commit(), "workers": workers if isinstance(workers, int) and workers else 0}}
+    _write(header)
 
 
 def pytest_unconfigure(config) -> None:
+  if not config.getoption("suite_log"):
+    return
+  import jax.monitoring
+
+  jax.monitoring.unregister_event_duration_listener(_listen)
+  jax.monitoring.unregister_event_listener(_count)
   if _out:
-    _out.pop("file").close()
+    for line in list(_lines.values()):  # tests that never ended (-x, maxfail, an interrupt)
+      _end(line, outcome="incomplete", worker=line.get("worker", "?"))
+    _out["file"].close()
+    _out.clear()
+
+
+def _write(record: dict) -> None:
+  _out["file"].write(json.dumps(record) + "\n")
+  _out["file"].flush()
+
+
+def _end(line: dict, *, outcome: str | None, worker: str) -> None:
+  line["worker"], line["end_s"] = worker, time.monotonic() - _out["start"]
+  line["outcome"] = outcome or line.get("outcome", "passed")
+  _write(_lines.pop(line["test"]))
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
   """Every phase's report carries what jax spent since the last report in this process (so a module fixture's
-  compile counts for the test whose setup built it)."""
+  compile counts for the test whose setup built it; the first test of a worker also carries its collection's)."""
   report = (yield).get_result()
   if item.config.getoption("suite_log"):
     report.jax_spent = {k: _spent[k] - _seen[k] for k in _spent}  # an extra attribute: xdist sends it on
@@ -73,12 +100,11 @@ def pytest_runtest_logreport(report) -> None:
   line["seconds"] += report.duration
   for key, spent in getattr(report, "jax_spent", {}).items():
     line[key] += spent
-  if report.failed or report.when == "call":
-    line["outcome"] = "failed" if report.failed else report.outcome
+  if line.get("outcome") != "failed" and (report.when == "call" or not report.passed):
+    line["outcome"] = report.outcome  # a skip at setup stays a skip, a failure in any phase a failure
+  node = getattr(report, "node", None)  # xdist's controller: the worker that sent the report
+  worker = node.gateway.id if node is not None else "main"
   if report.when == "teardown":
-    node = getattr(report, "node", None)  # xdist's controller: the worker that sent the report
-    line["worker"] = node.gateway.id if node is not None else "main"
-    line["end_s"] = time.time() - _out["start"]
-    line.setdefault("outcome", report.outcome)
-    _out["file"].write(json.dumps(_lines.pop(report.nodeid)) + "\n")
-    _out["file"].flush()
+    _end(line, outcome=None, worker=worker)
+  elif report.when not in ("setup", "call"):  # xdist's report of a test whose worker crashed: no teardown follows
+    _end(line, outcome="crashed", worker=worker)

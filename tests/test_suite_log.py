@@ -18,6 +18,7 @@ TINY = """
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 def test_plain():
   assert 1 + 1 == 2
@@ -28,6 +29,10 @@ def test_compiles_two_programs():
 
 def test_fails():
   assert 1 + 1 == 3
+
+@pytest.mark.skip(reason="skipped at setup")
+def test_skipped():
+  pass
 """
 
 
@@ -41,13 +46,14 @@ def test_a_tiny_suite_under_xdist_logs_each_tests_worker_outcome_and_compiles(tm
     [*command, "--suite-log", str(log), "test_tiny.py"], cwd=tmp_path, env=env, capture_output=True, text=True,
     timeout=600,
   )  # fmt: skip
-  assert done.returncode == 1 and "1 failed, 2 passed" in done.stdout, done.stdout[-2000:] + done.stderr[-2000:]
-  lines = {line["test"].split("::")[1]: line for line in map(json.loads, log.read_text().splitlines())}
-  assert sorted(lines) == ["test_compiles_two_programs", "test_fails", "test_plain"]
+  assert done.returncode == 1 and "1 failed, 2 passed, 1 skipped" in done.stdout, done.stdout[-2000:] + done.stderr
+  session, *records = map(json.loads, log.read_text().splitlines())
+  assert session["session"]["workers"] == 1 and session["session"]["commit"]
+  lines = {line["test"].split("::")[1]: line for line in records}
+  assert sorted(lines) == ["test_compiles_two_programs", "test_fails", "test_plain", "test_skipped"]
   assert {line["worker"] for line in lines.values()} == {"gw0"}
-  assert [lines[t]["outcome"] for t in ("test_plain", "test_compiles_two_programs", "test_fails")] == [
-    "passed", "passed", "failed",
-  ]  # fmt: skip
+  outcomes = [lines[t]["outcome"] for t in ("test_plain", "test_compiles_two_programs", "test_fails", "test_skipped")]
+  assert outcomes == ["passed", "passed", "failed", "skipped"]
   assert lines["test_plain"]["compiles"] == 0 and lines["test_plain"]["compile_s"] == 0.0
   assert lines["test_compiles_two_programs"]["compiles"] == 2 and lines["test_compiles_two_programs"]["compile_s"] > 0
   assert lines["test_compiles_two_programs"]["cache_hits"] == 0
@@ -68,10 +74,12 @@ def test_suite_time_sums_by_worker_and_file_exactly():
     _line("tests/test_b.py::test_1[y]", "gw1", 25.0, 35.0, compiles=1, outcome="failed"),
     _line("tests/test_a.py::test_2", "gw0", 20.0, 60.0),
   ]
-  out = suite_time.summarize(lines, top=2, weigh_above=30.0)
+  out = suite_time.summarize(lines, workers=2, top=2, weigh_above=30.0)
   assert out["tests"] == 4 and out["failed"] == ["tests/test_b.py::test_1[y]"]
   assert out["work_s"] == 95.0 and out["tail_s"] == 25.0  # gw1 ended at 35 s, gw0 at 60 s
   assert out["workers"] == {"gw0": {"busy_s": 60.0, "last_end_s": 60.0}, "gw1": {"busy_s": 35.0, "last_end_s": 35.0}}
+  # A worker that ran nothing ended at 0 s: the other ran alone throughout.
+  assert suite_time.summarize(lines[:1] + lines[3:], workers=2)["tail_s"] == 60.0
   assert [(f["file"], f["tests"], f["seconds"], f["compiles"], f["compile_s"]) for f in out["by_file"]] == [
     ("test_a.py", 2, 60.0, 3, 6.0), ("test_b.py", 2, 35.0, 1, 2.0),
   ]  # fmt: skip
