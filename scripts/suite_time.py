@@ -77,7 +77,9 @@ def main() -> None:
   out: dict = {}
   if not args.read:
     args.log.unlink(missing_ok=True)  # a pytest that stops before writing must not leave an older log to read
-    command = [sys.executable, "-m", "pytest", "-q", "--suite-log", str(args.log.resolve()), *args.pytest_args]
+    # One token: an xdist worker parses its arguments before the conftest registers the option, and would take
+    # a separate FILE for a test path (its rootdir then FILE's folder, where no conftest is).
+    command = [sys.executable, "-m", "pytest", "-q", f"--suite-log={args.log.resolve()}", *args.pytest_args]
     start = time.monotonic()
     out["returncode"] = subprocess.run(command, cwd=ROOT, stdout=sys.stderr).returncode  # the JSON alone on stdout
     out["wall_s"] = time.monotonic() - start

@@ -1,11 +1,12 @@
-"""`pytest --suite-log FILE`: one JSON line per test, written by the process that collects the reports (xdist's
-controller, or pytest itself with `-n 0`): the test's id, the worker that ran it, its seconds (setup, call and
-teardown), the seconds jax spent in that worker since the report before (jax.monitoring's events: top-level jit
-traces, lowering, and compiling including the persistent cache's reads and writes; a test's subprocesses are
-not counted), how many programs it asked the persistent cache or XLA for (`compiles`) and how many of those the
-cache served (`cache_hits`), its outcome (passed, failed, skipped; crashed when its worker died; incomplete when
-the session stopped first) and when it ended (seconds from the session's start). The first line names the
-session: the commit and the number of workers. `scripts/suite_time.py` runs the suite with it and sums the
+"""`pytest --suite-log=FILE` (one token: an xdist worker reads its arguments before the conftest registers the option,
+and would take a separate FILE for a test path): one JSON line per test, written by the process that collects the
+reports (xdist's controller, or pytest itself with `-n 0`): the test's id, the worker that ran it, its seconds
+(setup, call and teardown), the seconds jax spent in that worker since the report before (jax.monitoring's events:
+top-level jit traces, lowering, and compiling including the persistent cache's reads and writes; a test's
+subprocesses are not counted), how many programs it asked the persistent cache or XLA for (`compiles`) and how many
+of those the cache served (`cache_hits`), its outcome (passed, failed, skipped; crashed when its worker died;
+incomplete when the session stopped first) and when it ended (seconds from the session's start). The first line
+names the session: the commit and the number of workers. `scripts/suite_time.py` runs the suite with it and sums the
 lines by file; `tests/conftest.py`'s FILE_SECONDS come from there."""
 
 from __future__ import annotations
