@@ -10,7 +10,7 @@ import tempfile
 import jax
 import pytest
 
-pytest_plugins = ("suite_log",)  # `--suite-log FILE`: per-test seconds and jax compiles (tests/suite_log.py)
+pytest_plugins = ("suite_log",)  # `--suite-log=FILE`: per-test seconds and jax compiles (tests/suite_log.py)
 
 _CACHE = os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="dreamer-xla-cache-"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
