@@ -54,7 +54,7 @@ def summarize(lines: list[dict], *, workers: int = 0, top: int = 20, weigh_above
   ends = sorted(last_end.values())
   return {
     "tests": len(lines),
-    "failed": sorted(line["test"] for line in lines if line["outcome"] == "failed"),
+    "failed": sorted(line["test"] for line in lines if line["outcome"] in ("failed", "crashed", "incomplete")),
     "work_s": sum(busy.values()),
     "workers": {w: {"busy_s": busy[w], "last_end_s": last_end[w]} for w in sorted(busy)},
     "tail_s": ends[-1] - ends[-2] if len(ends) > 1 else 0.0,
@@ -85,7 +85,8 @@ def main() -> None:
     out["wall_s"] = time.monotonic() - start
     out["command"] = " ".join(command[1:])
   if not args.log.exists():
-    raise SystemExit(f"suite_time: no log at {args.log}: pytest wrote none (its return code: {out.get('returncode')})")
+    why = "give the log an earlier run wrote" if args.read else f"pytest wrote none (return code {out['returncode']})"
+    raise SystemExit(f"suite_time: no log at {args.log}: {why}")
   records = [json.loads(x) for x in args.log.read_text().splitlines() if x.strip()]
   session = records[0].get("session", {}) if records else {}
   lines = [r for r in records if "test" in r]

@@ -4,10 +4,10 @@ reports (xdist's controller, or pytest itself with `-n 0`): the test's id, the w
 (setup, call and teardown), the seconds jax spent in that worker since the report before (jax.monitoring's events:
 top-level jit traces, lowering, and compiling including the persistent cache's reads and writes; a test's
 subprocesses are not counted), how many programs it asked the persistent cache or XLA for (`compiles`) and how many
-of those the cache served (`cache_hits`), its outcome (passed, failed, skipped; crashed when its worker died;
-incomplete when the session stopped first) and when it ended (seconds from the session's start). The first line
-names the session: the commit and the number of workers. `scripts/suite_time.py` runs the suite with it and sums the
-lines by file; `tests/conftest.py`'s FILE_SECONDS come from there."""
+of those the cache served (`cache_hits`), its outcome (passed, failed, skipped, xfailed, xpassed; crashed when its
+worker died; incomplete when the session stopped first) and when it ended (seconds from the session's start). The
+first line names the session: the commit and the number of workers. `scripts/suite_time.py` runs the suite with it
+and sums the lines by file; `tests/conftest.py`'s FILE_SECONDS come from there."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ _spent = {**dict.fromkeys(EVENTS, 0.0), "compiles": 0, "cache_hits": 0}  # this 
 _seen = dict(_spent)  # the totals when the last report was made
 _lines: dict[str, dict] = {}  # per test id, summed over its phases (the collecting process)
 _out: dict = {}  # the collecting process's open file and the session's start
+_listening: list[bool] = []  # whether this process registered the listeners (so unconfigure removes exactly them)
 
 
 def _listen(event: str, seconds: float, **_) -> None:
@@ -52,23 +53,30 @@ def pytest_configure(config) -> None:
 
   jax.monitoring.register_event_duration_secs_listener(_listen)
   jax.monitoring.register_event_listener(_count)
+  _listening.append(True)
   if not hasattr(config, "workerinput"):  # the collecting process owns the file; its first line: the session
     _out.update(file=open(config.getoption("suite_log"), "w"), start=time.monotonic())  # noqa: SIM115 (unconfigure)
-    workers = config.getoption("numprocesses", None) if config.pluginmanager.has_plugin("xdist") else None
-    header = {"session": {"commit": commit(), "workers": workers if isinstance(workers, int) and workers else 0}}
-    _write(header)
+    _write({"session": {"commit": commit(), "workers": _workers(config)}})
+
+
+def _workers(config) -> int:
+  """How many xdist workers the session starts (0: none, pytest in one process); xdist has already turned -n and
+  --maxprocesses into one execution spec per worker."""
+  if not config.pluginmanager.has_plugin("xdist") or config.getoption("dist", "no") == "no":
+    return 0
+  return len(config.getoption("tx", None) or [])
 
 
 def pytest_unconfigure(config) -> None:
-  if not config.getoption("suite_log"):
-    return
-  import jax.monitoring
+  if _listening:  # jax asserts that a listener it removes was registered
+    import jax.monitoring
 
-  jax.monitoring.unregister_event_duration_listener(_listen)
-  jax.monitoring.unregister_event_listener(_count)
+    jax.monitoring.unregister_event_duration_listener(_listen)
+    jax.monitoring.unregister_event_listener(_count)
+    _listening.clear()
   if _out:
     for line in list(_lines.values()):  # tests that never ended (-x, maxfail, an interrupt)
-      _end(line, outcome="incomplete", worker=line.get("worker", "?"))
+      _end(line, outcome="incomplete")
     _out["file"].close()
     _out.clear()
 
@@ -78,8 +86,8 @@ def _write(record: dict) -> None:
   _out["file"].flush()
 
 
-def _end(line: dict, *, outcome: str | None, worker: str) -> None:
-  line["worker"], line["end_s"] = worker, time.monotonic() - _out["start"]
+def _end(line: dict, *, outcome: str | None) -> None:
+  line["end_s"] = time.monotonic() - _out["start"]
   line["outcome"] = outcome or line.get("outcome", "passed")
   _write(_lines.pop(line["test"]))
 
@@ -103,9 +111,11 @@ def pytest_runtest_logreport(report) -> None:
     line[key] += spent
   if line.get("outcome") != "failed" and (report.when == "call" or not report.passed):
     line["outcome"] = report.outcome  # a skip at setup stays a skip, a failure in any phase a failure
+    if hasattr(report, "wasxfail"):
+      line["outcome"] = "xfailed" if report.skipped else "xpassed"
   node = getattr(report, "node", None)  # xdist's controller: the worker that sent the report
-  worker = node.gateway.id if node is not None else "main"
+  line["worker"] = node.gateway.id if node is not None else "main"
   if report.when == "teardown":
-    _end(line, outcome=None, worker=worker)
+    _end(line, outcome=None)
   elif report.when not in ("setup", "call"):  # xdist's report of a test whose worker crashed: no teardown follows
-    _end(line, outcome="crashed", worker=worker)
+    _end(line, outcome="crashed")

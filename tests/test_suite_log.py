@@ -33,27 +33,36 @@ def test_fails():
 @pytest.mark.skip(reason="skipped at setup")
 def test_skipped():
   pass
+
+@pytest.mark.xfail(reason="fails as expected")
+def test_expected_to_fail():
+  assert 1 + 1 == 3
 """
 
 
 def test_a_tiny_suite_under_xdist_logs_each_tests_worker_outcome_and_compiles(tmp_path):
-  (tmp_path / "test_tiny.py").write_text(TINY)
-  log = tmp_path / "log.jsonl"
+  # As the project loads it (a conftest's pytest_plugins) and as suite_time passes it (one token, the log in
+  # another folder, no test path: an xdist worker parses the arguments before the conftest adds the option).
+  suite = tmp_path / "suite"
+  suite.mkdir()
+  (suite / "conftest.py").write_text('pytest_plugins = ("suite_log",)\n')
+  (suite / "test_tiny.py").write_text(TINY)
+  log = tmp_path / "logs" / "log.jsonl"
+  log.parent.mkdir()
   env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT)])}
   env["JAX_COMPILATION_CACHE_DIR"] = str(tmp_path / "cache")  # empty: every program is compiled, none read
-  command = [sys.executable, "-m", "pytest", "-q", "-p", "suite_log", "-p", "no:cacheprovider", "-n", "1"]
-  done = subprocess.run(
-    [*command, "--suite-log", str(log), "test_tiny.py"], cwd=tmp_path, env=env, capture_output=True, text=True,
-    timeout=600,
-  )  # fmt: skip
-  assert done.returncode == 1 and "1 failed, 2 passed, 1 skipped" in done.stdout, done.stdout[-2000:] + done.stderr
+  command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "1", f"--suite-log={log}"]
+  done = subprocess.run(command, cwd=suite, env=env, capture_output=True, text=True, timeout=600)
+  assert done.returncode == 1 and "1 failed, 2 passed, 1 skipped, 1 xfailed" in done.stdout, (
+    done.stdout[-2000:] + done.stderr
+  )
   session, *records = map(json.loads, log.read_text().splitlines())
   assert session["session"]["workers"] == 1 and session["session"]["commit"]
   lines = {line["test"].split("::")[1]: line for line in records}
-  assert sorted(lines) == ["test_compiles_two_programs", "test_fails", "test_plain", "test_skipped"]
+  names = ["test_plain", "test_compiles_two_programs", "test_fails", "test_skipped", "test_expected_to_fail"]
+  assert sorted(lines) == sorted(names)
   assert {line["worker"] for line in lines.values()} == {"gw0"}
-  outcomes = [lines[t]["outcome"] for t in ("test_plain", "test_compiles_two_programs", "test_fails", "test_skipped")]
-  assert outcomes == ["passed", "passed", "failed", "skipped"]
+  assert [lines[t]["outcome"] for t in names] == ["passed", "passed", "failed", "skipped", "xfailed"]
   assert lines["test_plain"]["compiles"] == 0 and lines["test_plain"]["compile_s"] == 0.0
   assert lines["test_compiles_two_programs"]["compiles"] == 2 and lines["test_compiles_two_programs"]["compile_s"] > 0
   assert lines["test_compiles_two_programs"]["cache_hits"] == 0
