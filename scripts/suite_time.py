@@ -23,17 +23,14 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from suite_log import file_of  # noqa: E402  (the plugin's rule, by which FILE_SECONDS is keyed)
 
 from dreamer.suites import commit  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
 SUMMED = ("seconds", "trace_s", "lower_s", "compile_s", "compiles", "cache_hits")
-
-
-def file_of(test_id: str) -> str:
-  """'tests/test_x.py::test_y[a]' -> 'test_x.py'."""
-  return test_id.split("::")[0].rsplit("/", 1)[-1]
 
 
 def summarize(lines: list[dict], *, workers: int = 0, top: int = 20, weigh_above: float = 30.0) -> dict:

@@ -112,7 +112,9 @@ FILE_SECONDS = {
 def heaviest_files_first(nodeids: list[str], seconds: dict[str, float]) -> list[int]:
   """Indices that order test ids by their file's `seconds` (largest first; unlisted files 0), keeping the
   collected order within a file and between files of equal weight."""
-  weight = [seconds.get(n.split("::")[0].rsplit("/", 1)[-1], 0.0) for n in nodeids]
+  from suite_log import file_of  # here, not at the top: pytest_plugins imports it first (so asserts are rewritten)
+
+  weight = [seconds.get(file_of(n), 0.0) for n in nodeids]
   return sorted(range(len(nodeids)), key=lambda i: -weight[i])
 
 

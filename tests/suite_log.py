@@ -29,6 +29,11 @@ _out: dict = {}  # the collecting process's open file and the session's start
 _listening: list[bool] = []  # whether this process registered the listeners (so unconfigure removes exactly them)
 
 
+def file_of(test_id: str) -> str:
+  """'tests/test_x.py::test_y[a]' -> 'test_x.py': how the log's lines are summed and FILE_SECONDS is keyed."""
+  return test_id.split("::")[0].rsplit("/", 1)[-1]
+
+
 def _listen(event: str, seconds: float, **_) -> None:
   for name, key in EVENTS.items():
     if event == key:
@@ -60,10 +65,8 @@ def pytest_configure(config) -> None:
 
 
 def _workers(config) -> int:
-  """How many xdist workers the session starts (0: none, pytest in one process); xdist has already turned -n and
-  --maxprocesses into one execution spec per worker."""
-  if not config.pluginmanager.has_plugin("xdist") or config.getoption("dist", "no") == "no":
-    return 0
+  """How many xdist workers the session starts (0: none, pytest in one process, `-n 0` or no xdist); xdist has
+  already turned -n and --maxprocesses into one execution spec per worker."""
   return len(config.getoption("tx", None) or [])
 
 
